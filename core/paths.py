@@ -1,0 +1,37 @@
+"""Where TExplain Studio keeps things on disk, and the offline environment it runs in."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Everything the set-up builds locally (never committed): Debian photos, WordNet, the converted LM.
+ASSETS = Path(os.environ.get("TEXPLAIN_ASSETS", ROOT / ".assets"))
+CHECKPOINTS = ROOT / "checkpoints"
+SHIPPED_RUNS = CHECKPOINTS / "runs"
+USER_RUNS = Path(os.environ.get("TEXPLAIN_RUNS", ROOT / "runs"))
+
+NLTK_DATA = ASSETS / "nltk_data"
+LM_DIR = ASSETS / "models" / "smollm2-135m-instruct"
+PHOTOS = ASSETS / "photos"
+BIRD_PHOTOS = PHOTOS / "birds"
+SCENE_PHOTOS = PHOTOS / "scenes"
+DEMO_DATA = ASSETS / "demo" / "waterbirds-mini"
+FEATURE_CACHE = ASSETS / "cache" / "features"
+
+
+def configure_offline() -> None:
+    """Point NLTK at the project's data and forbid hub downloads; idempotent."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("NLTK_DATA", str(NLTK_DATA))
+    try:
+        import nltk
+    except ImportError:  # nltk is only needed by the word step
+        return
+    if str(NLTK_DATA) not in nltk.data.path:
+        nltk.data.path.insert(0, str(NLTK_DATA))
+
+
+configure_offline()

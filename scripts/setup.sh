@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up everything TExplain Studio needs on a fresh Debian machine, offline but for package registries.
+# Idempotent: a venv matching the requirements' hash is reused and finished asset steps are skipped.
+#   scripts/setup.sh          runtime venv + offline assets (what `make run` needs)
+#   scripts/setup.sh --dev    also test tools and Debian's chromium (what `make test` needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+[[ "${1:-}" == "--dev" ]] && DEV=1
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+REQ_HASH=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+# Outside the clone so that fresh clones on one machine (CI) share it; keyed by the requirements.
+VENV="${TEXPLAIN_VENV:-$HOME/.cache/texplain-studio/venv-$REQ_HASH}"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+if [[ ! -f "$VENV/.complete-runtime" ]]; then
+  say "creating the virtual environment $VENV (torch installs from local disk; a few minutes once)"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q -r requirements.txt
+  touch "$VENV/.complete-runtime"
+else
+  say "virtual environment: reusing $VENV"
+fi
+if [[ $DEV == 1 && ! -f "$VENV/.complete-dev" ]]; then
+  say "installing test tools"
+  "$VENV/bin/pip" install -q -r requirements-dev.txt
+  touch "$VENV/.complete-dev"
+fi
+ln -sfn "$VENV" .venv
+
+if [[ $DEV == 1 ]] && ! command -v chromium >/dev/null && [[ ! -x /usr/bin/chromium ]]; then
+  say "installing Debian's chromium for the browser tests"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
+fi
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$VENV/bin/python" -m core.assets
