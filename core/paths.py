@@ -26,11 +26,11 @@ def configure_offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("NLTK_DATA", str(NLTK_DATA))
-    try:
-        import nltk
-    except ImportError:  # nltk is only needed by the word step
-        return
-    if str(NLTK_DATA) not in nltk.data.path:
+    # nltk reads NLTK_DATA when first imported; importing it here would cost seconds at start-up.
+    import sys
+
+    nltk = sys.modules.get("nltk")
+    if nltk is not None and str(NLTK_DATA) not in nltk.data.path:
         nltk.data.path.insert(0, str(NLTK_DATA))
 
 

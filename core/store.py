@@ -4,7 +4,7 @@ Layout of a run folder::
 
     manifest.json              what was run, with which models and settings, status and progress
     images/shard-00000.parquet image_id, path, split, label, label_name, prediction, prediction_name,
-                               confidence, group, place, n_sentences
+                               confidence, group, place, n_sentences, error (unreadable images)
     words/shard-00000.parquet  image_id, word, count (occurrences), sentences (sentences that use it)
     sentences/shard-00000.parquet  image_id, idx, text      (a sample per image)
 
@@ -29,7 +29,7 @@ TABLES = ("images", "words", "sentences")
 SCHEMA_VERSION = 1
 
 IMAGE_COLUMNS = ["image_id", "path", "split", "label", "label_name", "prediction", "prediction_name",
-                 "confidence", "group", "place", "n_sentences"]
+                 "confidence", "group", "place", "n_sentences", "error"]
 WORD_COLUMNS = ["image_id", "word", "count", "sentences"]
 SENTENCE_COLUMNS = ["image_id", "idx", "text"]
 COLUMNS = {"images": IMAGE_COLUMNS, "words": WORD_COLUMNS, "sentences": SENTENCE_COLUMNS}

@@ -92,6 +92,7 @@ class Translator(nn.Module):
         self.mapper = MLPMapper(config) if config.mapper == "mlp" else TransformerMapper(config)
         self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
         self.register_buffer("feature_std", torch.ones(config.feature_dim))
+        self.source = ""  # the folder it was loaded from, for provenance
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Remember the training features' mean and spread for z-scoring."""
@@ -150,6 +151,7 @@ class Translator(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{w_path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.source = str(folder)
         return model.eval()
 
 

@@ -15,21 +15,22 @@ REQ_HASH=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 VENV="${TEXPLAIN_VENV:-$HOME/.cache/texplain-studio/venv-$REQ_HASH}"
 
 say() { printf '[setup] %s\n' "$*"; }
+# pip's local-index warnings on this kind of machine are noise; real errors still show.
+pipq() { "$VENV/bin/pip" install -q "$@" 2> >(grep -v '^WARNING: Location' >&2); }
 
 if [[ ! -f "$VENV/.complete-runtime" ]]; then
   say "creating the virtual environment $VENV (torch installs from local disk; a few minutes once)"
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -r requirements.txt
+  pipq -r requirements.txt
   touch "$VENV/.complete-runtime"
 else
   say "virtual environment: reusing $VENV"
 fi
 if [[ $DEV == 1 && ! -f "$VENV/.complete-dev" ]]; then
   say "installing test tools"
-  "$VENV/bin/pip" install -q -r requirements-dev.txt
+  pipq -r requirements-dev.txt
   touch "$VENV/.complete-dev"
 fi
 ln -sfn "$VENV" .venv

@@ -1,0 +1,397 @@
+"""Dataset readers: Waterbirds, the Backgrounds Challenge, any ImageFolder tree, and caption files.
+
+Every image dataset comes back as one `ImageDataset` (a list of `ImageRecord`s plus class and
+group names), so the classifier, the explainer and the run store never care where it came from.
+Caption readers return a DataFrame with columns `path`, `caption` (and `split` when known) for
+translator training. Problems a user can fix raise `DatasetError` with the file and what to do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+# torchvision's ImageFolder extensions.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLIT_ORDER = ("train", "val", "test", "all")
+# Folder names accepted as splits of an ImageFolder tree, and what they are called here.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+WATERBIRDS_COLUMNS = ("img_filename", "y", "split", "place")
+WATERBIRDS_SPLITS = {0: "train", 1: "val", 2: "test"}
+WATERBIRDS_CLASSES = ["landbird", "waterbird"]
+WATERBIRDS_GROUPS = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
+
+# The Backgrounds Challenge (Xiao et al. 2020) ships ImageNet-9 in these variations; fg_mask holds masks.
+BACKGROUND_VARIATIONS = ("original", "only_bg_b", "only_bg_t", "no_fg", "only_fg",
+                         "mixed_same", "mixed_rand", "mixed_next")
+MAX_LISTED = 5  # how many missing files an error message names
+
+
+class DatasetError(ValueError):
+    """A dataset or caption file cannot be read; the message names the file and what is wrong."""
+
+
+@dataclass
+class ImageRecord:
+    image_id: str            # unique within its dataset (Waterbirds' img_id, else the relative path)
+    path: Path
+    split: str               # "train", "val", "test", or "all" when the dataset has no splits
+    label: int               # index into ImageDataset.class_names
+    group: int | None = None  # Waterbirds: 2 * label + place
+    place: int | None = None  # Waterbirds: 0 land, 1 water
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    kind: str                 # "waterbirds", "image_folder" or "backgrounds_challenge"
+    root: Path
+    records: list[ImageRecord]
+    class_names: list[str]
+    group_names: dict[int, str] | None = None
+    _by_split: dict[str, list[ImageRecord]] = field(default=None, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> ImageRecord:
+        return self.records[i]
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names present, in the order train, val, test, then any others."""
+        present = {r.split for r in self.records}
+        known = [s for s in SPLIT_ORDER if s in present]
+        return known + sorted(present - set(known))
+
+    def split(self, name: str) -> ImageDataset:
+        """The records of one split, as a dataset of their own."""
+        if self._by_split is None:
+            self._by_split = {}
+            for r in self.records:
+                self._by_split.setdefault(r.split, []).append(r)
+        if name not in self._by_split:
+            raise DatasetError(f"{self.name} has no split {name!r}; its splits are {self.splits}")
+        return replace(self, records=list(self._by_split[name]))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per image: image_id, path, split, label, class_name, group, group_name, place."""
+        rows = [{
+            "image_id": r.image_id, "path": str(r.path), "split": r.split, "label": r.label,
+            "class_name": self.class_names[r.label], "group": r.group,
+            "group_name": (self.group_names or {}).get(r.group) if r.group is not None else None,
+            "place": r.place,
+        } for r in self.records]
+        frame = pd.DataFrame(rows, columns=["image_id", "path", "split", "label", "class_name",
+                                            "group", "group_name", "place"])
+        for col in ("group", "place"):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def load_image(self, record: ImageRecord | int) -> Image.Image:
+        """The image as RGB; an unreadable file raises DatasetError naming it."""
+        if isinstance(record, int):
+            record = self.records[record]
+        return load_rgb(record.path)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file fully (so a truncated file fails here, not later) and convert it to RGB."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from exc
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _as_dir(root: str | Path, what: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"{what} folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{what} expects a folder, got the file {root}")
+    return root
+
+
+def _read_csv(csv_file: Path, required: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(csv_file)
+    except FileNotFoundError:
+        raise DatasetError(f"{csv_file} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{csv_file} is not a readable CSV file: {exc}") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{csv_file} lacks the column(s) {missing}; it has {list(frame.columns)}")
+    return frame
+
+
+def _check_files_exist(paths: list[Path], where: Path) -> None:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        listed = ", ".join(str(p) for p in missing[:MAX_LISTED])
+        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        raise DatasetError(f"{len(missing)} of {len(paths)} images listed in {where} are missing: {listed}{more}")
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames)
+                     if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not f.startswith("."))
+    return found
+
+
+def _has_class_folders_with_images(folder: Path) -> bool:
+    return any(_images_under(d) for d in _subdirs(folder))
+
+
+# --- Waterbirds ------------------------------------------------------------------------------
+
+def read_waterbirds(root: str | Path, check_files: bool = True) -> ImageDataset:
+    """Waterbirds (Sagawa et al. 2020) from its own metadata.csv: img_filename, y, split, place.
+
+    `root` is the folder holding metadata.csv (or the CSV itself); img_filename is relative to it.
+    split 0/1/2 is train/val/test; group = 2 * y + place (place 1 = water).
+    """
+    root = Path(root).expanduser()
+    csv_file = root if root.suffix.lower() == ".csv" else root / "metadata.csv"
+    if not csv_file.exists():
+        raise DatasetError(f"{csv_file} does not exist; a Waterbirds folder holds metadata.csv "
+                           f"with columns {list(WATERBIRDS_COLUMNS)}")
+    root = csv_file.parent
+    meta = _read_csv(csv_file, WATERBIRDS_COLUMNS)
+    for col in ("y", "place"):
+        bad = sorted(set(meta[col].dropna().unique()) - {0, 1}) + (["empty"] if meta[col].isna().any() else [])
+        if bad:
+            raise DatasetError(f"{csv_file}: column {col!r} must hold 0 or 1; found {bad[:MAX_LISTED]}")
+    splits = meta["split"].map(lambda s: WATERBIRDS_SPLITS.get(s, s if s in SPLIT_ORDER[:3] else None))
+    if splits.isna().any():
+        bad = sorted(map(str, meta.loc[splits.isna(), "split"].unique()))
+        raise DatasetError(f"{csv_file}: column 'split' must be 0/1/2 (train/val/test); found {bad[:MAX_LISTED]}")
+    ids = meta["img_id"].astype(str) if "img_id" in meta.columns else meta["img_filename"].astype(str)
+    if ids.duplicated().any():
+        raise DatasetError(f"{csv_file}: image ids repeat, e.g. {ids[ids.duplicated()].iloc[0]!r}")
+    paths = [root / f for f in meta["img_filename"].astype(str)]
+    if check_files:
+        _check_files_exist(paths, csv_file)
+    records = [ImageRecord(image_id=i, path=p, split=s, label=int(y), group=2 * int(y) + int(pl), place=int(pl))
+               for i, p, s, y, pl in zip(ids, paths, splits, meta["y"], meta["place"])]
+    return ImageDataset(name=root.name, kind="waterbirds", root=root, records=records,
+                        class_names=list(WATERBIRDS_CLASSES), group_names=dict(WATERBIRDS_GROUPS))
+
+
+# --- ImageFolder trees -----------------------------------------------------------------------
+
+def _class_folder_records(split_root: Path, split: str, class_names: list[str], dataset_root: Path,
+                          folder_to_class: dict[str, str]) -> list[ImageRecord]:
+    records = []
+    for folder in _subdirs(split_root):
+        images = _images_under(folder)
+        if not images:
+            raise DatasetError(f"class folder {folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+                               "remove it or add images")
+        label = class_names.index(folder_to_class[folder.name])
+        records += [ImageRecord(image_id=p.relative_to(dataset_root).as_posix(), path=p, split=split, label=label)
+                    for p in images]
+    return records
+
+
+def _read_class_folders(root: Path, folder_to_class=lambda name: name) -> tuple[list[ImageRecord], list[str]]:
+    """Records and class names of an ImageFolder tree, with or without train/val/test split folders."""
+    subdirs = _subdirs(root)
+    if not subdirs:
+        loose = [p for p in root.iterdir() if _is_image(p)]
+        hint = (f"; its {len(loose)} images must sit in one subfolder per class" if loose
+                else "; an image folder dataset has one subfolder of images per class")
+        raise DatasetError(f"{root} has no subfolders{hint}")
+    as_splits = all(d.name.lower() in SPLIT_FOLDERS for d in subdirs)
+    split_roots = ([(SPLIT_FOLDERS[d.name.lower()], d) for d in subdirs] if as_splits else [("all", root)])
+    if as_splits and len({s for s, _ in split_roots}) < len(split_roots):
+        raise DatasetError(f"{root} has two folders for the same split: {[d.name for d in subdirs]}")
+    folder_names = sorted({d.name for _, sr in split_roots for d in _subdirs(sr)})
+    if not folder_names:
+        raise DatasetError(f"{root}: the split folders {[d.name for d in subdirs]} hold no class subfolders")
+    mapping = {f: folder_to_class(f) for f in folder_names}
+    class_names = [mapping[f] for f in folder_names]  # sorted by folder name, as torchvision's ImageFolder
+    records = []
+    for split, sr in split_roots:
+        records += _class_folder_records(sr, split, class_names, root, mapping)
+    return records, class_names
+
+
+def read_image_folder(root: str | Path) -> ImageDataset:
+    """Any ImageFolder tree: root/<class>/<images>, or root/{train,val,test}/<class>/<images>.
+
+    Classes are the folder names in sorted order (labels match torchvision's ImageFolder);
+    without split folders every image is in split "all".
+    """
+    root = _as_dir(root, "image folder")
+    records, class_names = _read_class_folders(root)
+    return ImageDataset(name=root.name, kind="image_folder", root=root, records=records,
+                        class_names=class_names, group_names=None)
+
+
+# --- the Backgrounds Challenge (ImageNet-9) --------------------------------------------------
+
+def _background_variations(root: Path) -> list[str]:
+    """Subfolders of root that hold ImageNet-9 images (directly or under train/val)."""
+    found = []
+    for d in _subdirs(root):
+        inner = [s for s in _subdirs(d) if s.name.lower() in SPLIT_FOLDERS] or [d]
+        if any(_has_class_folders_with_images(s) for s in inner):
+            found.append(d.name)
+    return found
+
+
+def read_backgrounds_challenge(root: str | Path, variation: str = "mixed_rand") -> ImageDataset:
+    """The Backgrounds Challenge / ImageNet-9 (Xiao et al. 2020): root/<variation>/val/<00_dog>/...
+
+    `variation` is one of its folders: original, mixed_same, mixed_rand, only_fg, no_fg, ...
+    Class names come from the folders with their number prefix dropped ("00_dog" -> "dog").
+    """
+    root = _as_dir(root, "Backgrounds Challenge")
+    available = _background_variations(root)
+    if variation not in available:
+        hint = f"available variations: {available}" if available else (
+            "it holds no variation folders with images; expected e.g. "
+            f"{root}/mixed_rand/val/00_dog/*.JPEG")
+        raise DatasetError(f"{root} has no variation {variation!r}; {hint}")
+    records, class_names = _read_class_folders(root / variation, lambda f: re.sub(r"^\d+_", "", f))
+    for r in records:
+        r.image_id = f"{variation}/{r.image_id}"
+    return ImageDataset(name=f"{root.name}/{variation}", kind="backgrounds_challenge", root=root / variation,
+                        records=records, class_names=class_names, group_names=None)
+
+
+# --- auto-detection --------------------------------------------------------------------------
+
+def open_dataset(root: str | Path, variation: str = "mixed_rand") -> ImageDataset:
+    """Read whatever dataset is at `root`: Waterbirds (metadata.csv), the Backgrounds Challenge
+    (variation folders such as original/ and mixed_rand/), or an ImageFolder tree."""
+    root = Path(root).expanduser()
+    if root.is_file() and root.name == "metadata.csv":
+        return read_waterbirds(root)
+    root = _as_dir(root, "dataset")
+    if (root / "metadata.csv").exists():
+        return read_waterbirds(root)
+    if any(d.name in BACKGROUND_VARIATIONS for d in _subdirs(root)) and _background_variations(root):
+        return read_backgrounds_challenge(root, variation)
+    try:
+        return read_image_folder(root)
+    except DatasetError as exc:
+        raise DatasetError(
+            f"{root} is not a dataset TExplain can read ({exc}). Expected one of: a Waterbirds folder "
+            "with metadata.csv (img_filename, y, split, place); a Backgrounds Challenge folder "
+            "(original/, mixed_rand/, ... each with val/<class>/ images); or an ImageFolder tree "
+            "(one subfolder of images per class, optionally under train/, val/, test/).") from exc
+
+
+# --- captions --------------------------------------------------------------------------------
+
+def _split_from_name(name: str) -> str | None:
+    for key in ("train", "val", "test"):
+        if key in name.lower():
+            return key
+    return None
+
+
+def read_coco_captions(json_file: str | Path, images_root: str | Path, check_files: bool = True) -> pd.DataFrame:
+    """COCO caption annotations (images[{id, file_name}], annotations[{image_id, caption}]) as a
+    DataFrame of path, caption, image_id and split. Also reads Karpathy's dataset_coco.json
+    (images[{filename, filepath, split, sentences[{raw}]}]), whose splits it keeps."""
+    json_file, images_root = Path(json_file).expanduser(), Path(images_root).expanduser()
+    try:
+        data = json.loads(json_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{json_file} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{json_file} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or "images" not in data:
+        raise DatasetError(f"{json_file} is not a COCO caption file: it needs the keys 'images' and 'annotations'")
+    images = data["images"]
+    if "annotations" in data:
+        try:
+            names = {im["id"]: im["file_name"] for im in images}
+            pairs = [(a["image_id"], a["caption"]) for a in data["annotations"]]
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{json_file}: COCO entries need images[{{id, file_name}}] and "
+                               f"annotations[{{image_id, caption}}]; missing {exc}") from None
+        unknown = sorted({i for i, _ in pairs if i not in names})
+        if unknown:
+            raise DatasetError(f"{json_file}: {len(unknown)} annotations point to image ids that are not in "
+                               f"'images', e.g. {unknown[:MAX_LISTED]}")
+        split = _split_from_name(json_file.name)
+        frame = pd.DataFrame({
+            "path": [str(images_root / names[i]) for i, _ in pairs],
+            "caption": [c.strip() for _, c in pairs],
+            "image_id": [str(i) for i, _ in pairs],
+        })
+        if split:
+            frame["split"] = split
+    elif images and isinstance(images[0], dict) and "sentences" in images[0]:  # Karpathy's split file
+        rows = []
+        try:
+            for im in images:
+                rel = Path(im.get("filepath", "")) / im["filename"]
+                split = {"restval": "train"}.get(im.get("split"), im.get("split"))
+                rows += [(str(images_root / rel), s["raw"].strip(), str(im.get("cocoid", im.get("imgid", rel))), split)
+                         for s in im["sentences"]]
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{json_file}: Karpathy-style entries need filename and sentences[{{raw}}]; "
+                               f"missing {exc}") from None
+        frame = pd.DataFrame(rows, columns=["path", "caption", "image_id", "split"])
+    else:
+        raise DatasetError(f"{json_file} has 'images' but no 'annotations'; it is not a COCO caption file")
+    if check_files:
+        _check_files_exist([Path(p) for p in frame["path"].unique()], json_file)
+    return frame
+
+
+def read_caption_csv(csv_file: str | Path, check_files: bool = True) -> pd.DataFrame:
+    """A CSV of image paths and captions: columns path (or Waterbirds-style img_filename) and caption,
+    optionally split. Relative paths are resolved against the CSV's folder; one image may have many rows."""
+    csv_file = Path(csv_file).expanduser()
+    try:
+        head = pd.read_csv(csv_file, nrows=0)
+    except FileNotFoundError:
+        raise DatasetError(f"{csv_file} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{csv_file} is not a readable CSV file: {exc}") from exc
+    path_col = "path" if "path" in head.columns or "img_filename" not in head.columns else "img_filename"
+    frame = _read_csv(csv_file, [path_col, "caption"])
+    empty = frame["caption"].isna() | (frame["caption"].astype(str).str.strip() == "")
+    if empty.any():
+        rows = [int(i) + 2 for i in frame.index[empty][:MAX_LISTED]]  # +2: header line, 1-based
+        raise DatasetError(f"{csv_file}: {int(empty.sum())} rows have no caption (lines {rows})")
+    base = csv_file.parent
+    paths = [str(p if p.is_absolute() else (base / p)) for p in map(Path, frame[path_col].astype(str))]
+    out = pd.DataFrame({"path": paths, "caption": frame["caption"].astype(str).str.strip()})
+    if "split" in frame.columns:
+        out["split"] = frame["split"].astype(str)
+    if check_files:
+        _check_files_exist([Path(p) for p in out["path"].unique()], csv_file)
+    return out

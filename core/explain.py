@@ -1,0 +1,268 @@
+"""Explaining images: classifier features -> translator prefix -> many sampled sentences -> word counts.
+
+`sample_sentences` is the hot loop: nucleus sampling batched across images and samples, with a
+KV cache, dropping each sentence from the batch as soon as it ends. `explain_dataset` drives it
+over a dataset in fixed shards written to the run store, so an interrupted run resumes at the
+first missing shard with exactly the rows an uninterrupted run would have written.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from core.device import resolve
+from core.store import Run
+
+
+@dataclass
+class ExplainConfig:
+    sentences_per_image: int = 32  # N samples per image; the paper uses many, the word shares converge ~32-64
+    top_p: float = 0.9  # nucleus sampling: varied but grammatical sentences
+    temperature: float = 0.9
+    max_new_tokens: int = 20  # captions are one short sentence
+    batch_rows: int = 512  # sequences generated together (images x samples)
+    shard_size: int = 64  # images per store shard: the unit of resumption
+    keep_sentences: int = 8  # sentences kept per image in the store, as examples
+    image_batch: int = 32  # images per classifier forward pass
+    seed: int = 0
+    device: str = "auto"
+    dtype: str | None = None  # None: bf16 on CUDA, float32 on CPU
+
+    def __post_init__(self):
+        for name in ("sentences_per_image", "max_new_tokens", "batch_rows", "shard_size", "image_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    def sampling_settings(self) -> dict:
+        """The settings that determine the output (recorded in the manifest, checked on resume)."""
+        d = asdict(self)
+        d.pop("device")
+        d.pop("image_batch")
+        return d
+
+
+def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (R, V)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        # Keep the smallest set of tokens whose mass reaches top_p (the first token always survives).
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=generator)  # (R, 1) index into the sorted order
+        return idx.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
+                     generator: torch.Generator | None = None) -> list[list[str]]:
+    """prefix (B, k, d) -> B lists of n sentences, sampled with a KV cache in chunks of cfg.batch_rows."""
+    model, eos = lm.model, lm.eos_token_id
+    B = prefix.shape[0]
+    rows = prefix.to(lm.device, lm.model.dtype).repeat_interleave(n, dim=0)  # (B*n, k, d)
+    out_tokens: list[list[int]] = [[] for _ in range(B * n)]
+    for start in range(0, B * n, cfg.batch_rows):
+        chunk = rows[start:start + cfg.batch_rows]  # (R, k, d)
+        alive = torch.arange(start, start + chunk.shape[0])  # global row of each live sequence
+        out = model(inputs_embeds=chunk, use_cache=True, logits_to_keep=1)  # only the last position predicts
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        for _ in range(cfg.max_new_tokens):
+            tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, generator).cpu()  # (R,)
+            ended = tok == eos
+            for r, t in zip(alive[~ended].tolist(), tok[~ended].tolist()):
+                out_tokens[r].append(t)
+            if ended.all():
+                break
+            if ended.any():
+                # Finished sentences leave the batch: the cache shrinks and later steps cost less.
+                keep = (~ended).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep.to(lm.device))
+                alive, tok = alive[keep], tok[keep]
+            out = model(inputs_embeds=lm.embed(tok.to(lm.device)[:, None]), past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1]
+    texts = lm.tokenizer.batch_decode(out_tokens, skip_special_tokens=True)
+    # A sentence ends at its first line break; the LM sometimes runs on into a second one.
+    texts = [t.split("\n", 1)[0].strip() for t in texts]
+    return [texts[i * n:(i + 1) * n] for i in range(B)]
+
+
+@torch.inference_mode()
+def classify_images(classifier, images: Sequence, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL images -> features z (B, D) in float32 and softmax probabilities (B, C)."""
+    x = torch.stack([classifier.preprocess(im) for im in images]).to(device)
+    p = next(classifier.parameters())
+    z, logits = classifier.features_and_logits(x.to(p.dtype))
+    return z.float(), logits.float().softmax(-1)
+
+
+def explain_images(images: Sequence, classifier, translator, lm, cfg: ExplainConfig | None = None,
+                   extractor=None, generator: torch.Generator | None = None) -> list[dict]:
+    """Explain PIL images in memory (the dashboard's single-image path): prediction, sentences, word counts."""
+    from core.words import WordExtractor
+
+    cfg = cfg or ExplainConfig()
+    extractor = extractor or WordExtractor()
+    dev = lm.device
+    generator = generator or torch.Generator(device="cpu").manual_seed(cfg.seed)
+    z, probs = classify_images(classifier, images, next(classifier.parameters()).device)
+    prefix = translator(z.to(next(translator.parameters()).device))
+    sentences = sample_sentences(lm, prefix.to(dev), cfg.sentences_per_image, cfg, _cpu_or(generator, dev))
+    out = []
+    for i, sents in enumerate(sentences):
+        conf, pred = probs[i].max(-1)
+        out.append({"prediction": int(pred), "prediction_name": classifier.class_names[int(pred)],
+                    "confidence": float(conf), "probabilities": probs[i].tolist(), "sentences": sents,
+                    "words": extractor.count(sents)})
+    return out
+
+
+def _cpu_or(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    # multinomial needs a generator on the sampling device.
+    if device.type == "cpu" or generator.device.type == device.type:
+        return generator
+    return torch.Generator(device=device).manual_seed(generator.initial_seed())
+
+
+def _shard_generator(seed: int, shard: int, device: torch.device) -> torch.Generator:
+    # One stream per shard: a resumed run redraws exactly what an uninterrupted one drew.
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + shard)
+
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cfg: ExplainConfig | None = None,
+                    split: str | None = None, name: str | None = None, extractor=None,
+                    progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
+                    max_shards: int | None = None, show_progress: bool = True, extra_manifest: dict | None = None) -> Run:
+    """Explain every image of `dataset` (optionally one split) into the run folder `out_dir`; resumable."""
+    from tqdm.auto import tqdm
+
+    from core.translator import check_compatible
+    from core.words import WordExtractor
+
+    cfg = cfg or ExplainConfig()
+    extractor = extractor or WordExtractor()
+    check_compatible(translator.config, classifier, lm)
+    ds = dataset.split(split) if split else dataset
+    records = list(ds.records)
+    if not records:
+        raise ValueError(f"dataset {dataset.name!r}{f' split {split!r}' if split else ''} has no images to explain")
+    compute = resolve(cfg.device, cfg.dtype)
+    classifier.to(compute.device)
+    translator.to(compute.device)
+    lm.model.to(compute.device, compute.dtype)
+    manifest = {
+        "name": name or Path(out_dir).name,
+        "kind": "explain",
+        "models": {"classifier": classifier.name, "classifier_identity": classifier.identity,
+                   "translator": translator.source or "in-memory",
+                   "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity},
+        "dataset": {"name": dataset.name, "kind": dataset.kind, "root": str(dataset.root), "split": split,
+                    "class_names": list(dataset.class_names),
+                    "group_names": {str(k): v for k, v in (dataset.group_names or {}).items()} or None,
+                    "train_group_counts": _train_group_counts(dataset)},
+        "settings": {**cfg.sampling_settings(), "dtype": str(compute.dtype).removeprefix("torch.")},
+        "device": compute.label,
+        **(extra_manifest or {}),
+    }
+    run = Run.create(out_dir, manifest)
+    shards = [records[i:i + cfg.shard_size] for i in range(0, len(records), cfg.shard_size)]
+    done = run.done_shards()
+    todo = [s for s in range(len(shards)) if s not in done]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    run.update_manifest(status="running", progress={**run.manifest.get("progress", {}), "total_images": len(records),
+                                                    "total_shards": len(shards)})
+    done_images = sum(len(shards[s]) for s in done)
+    bar = tqdm(total=len(records), initial=done_images, unit="img", desc=f"explain {manifest['name']}",
+               disable=not show_progress)
+    t0, n_new = time.time(), 0
+    for s in todo:
+        if should_stop and should_stop():
+            run.update_manifest(status="stopped")
+            bar.close()
+            return run
+        images_df, words_df, sents_df = _explain_shard(shards[s], s, ds, classifier, translator, lm, cfg, extractor, compute)
+        run.write_shard(s, images_df, words_df, sents_df, total_images=len(records))
+        done_images += len(shards[s])
+        n_new += len(shards[s])
+        bar.update(len(shards[s]))
+        rate = n_new / max(time.time() - t0, 1e-9)
+        bar.set_postfix(sent_s=f"{rate * cfg.sentences_per_image:.0f}")
+        run.update_manifest(rate_images_per_s=round(rate, 3))
+        if progress:
+            progress(done_images, len(records), {"shard": s, "images_per_s": rate})
+    bar.close()
+    if len(run.done_shards()) == len(shards):
+        run.finish()
+    else:
+        run.update_manifest(status="partial")
+    return run
+
+
+def _train_group_counts(dataset) -> dict | None:
+    try:
+        train = [r for r in dataset.records if r.split == "train" and r.group is not None]
+    except AttributeError:
+        return None
+    if not train:
+        return None
+    counts: dict[str, int] = {}
+    for r in train:
+        counts[str(r.group)] = counts.get(str(r.group), 0) + 1
+    return counts
+
+
+def _explain_shard(records, shard: int, ds, classifier, translator, lm, cfg: ExplainConfig, extractor,
+                   compute) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    from core.data import DatasetError
+
+    gen = _shard_generator(cfg.seed, shard, compute.device)
+    ok, imgs, failed = [], [], []
+    for r in records:
+        try:
+            imgs.append(ds.load_image(r))
+            ok.append(r)
+        except DatasetError as exc:  # an unreadable image is recorded and skipped, never fatal
+            failed.append((r, str(exc)))
+    image_rows, word_rows, sent_rows = [], [], []
+    for i in range(0, len(ok), cfg.image_batch):
+        recs, batch = ok[i:i + cfg.image_batch], imgs[i:i + cfg.image_batch]
+        z, probs = classify_images(classifier, batch, compute.device)
+        with torch.inference_mode():
+            prefix = translator(z)
+        sentences = sample_sentences(lm, prefix, cfg.sentences_per_image, cfg, gen)
+        counts = extractor.count_many(sentences)
+        for r, p, sents, cnt in zip(recs, probs, sentences, counts):
+            conf, pred = p.max(-1)
+            image_rows.append({"image_id": r.image_id, "path": str(r.path), "split": r.split, "label": int(r.label),
+                               "label_name": ds.class_names[r.label] if r.label is not None else None,
+                               "prediction": int(pred), "prediction_name": classifier.class_names[int(pred)],
+                               "confidence": float(conf), "group": r.group, "place": r.place,
+                               "n_sentences": len(sents)})
+            word_rows += [{"image_id": r.image_id, "word": w, "count": c, "sentences": s} for w, (c, s) in cnt.items()]
+            sent_rows += [{"image_id": r.image_id, "idx": j, "text": t} for j, t in enumerate(sents[:cfg.keep_sentences])]
+    for r, err in failed:
+        image_rows.append({"image_id": r.image_id, "path": str(r.path), "split": r.split, "label": int(r.label),
+                           "label_name": ds.class_names[r.label], "prediction": None, "prediction_name": None,
+                           "confidence": None, "group": r.group, "place": r.place, "n_sentences": 0,
+                           "error": err})
+    images_df = pd.DataFrame(image_rows)
+    if "error" not in images_df:
+        images_df["error"] = None
+    images_df = images_df.astype({"label": "int64", "n_sentences": "int64", "group": "Int64", "place": "Int64",
+                                  "prediction": "Int64", "confidence": "float64"})
+    words_df = pd.DataFrame(word_rows, columns=["image_id", "word", "count", "sentences"]).astype(
+        {"count": "int32", "sentences": "int32"})
+    sents_df = pd.DataFrame(sent_rows, columns=["image_id", "idx", "text"]).astype({"idx": "int32"})
+    return images_df, words_df, sents_df

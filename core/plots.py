@@ -1,0 +1,232 @@
+"""Plotly figures for the dashboard and the HTML report, built from the analysis tables; one look for all.
+
+Every builder takes the DataFrame an analysis function returns (or the same rows read back from a JSON
+report) and returns a `plotly.graph_objects.Figure`; nothing here computes statistics. Colours: the two
+sides of any comparison are BLUE (a, before, right) and ORANGE (b, after, wrong); a highlighted item
+(the worst group) is RED.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+BLUE, ORANGE, GREEN, PURPLE, RED, GREY = "#3b6fb6", "#e08a2e", "#4a9c6d", "#8e6bb8", "#c8474b", "#9aa5b1"
+PALETTE = [BLUE, ORANGE, GREEN, PURPLE, "#5fa8c7", "#b7873f", "#7a7a7a"]
+FONT = "Inter, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+
+TEMPLATE = go.layout.Template(layout=go.Layout(
+    font=dict(family=FONT, size=13, color="#1f2933"),
+    title=dict(font=dict(size=16), x=0.0, xanchor="left"),
+    colorway=PALETTE,
+    paper_bgcolor="white", plot_bgcolor="white",
+    margin=dict(l=10, r=20, t=60, b=40),
+    xaxis=dict(gridcolor="#e6e9ee", zerolinecolor="#c5ccd6", automargin=True),
+    yaxis=dict(gridcolor="#e6e9ee", zerolinecolor="#c5ccd6", automargin=True),
+    legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
+    hoverlabel=dict(font=dict(family=FONT, size=12)),
+    bargap=0.25,
+))
+
+__all__ = ["TEMPLATE", "PALETTE", "top_words_chart", "class_words_chart", "log_odds_chart", "flags_chart",
+           "group_accuracy_chart", "mitigation_chart", "run_comparison_chart", "empty_chart"]
+
+
+def _frame(rows, argument: str, required: Iterable[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows) if isinstance(rows, list) else rows
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{argument} must be a DataFrame (or a list of row dicts), got {type(rows).__name__}")
+    missing = [c for c in required if c not in df.columns]
+    if missing and len(df):
+        raise ValueError(f"{argument} is missing columns {missing}; it has {list(df.columns)}")
+    return df
+
+
+def _finish(fig: go.Figure, title: str | None, height: int) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title=title, height=height)
+    return fig
+
+
+def _bar_height(n_bars: int, rows: int = 1) -> int:
+    return int(max(260, min(900, 120 + 24 * n_bars * rows)))
+
+
+def empty_chart(message: str, title: str | None = None) -> go.Figure:
+    """A blank figure that says why there is nothing to show."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=14, color="#52606d"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _finish(fig, title, 240)
+
+
+def _share_bars(df: pd.DataFrame, colour: str, name: str | None = None, show_ci: bool = True) -> go.Bar:
+    df = df.iloc[::-1]  # largest on top
+    error = None
+    if show_ci and {"ci_low", "ci_high"} <= set(df.columns):
+        error = dict(type="data", symmetric=False, array=(df["ci_high"] - df["share"]).tolist(),
+                     arrayminus=(df["share"] - df["ci_low"]).tolist(), color="#52606d", thickness=1.2, width=3)
+    custom = df[["images_with_word", "n_images"]].to_numpy() if {"images_with_word", "n_images"} <= set(df) else None
+    hover = "<b>%{y}</b><br>share %{x:.1%}"
+    if custom is not None:
+        hover += "<br>in %{customdata[0]} of %{customdata[1]} images"
+    return go.Bar(x=df["share"], y=df["word"], orientation="h", marker_color=colour, error_x=error, name=name,
+                  customdata=custom, hovertemplate=hover + "<extra></extra>")
+
+
+def top_words_chart(shares: pd.DataFrame | list, k: int = 15, title: str | None = "Most frequent words",
+                    colour: str = BLUE) -> go.Figure:
+    """Horizontal bars of the `k` words with the largest share, with their confidence intervals."""
+    df = _frame(shares, "shares", ("word", "share"))
+    if df.empty:
+        return empty_chart("No words to show", title)
+    df = df.sort_values("share", ascending=False).head(k)
+    fig = go.Figure(_share_bars(df, colour))
+    fig.update_xaxes(title="share of an image's sentences", tickformat=".0%", rangemode="tozero")
+    return _finish(fig, title, _bar_height(len(df)))
+
+
+def class_words_chart(shares: pd.DataFrame | list, by: str = "label", k: int = 10,
+                      title: str | None = "Top words per class") -> go.Figure:
+    """Side-by-side panels, one per value of `by` (e.g. class), each with its top `k` words."""
+    df = _frame(shares, "shares", (by, "word", "share"))
+    if df.empty:
+        return empty_chart("No words to show", title)
+    values = list(dict.fromkeys(df[by]))
+    cols = min(len(values), 4)
+    rows = -(-len(values) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[str(v) for v in values], horizontal_spacing=0.12,
+                        vertical_spacing=0.12 if rows > 1 else 0.0)
+    for i, value in enumerate(values):
+        part = df[df[by] == value].sort_values("share", ascending=False).head(k)
+        fig.add_trace(_share_bars(part, PALETTE[i % len(PALETTE)], name=str(value)), row=i // cols + 1,
+                      col=i % cols + 1)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+    fig.update_layout(showlegend=False)
+    return _finish(fig, title, _bar_height(k, rows))
+
+
+def log_odds_chart(comparison: pd.DataFrame | list, k: int = 12, a_name: str | None = None,
+                   b_name: str | None = None, title: str | None = None) -> go.Figure:
+    """Butterfly chart of log-odds z-scores: the `k` words most typical of each set, a to the right."""
+    df = _frame(comparison, "comparison", ("word", "z"))
+    attrs = getattr(comparison, "attrs", {}) or {}
+    a_name, b_name = a_name or attrs.get("a", "a"), b_name or attrs.get("b", "b")
+    title = title if title is not None else f"Words typical of {a_name} vs. {b_name} (log-odds z)"
+    if df.empty:
+        return empty_chart("No words to compare", title)
+    top_a = df[df["z"] > 0].nlargest(k, "z")
+    top_b = df[df["z"] < 0].nsmallest(k, "z")
+    both = pd.concat([top_b.iloc[::-1], top_a.iloc[::-1]]).sort_values("z")
+    custom = both[["share_a", "share_b"]].to_numpy() if {"share_a", "share_b"} <= set(both) else None
+    hover = "<b>%{y}</b><br>z %{x:.1f}"
+    if custom is not None:
+        hover += f"<br>share in {a_name} %{{customdata[0]:.1%}}<br>share in {b_name} %{{customdata[1]:.1%}}"
+    fig = go.Figure(go.Bar(x=both["z"], y=both["word"], orientation="h",
+                           marker_color=[BLUE if z > 0 else ORANGE for z in both["z"]],
+                           customdata=custom, hovertemplate=hover + "<extra></extra>"))
+    fig.add_vline(x=0, line_color="#52606d", line_width=1)
+    fig.update_xaxes(title=f"← more in {b_name}     z-score     more in {a_name} →")
+    return _finish(fig, title, _bar_height(len(both)))
+
+
+def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spurious-term flags") -> go.Figure:
+    """Per class, the top `k` flagged words: share in misread images (orange) vs. correctly read (blue)."""
+    df = _frame(flags, "flags", ("class", "word", "share_wrong", "share_right"))
+    if df.empty:
+        return empty_chart("No word was flagged", title)
+    classes = list(dict.fromkeys(df["class"]))
+    fig = make_subplots(rows=1, cols=len(classes), subplot_titles=[f"flags for {c}" for c in classes],
+                        horizontal_spacing=0.12)
+    for i, cls in enumerate(classes):
+        part = df[df["class"] == cls].head(k).iloc[::-1]
+        targets = part["predicted_as"].dropna() if "predicted_as" in part else pd.Series(dtype=object)
+        target = targets.iloc[0] if len(targets) else "another class"
+        for column, colour, label in (("share_right", BLUE, "read correctly"),
+                                      ("share_wrong", ORANGE, "misread")):
+            fig.add_trace(go.Bar(x=part[column], y=part["word"], orientation="h", marker_color=colour,
+                                 name=label, legendgroup=label, showlegend=i == 0,
+                                 hovertemplate=f"<b>%{{y}}</b><br>{cls} images {label}"
+                                               f"{' (as ' + str(target) + ')' if column == 'share_wrong' else ''}"
+                                               ": %{x:.1%}<extra></extra>"),
+                          row=1, col=i + 1)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+    fig.update_layout(barmode="group")
+    return _finish(fig, title, _bar_height(2 * min(k, len(df))))
+
+
+def group_accuracy_chart(per_group: pd.DataFrame | list, worst_group: int | None = None,
+                         average: float | None = None, title: str | None = "Accuracy per group") -> go.Figure:
+    """Accuracy per group with Wilson intervals; the worst group in red, an optional average line."""
+    df = _frame(per_group, "per_group", ("group", "accuracy"))
+    if df.empty:
+        return empty_chart("No groups", title)
+    if worst_group is None:
+        worst_group = int(df.loc[df["accuracy"].idxmin(), "group"])
+    names = df["group_name"] if "group_name" in df else df["group"].map(lambda g: f"group {g}")
+    error = None
+    if {"ci_low", "ci_high"} <= set(df.columns):
+        error = dict(type="data", symmetric=False, array=(df["ci_high"] - df["accuracy"]).tolist(),
+                     arrayminus=(df["accuracy"] - df["ci_low"]).tolist(), color="#52606d", thickness=1.2)
+    n = df["n"].tolist() if "n" in df else [None] * len(df)
+    fig = go.Figure(go.Bar(
+        x=names, y=df["accuracy"], error_y=error, customdata=n,
+        marker_color=[RED if int(g) == worst_group else GREY for g in df["group"]],
+        text=[f"{a:.0%}" for a in df["accuracy"]], textposition="outside", cliponaxis=False,
+        hovertemplate="<b>%{x}</b><br>accuracy %{y:.1%}<br>%{customdata} images<extra></extra>"))
+    if average is not None:
+        fig.add_hline(y=average, line_dash="dash", line_color=BLUE,
+                      annotation_text=f"average {average:.0%}", annotation_position="top left")
+    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.1])
+    return _finish(fig, title, 380)
+
+
+def mitigation_chart(records: pd.DataFrame | list, title: str | None = "Before and after mitigation") -> go.Figure:
+    """Worst-group and average accuracy before (blue) and after (orange) each mitigation method."""
+    df = _frame(records, "records", ("method", "worst_group_before", "worst_group_after"))
+    if df.empty:
+        return empty_chart("No mitigation results", title)
+    labels = [f"{m} ({g} groups)" if "groups" in df and pd.notna(g) else str(m)
+              for m, g in zip(df["method"], df.get("groups", [None] * len(df)))]
+    metrics = [("worst_group", "worst group")]
+    if {"average_before", "average_after"} <= set(df.columns):
+        metrics.append(("average", "average"))
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[m[1] for m in metrics], shared_yaxes=True)
+    for i, (metric, _) in enumerate(metrics):
+        for when, colour in (("before", BLUE), ("after", ORANGE)):
+            values = df[f"{metric}_{when}"]
+            fig.add_trace(go.Bar(x=labels, y=values, name=when, marker_color=colour, legendgroup=when,
+                                 showlegend=i == 0, text=[f"{v:.0%}" if pd.notna(v) else "" for v in values],
+                                 textposition="outside", cliponaxis=False,
+                                 hovertemplate="%{x}<br>" + when + " %{y:.1%}<extra></extra>"), row=1, col=i + 1)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.1])
+    fig.update_layout(barmode="group")
+    return _finish(fig, title, 380)
+
+
+def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int = 8, a_name: str | None = None,
+                         b_name: str | None = None, title: str | None = None) -> go.Figure:
+    """Per value of `by`, the `k` words whose share changed most between run a (blue) and run b (orange)."""
+    df = _frame(changes, "changes", (by, "word", "share_a", "share_b"))
+    attrs = getattr(changes, "attrs", {}) or {}
+    a_name, b_name = a_name or attrs.get("a", "run a"), b_name or attrs.get("b", "run b")
+    title = title if title is not None else f"Words that changed most: {a_name} vs. {b_name}"
+    if df.empty:
+        return empty_chart("No shared classes to compare", title)
+    values = list(dict.fromkeys(df[by]))
+    fig = make_subplots(rows=1, cols=len(values), subplot_titles=[str(v) for v in values], horizontal_spacing=0.12)
+    for i, value in enumerate(values):
+        part = df[df[by] == value]
+        part = part.reindex((part["share_b"] - part["share_a"]).abs().sort_values(ascending=False).index).head(k)
+        part = part.iloc[::-1]
+        for column, colour, label in (("share_a", BLUE, a_name), ("share_b", ORANGE, b_name)):
+            fig.add_trace(go.Bar(x=part[column], y=part["word"], orientation="h", marker_color=colour, name=label,
+                                 legendgroup=label, showlegend=i == 0,
+                                 hovertemplate=f"<b>%{{y}}</b><br>{label}: %{{x:.1%}}<extra></extra>"),
+                          row=1, col=i + 1)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+    fig.update_layout(barmode="group")
+    return _finish(fig, title, _bar_height(2 * k))

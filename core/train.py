@@ -1,0 +1,227 @@
+"""Translator training: image-caption pairs -> cached classifier features -> soft prefix -> frozen LM loss.
+
+Neither the classifier nor the LM changes. Features are computed once per (classifier, image
+list) and cached on disk; each step feeds `[T(z); caption embeddings]` to the LM and takes its
+next-token cross-entropy on the caption tokens and EOS only. Validation loss after each epoch,
+best checkpoint kept, and `train_state.pt` in the output folder makes a run resumable.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from core import paths
+from core.device import resolve
+from core.translator import Translator, TranslatorConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6  # 6-8 worked in the prototype
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50  # short warm-up, then cosine to zero
+    grad_clip: float = 1.0
+    max_caption_tokens: int = 24
+    prefix_length: int = 10
+    mapper: str = "mlp"
+    mlp_hidden: int = 1536
+    normalize_features: bool = True
+    autocast_bf16: bool = False  # bf16 autocast: fast on CPUs with AMX and on GPUs; slow on CPUs without
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    save_every: int = 25  # steps between resumable states (also saved at each epoch's end)
+    seed: int = 0
+    device: str = "auto"
+
+
+# --- features, computed once -----------------------------------------------------------------
+
+def _cache_key(classifier, items: Sequence[str]) -> str:
+    h = hashlib.sha256(classifier.identity.encode())
+    for p in items:
+        h.update(str(p).encode())
+    return h.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def compute_features(classifier, image_paths: Sequence[str | Path], load_image: Callable, batch_size: int = 32,
+                     device: torch.device | str = "cpu", cache_dir: Path | None = paths.FEATURE_CACHE,
+                     show_progress: bool = True) -> torch.Tensor:
+    """Features (N, D) of the images, from the on-disk cache when this classifier has seen them before."""
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    key = _cache_key(classifier, [str(p) for p in image_paths])
+    cache = Path(cache_dir) / f"{key}.safetensors" if cache_dir else None
+    if cache and cache.exists():
+        return load_file(str(cache))["features"]
+    classifier.to(device)
+    feats = []
+    for i in tqdm(range(0, len(image_paths), batch_size), desc="features", disable=not show_progress, unit="batch"):
+        x = torch.stack([classifier.preprocess(load_image(p)) for p in image_paths[i:i + batch_size]]).to(device)
+        feats.append(classifier.features(x).float().cpu())
+    out = torch.cat(feats)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"features": out.contiguous()}, str(cache))
+    return out
+
+
+# --- the loss --------------------------------------------------------------------------------
+
+def tokenize_captions(lm, captions: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions + EOS, right-padded: ids (N, T) and a mask of real tokens (N, T)."""
+    tok = lm.tokenizer
+    ids = [tok(c.strip(), add_special_tokens=False).input_ids[:max_tokens - 1] + [lm.eos_token_id] for c in captions]
+    T = max(len(x) for x in ids)
+    out = torch.full((len(ids), T), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.bool)
+    for i, x in enumerate(ids):
+        out[i, :len(x)] = torch.tensor(x)
+        mask[i, :len(x)] = True
+    return out, mask
+
+
+def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of the captions given the translator's prefix."""
+    prefix = translator(z)  # (B, k, d)
+    k = prefix.shape[1]
+    emb = lm.embed(ids)  # (B, T, d)
+    x = torch.cat([prefix.to(emb.dtype), emb], dim=1)  # (B, k+T, d)
+    attn = torch.cat([torch.ones(mask.shape[0], k, dtype=torch.long, device=mask.device), mask.long()], dim=1)
+    # Position k-1+t predicts caption token t; the head (49k-word vocabulary) runs only on those T+1 positions.
+    logits = lm.model(inputs_embeds=x, attention_mask=attn, logits_to_keep=ids.shape[1] + 1).logits  # (B, T+1, V)
+    pred = logits[:, :-1]  # (B, T, V)
+    return F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.masked_fill(~mask, -100).reshape(-1),
+                           ignore_index=-100)
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate(translator, lm, z, ids, mask, batch_size: int, device) -> float:
+    translator.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(z), batch_size):
+        sl = slice(i, i + batch_size)
+        loss = caption_loss(translator, lm, z[sl].to(device), ids[sl].to(device), mask[sl].to(device))
+        total += float(loss) * (sl.stop - i if sl.stop <= len(z) else len(z) - i)
+        n += min(batch_size, len(z) - i)
+    translator.train()
+    return total / max(n, 1)
+
+
+def _save_state(path: Path, translator, opt, step: int, best: float, history: list) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"translator": translator.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "best": best, "history": json.dumps(history)}, tmp)
+    tmp.replace(path)  # atomic: a kill mid-save keeps the previous state
+
+
+def train_translator(classifier, lm, train_features: torch.Tensor, train_captions: Sequence[str], out_dir: str | Path,
+                     val_features: torch.Tensor | None = None, val_captions: Sequence[str] | None = None,
+                     cfg: TrainConfig | None = None, data_info: dict | None = None,
+                     progress: Callable[[dict], None] | None = None, show_progress: bool = True) -> Translator:
+    """Train a translator for (classifier, lm) on precomputed features; resumes from `out_dir/train_state.pt`."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    if len(train_features) != len(train_captions):
+        raise ValueError(f"train_features has {len(train_features)} rows but train_captions has {len(train_captions)}")
+    if len(train_features) == 0:
+        raise ValueError("no training pairs: train_features is empty")
+    if train_features.shape[1] != classifier.feature_dim:
+        raise ValueError(f"train_features has {train_features.shape[1]} columns; classifier "
+                         f"{classifier.name!r} gives {classifier.feature_dim}-d features")
+    compute = resolve(cfg.device, None)
+    dev = compute.device
+    torch.manual_seed(cfg.seed)
+    lm.model.to(dev, torch.float32)  # LM weights stay float32; bf16 autocast (optional) covers the matmuls
+    tcfg = TranslatorConfig(feature_dim=classifier.feature_dim, hidden_size=lm.hidden_size,
+                            prefix_length=cfg.prefix_length, mapper=cfg.mapper, mlp_hidden=cfg.mlp_hidden,
+                            normalize_features=cfg.normalize_features, classifier_identity=classifier.identity,
+                            classifier_name=classifier.name, lm_identity=lm.identity, lm_name=lm.name)
+    translator = Translator(tcfg)
+    translator.set_feature_stats(train_features)
+    translator.to(dev).train()
+    ids, mask = tokenize_captions(lm, train_captions, cfg.max_caption_tokens)
+    has_val = val_features is not None and val_captions is not None and len(val_captions) > 0
+    if has_val:
+        v_ids, v_mask = tokenize_captions(lm, val_captions, cfg.max_caption_tokens)
+    opt = torch.optim.AdamW(translator.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_features) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "train_state.pt"
+    step, best, history = 0, float("inf"), []
+    if state_path.exists():
+        # Our own file, but still read weights-only: it holds tensors and plain numbers.
+        st = torch.load(state_path, map_location=dev, weights_only=True)
+        translator.load_state_dict(st["translator"])
+        opt.load_state_dict(st["optimizer"])
+        step, best, history = int(st["step"]), float(st["best"]), json.loads(st["history"])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bar = tqdm(total=total, initial=step, desc="train translator", unit="step", disable=not show_progress)
+    t0, start_step = time.time(), step
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16)
+    while step < total:
+        epoch = step // steps_per_epoch
+        # The permutation depends only on (seed, epoch), so a resumed run sees the same batches.
+        perm = torch.randperm(len(train_features), generator=gen.manual_seed(cfg.seed * 1000 + epoch))
+        for b in range(step % steps_per_epoch, steps_per_epoch):
+            if step >= total:
+                break
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total, cfg)
+            with autocast:
+                loss = caption_loss(translator, lm, train_features[idx].to(dev), ids[idx].to(dev), mask[idx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(translator.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+            if step % cfg.save_every == 0 and step % steps_per_epoch:
+                _save_state(state_path, translator, opt, step, best, history)
+            if progress:
+                progress({"step": step, "total": total, "loss": loss.item(), "epoch": epoch + 1})
+        end_of_epoch = step % steps_per_epoch == 0 or step >= total
+        if end_of_epoch:
+            val = evaluate(translator, lm, val_features, v_ids, v_mask, cfg.batch_size * 2, dev) if has_val else float("nan")
+            train_loss = loss.item()
+            history.append({"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 4),
+                            "val_loss": round(val, 4) if has_val else None})
+            bar.write(f"epoch {epoch + 1}: train loss {train_loss:.3f}" + (f", val loss {val:.3f}" if has_val else ""))
+            score = val if has_val else train_loss
+            translator.config.training = {
+                **(data_info or {}), "settings": asdict(cfg), "history": history, "steps": step,
+                "samples_per_s": round((step - start_step) * cfg.batch_size / max(time.time() - t0, 1e-9), 2),
+                "best_val_loss": round(min(best, score), 4) if has_val else None}
+            if score < best or not has_val:
+                best = min(best, score)
+                translator.save_pretrained(out_dir / "best")
+            _save_state(state_path, translator, opt, step, best, history)
+    bar.close()
+    best_model = Translator.from_pretrained(out_dir / "best", classifier, lm)
+    return best_model

@@ -1,0 +1,412 @@
+"""Tests for core.analysis: word shares, log-odds comparison, spurious flags, groups and worst-group accuracy.
+
+`make_waterbirds_run` builds a synthetic Waterbirds-like run (the test_report tests reuse it): landbirds
+on water are often misread as waterbirds and their explanations then say "water"/"lake"/"sea";
+waterbirds on land are often misread and say "tree"/"forest"/"grass"; misread landbirds also say "duck"
+(a bird word: it must never be flagged).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.analysis import (CoreWordList, GroupInferrer, RunTables, SpuriousTermScorer, compare_runs,
+                           compare_word_sets, concept_words, divergence, flag_examples, group_accuracy,
+                           group_agreement, image_set, select_images, subset_word_shares, top_words,
+                           word_shares, worst_group_accuracy)
+from core.store import IMAGE_COLUMNS, Run
+
+CLASSES = ["landbird", "waterbird"]
+GROUP_NAMES = {"0": "landbird on land", "1": "landbird on water", "2": "waterbird on land", "3": "waterbird on water"}
+TRAIN_GROUP_COUNTS = {"0": 3498, "1": 184, "2": 56, "3": 1057}  # the real Waterbirds training set
+WATER_WORDS = {"water", "lake", "sea"}
+LAND_WORDS = {"tree", "forest", "grass"}
+
+
+def _manifest(name: str) -> dict:
+    return {"name": name,
+            "models": {"classifier": "resnet50-erm", "classifier_identity": f"resnet50:{name}",
+                       "translator": "translator-test", "lm": "smollm2-135m"},
+            "dataset": {"name": "waterbirds-synthetic", "kind": "waterbirds", "root": "/data/wb",
+                        "class_names": CLASSES, "group_names": GROUP_NAMES,
+                        "train_group_counts": TRAIN_GROUP_COUNTS},
+            "settings": {"sentences_per_image": 20, "top_p": 0.9, "temperature": 0.9, "max_new_tokens": 20,
+                         "seed": 7}}
+
+
+def make_waterbirds_run(path, name: str = "erm", per_group: int = 100, error_rates=(0.03, 0.55, 0.45, 0.03),
+                        seed: int = 0, with_groups: bool = True) -> Run:
+    """A synthetic run: 4 groups x `per_group` test images, 20 sentences each, written in two shards."""
+    rng = np.random.default_rng(seed)
+    n_sent = 20
+    images, words, sentences = [], [], []
+    for group in range(4):
+        label, place = divmod(group, 2)
+        for j in range(per_group):
+            image_id = f"g{group}-{j:03d}"
+            wrong = rng.random() < error_rates[group]
+            pred = 1 - label if wrong else label
+            probs = {"bird": 0.8, "photo": 0.5, "background": 0.3}
+            probs.update({"sparrow": 0.3, "robin": 0.2} if label == 0 else {"duck": 0.4, "gull": 0.2})
+            if label == 0 and pred == 1:
+                probs["duck"] = 0.35
+            if place == 1:
+                strong = pred == 1  # the features that say "waterbird" are the water ones
+                probs.update(water=0.5 if strong else 0.25, lake=0.3 if strong else 0.15,
+                             sea=0.15 if strong else 0.05, tree=0.02)
+            else:
+                strong = pred == 0
+                probs.update(tree=0.5 if strong else 0.25, forest=0.3 if strong else 0.15,
+                             grass=0.2 if strong else 0.1, water=0.03, lake=0.02, sea=0.02)
+            present = []
+            for word, p in probs.items():
+                k = int(rng.binomial(n_sent, p))
+                if k:
+                    present.append(word)
+                    words.append({"image_id": image_id, "word": word, "count": k + int(rng.integers(0, 2)),
+                                  "sentences": k})
+            if group == 1 and j == 0:  # a made-up word, in one misread image only: must never win
+                words.append({"image_id": image_id, "word": "quyvian", "count": 20, "sentences": 20})
+            for idx in range(3):
+                chosen = rng.choice(present, size=min(3, len(present)), replace=False)
+                sentences.append({"image_id": image_id, "idx": idx,
+                                  "text": "A photo of a " + " and ".join(chosen) + "."})
+            images.append({"image_id": image_id, "path": f"/data/wb/{image_id}.jpg", "split": "test",
+                           "label": label, "label_name": CLASSES[label], "prediction": pred,
+                           "prediction_name": CLASSES[pred], "confidence": 0.9,
+                           "group": group if with_groups else None, "place": place if with_groups else None,
+                           "n_sentences": n_sent})
+    images, words, sentences = pd.DataFrame(images), pd.DataFrame(words), pd.DataFrame(sentences)
+    for column in IMAGE_COLUMNS:  # columns the store may add later (e.g. error) stay empty
+        if column not in images:
+            images[column] = None
+    if not with_groups:
+        images["group"] = pd.array([None] * len(images), dtype="Int64")
+        images["place"] = pd.array([None] * len(images), dtype="Int64")
+    run = Run.create(path, _manifest(name))
+    halves = np.array_split(images["image_id"].to_numpy(), 2)
+    for shard, ids in enumerate(halves):
+        run.write_shard(shard, images[images["image_id"].isin(ids)], words[words["image_id"].isin(ids)],
+                        sentences[sentences["image_id"].isin(ids)], total_images=len(images))
+    run.finish()
+    return run
+
+
+@pytest.fixture(scope="module")
+def erm_run(tmp_path_factory):
+    return make_waterbirds_run(tmp_path_factory.mktemp("runs") / "erm")
+
+
+@pytest.fixture(scope="module")
+def erm_scorer(erm_run):
+    return SpuriousTermScorer(core_words=CoreWordList()).fit(erm_run)
+
+
+def _tiny_tables() -> RunTables:
+    """Three landbirds and one waterbird with hand-countable words."""
+    images = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d"], "split": ["test", "test", "test", "train"],
+        "label": [0, 0, 0, 1], "label_name": ["landbird"] * 3 + ["waterbird"],
+        "prediction": [0, 1, 0, 1], "prediction_name": ["landbird", "waterbird", "landbird", "waterbird"],
+        "group": [0, 1, 0, 3], "n_sentences": [4, 2, 5, 10]})
+    words = pd.DataFrame({
+        "image_id": ["a", "b", "a", "d"], "word": ["water", "water", "tree", "water"],
+        "count": [1, 3, 4, 10], "sentences": [1, 2, 4, 10]})
+    return RunTables(images, words, {"dataset": {"class_names": CLASSES, "group_names": GROUP_NAMES}})
+
+
+# --- word shares ------------------------------------------------------------------------------------
+
+def test_word_shares_match_a_hand_computed_case():
+    shares = word_shares(_tiny_tables(), by="label", min_images=1)
+    water = shares[(shares["label"] == "landbird") & (shares["word"] == "water")].iloc[0]
+    per_image = [1 / 4, 2 / 2, 0.0]  # image c has no "water": it counts as 0
+    assert water["share"] == pytest.approx(sum(per_image) / 3)
+    assert (water["images_with_word"], water["n_images"], water["total_count"]) == (2, 3, 4)
+    half = 1.96 * statistics.stdev(per_image) / np.sqrt(3)
+    assert water["ci_low"] == pytest.approx(max(0.0, water["share"] - half))
+    assert water["ci_high"] == pytest.approx(min(1.0, water["share"] + half))
+    tree = shares[(shares["label"] == "landbird") & (shares["word"] == "tree")].iloc[0]
+    assert tree["share"] == pytest.approx(1.0 / 3)
+    # Waterbird d uses water in all its sentences.
+    assert shares[(shares["label"] == "waterbird")]["share"].tolist() == [1.0]
+    assert list(shares.columns) == ["label", "word", "share", "images_with_word", "n_images", "ci_low",
+                                    "ci_high", "total_count"]
+
+
+def test_word_shares_by_outcome_group_split_and_min_images():
+    tables = _tiny_tables()
+    by_outcome = word_shares(tables, by="outcome", min_images=1)
+    wrong = by_outcome[by_outcome["outcome"] == "wrong"].set_index("word")["share"]
+    assert wrong.to_dict() == {"water": 1.0}  # only image b is wrong
+    by_group = word_shares(tables, by="group", min_images=1)
+    assert set(by_group["group"]) == {"landbird on land", "landbird on water", "waterbird on water"}
+    test_only = word_shares(tables, by=None, split="test", min_images=1).set_index("word")
+    assert test_only.loc["water", "n_images"] == 3 and "group" not in test_only.columns
+    assert word_shares(tables, by="label", min_images=2)["word"].tolist() == ["water"]
+
+
+def test_subset_shares_and_select_images_take_class_names():
+    tables = _tiny_tables()
+    subset = select_images(tables.images, label="landbird", prediction="waterbird")
+    assert subset["image_id"].tolist() == ["b"]
+    shares = subset_word_shares(tables, label="landbird", outcome="correct").set_index("word")
+    assert shares.loc["water", "share"] == pytest.approx((1 / 4 + 0) / 2)
+    with pytest.raises(ValueError, match="label='heron' is not a class name"):
+        select_images(tables.images, label="heron", class_names=CLASSES)
+
+
+def test_word_shares_reject_bad_arguments_and_missing_groups():
+    tables = _tiny_tables()
+    with pytest.raises(ValueError, match="by must be one of"):
+        word_shares(tables, by="colour")
+    with pytest.raises(ValueError, match="min_images must be an integer >= 1, got 0"):
+        word_shares(tables, min_images=0)
+    no_groups = RunTables(tables.images.assign(group=None), tables.words, tables.manifest)
+    with pytest.raises(ValueError, match="no group"):
+        word_shares(no_groups, by="group")
+    with pytest.raises(ValueError, match="images is missing columns"):
+        word_shares((tables.images.drop(columns="n_sentences"), tables.words))
+
+
+def test_word_shares_read_from_the_store(erm_run):
+    shares = word_shares(erm_run, by="label")
+    top = top_words(shares, k=3, by="label")
+    assert top.groupby("label").size().to_dict() == {"landbird": 3, "waterbird": 3}
+    assert top["label"].tolist()[:3] == ["landbird"] * 3  # class order, then share
+    assert top[top["label"] == "landbird"]["word"].iloc[0] == "bird"
+
+
+# --- comparing sets ---------------------------------------------------------------------------------
+
+def test_log_odds_z_points_to_the_set_that_uses_the_word_more(erm_run):
+    misread = image_set(erm_run, label="landbird", prediction="waterbird", name="misread")
+    right = image_set(erm_run, label="landbird", prediction="landbird", name="right")
+    cmp = compare_word_sets(misread, right).set_index("word")
+    assert cmp.loc["water", "z"] > 5 and cmp.loc["water", "delta"] > 0
+    assert cmp.loc["tree", "z"] < -5
+    assert abs(cmp.loc["photo", "z"]) < 3  # used alike by both sets
+    assert cmp.loc["water", "share_a"] > 0.4 > 0.2 > cmp.loc["water", "share_b"]
+    flipped = compare_word_sets(right, misread).set_index("word")
+    assert flipped.loc["water", "z"] == pytest.approx(-cmp.loc["water", "z"])
+    assert cmp.attrs == {"a": "misread", "b": "right", "unit": "sentences"}
+
+
+def test_js_divergence_is_zero_for_identical_sets_and_grows_with_difference(erm_run):
+    land = image_set(erm_run, group=0)
+    assert divergence(land, land).jensen_shannon == pytest.approx(0.0, abs=1e-12)
+    water = image_set(erm_run, group=1)
+    waterbirds_on_water = image_set(erm_run, group=3)
+    d_place = divergence(land, water)
+    assert 0.02 < d_place.jensen_shannon < 1
+    assert d_place.top_contributors["word"].iloc[0] in WATER_WORDS | LAND_WORDS
+    # Same background, different bird: closer than same bird on a different background.
+    assert divergence(water, waterbirds_on_water).jensen_shannon < d_place.jensen_shannon
+    a = image_set(_tiny_tables(), image_ids=["a"])
+    d = image_set(_tiny_tables(), image_ids=["d"])
+    b = image_set(_tiny_tables(), image_ids=["b"])
+    assert divergence(b, d).jensen_shannon == pytest.approx(0.0, abs=1e-12)  # both only "water"
+    assert divergence(a, d).jensen_shannon > 0
+
+
+def test_compare_runs_finds_the_words_that_changed(tmp_path, erm_run):
+    robust = make_waterbirds_run(tmp_path / "robust", name="robust", error_rates=(0.05, 0.1, 0.1, 0.05))
+    changes = compare_runs(erm_run, robust, by="label", k=5)
+    assert set(changes["label"]) == {"landbird", "waterbird"}
+    land = changes[changes["label"] == "landbird"]
+    assert land["change"].abs().is_monotonic_decreasing
+    assert land["word"].iloc[0] in {"water", "duck", "lake", "sparrow"}
+    water_row = compare_runs(erm_run, robust, by="label").set_index(["label", "word"]).loc[("landbird", "water")]
+    assert water_row["change"] < -0.03 and water_row["z"] < 0  # fewer landbirds called by water
+    assert changes.attrs["shared_images"] == 400 and changes.attrs["a"] == "erm"
+
+
+# --- spurious flags ---------------------------------------------------------------------------------
+
+def test_concept_words_know_birds_but_not_backgrounds():
+    for name in ("waterbird", "landbird"):
+        words = concept_words(name)
+        assert {"bird", "duck", "gull", "penguin", "feather", "wing", "beak"} <= words, name
+        assert not words & (WATER_WORDS | LAND_WORDS | {"land", "photo", "background"}), name
+    assert "waterfowl" in concept_words("waterbird")
+    assert concept_words("tabby, tabby cat") >= {"tabby", "cat"}
+
+
+def test_water_words_are_the_top_flags_for_landbird(erm_scorer):
+    landbird = erm_scorer.flags_for("landbird")
+    assert set(landbird["word"].head(3)) == WATER_WORDS
+    assert set(landbird["predicted_as"]) == {"waterbird"}
+    assert landbird["rank"].tolist()[:3] == [1, 2, 3]
+    waterbird = erm_scorer.flags_for("waterbird")
+    assert set(waterbird["word"].head(3)) == LAND_WORDS
+    # Read from the other side: the words that pull images toward "waterbird" are the water words.
+    assert set(erm_scorer.flags_for("waterbird", side="toward")["word"].head(3)) == WATER_WORDS
+    top = landbird.iloc[0]
+    assert top["share_wrong"] > 0.3 > 0.15 > top["share_right"] and top["n_wrong"] > 40
+    assert top["evidence"].startswith(f"'{top['word']}' is in ")
+    assert "for landbird images predicted as waterbird" in top["evidence"]
+    assert "predicted correctly" in top["evidence"]
+    assert len(top["example_image_ids"]) == 3
+    assert all(i.startswith("g1-") or i.startswith("g0-") for i in top["example_image_ids"])
+    pair = erm_scorer.pair_flags_
+    assert set(pair[pair["class"] == "landbird"]["word"].head(3)) == WATER_WORDS
+
+
+def test_bird_words_and_one_off_words_are_never_flagged(erm_scorer):
+    flagged = set(erm_scorer.flags_["word"])
+    assert not flagged & {"bird", "duck", "gull", "sparrow", "robin", "quyvian", "photo", "background"}
+    scores = erm_scorer.scores_.set_index(["class", "word"])
+    # "duck" is as strong a signal as the water words: only the concept check keeps it out.
+    assert scores.loc[("landbird", "duck"), "z"] > 5
+    assert "concept word" in scores.loc[("landbird", "duck"), "reason"]
+    assert scores.loc[("landbird", "quyvian"), "reason"].startswith("used by fewer than")
+
+
+def test_user_marks_persist_and_change_the_flags(tmp_path, erm_run):
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps({"notes": "kept"}))
+    marks = CoreWordList.load(path)
+    marks.mark_core("landbird", "Water")
+    marks.mark_spurious("landbird", "photo")
+    marks.mark_spurious("landbird", "helicopter")  # used by no image
+    reloaded = CoreWordList.load(path)
+    assert reloaded.core("landbird") == {"water"} and reloaded.spurious("landbird") == {"photo", "helicopter"}
+    assert json.loads(path.read_text())["notes"] == "kept"
+
+    flags = SpuriousTermScorer(core_words=path).fit(erm_run).flags_for("landbird")
+    assert "water" not in set(flags["word"])
+    assert {"photo", "helicopter", "lake", "sea"} <= set(flags["word"])
+    photo = flags.set_index("word").loc["photo"]
+    assert photo["source"] == "user" and "marked spurious by the user" in photo["evidence"]
+    assert np.isnan(flags.set_index("word").loc["helicopter", "score"])
+
+    reloaded.mark_spurious("landbird", "water")  # marking spurious lifts the core mark
+    assert CoreWordList.load(path).status("landbird", "water") == "spurious"
+
+
+def test_run_annotations_are_used_by_default(tmp_path):
+    run = make_waterbirds_run(tmp_path / "run", per_group=60)
+    CoreWordList.for_run(run).mark_core("*", "lake")
+    assert (run.path / "annotations.json").exists()
+    flags = SpuriousTermScorer().fit(run).flags_
+    assert "lake" not in set(flags["word"]) and "water" in set(flags["word"])
+
+
+def test_flag_examples_return_sentences_with_the_word(erm_run):
+    examples = flag_examples(erm_run, "landbird", "water", k=4)
+    assert len(examples) == 4 and examples["image_id"].is_unique
+    assert examples["text"].str.contains("water").all()
+    assert (examples["label_name"] == "landbird").all() and (examples["outcome"] == "wrong").all()
+    assert flag_examples(erm_run, "landbird", "helicopter").empty
+    with pytest.raises(ValueError, match="class_name 'heron' is not a class"):
+        flag_examples(erm_run, "heron", "water")
+
+
+def test_scorer_rejects_bad_parameters_and_unfitted_use(erm_run):
+    with pytest.raises(ValueError, match="min_images must be an integer >= 1, got 0"):
+        SpuriousTermScorer(min_images=0).fit(erm_run)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SpuriousTermScorer().flags_for("landbird")
+
+
+# --- groups -----------------------------------------------------------------------------------------
+
+def _hand_images() -> pd.DataFrame:
+    # group 0: 4/4 right, group 1: 1/2 right, group 2: 1/4 right, group 3: 3/3 right.
+    rows = [(0, 1)] * 4 + [(1, 1), (1, 0)] + [(2, 1)] + [(2, 0)] * 3 + [(3, 1)] * 3
+    return pd.DataFrame({"image_id": [f"i{k}" for k in range(len(rows))], "group": [g for g, _ in rows],
+                         "label": [g // 2 for g, _ in rows],
+                         "prediction": [g // 2 if ok else 1 - g // 2 for g, ok in rows]})
+
+
+def test_group_accuracy_and_both_weightings_on_a_hand_computed_case():
+    images = _hand_images()
+    per_group = group_accuracy(images, group_names=GROUP_NAMES).set_index("group")
+    assert per_group["accuracy"].tolist() == [1.0, 0.5, 0.25, 1.0]
+    assert per_group["n"].tolist() == [4, 2, 4, 3]
+    assert (per_group["ci_low"] <= per_group["accuracy"]).all()
+    assert (per_group["ci_high"] >= per_group["accuracy"]).all()
+    test = worst_group_accuracy(images, weights="test", group_names=GROUP_NAMES)
+    assert (test.worst, test.worst_group, test.worst_group_name) == (0.25, 2, "waterbird on land")
+    assert test.average_weighted == pytest.approx(9 / 13)  # plain accuracy: 4+1+1+3 right of 13
+    assert test.average_unweighted == pytest.approx((1 + 0.5 + 0.25 + 1) / 4)
+    train = worst_group_accuracy(images, weights="train", train_group_counts={0: 6, 1: 1, 2: 1, 3: 2})
+    assert train.average_weighted == pytest.approx((6 * 1 + 1 * 0.5 + 1 * 0.25 + 2 * 1) / 10)
+    assert train.weighting == "train" and train.worst == 0.25
+    custom = worst_group_accuracy(images, weights={0: 0, 1: 0, 2: 1, 3: 0})
+    assert custom.average_weighted == pytest.approx(0.25)
+
+
+def test_worst_group_accuracy_explains_what_is_missing():
+    images = _hand_images()
+    with pytest.raises(ValueError, match="weights='train' needs train_group_counts"):
+        worst_group_accuracy(images, weights="train")
+    with pytest.raises(ValueError, match="also have groups"):
+        worst_group_accuracy(images, weights="train", train_group_counts={0: 1, 1: 1})
+    with pytest.raises(ValueError, match="no image has a group"):
+        group_accuracy(images.assign(group=None))
+
+
+def test_inferred_groups_agree_with_the_true_groups(erm_run, erm_scorer):
+    inferrer = GroupInferrer().fit(erm_run, erm_scorer.flags_)
+    assert set(inferrer.spurious_words_["landbird"][:3]) == WATER_WORDS
+    images = erm_run.images()
+    inferred = inferrer.predict(images)
+    agreement = group_agreement(images.set_index("image_id")["group"], inferred)
+    assert agreement.accuracy > 0.9 and agreement.adjusted_rand > 0.75
+    assert agreement.mapping == {0: 0, 1: 1, 2: 3, 3: 2}  # a waterbird "with land words" is on land
+    assert 0 < inferrer.thresholds_["landbird"] < 1
+    assert inferrer.group_names_[1].startswith("landbird, with ")
+    # The worst inferred group is a real minority group, as with the true groups.
+    worst = worst_group_accuracy(images, groups=inferred)
+    assert agreement.mapping[worst.worst_group] in (1, 2)
+
+
+def test_group_inference_works_when_the_dataset_has_no_groups(tmp_path):
+    run = make_waterbirds_run(tmp_path / "nogroups", with_groups=False)
+    assert run.images()["group"].isna().all()
+    scorer = SpuriousTermScorer(core_words=CoreWordList()).fit(run)
+    inferred = GroupInferrer().fit(run, scorer).predict()
+    truth = pd.Series([int(i[1]) for i in inferred.index], index=inferred.index)  # ids are g<group>-...
+    assert group_agreement(truth, inferred).accuracy > 0.9
+
+
+def test_group_agreement_ignores_label_names():
+    true = [0, 0, 1, 1, 2, 2]
+    agreement = group_agreement(true, [5, 5, 7, 7, 9, 9])
+    assert agreement.accuracy == 1.0 and agreement.adjusted_rand == pytest.approx(1.0)
+    assert group_agreement(true, [5, 7, 5, 7, 5, 7]).accuracy < 0.7
+
+
+def test_multiclass_flags_are_reported_per_class_and_per_confusion():
+    """Cats misread as dogs say "sofa", cats misread as foxes say "snow"."""
+    rng = np.random.default_rng(3)
+    names = ["cat", "dog", "fox"]
+    images, words = [], []
+    for i in range(600):
+        label, r = i % 3, rng.random()
+        pred = label if r < 0.7 else (label + 1) % 3 if r < 0.85 else (label + 2) % 3
+        images.append({"image_id": f"i{i}", "label": label, "prediction": pred, "n_sentences": 10})
+        probs = {names[label]: 0.6, "photo": 0.5}
+        if pred != label:
+            probs["snow" if pred == 2 else "sofa"] = 0.5
+        for word, p in probs.items():
+            k = int(rng.binomial(10, p))
+            if k:
+                words.append({"image_id": f"i{i}", "word": word, "count": k, "sentences": k})
+    tables = RunTables(pd.DataFrame(images), pd.DataFrame(words), {"dataset": {"class_names": names}})
+    scorer = SpuriousTermScorer(core_words=CoreWordList()).fit(tables)
+    pairs = scorer.pair_flags_.set_index(["class", "predicted_as"])["word"]
+    assert pairs.loc[("cat", "dog")] == "sofa" and pairs.loc[("cat", "fox")] == "snow"
+    cat = scorer.flags_for("cat").set_index("word")
+    assert set(cat.index) == {"sofa", "snow"} and cat.loc["snow", "predicted_as"] == "fox"
+    assert "cat images predicted wrongly (mostly as dog)" in cat.loc["sofa", "evidence"]
+    assert set(scorer.flags_for("fox", side="toward")["class"]) == {"cat", "dog"}
+    per_image = scorer.transform(tables).set_index("image_id")
+    misread = tables.images.set_index("image_id").eval("label != prediction")
+    share = per_image["spurious_share"]
+    assert share[misread].mean() > 0.3 > 0.01 > share[~misread].mean()

@@ -1,0 +1,175 @@
+"""The TExplain engine end to end on tiny local models: adapters, translator, training, sampling, run store."""
+import pandas as pd
+import pytest
+import torch
+
+from core.data import open_dataset
+from core.explain import ExplainConfig, explain_dataset, sample_sentences
+from core.models.classifier import ClassifierLoadError, load_classifier, torchvision_classifier
+from core.store import Run
+from core.train import TrainConfig, train_translator
+from core.translator import Translator, TranslatorConfig, TranslatorMismatchError
+from tests.conftest import CAPTIONS
+
+
+def two_clusters(n=64, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    centers = torch.randn(2, dim, generator=g) * 3
+    z = centers[labels] + 0.3 * torch.randn(n, dim, generator=g)
+    return z, labels
+
+
+def test_lm_from_local_folder_generates_from_embeddings(tiny_lm):
+    prefix = torch.randn(2, 3, tiny_lm.hidden_size)
+    out = sample_sentences(tiny_lm, prefix, 4, ExplainConfig(max_new_tokens=8), torch.Generator().manual_seed(0))
+    assert len(out) == 2 and all(len(s) == 4 for s in out)
+    assert all(isinstance(t, str) for s in out for t in s)
+    assert any(t for s in out for t in s), "the LM produced only empty sentences"
+
+
+def test_translator_training_lowers_loss_and_learns_a_planted_word(tmp_path, tiny_lm, tiny_classifier):
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    captions = [CAPTIONS[int(y)] for y in labels]
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, warmup_steps=5, prefix_length=3, mlp_hidden=64)
+    tr = train_translator(tiny_classifier, tiny_lm, z, captions, tmp_path / "tr", z[:16], captions[:16], cfg,
+                          show_progress=False)
+    hist = tr.config.training["history"]
+    assert hist[-1]["val_loss"] < 0.5 * hist[0]["val_loss"], hist
+    # Sampling + counting end to end: cluster 0 talks about water, cluster 1 about the forest.
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        sents = sample_sentences(tiny_lm, tr(z[:2]), 16, ExplainConfig(max_new_tokens=12), g)
+    water = [sum("water" in s for s in group) / 16 for group in sents]
+    forest = [sum("forest" in s for s in group) / 16 for group in sents]
+    first, second = int(labels[0]), int(labels[1])
+    assert (first, second) == (0, 1)
+    assert water[0] > 0.8 and forest[0] < 0.2, sents[0]
+    assert forest[1] > 0.8 and water[1] < 0.2, sents[1]
+
+
+def test_training_resumes_from_its_state(tmp_path, tiny_lm, tiny_classifier):
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    caps = [CAPTIONS[int(y)] for y in labels]
+    base = dict(epochs=3, batch_size=16, warmup_steps=2, prefix_length=2, mlp_hidden=32, save_every=3)
+    straight = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "a", cfg=TrainConfig(**base),
+                                show_progress=False)
+
+    def crash(info):  # killed mid-epoch 2, after the state of step 6 was saved
+        if info["step"] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "b", cfg=TrainConfig(**base), progress=crash,
+                         show_progress=False)
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["step"] == 6
+    resumed = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "b", cfg=TrainConfig(**base),
+                               show_progress=False)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_translator_checkpoint_round_trip_and_mismatch_errors(tmp_path, tiny_lm, tiny_classifier):
+    cfg = TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size, prefix_length=2,
+                           classifier_identity=tiny_classifier.identity, classifier_name="tinynet",
+                           lm_identity=tiny_lm.identity, lm_name=tiny_lm.name)
+    tr = Translator(cfg)
+    tr.save_pretrained(tmp_path / "t")
+    back = Translator.from_pretrained(tmp_path / "t", tiny_classifier, tiny_lm)
+    z = torch.randn(3, tiny_classifier.feature_dim)
+    assert torch.allclose(tr(z), back(z), atol=1e-6)
+
+    other = load_classifier(tiny_classifier.module.__class__(), class_names=["a", "b"], name="other")
+    with pytest.raises(TranslatorMismatchError) as err:
+        Translator.from_pretrained(tmp_path / "t", other, tiny_lm)
+    assert tiny_classifier.identity in str(err.value) and other.identity in str(err.value)
+
+
+def test_transformer_mapper_shapes():
+    cfg = TranslatorConfig(feature_dim=16, hidden_size=32, prefix_length=4, mapper="transformer", num_layers=1,
+                           num_heads=4)
+    assert Translator(cfg)(torch.randn(5, 16)).shape == (5, 4, 32)
+    with pytest.raises(ValueError, match="features has shape"):
+        Translator(cfg)(torch.randn(5, 17))
+
+
+def test_torchvision_checkpoint_with_replaced_head_and_wrong_architecture(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    net.fc = torch.nn.Linear(512, 2)  # a Waterbirds-style checkpoint: 2 classes
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "wb.pt")
+    clf = torchvision_classifier("resnet18", checkpoint=tmp_path / "wb.pt", class_names=["landbird", "waterbird"])
+    x = torch.randn(2, 3, 64, 64)
+    z, logits = clf.features_and_logits(x)
+    assert z.shape == (2, 512) and logits.shape == (2, 2)
+    assert torch.allclose(clf.head(z), logits, atol=1e-5)
+    with pytest.raises(ClassifierLoadError, match="does not fit resnet34"):
+        torchvision_classifier("resnet34", checkpoint=tmp_path / "wb.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ClassifierLoadError, match="weights-only"):
+        torchvision_classifier("resnet18", checkpoint=tmp_path / "junk.pt")
+
+
+def _explainer(tmp_path, tiny_lm, tiny_classifier):
+    cfg = TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size, prefix_length=2,
+                           classifier_identity=tiny_classifier.identity, lm_identity=tiny_lm.identity)
+    torch.manual_seed(0)
+    return Translator(cfg).eval()
+
+
+def test_explain_run_resumes_to_the_same_result(tmp_path, tiny_lm, tiny_classifier, tiny_waterbirds):
+    ds = open_dataset(tiny_waterbirds)
+    tr = _explainer(tmp_path, tiny_lm, tiny_classifier)
+    cfg = ExplainConfig(sentences_per_image=6, max_new_tokens=6, shard_size=5, batch_rows=7, seed=3, device="cpu")
+    full = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "full", cfg, split="test", show_progress=False)
+    part = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "part", cfg, split="test", max_shards=1,
+                           show_progress=False)
+    assert part.manifest["status"] == "partial" and part.manifest["progress"]["done_images"] == 5
+    resumed = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "part", cfg, split="test",
+                              show_progress=False)
+    assert resumed.manifest["status"] == "complete" and full.manifest["status"] == "complete"
+    for table, keys in (("images", ["image_id"]), ("words", ["image_id", "word"]), ("sentences", ["image_id", "idx"])):
+        a = full.table(table).sort_values(keys).reset_index(drop=True)
+        b = resumed.table(table).sort_values(keys).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b)
+    images = full.images()
+    assert len(images) == 16 and images["image_id"].is_unique
+    assert set(images["group"]) == {0, 1, 2, 3}
+
+
+def test_explain_records_corrupt_images_and_refuses_empty_or_changed_runs(tmp_path, tiny_lm, tiny_classifier,
+                                                                          tiny_waterbirds):
+    ds = open_dataset(tiny_waterbirds)
+    test = ds.split("test")
+    test.records[0].path.write_bytes(b"\x89PNG broken")
+    tr = _explainer(tmp_path, tiny_lm, tiny_classifier)
+    cfg = ExplainConfig(sentences_per_image=2, max_new_tokens=4, device="cpu")
+    run = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "r", cfg, split="test", show_progress=False)
+    images = run.images()
+    bad = images[images["image_id"] == test.records[0].image_id].iloc[0]
+    assert "cannot read image" in bad["error"] and bad["n_sentences"] == 0
+    assert images["error"].isna().sum() == len(images) - 1
+    with pytest.raises(ValueError, match="no images"):
+        explain_dataset(ds.__class__(ds.name, ds.kind, ds.root, [], ds.class_names), tiny_classifier, tr, tiny_lm,
+                        tmp_path / "empty", cfg)
+    from core.store import RunStoreError
+
+    with pytest.raises(RunStoreError, match="different settings"):
+        explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "r", ExplainConfig(sentences_per_image=3,
+                        device="cpu"), split="test", show_progress=False)
+
+
+def test_store_reads_only_complete_shards(tmp_path):
+    run = Run.create(tmp_path / "run", {"name": "x"})
+    img = pd.DataFrame([{"image_id": "a", "path": "p", "split": "test", "label": 0, "label_name": "l", "prediction": 0,
+                         "prediction_name": "l", "confidence": 0.9, "group": 0, "place": 0, "n_sentences": 2,
+                         "error": None}])
+    words = pd.DataFrame([{"image_id": "a", "word": "water", "count": 3, "sentences": 2}])
+    sents = pd.DataFrame([{"image_id": "a", "idx": 0, "text": "water water"}])
+    run.write_shard(0, img, words, sents)
+    # A shard whose files exist but that the manifest never recorded (a crash mid-write) is invisible.
+    img.assign(image_id="b").to_parquet(tmp_path / "run" / "images" / "shard-00001.parquet")
+    assert list(Run.open(tmp_path / "run").images()["image_id"]) == ["a"]
+    assert Run.open(tmp_path / "run").query("SELECT sum(count) AS n FROM words")["n"][0] == 3
