@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from core.device import resolve
-from core.store import Run
+from core.store import Run, portable_root
 
 
 @dataclass
@@ -167,7 +167,7 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
         "models": {"classifier": classifier.name, "classifier_identity": classifier.identity,
                    "translator": translator.source or "in-memory",
                    "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity},
-        "dataset": {"name": dataset.name, "kind": dataset.kind, "root": str(dataset.root), "split": split,
+        "dataset": {"name": dataset.name, "kind": dataset.kind, "root": portable_root(dataset.root), "split": split,
                     "class_names": list(dataset.class_names),
                     "group_names": {str(k): v for k, v in (dataset.group_names or {}).items()} or None,
                     "train_group_counts": _train_group_counts(dataset)},
@@ -210,6 +210,14 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
     return run
 
 
+def _rel(path: Path, root: Path) -> str:
+    # Paths relative to the dataset root keep a run valid when the data or the repo moves.
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def _train_group_counts(dataset) -> dict | None:
     try:
         train = [r for r in dataset.records if r.split == "train" and r.group is not None]
@@ -245,16 +253,16 @@ def _explain_shard(records, shard: int, ds, classifier, translator, lm, cfg: Exp
         counts = extractor.count_many(sentences)
         for r, p, sents, cnt in zip(recs, probs, sentences, counts):
             conf, pred = p.max(-1)
-            image_rows.append({"image_id": r.image_id, "path": str(r.path), "split": r.split, "label": int(r.label),
-                               "label_name": ds.class_names[r.label] if r.label is not None else None,
+            image_rows.append({"image_id": r.image_id, "path": _rel(r.path, ds.root), "split": r.split,
+                               "label": int(r.label), "label_name": ds.class_names[r.label] if r.label is not None else None,
                                "prediction": int(pred), "prediction_name": classifier.class_names[int(pred)],
                                "confidence": float(conf), "group": r.group, "place": r.place,
                                "n_sentences": len(sents)})
             word_rows += [{"image_id": r.image_id, "word": w, "count": c, "sentences": s} for w, (c, s) in cnt.items()]
             sent_rows += [{"image_id": r.image_id, "idx": j, "text": t} for j, t in enumerate(sents[:cfg.keep_sentences])]
     for r, err in failed:
-        image_rows.append({"image_id": r.image_id, "path": str(r.path), "split": r.split, "label": int(r.label),
-                           "label_name": ds.class_names[r.label], "prediction": None, "prediction_name": None,
+        image_rows.append({"image_id": r.image_id, "path": _rel(r.path, ds.root), "split": r.split,
+                           "label": int(r.label), "label_name": ds.class_names[r.label], "prediction": None, "prediction_name": None,
                            "confidence": None, "group": r.group, "place": r.place, "n_sentences": 0,
                            "error": err})
     images_df = pd.DataFrame(image_rows)

@@ -147,6 +147,9 @@ class Run:
         except json.JSONDecodeError as exc:
             raise RunStoreError(f"{self.path / MANIFEST} is not valid JSON: {exc}") from exc
 
+    def image_path(self, path: str) -> Path:
+        return resolve_image_path(self.manifest, path)
+
     @property
     def name(self) -> str:
         return self.manifest.get("name") or self.path.name
@@ -196,6 +199,28 @@ class Run:
             return con.execute(sql, params or []).df()
         finally:
             con.close()
+
+
+def portable_root(root: str | Path) -> str:
+    """A dataset root as stored in a manifest: relative to the repo when inside it (shipped runs)."""
+    from core import paths
+
+    root = Path(root).resolve()
+    try:
+        return str(root.relative_to(paths.ROOT))
+    except ValueError:
+        return str(root)
+
+
+def resolve_image_path(manifest: dict, path: str) -> Path:
+    """The file of an `images.path` value: relative paths are under the run's dataset root."""
+    from core import paths
+
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    root = Path(manifest.get("dataset", {}).get("root") or ".")
+    return (root if root.is_absolute() else paths.ROOT / root) / p
 
 
 def list_runs(*roots: str | Path) -> list[Run]:
