@@ -35,22 +35,29 @@ def _finetune_configs():
 
 def build_classifiers(force: bool = False) -> None:
     from core.data import read_waterbirds
-    from core.finetune import finetune, group_accuracies, trunk_features
+    from core.finetune import finetune, group_accuracies, trunk_features, trunk_views
     from core.models.classifier import efficientnet_lite0, from_pretrained
 
     ds = read_waterbirds(paths.DEMO_DATA)
     splits = {s: ds.split(s) for s in ("train", "val", "test")}
     images = {s: [d.load_image(r) for r in d.records] for s, d in splits.items()}
-    for name, cfg in _finetune_configs().items():
+    configs = {n: c for n, c in _finetune_configs().items() if force or not (CLASSIFIER_DIR / n / "config.json").exists()}
+    if not configs:
+        print(f"classifiers: exist ({CLASSIFIER_DIR})")
+        return
+    # Both classifiers start from the same ImageNet weights: their frozen trunk is computed once.
+    start = next(iter(configs.values())).train_from_block
+    base = efficientnet_lite0(num_classes=2, class_names=ds.class_names)
+    views = trunk_views(base, images["train"], start, flips=True)
+    val_trunk = trunk_features(base, images["val"], start, desc="cache val")
+    for name, cfg in configs.items():
         out = CLASSIFIER_DIR / name
-        if (out / "config.json").exists() and not force:
-            print(f"classifier {name}: exists ({out})")
-            continue
         t0 = time.time()
+        torch.manual_seed(cfg.seed)  # the new 2-class head's initialisation
         clf = efficientnet_lite0(num_classes=2, class_names=ds.class_names, name=f"demo-{name}")
         tr, va = splits["train"].records, splits["val"].records
         hist = finetune(clf, images["train"], [r.label for r in tr], [r.group for r in tr], cfg,
-                        images["val"], [r.label for r in va], [r.group for r in va])
+                        None, [r.label for r in va], [r.group for r in va], train_views=views, val_trunk=val_trunk)
         clf.save_pretrained(out, extra={"training": {**hist, "seconds": round(time.time() - t0, 1)}})
         # Metrics of the checkpoint as shipped (float16 weights), on the test split.
         shipped = from_pretrained(out)

@@ -65,16 +65,20 @@ def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, genera
 @torch.inference_mode()
 def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
                      generator: torch.Generator | None = None) -> list[list[str]]:
-    """prefix (B, k, d) -> B lists of n sentences, sampled with a KV cache in chunks of cfg.batch_rows."""
+    """prefix (B, k, d) -> B lists of n sentences, sampled with a KV cache, ~cfg.batch_rows sequences at a time."""
     model, eos = lm.model, lm.eos_token_id
     B = prefix.shape[0]
-    rows = prefix.to(lm.device, lm.model.dtype).repeat_interleave(n, dim=0)  # (B*n, k, d)
+    prefix = prefix.to(lm.device, lm.model.dtype)
     out_tokens: list[list[int]] = [[] for _ in range(B * n)]
-    for start in range(0, B * n, cfg.batch_rows):
-        chunk = rows[start:start + cfg.batch_rows]  # (R, k, d)
-        alive = torch.arange(start, start + chunk.shape[0])  # global row of each live sequence
+    per_chunk = max(1, cfg.batch_rows // n)  # whole images per chunk, so every sample of an image shares its prefill
+    for i0 in range(0, B, per_chunk):
+        chunk = prefix[i0:i0 + per_chunk]  # (b, k, d)
+        # The prefix is identical for an image's n samples: run it once, then copy its KV cache n times.
         out = model(inputs_embeds=chunk, use_cache=True, logits_to_keep=1)  # only the last position predicts
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # (b*n, V)
+        alive = torch.arange(i0 * n, (i0 + chunk.shape[0]) * n)  # global row of each live sequence
         for _ in range(cfg.max_new_tokens):
             tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, generator).cpu()  # (R,)
             ended = tok == eos

@@ -21,7 +21,10 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    train_from_block: int = 12  # EfficientNet-Lite0 has 16 MBConv blocks; those before stay frozen
+    # EfficientNet-Lite0 has 16 MBConv blocks; those before this index stay frozen. 16 trains the 1x1 head
+    # convolution (320 -> 1280 channels, i.e. the features z) and the classifier: depthwise-convolution
+    # backward passes are ~20x slower than forward on CPUs, so the MBConv blocks stay frozen by default.
+    train_from_block: int = 16
     sampling: str = "erm"  # "erm": plain; "group_balanced": each group drawn equally often
     select: str = "last"  # "last" epoch, or "worst_group": best validation worst-group accuracy
     flips: bool = True
@@ -78,22 +81,33 @@ def group_accuracies(adapter, trunk: torch.Tensor, labels: torch.Tensor, groups:
     return {"average": float(correct.mean()), "worst_group": min(per_group.values()), "per_group": per_group}
 
 
+def trunk_views(adapter, images: list, start: int, flips: bool) -> list[torch.Tensor]:
+    """Frozen-trunk outputs of the images, and of their mirror images when `flips`."""
+    views = [trunk_features(adapter, images, start, desc="cache trunk")]
+    if flips:
+        views.append(trunk_features(adapter, images, start, flip=True, desc="cache trunk (flipped)"))
+    return views
+
+
 def finetune(adapter, train_images: list, train_labels, train_groups, cfg: FinetuneConfig,
-             val_images: list | None = None, val_labels=None, val_groups=None, show_progress: bool = True) -> dict:
-    """Train the adapter's last blocks and head; returns the history (per-epoch val accuracies)."""
+             val_images: list | None = None, val_labels=None, val_groups=None, show_progress: bool = True,
+             train_views: list[torch.Tensor] | None = None, val_trunk: torch.Tensor | None = None) -> dict:
+    """Train the adapter's last blocks and head; returns the history (per-epoch val accuracies).
+
+    `train_views` / `val_trunk` reuse frozen-trunk outputs computed once for several classifiers
+    that share the same frozen blocks (e.g. ERM and group-balanced runs from the same weights).
+    """
     torch.manual_seed(cfg.seed)
     m = _lite(adapter)
     start = cfg.train_from_block
     y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     g = torch.as_tensor(np.asarray(train_groups), dtype=torch.long)
-    feats = [trunk_features(adapter, train_images, start, desc="cache train")]
-    if cfg.flips:
-        feats.append(trunk_features(adapter, train_images, start, flip=True, desc="cache train (flipped)"))
+    feats = train_views if train_views is not None else trunk_views(adapter, train_images, start, cfg.flips)
     X = torch.cat(feats)  # (V*N, C, H, W): every view of every image
     Y, G = y.repeat(len(feats)), g.repeat(len(feats))
-    has_val = val_images is not None and len(val_images) > 0
+    has_val = val_trunk is not None or (val_images is not None and len(val_images) > 0)
     if has_val:
-        Xv = trunk_features(adapter, val_images, start, desc="cache val")
+        Xv = val_trunk if val_trunk is not None else trunk_features(adapter, val_images, start, desc="cache val")
         yv = torch.as_tensor(np.asarray(val_labels), dtype=torch.long)
         gv = torch.as_tensor(np.asarray(val_groups), dtype=torch.long)
     for p in m.parameters():
