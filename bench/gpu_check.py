@@ -45,10 +45,10 @@ def sampler_scaling(device, rows_list=(512, 2048, 8192, 32768), images=256, n=64
     out = []
     for rows in rows_list:
         cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows)
-        sample_sentences(lm, prefix[:max(1, rows // n)], n, cfg, torch.Generator(device=device).manual_seed(0))
+        sample_sentences(lm, prefix[:max(1, rows // n)], n, cfg)
         torch.cuda.synchronize()
         t = time.perf_counter()
-        sample_sentences(lm, prefix, n, cfg, torch.Generator(device=device).manual_seed(0))
+        sample_sentences(lm, prefix, n, cfg)
         torch.cuda.synchronize()
         dt = time.perf_counter() - t
         tok_s = images * n * max_new / dt

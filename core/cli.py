@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain)
 
     sub.add_parser("report", help="write a bias report: RUN [--compare RUN2] --format html|json|md", add_help=False)
+    sub.add_parser("mitigate", help="fix a classifier (last-layer reweighting, MaskTune): RUN_VAL --test-run RUN_TEST",
+                   add_help=False)
+    sub.add_parser("demo", help="rebuild the shipped demo artefacts: classifiers|translators|runs", add_help=False)
     return ap
 
 
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return cmd_report(argv[1:])
+    if argv[:1] == ["mitigate"]:
+        from core.mitigate_cli import mitigate_main
+
+        return mitigate_main(argv[1:])
     if argv[:1] == ["demo"]:
         from core.demo_models import main as demo_main
 

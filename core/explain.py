@@ -45,29 +45,70 @@ class ExplainConfig:
     def sampling_settings(self) -> dict:
         """The settings that determine the output (recorded in the manifest, checked on resume)."""
         d = asdict(self)
-        d.pop("device")
-        d.pop("image_batch")
+        for speed_only in ("device", "image_batch", "batch_rows"):  # never change what is sampled
+            d.pop(speed_only)
         return d
 
 
-def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, generator: torch.Generator) -> torch.Tensor:
+_MASK53 = (1 << 53) - 1
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 tensors (wrap-around arithmetic): a counter -> well-mixed bits."""
+    x = x * -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+    x = (x ^ ((x >> 30) & ((1 << 34) - 1))) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    x = (x ^ ((x >> 27) & ((1 << 37) - 1))) * -7723592293110705685  # 0x94D049BB133111EB
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def row_uniforms(row_keys: torch.Tensor, step: int) -> torch.Tensor:
+    """One uniform in [0, 1) per sequence and step, a pure function of (sequence key, step).
+
+    Counter-based rather than a shared generator, so a sentence comes out the same whatever
+    else is in its batch: across chunkings, pruning, resumed runs and single-image re-runs.
+    """
+    bits = _mix64(_mix64(row_keys) + step)
+    return (bits & _MASK53).double() * (1.0 / (1 << 53))
+
+
+def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, u: torch.Tensor) -> torch.Tensor:
+    """Nucleus sampling by inverse CDF with the given uniforms u (R,)."""
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (R, V)
+    sorted_p, idx = probs.sort(dim=-1, descending=True)
     if top_p < 1.0:
-        sorted_p, idx = probs.sort(dim=-1, descending=True)
         # Keep the smallest set of tokens whose mass reaches top_p (the first token always survives).
-        drop = sorted_p.cumsum(-1) - sorted_p > top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_p, 1, generator=generator)  # (R, 1) index into the sorted order
-        return idx.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p > top_p, 0.0)
+    cdf = sorted_p.double().cumsum(-1)  # (R, V)
+    target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
+    choice = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
+    return idx.gather(-1, choice).squeeze(-1)
+
+
+def image_key(image_id: str | int, seed: int) -> int:
+    """A stable 63-bit key for an image's sampling stream, from its id and the run's seed."""
+    import hashlib
+
+    h = hashlib.blake2b(f"{seed}:{image_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
 
 
 @torch.inference_mode()
 def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
-                     generator: torch.Generator | None = None) -> list[list[str]]:
-    """prefix (B, k, d) -> B lists of n sentences, sampled with a KV cache, ~cfg.batch_rows sequences at a time."""
+                     keys: Sequence[int] | None = None) -> list[list[str]]:
+    """prefix (B, k, d) -> B lists of n sentences, sampled with a KV cache, ~cfg.batch_rows sequences at a time.
+
+    `keys` (one per image, see `image_key`) fix each image's random stream; by default 0..B-1
+    mixed with cfg.seed.
+    """
     model, eos = lm.model, lm.eos_token_id
     B = prefix.shape[0]
+    if keys is None:
+        keys = [image_key(i, cfg.seed) for i in range(B)]
+    if len(keys) != B:
+        raise ValueError(f"keys has {len(keys)} entries for {B} prefixes")
+    # Sequence j of image i has key mix(key_i) + j: distinct streams for every sample.
+    row_keys = (_mix64(torch.tensor(list(keys), dtype=torch.long)).repeat_interleave(n)
+                + torch.arange(n).repeat(B))  # (B*n,)
     prefix = prefix.to(lm.device, lm.model.dtype)
     out_tokens: list[list[int]] = [[] for _ in range(B * n)]
     per_chunk = max(1, cfg.batch_rows // n)  # whole images per chunk, so every sample of an image shares its prefill
@@ -79,8 +120,9 @@ def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
         cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # (b*n, V)
         alive = torch.arange(i0 * n, (i0 + chunk.shape[0]) * n)  # global row of each live sequence
-        for _ in range(cfg.max_new_tokens):
-            tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, generator).cpu()  # (R,)
+        for step in range(cfg.max_new_tokens):
+            u = row_uniforms(row_keys[alive], step)
+            tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, u).cpu()  # (R,)
             ended = tok == eos
             for r, t in zip(alive[~ended].tolist(), tok[~ended].tolist()):
                 out_tokens[r].append(t)
@@ -109,17 +151,21 @@ def classify_images(classifier, images: Sequence, device: torch.device) -> tuple
 
 
 def explain_images(images: Sequence, classifier, translator, lm, cfg: ExplainConfig | None = None,
-                   extractor=None, generator: torch.Generator | None = None) -> list[dict]:
-    """Explain PIL images in memory (the dashboard's single-image path): prediction, sentences, word counts."""
+                   extractor=None, image_ids: Sequence[str] | None = None) -> list[dict]:
+    """Explain PIL images in memory (the dashboard's single-image path): prediction, sentences, word counts.
+
+    With the `image_ids` of a run's images and its settings, the sentences are those of the run.
+    """
     from core.words import WordExtractor
 
     cfg = cfg or ExplainConfig()
     extractor = extractor or WordExtractor()
     dev = lm.device
-    generator = generator or torch.Generator(device="cpu").manual_seed(cfg.seed)
     z, probs = classify_images(classifier, images, next(classifier.parameters()).device)
-    prefix = translator(z.to(next(translator.parameters()).device))
-    sentences = sample_sentences(lm, prefix.to(dev), cfg.sentences_per_image, cfg, _cpu_or(generator, dev))
+    with torch.inference_mode():
+        prefix = translator(z.to(next(translator.parameters()).device))
+    keys = [image_key(i, cfg.seed) for i in (image_ids if image_ids is not None else range(len(images)))]
+    sentences = sample_sentences(lm, prefix.to(dev), cfg.sentences_per_image, cfg, keys)
     out = []
     for i, sents in enumerate(sentences):
         conf, pred = probs[i].max(-1)
@@ -127,18 +173,6 @@ def explain_images(images: Sequence, classifier, translator, lm, cfg: ExplainCon
                     "confidence": float(conf), "probabilities": probs[i].tolist(), "sentences": sents,
                     "words": extractor.count(sents)})
     return out
-
-
-def _cpu_or(generator: torch.Generator, device: torch.device) -> torch.Generator:
-    # multinomial needs a generator on the sampling device.
-    if device.type == "cpu" or generator.device.type == device.type:
-        return generator
-    return torch.Generator(device=device).manual_seed(generator.initial_seed())
-
-
-def _shard_generator(seed: int, shard: int, device: torch.device) -> torch.Generator:
-    # One stream per shard: a resumed run redraws exactly what an uninterrupted one drew.
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + shard)
 
 
 ProgressFn = Callable[[int, int, dict], None]
@@ -239,7 +273,6 @@ def _explain_shard(records, shard: int, ds, classifier, translator, lm, cfg: Exp
                    compute) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from core.data import DatasetError
 
-    gen = _shard_generator(cfg.seed, shard, compute.device)
     ok, imgs, failed = [], [], []
     for r in records:
         try:
@@ -253,7 +286,8 @@ def _explain_shard(records, shard: int, ds, classifier, translator, lm, cfg: Exp
         z, probs = classify_images(classifier, batch, compute.device)
         with torch.inference_mode():
             prefix = translator(z)
-        sentences = sample_sentences(lm, prefix, cfg.sentences_per_image, cfg, gen)
+        sentences = sample_sentences(lm, prefix, cfg.sentences_per_image, cfg,
+                                     [image_key(r.image_id, cfg.seed) for r in recs])
         counts = extractor.count_many(sentences)
         for r, p, sents, cnt in zip(recs, probs, sentences, counts):
             conf, pred = p.max(-1)

@@ -22,7 +22,7 @@ def two_clusters(n=64, dim=8, seed=0):
 
 def test_lm_from_local_folder_generates_from_embeddings(tiny_lm):
     prefix = torch.randn(2, 3, tiny_lm.hidden_size)
-    out = sample_sentences(tiny_lm, prefix, 4, ExplainConfig(max_new_tokens=8), torch.Generator().manual_seed(0))
+    out = sample_sentences(tiny_lm, prefix, 4, ExplainConfig(max_new_tokens=8))
     assert len(out) == 2 and all(len(s) == 4 for s in out)
     assert all(isinstance(t, str) for s in out for t in s)
     assert any(t for s in out for t in s), "the LM produced only empty sentences"
@@ -37,9 +37,8 @@ def test_translator_training_lowers_loss_and_learns_a_planted_word(tmp_path, tin
     hist = tr.config.training["history"]
     assert hist[-1]["val_loss"] < 0.5 * hist[0]["val_loss"], hist
     # Sampling + counting end to end: cluster 0 talks about water, cluster 1 about the forest.
-    g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        sents = sample_sentences(tiny_lm, tr(z[:2]), 16, ExplainConfig(max_new_tokens=12), g)
+        sents = sample_sentences(tiny_lm, tr(z[:2]), 16, ExplainConfig(max_new_tokens=12, seed=1))
     water = [sum("water" in s for s in group) / 16 for group in sents]
     forest = [sum("forest" in s for s in group) / 16 for group in sents]
     first, second = int(labels[0]), int(labels[1])
@@ -173,3 +172,27 @@ def test_store_reads_only_complete_shards(tmp_path):
     img.assign(image_id="b").to_parquet(tmp_path / "run" / "images" / "shard-00001.parquet")
     assert list(Run.open(tmp_path / "run").images()["image_id"]) == ["a"]
     assert Run.open(tmp_path / "run").query("SELECT sum(count) AS n FROM words")["n"][0] == 3
+
+
+def test_an_images_sentences_do_not_depend_on_its_batch(tiny_lm):
+    from core.explain import image_key
+
+    torch.manual_seed(0)
+    prefix = torch.randn(3, 2, tiny_lm.hidden_size)
+    keys = [image_key(i, 7) for i in ("a", "b", "c")]
+    together = sample_sentences(tiny_lm, prefix, 5, ExplainConfig(max_new_tokens=8, batch_rows=15), keys)
+    alone = sample_sentences(tiny_lm, prefix[1:2], 5, ExplainConfig(max_new_tokens=8, batch_rows=4), keys[1:2])
+    assert alone[0] == together[1]
+    other_seed = sample_sentences(tiny_lm, prefix[1:2], 5, ExplainConfig(max_new_tokens=8),
+                                  [image_key("b", 8)])
+    assert other_seed[0] != together[1]
+
+
+def test_counter_based_uniforms_are_uniform():
+    from core.explain import row_uniforms
+
+    u = row_uniforms(torch.arange(200_000), 3)
+    assert 0 <= float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    hist = torch.histc(u.float(), bins=10, min=0, max=1) / len(u)
+    assert float((hist - 0.1).abs().max()) < 0.005

@@ -1,0 +1,74 @@
+"""Translator training throughput: features cached once vs recomputed by the classifier at every step.
+
+    python -m bench.bench_train [--steps 3]
+
+Same classifier (demo ERM EfficientNet-Lite0, or ImageNet weights), same LM (SmolLM2-135M), same
+captions and batch size; the only difference is where z comes from. Prints samples/s and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import core  # noqa: F401
+from core import paths
+
+
+def run(quick: bool = False, steps: int | None = None, batch_size: int = 16) -> dict:
+    from core.data import load_rgb, read_caption_csv
+    from core.models.classifier import efficientnet_lite0, from_pretrained
+    from core.models.lm import load_language_model
+    from core.train import caption_loss, compute_features, tokenize_captions
+    from core.translator import Translator, TranslatorConfig
+
+    steps = steps or (2 if quick else 4)
+    ckpt = paths.CHECKPOINTS / "classifiers" / "erm"
+    clf = from_pretrained(ckpt) if (ckpt / "config.json").exists() else efficientnet_lite0()
+    lm = load_language_model()
+    caps = read_caption_csv(paths.DEMO_DATA / "captions.csv").drop_duplicates("path").head(batch_size * steps)
+    img_paths, captions = list(caps["path"]), list(caps["caption"])
+    ids, mask = tokenize_captions(lm, captions, 24)
+    cached = compute_features(clf, img_paths, load_rgb, cache_dir=None, show_progress=False)
+
+    def train(recompute: bool) -> float:
+        torch.manual_seed(0)
+        tr = Translator(TranslatorConfig(feature_dim=clf.feature_dim, hidden_size=lm.hidden_size))
+        opt = torch.optim.AdamW(tr.parameters(), lr=3e-4)
+        t = time.perf_counter()
+        for s in range(steps):
+            sl = slice(s * batch_size, (s + 1) * batch_size)
+            if recompute:  # what a loop without a feature cache does: load, preprocess, forward, every step
+                with torch.inference_mode():
+                    x = torch.stack([clf.preprocess(load_rgb(p)) for p in img_paths[sl]])
+                    z = clf.features(x).clone()
+            else:
+                z = cached[sl]
+            loss = caption_loss(tr, lm, z, ids[sl], mask[sl])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return steps * batch_size / (time.perf_counter() - t)
+
+    train(False)  # warm-up
+    fast, slow = train(False), train(True)
+    return {"batch_size": batch_size, "steps": steps, "cached_samples_per_s": round(fast, 2),
+            "recompute_samples_per_s": round(slow, 2), "speedup": round(fast / slow, 2), "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args(argv)
+    r = run(a.quick, a.steps)
+    print(f"translator training, batch {r['batch_size']}, {r['steps']} steps, {r['threads']} threads")
+    print(f"  features cached    : {r['cached_samples_per_s']:7.2f} samples/s")
+    print(f"  features recomputed: {r['recompute_samples_per_s']:7.2f} samples/s")
+    print(f"  speed-up: {r['speedup']}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
