@@ -1,0 +1,520 @@
+"""What the dashboard asks of the engine that no other core module answers in one call; no Streamlit here.
+
+Finding runs even when some folders are broken, one-screen summaries of a run (accuracy, worst group,
+flags), true vs. inferred groups, mitigation results, whether two runs are on the same data, which
+models made a run (to explain a new image live), decoding an uploaded image and drawing a word cloud.
+Everything returns plain values, DataFrames or small dataclasses, as the analysis layer does.
+
+    entries = discover_runs({"shipped": paths.SHIPPED_RUNS, "yours": paths.USER_RUNS})
+    tables, split = evaluation_tables(Run.open(entries[0].path))
+    summary = run_summary(tables, SpuriousTermScorer(split=None).fit(tables))
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core import paths
+from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
+                                  group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
+from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
+from core.store import MANIFEST, Run
+
+MITIGATION_FILE = "mitigation.json"
+DEFAULT_LM = "smollm2-135m-instruct"
+CLASSIFIERS_DIR = paths.CHECKPOINTS / "classifiers"
+TRANSLATORS_DIR = paths.CHECKPOINTS / "translators"
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+__all__ = ["RunEntry", "discover_runs", "evaluation_tables", "run_summary", "GroupSummary", "group_summary",
+           "read_mitigation", "dataset_mismatch", "image_word_shares", "counts_frame", "image_set_choices",
+           "ModelSources", "live_model_sources", "checkpoint_folders", "decode_image", "word_cloud_image",
+           "describe_dataset", "check_run_name", "mitigate_command", "mitigation_per_group", "UPLOAD_TYPES"]
+
+
+# --- finding runs ------------------------------------------------------------------------------------
+
+@dataclass
+class RunEntry:
+    """A run folder as the run picker lists it; `error` says why a broken one cannot be opened."""
+
+    path: Path
+    folder: str  # the folder's name: what the CLI and the report accept
+    location: str  # the key of the root it was found under ("shipped", "yours", ...)
+    name: str = ""  # the manifest's display name
+    status: str = "unknown"
+    created: str = ""
+    dataset: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    progress: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def label(self) -> str:
+        """How a picker shows it: folder, status when not complete, where it lives."""
+        status = "" if self.status == "complete" else f" · {self.status}"
+        return f"{self.folder}{status} ({self.location})"
+
+
+def discover_runs(roots: dict[str, str | Path]) -> list[RunEntry]:
+    """Every run folder directly under each root ({location: folder}), broken ones included with an error.
+
+    Order: by root in the order given, then complete runs before the rest, then newest first.
+    """
+    out: list[RunEntry] = []
+    for location, root in roots.items():
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        found = []
+        for path in sorted(root.iterdir()):
+            if not (path / MANIFEST).is_file():
+                continue
+            entry = RunEntry(path=path, folder=path.name, location=location)
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+                if not isinstance(manifest, dict):
+                    raise ValueError("the manifest is not a JSON object")
+            except (OSError, ValueError) as exc:
+                entry.error = f"{path / MANIFEST} cannot be read: {exc}"
+                found.append(entry)
+                continue
+            entry.name = str(manifest.get("name") or path.name)
+            entry.status = str(manifest.get("status", "unknown"))
+            entry.created = str(manifest.get("created", ""))
+            entry.dataset = manifest.get("dataset") or {}
+            entry.models = manifest.get("models") or {}
+            entry.progress = manifest.get("progress") or {}
+            if not Run(path).done_shards():
+                entry.error = "no finished shard yet: the run has no images to show" if entry.status in (
+                    "running", "starting") else "the run has no finished shard (no images)"
+            found.append(entry)
+        found.sort(key=lambda e: e.created, reverse=True)
+        found.sort(key=lambda e: (e.error is not None, e.status != "complete"))
+        out += found
+    return out
+
+
+# --- the images every number is computed on ----------------------------------------------------------
+
+def evaluation_tables(run_or_tables: Any, split: str | None = "auto") -> tuple[RunTables, str | None]:
+    """The run's tables restricted to the evaluation split ("auto": test when present, else all images)."""
+    tables = load_tables(run_or_tables)
+    used = evaluation_split(tables.images, split)
+    images = select_images(tables.images, split=used) if used else tables.images
+    return RunTables(images.reset_index(drop=True), tables.words, tables.manifest, tables.run), used
+
+
+def _accuracy(images: pd.DataFrame) -> float | None:
+    scored = scored_images(images)
+    return float((scored["label"] == scored["prediction"]).mean()) if len(scored) else None
+
+
+def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict:
+    """One run on one screen: models, dataset, sample size, accuracy, worst group, top flags per class.
+
+    `tables` are the evaluation tables (see evaluation_tables); `scorer` a SpuriousTermScorer fitted on
+    them (or None: no flags). Numbers are fractions; missing ones are None.
+    """
+    m = tables.manifest or {}
+    models, dataset, settings = m.get("models") or {}, m.get("dataset") or {}, m.get("settings") or {}
+    images = tables.images
+    per_class = pd.DataFrame()
+    if len(scored_images(images)):
+        per_class = group_accuracy(scored_images(images), groups="label",
+                                   group_names=dict(enumerate(tables.class_names)))
+    worst = None
+    if "group" in images and images["group"].notna().any() and len(scored_images(images)):
+        test = worst_group_accuracy(images, weights="test", group_names=tables.group_names)
+        train = None
+        counts = train_group_counts_from_manifest(m)
+        if counts:
+            try:
+                train = worst_group_accuracy(images, weights="train", train_group_counts=counts,
+                                             group_names=tables.group_names).average_weighted
+            except ValueError:
+                train = None
+        worst = {"accuracy": test.worst, "group": test.worst_group, "group_name": test.worst_group_name,
+                 "average_unweighted": test.average_unweighted, "average_train_weighted": train}
+    flags = {}
+    if scorer is not None and hasattr(scorer, "flags_"):
+        flags = {c: ws for c, ws in scorer.flagged_words(k_flags).items()}
+    splits = sorted(images["split"].dropna().unique().tolist()) if "split" in images else []
+    return {
+        "name": m.get("name") or (tables.run.name if tables.run is not None else "run"),
+        "status": m.get("status", "unknown"),
+        "classifier": models.get("classifier", "unknown"),
+        "translator": models.get("translator", "unknown"),
+        "lm": models.get("lm", "unknown"),
+        "dataset": dataset.get("name", "unknown"),
+        "dataset_kind": dataset.get("kind"),
+        "split": dataset.get("split") or (", ".join(splits) if splits else None),
+        "class_names": tables.class_names,
+        "n_images": int(len(images)),
+        "n_errors": int(images["error"].notna().sum()) if "error" in images else 0,
+        "sentences_per_image": settings.get("sentences_per_image"),
+        "accuracy": _accuracy(images),
+        "per_class": per_class,
+        "worst_group": worst,
+        "flags": flags,
+        "device": m.get("device"),
+        "created": m.get("created"),
+        "progress": m.get("progress") or {},
+    }
+
+
+# --- groups --------------------------------------------------------------------------------------------
+
+@dataclass
+class GroupSummary:
+    """True groups (when the dataset has them) next to the groups inferred from the flags."""
+
+    true: WorstGroupAccuracy | None
+    average_train_weighted: float | None
+    inferred: WorstGroupAccuracy | None
+    inferred_words: dict
+    inferred_thresholds: dict
+    agreement: GroupAgreement | None
+    crosstab: pd.DataFrame | None  # rows: inferred group names, columns: true group names, image counts
+    notes: list[str] = field(default_factory=list)
+
+
+def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
+    """Per-group and worst-group accuracy for true and inferred groups, and how well the two agree."""
+    images = tables.images
+    notes: list[str] = []
+    has_groups = "group" in images and images["group"].notna().any()
+    true = train = None
+    if has_groups:
+        true = worst_group_accuracy(images, weights="test", group_names=tables.group_names)
+        counts = train_group_counts_from_manifest(tables.manifest or {})
+        if counts:
+            try:
+                train = worst_group_accuracy(images, weights="train", train_group_counts=counts,
+                                             group_names=tables.group_names).average_weighted
+            except ValueError as exc:
+                notes.append(f"No training-weighted average: {exc}")
+        else:
+            notes.append("The run's manifest has no training group counts, so the training-weighted average "
+                         "cannot be computed.")
+    else:
+        notes.append("This dataset has no group labels; the groups below are inferred from the flagged words.")
+    inferred = agreement = crosstab = None
+    words, thresholds = {}, {}
+    if scorer is not None and any(scorer.flagged_words(5).values()):
+        inferrer = GroupInferrer().fit(tables, scorer)
+        predicted = inferrer.predict()
+        words, thresholds = inferrer.spurious_words_, inferrer.thresholds_
+        inferred = worst_group_accuracy(images, weights="test", groups=predicted, group_names=inferrer.group_names_)
+        if has_groups:
+            true_groups = images.set_index("image_id")["group"]
+            agreement = group_agreement(true_groups, predicted)
+            both = pd.DataFrame({"true": true_groups, "inferred": predicted}).dropna()
+            names_t, names_i = tables.group_names, inferrer.group_names_
+            crosstab = pd.crosstab(both["inferred"].astype(int).map(lambda g: names_i.get(int(g), f"group {g}")),
+                                   both["true"].astype(int).map(lambda g: names_t.get(int(g), f"group {g}")))
+            crosstab.index.name, crosstab.columns.name = "inferred group", "true group"
+    else:
+        notes.append("No word is flagged for any class, so no groups can be inferred from the explanations.")
+    return GroupSummary(true, train, inferred, words, thresholds, agreement, crosstab, notes)
+
+
+def read_mitigation(run_path: str | Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The run folder's mitigation.json as a DataFrame, or (None, why not)."""
+    path = Path(run_path) / MITIGATION_FILE
+    if not path.exists():
+        return None, None
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"{path} is not valid JSON ({exc})"
+    if isinstance(records, dict):
+        records = records.get("results", [records])
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "method" in r
+                                                               for r in records):
+        return None, f"{path} should hold a list of objects with a 'method' and before/after accuracies"
+    frame = pd.DataFrame(records)
+    for column in ("groups", "worst_group_before", "worst_group_after", "average_before", "average_after"):
+        if column not in frame:
+            frame[column] = None
+    for column in ("worst_group_before", "worst_group_after", "average_before", "average_after"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame, None
+
+
+def mitigation_per_group(records: pd.DataFrame) -> pd.DataFrame:
+    """Per method and group: accuracy before and after (from mitigation.json's per_group_before/after)."""
+    rows = []
+    for r in records.to_dict(orient="records"):
+        before, after = r.get("per_group_before"), r.get("per_group_after")
+        if not isinstance(before, dict) or not isinstance(after, dict):
+            continue
+        names = r.get("group_names") if isinstance(r.get("group_names"), dict) else {}
+        label = f"{r['method']} ({r['groups']} groups)" if r.get("groups") else str(r["method"])
+        for g in sorted(set(before) | set(after), key=lambda k: (len(str(k)), str(k))):
+            b, a = before.get(g), after.get(g)
+            rows.append({"method": label, "group": names.get(str(g), f"group {g}"), "before": b, "after": a,
+                         "change": None if a is None or b is None else a - b})
+    return pd.DataFrame(rows, columns=["method", "group", "before", "after", "change"])
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(paths.ROOT))
+    except ValueError:
+        return str(path)
+
+
+def mitigate_command(run: RunEntry, entries: list[RunEntry]) -> str:
+    """The `python -m core mitigate` command for a run: it reads a validation run and writes into the test run."""
+    def same_model(e: RunEntry) -> bool:
+        return (e.ok and e.path != run.path and e.models.get("classifier") == run.models.get("classifier")
+                and _dataset_key({"dataset": e.dataset})["root"] == _dataset_key({"dataset": run.dataset})["root"])
+
+    split = run.dataset.get("split")
+    if split == "val":
+        test = next((e for e in entries if same_model(e) and e.dataset.get("split") == "test"), None)
+        return f"python -m core mitigate {_rel(run.path)}" + (f" --test-run {_rel(test.path)}" if test else "") \
+            + " --method all"
+    val = next((e for e in entries if same_model(e) and e.dataset.get("split") == "val"), None)
+    return f"python -m core mitigate {_rel(val.path) if val else 'RUN_VAL'} --test-run {_rel(run.path)} --method all"
+
+
+# --- comparing two runs ----------------------------------------------------------------------------------
+
+def _dataset_key(manifest: dict) -> dict:
+    d = manifest.get("dataset") or {}
+    root = d.get("root")
+    if root:
+        p = Path(root)
+        root = str((p if p.is_absolute() else paths.ROOT / p).resolve())
+    return {"name": d.get("name"), "root": root, "split": d.get("split"),
+            "class_names": list(d.get("class_names") or [])}
+
+
+def dataset_mismatch(manifest_a: dict, manifest_b: dict, name_a: str = "run A", name_b: str = "run B") -> str | None:
+    """Why two runs are not on the same data (dataset root, split or classes differ), or None."""
+    a, b = _dataset_key(manifest_a), _dataset_key(manifest_b)
+    problems = []
+    if a["root"] != b["root"] or a["name"] != b["name"]:
+        problems.append(f"{name_a} is on dataset {a['name']!r} ({a['root']}), {name_b} on {b['name']!r} ({b['root']})")
+    if a["split"] != b["split"]:
+        problems.append(f"{name_a} explains the {a['split'] or 'whole'} split, "
+                        f"{name_b} the {b['split'] or 'whole'} split")
+    if a["class_names"] != b["class_names"]:
+        problems.append(f"their classes differ ({a['class_names']} vs {b['class_names']})")
+    if not problems:
+        return None
+    return "; ".join(problems) + ". Compare two classifiers explained on the same images."
+
+
+# --- words of one image ------------------------------------------------------------------------------------
+
+def counts_frame(counts: dict, n_sentences: int) -> pd.DataFrame:
+    """word -> (occurrences, sentences) counts (WordExtractor.count) as rows word, share, count, sentences."""
+    rows = [(w, s / max(n_sentences, 1), int(c), int(s)) for w, (c, s) in counts.items()]
+    frame = pd.DataFrame(rows, columns=["word", "share", "count", "sentences"])
+    return frame.sort_values(["share", "count", "word"], ascending=[False, False, True]).reset_index(drop=True)
+
+
+def image_word_shares(tables: RunTables, image_id: str) -> pd.DataFrame:
+    """The stored words of one image: word, share (of its sentences), count, sentences; largest first."""
+    row = tables.images[tables.images["image_id"] == image_id]
+    if row.empty:
+        raise ValueError(f"image {image_id!r} is not in this run")
+    n = int(row["n_sentences"].fillna(0).iloc[0])
+    words = tables.words[tables.words["image_id"] == image_id]
+    counts = {str(w): (int(c), int(s)) for w, c, s in zip(words["word"], words["count"], words["sentences"])}
+    return counts_frame(counts, n)
+
+
+def image_set_choices(tables: RunTables) -> dict[str, dict]:
+    """Named image sets to compare (label -> keywords of core.analysis.compare.image_set)."""
+    images = tables.images
+    names = tables.class_names
+    present = set(images["label"].dropna().astype(int)) | set(images["prediction"].dropna().astype(int))
+    out: dict[str, dict] = {}
+    for i, c in enumerate(names):
+        if i in present:
+            out[f"class {c}"] = {"label": c}
+    if "group" in images and images["group"].notna().any():
+        for g in sorted(images["group"].dropna().astype(int).unique()):
+            out[f"group {tables.group_names.get(int(g), g)}"] = {"group": int(g)}
+    for i, c in enumerate(names):
+        if i in present:
+            out[f"{c}, read correctly"] = {"label": c, "outcome": "correct"}
+            out[f"{c}, misread"] = {"label": c, "outcome": "wrong"}
+    for i, c in enumerate(names):
+        if i in present:
+            out[f"predicted {c}"] = {"prediction": c}
+    return out
+
+
+# --- models for live explanations ----------------------------------------------------------------------------
+
+@dataclass
+class ModelSources:
+    """Where the models of a run are: a classifier folder, a translator folder, an LM name or folder."""
+
+    classifier: str
+    translator: str
+    lm: str
+
+    def describe(self) -> str:
+        return f"classifier {self.classifier}, translator {self.translator}, language model {self.lm}"
+
+
+def checkpoint_folders(kind: str) -> list[Path]:
+    """Shipped checkpoint folders of `kind` ("classifiers" or "translators") that hold a config.json."""
+    base = {"classifiers": CLASSIFIERS_DIR, "translators": TRANSLATORS_DIR}.get(kind)
+    if base is None:
+        raise ValueError(f"kind must be 'classifiers' or 'translators', got {kind!r}")
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if (p / "config.json").is_file())
+
+
+def _as_folder(value: Any) -> Path | None:
+    if not value or not isinstance(value, str):
+        return None
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else paths.ROOT / p
+    return p if (p / "config.json").is_file() else None
+
+
+def _config_name(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def live_model_sources(manifest: dict) -> ModelSources:
+    """The classifier folder, translator folder and LM that made a run, to explain new images the same way.
+
+    The manifest records the classifier by name (and, when written by newer code, `classifier_source`),
+    so the classifier folder is looked up: the recorded source, the name as a folder, then the shipped
+    classifier folders whose config name or folder name matches. Raises ValueError naming what is missing.
+    """
+    models = manifest.get("models") or {}
+    name = models.get("classifier")
+    classifier = _as_folder(models.get("classifier_source")) or _as_folder(name)
+    if classifier is None and name:
+        for folder in checkpoint_folders("classifiers"):
+            if name in (_config_name(folder), folder.name, f"demo-{folder.name}"):
+                classifier = folder
+                break
+    translator = _as_folder(models.get("translator"))
+    if translator is None and models.get("translator"):
+        candidate = TRANSLATORS_DIR / Path(str(models["translator"])).name
+        translator = candidate if (candidate / "config.json").is_file() else None
+    problems = []
+    if classifier is None:
+        problems.append(f"the classifier {name!r} is not a checkpoint folder here (looked in {CLASSIFIERS_DIR})")
+    if translator is None:
+        problems.append(f"the translator {models.get('translator')!r} is not a checkpoint folder here "
+                        f"(looked in {TRANSLATORS_DIR})")
+    if problems:
+        raise ValueError("Cannot explain new images with this run's models: " + "; ".join(problems)
+                         + ". Pick a run whose models ship with the project (the demo runs), or start a run "
+                           "from the New run page.")
+    return ModelSources(str(classifier), str(translator), str(models.get("lm") or DEFAULT_LM))
+
+
+def prepare_for_inference(classifier, translator, lm, device: str = "auto"):
+    """Move the three models to the compute device (CUDA + bf16 when present, else CPU float32)."""
+    from core.device import resolve
+
+    compute = resolve(device)
+    classifier.to(compute.device)
+    translator.to(compute.device)
+    lm.model.to(compute.device, compute.dtype)
+    return compute
+
+
+# --- uploads and pictures ---------------------------------------------------------------------------------------
+
+def decode_image(data: bytes, name: str = "the upload"):
+    """Bytes of an image file -> an RGB PIL image; a clear ValueError when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValueError(f"{name} is empty (0 bytes). Upload a PNG, JPEG, WebP or BMP image.")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            image = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{name} is not an image TExplain can read ({exc}). Upload a PNG, JPEG, WebP or BMP "
+                         "image.") from exc
+    if min(image.size) < 8:
+        raise ValueError(f"{name} is only {image.size[0]}×{image.size[1]} pixels; upload a real photo.")
+    return image
+
+
+def word_cloud_image(frequencies: dict[str, float], width: int = 640, height: int = 320, seed: int = 0):
+    """A word cloud (PIL image) of word -> weight, in the dashboard's blues and oranges."""
+    from wordcloud import WordCloud
+
+    freqs = {str(w): float(v) for w, v in frequencies.items() if v and v > 0}
+    if not freqs:
+        raise ValueError("there are no words to draw")
+    palette = ["#3b6fb6", "#e08a2e", "#4a9c6d", "#8e6bb8", "#1f2933"]
+
+    def colour(word, font_size, position, orientation, random_state=None, **kwargs):
+        return palette[(len(word) + int(font_size)) % len(palette)]
+
+    cloud = WordCloud(width=width, height=height, background_color="white", prefer_horizontal=0.95,
+                      random_state=seed, color_func=colour, max_words=60, margin=4)
+    return cloud.generate_from_frequencies(freqs).to_image()
+
+
+# --- new runs ------------------------------------------------------------------------------------------------------
+
+def describe_dataset(dataset) -> dict:
+    """What a user should see before explaining a dataset: kind, size per split, classes, groups."""
+    frame = dataset.to_frame()
+    per_split = frame.groupby("split").size().reindex(dataset.splits).astype(int).to_dict()
+    return {"name": dataset.name, "kind": dataset.kind, "root": str(dataset.root), "n_images": len(frame),
+            "splits": per_split, "class_names": list(dataset.class_names),
+            "group_names": dict(dataset.group_names or {})}
+
+
+def check_run_name(name: str, root: str | Path) -> Path:
+    """The folder a new run named `name` goes to under `root`; ValueError for a name that cannot be one."""
+    if not isinstance(name, str) or not RUN_NAME.match(name.strip()):
+        raise ValueError(f"run name {name!r} must start with a letter or digit and use only letters, digits, "
+                         "'.', '_' and '-' (at most 80 characters)")
+    return Path(root) / name.strip()
+
+
+def default_run_name(dataset_name: str, classifier: str, split: str | None) -> str:
+    """A run name from its parts, e.g. "waterbirds-mini-erm-test"."""
+    parts = [dataset_name, Path(str(classifier)).name, split or "all"]
+    name = "-".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)).strip("-.") for p in parts if p)
+    return name[:80] or "run"
+
+
+def top_share(words: pd.DataFrame, k: int = 60) -> dict[str, float]:
+    """word -> share for the `k` largest shares of a words frame (for a word cloud)."""
+    top = words.nlargest(k, "share")
+    return dict(zip(top["word"].astype(str), top["share"].astype(float)))
+
+
+def as_percent(x: Any, digits: int = 0) -> str:
+    """0.583 -> "58%"; None or NaN -> "–"."""
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "–"
+    return f"{100 * float(x):.{digits}f}%"

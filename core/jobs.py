@@ -1,0 +1,287 @@
+"""Background explanation jobs: start `python -m core explain` detached, read its progress, stop and resume it.
+
+A job lives in its run folder, beside the run store it writes:
+
+    job.json       the command, its process id and group, when it started (and stopped)
+    explain.log    what the command printed (appended to on every start)
+    manifest.json  written by the run itself: status and progress.done_images / total_images
+
+The process is started in a session of its own (`start_new_session=True`), so it survives the page, the
+browser and the dashboard that started it; a Stop sends SIGTERM to its whole process group. Shards are
+written atomically, so a stopped job loses at most the shard in flight, and starting the same command
+again resumes it (`resume`).
+
+    job = start_explain(out="runs/my-run", dataset="data/wb", classifier="checkpoints/classifiers/erm",
+                        translator="checkpoints/translators/erm", split="test", sentences=32)
+    job_status("runs/my-run").state        # "starting", "running", "complete", "stopped", "failed", ...
+    stop("runs/my-run"); resume("runs/my-run")
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import paths
+
+JOB_FILE = "job.json"
+LOG_FILE = "explain.log"
+MANIFEST = "manifest.json"
+# The states a job can be in, as `job_status` reports them.
+STATES = ("starting", "running", "stopping", "complete", "partial", "stopped", "failed", "unknown")
+
+
+class JobError(RuntimeError):
+    """A job could not be started, stopped or resumed; the message says why."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def explain_command(dataset: str | Path, classifier: str | Path, translator: str | Path, out: str | Path,
+                    split: str | None = None, sentences: int | None = None, lm: str | None = None,
+                    name: str | None = None, python: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The argv of `python -m core explain ...` for these settings."""
+    cmd = [python or sys.executable, "-m", "core", "explain", "--dataset", str(dataset), "--classifier",
+           str(classifier), "--translator", str(translator), "--out", str(out)]
+    if split:
+        cmd += ["--split", str(split)]
+    if sentences is not None:
+        cmd += ["--sentences", str(int(sentences))]
+    if lm:
+        cmd += ["--lm", str(lm)]
+    if name:
+        cmd += ["--name", str(name)]
+    return cmd + list(extra or [])
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+def _alive(pid: int | None) -> bool:
+    """Whether process `pid` exists and is not a zombie (reaping it when it is our finished child)."""
+    if not pid:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # our own child that exited: reap it, it is gone
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (started by an earlier dashboard process): ask the kernel below
+    except OSError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0); /proc tells the truth on Linux
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _same_process(job: dict) -> bool:
+    """The recorded pid still runs the recorded command (and not another process that reused the pid)."""
+    pid = job.get("pid")
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (not Linux): trust the pid
+    wanted = [a.encode() for a in job.get("command", [])[1:4]]  # "-m", "core", "explain"
+    return all(w in cmdline for w in wanted)
+
+
+@dataclass
+class JobStatus:
+    """What a job folder says about its job, read fresh from disk."""
+
+    out: Path
+    state: str  # one of STATES
+    running: bool  # the process is alive
+    pid: int | None = None
+    command: list[str] = field(default_factory=list)
+    done_images: int = 0
+    total_images: int | None = None
+    rate_images_per_s: float | None = None
+    manifest_status: str | None = None
+    started: str | None = None
+    log_tail: str = ""
+    message: str = ""  # a plain-English line about the state
+
+    @property
+    def fraction(self) -> float:
+        if not self.total_images:
+            return 0.0
+        return min(1.0, self.done_images / self.total_images)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.running or not self.rate_images_per_s or not self.total_images:
+            return None
+        return max(0.0, (self.total_images - self.done_images) / self.rate_images_per_s)
+
+    @property
+    def resumable(self) -> bool:
+        return not self.running and self.state in ("partial", "stopped", "failed") and bool(self.command)
+
+
+def log_tail(out: str | Path, lines: int = 15) -> str:
+    """The last `lines` lines of a job's log, with progress-bar carriage returns resolved."""
+    path = Path(out) / LOG_FILE
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    rows = [row.rsplit("\r", 1)[-1] for row in text.splitlines()]
+    return "\n".join(r for r in rows[-lines:])
+
+
+def job_status(out: str | Path) -> JobStatus:
+    """The state of the job in run folder `out` (works for folders without a job too: "unknown")."""
+    out = Path(out)
+    job = _read_json(out / JOB_FILE) or {}
+    manifest = _read_json(out / MANIFEST) or {}
+    progress = manifest.get("progress") or {}
+    running = bool(job) and _same_process(job)
+    mstatus = manifest.get("status")
+    if running:
+        state = "stopping" if job.get("stop_requested") else ("running" if manifest else "starting")
+    elif mstatus == "complete":
+        state = "complete"
+    elif job.get("stopped"):
+        state = "stopped"
+    elif mstatus in ("stopped", "partial"):
+        state = mstatus
+    elif job:
+        state = "failed"  # the process is gone and the run did not say it finished
+    else:
+        state = mstatus if mstatus in STATES else "unknown"
+    tail = log_tail(out)
+    done, total = int(progress.get("done_images") or 0), progress.get("total_images")
+    message = {
+        "starting": "Loading the models; progress appears once the first images are explained.",
+        "running": f"Explaining: {done} of {total or '?'} images.",
+        "stopping": "Stopping…",
+        "complete": f"Finished: {done} images explained.",
+        "partial": f"Stopped part-way ({done} of {total or '?'} images); resume to finish.",
+        "stopped": f"Stopped by you ({done} of {total or '?'} images); resume to finish.",
+        "failed": "The process ended before the run finished; see the log below. Resume retries it.",
+        "unknown": "No job was started from the dashboard for this folder.",
+    }[state]
+    return JobStatus(out=out, state=state, running=running, pid=job.get("pid"), command=list(job.get("command", [])),
+                     done_images=done, total_images=total, rate_images_per_s=manifest.get("rate_images_per_s"),
+                     manifest_status=mstatus, started=job.get("started"), log_tail=tail, message=message)
+
+
+def start(out: str | Path, command: list[str], cwd: str | Path | None = None, env: dict | None = None) -> JobStatus:
+    """Run `command` detached, logging into `out`; refuses to start a second process for the same folder."""
+    out = Path(out)
+    if not command:
+        raise JobError("command is empty")
+    out.mkdir(parents=True, exist_ok=True)
+    old = _read_json(out / JOB_FILE)
+    if old and _same_process(old):
+        raise JobError(f"a job is already running for {out} (process {old.get('pid')}); stop it first")
+    environment = dict(os.environ if env is None else env)
+    # `python -m core` must find this package wherever the dashboard was started from.
+    environment["PYTHONPATH"] = os.pathsep.join([str(paths.ROOT), *filter(None, [environment.get("PYTHONPATH")])])
+    environment.setdefault("PYTHONUNBUFFERED", "1")
+    with open(out / LOG_FILE, "ab") as log:
+        log.write(f"\n--- {_now()} started: {' '.join(command)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(command, cwd=str(cwd or paths.ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
+    _write_json(out / JOB_FILE, {"pid": proc.pid, "pgid": proc.pid, "command": list(command),
+                                 "cwd": str(cwd or paths.ROOT), "started": _now()})
+    return job_status(out)
+
+
+def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, translator: str | Path,
+                  split: str | None = None, sentences: int | None = None, lm: str | None = None,
+                  name: str | None = None, extra: list[str] | None = None) -> JobStatus:
+    """Start `python -m core explain` for these settings in the background (see the module docstring)."""
+    command = explain_command(dataset, classifier, translator, Path(out).resolve(), split=split,
+                              sentences=sentences, lm=lm, name=name, extra=extra)
+    return start(out, command)
+
+
+def resume(out: str | Path) -> JobStatus:
+    """Start the recorded command of `out` again; the run picks up at its first missing shard."""
+    job = _read_json(Path(out) / JOB_FILE)
+    if not job or not job.get("command"):
+        raise JobError(f"{out} has no {JOB_FILE} with a command to resume; start it from the New run page "
+                       "or run `python -m core explain ... --out` with the same settings")
+    return start(out, job["command"], cwd=job.get("cwd"))
+
+
+def stop(out: str | Path, timeout: float = 10.0) -> JobStatus:
+    """SIGTERM the job's process group, then SIGKILL it after `timeout` seconds; the run stays resumable."""
+    out = Path(out)
+    job = _read_json(out / JOB_FILE)
+    if not job:
+        raise JobError(f"{out} has no {JOB_FILE}: there is no job to stop")
+    if _same_process(job):
+        _write_json(out / JOB_FILE, {**job, "stop_requested": _now()})
+        pgid = job.get("pgid") or job["pid"]
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + timeout
+        while time.time() < deadline and _alive(job["pid"]):
+            time.sleep(0.1)
+        if _alive(job["pid"]):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + 5
+            while time.time() < deadline and _alive(job["pid"]):
+                time.sleep(0.1)
+    job = {k: v for k, v in (_read_json(out / JOB_FILE) or job).items() if k != "stop_requested"}
+    job["stopped"] = _now()
+    _write_json(out / JOB_FILE, job)
+    manifest = _read_json(out / MANIFEST)
+    if manifest and manifest.get("status") == "running":
+        # Killed mid-run, the run could not say so itself.
+        manifest.update(status="stopped", updated=_now())
+        _write_json(out / MANIFEST, manifest)
+    return job_status(out)
+
+
+def list_jobs(root: str | Path) -> list[JobStatus]:
+    """Every folder directly under `root` with a job file, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / JOB_FILE).exists()]
+    return sorted((job_status(p) for p in found), key=lambda s: s.started or "", reverse=True)

@@ -1,0 +1,82 @@
+"""TExplain Studio: what an image classifier has learned, in words. `streamlit run dashboard/Home.py`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from dashboard import common as ui  # noqa: E402
+
+INTRO = ("A translator maps a frozen classifier's features into a language model's input; the language model "
+         "then writes many sentences per image. The words it keeps using are what the features encode, "
+         "including what they should not (water behind a landbird).")
+run_a, run_b = ui.page(__file__, INTRO)
+
+entries = ui.run_entries()
+
+
+def run_card(entry, label: str) -> None:
+    path = str(entry.path)
+    s = ui.summary(path)
+    st.subheader(f"{label}: {entry.folder}")
+    st.caption(f"{s['name']} · {s['status']} · created {str(s['created'])[:16].replace('T', ' ')}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Accuracy", ui.pct(s["accuracy"], 1), help="Average accuracy over the run's evaluation images.")
+    wg = s["worst_group"]
+    c2.metric("Worst group", ui.pct(wg["accuracy"], 1) if wg else "–",
+              help=f"Worst-group accuracy: the lowest per-group accuracy ({wg['group_name']})" if wg
+              else "This dataset has no groups.")
+    c3.metric("Images", s["n_images"], help=f"{s['sentences_per_image'] or '?'} sampled sentences per image")
+    split = f" ({s['split']} split)" if s["split"] else ""
+    sentences = f", {s['sentences_per_image']} sentences each" if s["sentences_per_image"] else ""
+    st.markdown(f"**Classifier** {s['classifier']}  \n**Dataset** {s['dataset']}{split} · "
+                f"{len(s['class_names'])} classes  \n**Sample** {s['n_images']} images{sentences}  \n"
+                f"**Language model** {s['lm']}")
+    if wg:
+        st.caption(f"Worst group: **{wg['group_name']}**. Average over groups weighted by the training set: "
+                   f"{ui.pct(wg['average_train_weighted'], 1)}.")
+    flagged = {c: ws for c, ws in s["flags"].items() if ws}
+    if flagged:
+        st.markdown("**Top flagged spurious terms**")
+        for cls, words in flagged.items():
+            st.markdown(f"{cls}: {ui.chips(words)}", unsafe_allow_html=True)
+    else:
+        st.markdown("**Top flagged spurious terms** none: no word pulls a class toward another.")
+
+
+if not entries or run_a is None:
+    st.info("**There are no runs yet.** A run is a folder of sentences and word counts for every image of a "
+            f"dataset.\n\n{ui.HOW_TO_MAKE_A_RUN}")
+else:
+    cols = st.columns(2 if run_b else 1, gap="large")
+    with cols[0]:
+        run_card(run_a, "Run A")
+    if run_b:
+        with cols[1]:
+            run_card(run_b, "Run B")
+    st.caption("Choose the runs in the sidebar; every page follows the choice.")
+
+st.divider()
+st.subheader("Go to")
+links = st.columns(4)
+for i, (target, (label, icon, blurb)) in enumerate(ui.PAGES.items()):
+    with links[i % 4]:
+        st.page_link(target, label=label, icon=icon)
+        st.caption(blurb)
+
+st.divider()
+left, right = st.columns([2, 3], gap="large")
+with left:
+    st.subheader("Compute")
+    st.markdown(f"Live explanations run on **{ui.device_label()}**.")
+    st.caption("CUDA with bf16 where a GPU is present, else the CPU in float32.")
+with right:
+    st.subheader("Offline assets")
+    statuses = ui.asset_status()
+    missing = [s for s in statuses if not s["ready"]]
+    for s in statuses:
+        mark = ":green[:material/check_circle: found]" if s["ready"] else ":red[:material/cancel: missing]"
+        st.markdown(f"{mark} **{s['name']}**" + ("" if s["ready"] else f" · fix with `{s['fix']}`"))
+    if missing:
+        st.warning("Some assets are missing: run `make setup` (idempotent, offline apart from package registries).")

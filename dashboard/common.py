@@ -1,0 +1,360 @@
+"""UI glue shared by every page: page set-up, the run pickers, cached loaders and small display helpers.
+
+State that survives page changes lives in `st.session_state` under two keys: RUN_A and RUN_B hold the
+folder paths of the chosen runs (RUN_B may be None). Tables are cached with st.cache_data and models
+with st.cache_resource, keyed by the run's files' modification times, so a run that grows or a word
+marked core/spurious is picked up on the next rerun. All computation is a call into `core`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/Home.py` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core import paths  # noqa: E402
+from core.analysis.spurious import ANNOTATIONS_FILE  # noqa: E402
+from core.analysis.tables import RunTables  # noqa: E402
+from core.store import MANIFEST, Run  # noqa: E402
+
+RUN_A, RUN_B = "run_a", "run_b"  # session-state keys: the chosen runs' folder paths ("" for no run B)
+DEFAULT_A, DEFAULT_B = "demo-erm-test", "demo-robust-test"
+PAGES = {  # page file -> (label, Material icon, what it is for): Home's shortcuts and each page's title
+    "pages/1_Explain_an_image.py": ("Explain an image", ":material/image_search:",
+                                    "what the classifier's features say about one image"),
+    "pages/2_Class_words.py": ("Class words", ":material/bar_chart:",
+                               "word distributions per class and group, and contrasts"),
+    "pages/3_Spurious_terms.py": ("Spurious terms", ":material/flag:",
+                                  "words that pull a class toward another, with evidence"),
+    "pages/4_Worst-group_accuracy.py": ("Worst-group accuracy", ":material/balance:",
+                                        "per-group accuracy, inferred groups, mitigation"),
+    "pages/5_Compare_classifiers.py": ("Compare classifiers", ":material/compare_arrows:",
+                                       "two classifiers on the same images"),
+    "pages/6_Report.py": ("Report", ":material/description:", "download HTML, JSON or Markdown"),
+    "pages/7_New_run.py": ("New run", ":material/add_circle:", "explain a dataset with your classifier"),
+}
+HOW_TO_MAKE_A_RUN = (
+    "Make one on the **New run** page, or from a terminal:\n\n"
+    "```\nmake setup                      # offline assets (language model, WordNet, demo world)\n"
+    "python -m core demo all         # the demo's classifiers, translators and runs\n"
+    "python -m core explain --dataset DATA --classifier CLASSIFIER --translator TRANSLATOR --out runs/NAME\n```")
+
+_CSS = """
+<style>
+.block-container {padding-top: 2.2rem; padding-bottom: 2rem; max-width: 1280px;}
+[data-testid="stMetricValue"] {font-size: 1.6rem;}
+[data-testid="stSidebar"] [data-testid="stCaptionContainer"] {line-height: 1.25;}
+.texplain-chip {display: inline-block; padding: 1px 9px; margin: 2px 4px 2px 0; border-radius: 10px;
+  background: #fdf0e3; color: #8a4b0f; border: 1px solid #f0c89c; font-size: 0.9rem;}
+.texplain-chip.core {background: #e8f0fb; color: #1d4f91; border-color: #b6cdee;}
+</style>
+"""
+
+
+# --- where runs are --------------------------------------------------------------------------------
+
+def run_roots() -> dict[str, Path]:
+    """The folders runs are listed from, read from the environment on every call (tests change it).
+
+    TEXPLAIN_RUNS: your runs (default runs/); TEXPLAIN_SHIPPED_RUNS: the demo runs (default checkpoints/runs).
+    """
+    shipped = os.environ.get("TEXPLAIN_SHIPPED_RUNS") or str(paths.SHIPPED_RUNS)
+    user = os.environ.get("TEXPLAIN_RUNS") or str(paths.ROOT / "runs")
+    return {"shipped": Path(shipped), "yours": Path(user)}
+
+
+def user_runs_root() -> Path:
+    return run_roots()["yours"]
+
+
+def run_entries() -> list[api.RunEntry]:
+    return api.discover_runs(run_roots())
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def stamp(path: str) -> tuple[int, int]:
+    """Changes whenever the run's manifest (new shards) or its annotations (core/spurious marks) change."""
+    p = Path(path)
+    return _mtime(p / MANIFEST), _mtime(p / ANNOTATIONS_FILE)
+
+
+# --- cached loaders ---------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Reading the run…", max_entries=16)
+def _load_tables(path: str, _stamp: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    run = Run.open(path)
+    return run.images(), run.words(), run.manifest
+
+
+def _fail(path: str, exc: Exception) -> None:
+    st.error(f"**The run at `{path}` cannot be read.** {exc}\n\nPick another run in the sidebar; to rebuild this "
+             "one, run its `python -m core explain ... --out` command again (it resumes) or delete the folder.")
+    st.stop()
+
+
+def tables(path: str) -> RunTables:
+    """All of a run's images and words (stops the page with a clear error when the run is broken)."""
+    try:
+        images, words, manifest = _load_tables(path, stamp(path)[0])
+    except Exception as exc:  # a broken folder: bad JSON, a corrupt Parquet shard, a missing table
+        _fail(path, exc)
+    return RunTables(images, words, manifest, Run(Path(path)))
+
+
+def eval_tables(path: str) -> tuple[RunTables, str | None]:
+    """The run's tables on its evaluation split (test when present, else all images)."""
+    return api.evaluation_tables(tables(path))
+
+
+@st.cache_resource(show_spinner="Scoring spurious terms (the first time also loads WordNet)…", max_entries=16)
+def _scorer(path: str, _stamp: tuple[int, int]):
+    from core.analysis import SpuriousTermScorer
+
+    evaluated, _ = eval_tables(path)
+    return SpuriousTermScorer(split=None).fit(evaluated)
+
+
+def scorer(path: str):
+    """The run's SpuriousTermScorer, fitted on its evaluation split with the user's core/spurious marks."""
+    try:
+        return _scorer(path, stamp(path))
+    except Exception as exc:
+        if type(exc).__name__ in ("StopException", "RerunException"):
+            raise
+        _fail(path, exc)
+
+
+def clear_scores() -> None:
+    """Forget fitted scorers and summaries (after the user marks a word core or spurious)."""
+    _scorer.clear()
+    _summary.clear()
+    _groups.clear()
+
+
+@st.cache_data(show_spinner="Summarising the run…", max_entries=16)
+def _summary(path: str, _stamp: tuple[int, int]) -> dict:
+    evaluated, _ = eval_tables(path)
+    return api.run_summary(evaluated, scorer(path))
+
+
+def summary(path: str) -> dict:
+    return _summary(path, stamp(path))
+
+
+@st.cache_data(show_spinner="Comparing groups…", max_entries=16)
+def _groups(path: str, _stamp: tuple[int, int]) -> api.GroupSummary:
+    evaluated, _ = eval_tables(path)
+    return api.group_summary(evaluated, scorer(path))
+
+
+def groups(path: str) -> api.GroupSummary:
+    return _groups(path, stamp(path))
+
+
+@st.cache_data(show_spinner="Counting words…", max_entries=32)
+def _shares(path: str, _stamp: int, by: str | None, min_images: int) -> pd.DataFrame:
+    from core.analysis import word_shares
+
+    evaluated, _ = eval_tables(path)
+    return word_shares(evaluated, by=by, min_images=min_images)
+
+
+def shares(path: str, by: str | None = "label", min_images: int = 3) -> pd.DataFrame:
+    return _shares(path, stamp(path)[0], by, min_images)
+
+
+@st.cache_resource(show_spinner=False)
+def device_label() -> str:
+    from core.device import resolve
+
+    return resolve().label
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def asset_status() -> list[dict]:
+    from dataclasses import asdict
+
+    from core.assets import status
+
+    return [asdict(s) for s in status()]
+
+
+# --- models (live explanations, new runs) --------------------------------------------------------------
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def language_model(name: str):
+    from core.models.lm import load_language_model
+
+    return load_language_model(name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def classifier(folder: str, _stamp: int = 0):
+    from core.models.classifier import load_classifier
+
+    return load_classifier(folder)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def translator(folder: str, classifier_folder: str, lm_name: str, _stamp: int = 0):
+    """A translator folder loaded against its classifier and LM (TranslatorMismatchError when they differ)."""
+    from core.translator import Translator
+
+    return Translator.from_pretrained(folder, classifier(classifier_folder, _mtime(Path(classifier_folder)
+                                                                                   / "model.safetensors")),
+                                      language_model(lm_name))
+
+
+def load_models(sources: api.ModelSources):
+    """(classifier, translator, lm) for live explanations, cached across reruns and pages."""
+    clf = classifier(sources.classifier, _mtime(Path(sources.classifier) / "model.safetensors"))
+    lm = language_model(sources.lm)
+    tr = translator(sources.translator, sources.classifier, sources.lm,
+                    _mtime(Path(sources.translator) / "model.safetensors"))
+    api.prepare_for_inference(clf, tr, lm)
+    return clf, tr, lm
+
+
+# --- page frame --------------------------------------------------------------------------------------
+
+def _pick(label: str, slot: str, options: list, default, entries: dict, help: str) -> None:
+    """A sidebar selectbox whose choice lives in st.session_state[slot], across pages and reruns."""
+    widget = f"_{slot}_picker"
+    current = st.session_state.get(slot, default)
+    current = "" if current is None else current  # None (no run) is the "" option: a selectbox shows None as empty
+    if current not in options:
+        current = default
+    # Set on every run: on a new page the widget is a new one, and only an explicit value carries over.
+    st.session_state[widget] = current
+
+    def remember():
+        st.session_state[slot] = st.session_state[widget]
+
+    st.sidebar.selectbox(label, options, key=widget, on_change=remember, help=help,
+                         format_func=lambda p: "— none —" if not p else entries[p].label)
+    st.session_state[slot] = st.session_state[widget]
+
+
+def default_runs(entries: list[api.RunEntry]) -> tuple[str | None, str | None]:
+    """Run A: the shipped demo-erm-test when present, else the first good run; run B: demo-robust-test."""
+    good = [e for e in entries if e.ok]
+    by_folder = {e.folder: str(e.path) for e in good if e.location == "shipped"}
+    a = by_folder.get(DEFAULT_A) or (str(good[0].path) if good else None)
+    b = by_folder.get(DEFAULT_B)
+    return a, (b if b != a else None)
+
+
+HOME = ("TExplain Studio", ":material/visibility:")
+
+
+def page(script: str, intro: str | None = None) -> tuple[api.RunEntry | None, api.RunEntry | None]:
+    """Set up the page `script` (its __file__): config, style, sidebar run pickers, title; returns runs A and B."""
+    name = Path(script).name
+    title, icon = HOME if name == "Home.py" else PAGES[f"pages/{name}"][:2]
+    st.set_page_config(page_title=f"{title} · TExplain Studio", page_icon=icon, layout="wide")
+    st.markdown(_CSS, unsafe_allow_html=True)
+    entries = run_entries()
+    good = {str(e.path): e for e in entries if e.ok}
+    st.sidebar.markdown("### Runs")
+    if good:
+        default_a, default_b = default_runs(entries)
+        options = list(good)
+        _pick("Run A", RUN_A, options, default_a, good, "The run every page shows; the first side of comparisons.")
+        _pick("Run B (to compare)", RUN_B, ["", *options], default_b or "", good,
+              "A second run, for Compare classifiers and comparison reports.")
+        if st.session_state.get(RUN_A) and st.session_state.get(RUN_A) == st.session_state.get(RUN_B):
+            st.sidebar.caption("Run B is the same as run A.")
+    else:
+        st.session_state[RUN_A] = st.session_state[RUN_B] = None
+        st.sidebar.info("No runs yet.")
+    broken = [e for e in entries if not e.ok]
+    if broken:
+        with st.sidebar.expander(f"{len(broken)} run folder(s) cannot be shown", icon=":material/warning:"):
+            for e in broken:
+                st.caption(f"**{e.folder}** ({e.location}): {e.error}")
+    roots = run_roots()
+    st.sidebar.caption(f"Demo runs: `{_short(roots['shipped'])}` · your runs: `{_short(roots['yours'])}`")
+    st.title(f"{icon} {title}" if icon else title)
+    if intro:
+        st.caption(intro)
+    a = good.get(st.session_state.get(RUN_A) or "")
+    b = good.get(st.session_state.get(RUN_B) or "")
+    return a, b
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def require_run(entry: api.RunEntry | None, which: str = "run A") -> str:
+    """The chosen run's path, or stop the page with what to do when there is none."""
+    if entry is None:
+        st.info(f"**No run is chosen** ({which}). There is no run to show yet.\n\n{HOW_TO_MAKE_A_RUN}")
+        st.stop()
+    if entry.status not in ("complete",):
+        done, total = entry.progress.get("done_images"), entry.progress.get("total_images")
+        st.warning(f"Run **{entry.folder}** is {entry.status} ({done} of {total or '?'} images so far): numbers "
+                   "cover the finished images only.")
+    return str(entry.path)
+
+
+def run_caption(path: str) -> None:
+    """One line under a page title: which run, on which data and split."""
+    evaluated, split = eval_tables(path)
+    m = evaluated.manifest or {}
+    models, dataset = m.get("models") or {}, m.get("dataset") or {}
+    st.caption(f"Run **{Path(path).name}** · classifier **{models.get('classifier', '?')}** · dataset "
+               f"**{dataset.get('name', '?')}** · {len(evaluated.images)} images"
+               f"{f' of the {split} split' if split else ''}")
+
+
+# --- display helpers -------------------------------------------------------------------------------------
+
+def chart(fig, key: str | None = None) -> None:
+    """A core.plots figure, full width, keeping its own look (not Streamlit's theme)."""
+    legend = any(getattr(t, "showlegend", None) is not False and getattr(t, "name", None) for t in fig.data)
+    if legend and fig.layout.annotations and fig.layout.showlegend is not False:
+        # Panel titles sit where core.plots puts the legend (top right): move the legend under the panels.
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="center", x=0.5),
+                          margin=dict(b=70))
+    st.plotly_chart(fig, theme=None, key=key, config={"displaylogo": False, "responsive": True})
+
+
+def pct(x, digits: int = 0) -> str:
+    return api.as_percent(x, digits)
+
+
+def show_image(path: Path, caption: str | None = None, width: int | str = "stretch") -> bool:
+    """Show an image file; a warning (not an exception) when it is missing or unreadable."""
+    from core.data import DatasetError, load_rgb
+
+    try:
+        st.image(load_rgb(path), caption=caption, width=width)
+        return True
+    except DatasetError as exc:
+        st.warning(f"Image not shown: {exc}")
+        return False
+
+
+def chips(words, kind: str = "spurious") -> str:
+    """Words as small coloured labels (HTML for st.markdown(unsafe_allow_html=True))."""
+    import html
+
+    cls = "texplain-chip core" if kind == "core" else "texplain-chip"
+    return " ".join(f"<span class='{cls}'>{html.escape(str(w))}</span>" for w in words) or "–"

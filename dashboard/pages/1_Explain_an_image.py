@@ -1,0 +1,150 @@
+"""Explain one image: a dataset image's stored explanation, or a new upload explained live."""
+import html
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core import plots  # noqa: E402
+from dashboard import common as ui  # noqa: E402
+
+RESULT = "explain_upload"  # session-state key: the last live explanation (survives reruns and page changes)
+
+INTRO = ("The words the language model uses for one image are what the classifier's features say about it.")
+run_a, _ = ui.page(__file__, INTRO)
+st.info("On the demo, **species words for unseen birds are often wrong** (the translator saw 35 birds), while "
+        "**scene words** (water, lake, forest, grass…) are reliable: read the scene words first.",
+        icon=":material/lightbulb:")
+
+source = st.radio("Image", ["From the run", "Upload an image"], horizontal=True, label_visibility="collapsed")
+
+
+def show_words(words, n_sentences: int, sentences: list[str], key: str) -> None:
+    """Word cloud, bar chart of the most frequent words and sample sentences."""
+    if words.empty:
+        st.warning("The sentences for this image contain no countable words.")
+        return
+    cloud, bars = st.columns([1, 1], gap="large")
+    with cloud:
+        st.markdown("**Word cloud** (size = share of sentences using the word)")
+        try:
+            st.image(api.word_cloud_image(api.top_share(words)), width="stretch")
+        except ValueError as exc:
+            st.caption(str(exc))
+    with bars:
+        ui.chart(plots.top_words_chart(words, k=12, title=f"Most frequent words ({n_sentences} sentences)"),
+                 key=f"{key}-bars")
+    st.markdown("**Sample sentences**")
+    # The language model's text is shown as text: it may hold markdown or HTML look-alikes.
+    shown = [html.escape(s.strip()) for s in sentences if s and s.strip()]
+    if shown:
+        st.markdown("<ul>" + "".join(f"<li>{s}</li>" for s in shown) + "</ul>", unsafe_allow_html=True)
+    empty = len(sentences) - len(shown)
+    if empty or not shown:
+        st.caption(f"{empty} empty sentence(s) not shown." if shown else "No sentences stored for this image.")
+
+
+if source == "From the run":
+    path = ui.require_run(run_a)
+    evaluated, _ = ui.eval_tables(path)
+    images = evaluated.images
+    if images.empty:
+        st.warning("This run has no images yet.")
+        st.stop()
+    names = evaluated.class_names
+    groups = evaluated.group_names
+    f1, f2, f3 = st.columns(3)
+    label = f1.selectbox("True class", ["any", *names], key="explain_label")
+    outcome = f2.selectbox("Prediction", ["any", "correct", "wrong"], key="explain_outcome")
+    group_ids = sorted(images["group"].dropna().astype(int).unique()) if "group" in images else []
+    group_options = ["any"] + [groups.get(int(g), str(g)) for g in group_ids]
+    group = f3.selectbox("Group", group_options, disabled=len(group_options) == 1, key="explain_group")
+    subset = images
+    if label != "any":
+        subset = subset[subset["label"] == names.index(label)]
+    if outcome != "any":
+        same = subset["label"] == subset["prediction"]
+        subset = subset[same if outcome == "correct" else ~same]
+    if group != "any":
+        gid = next(int(k) for k, v in groups.items() if v == group)
+        subset = subset[subset["group"] == gid]
+    if subset.empty:
+        st.warning("No image matches these filters.")
+        st.stop()
+    rows = subset.set_index("image_id")
+
+    def describe(image_id: str) -> str:
+        r = rows.loc[image_id]
+        arrow = "✓" if r["label"] == r["prediction"] else "✗"
+        return f"{image_id} · {r['label_name']} → {r['prediction_name']} {arrow}"
+
+    image_id = st.selectbox(f"Image ({len(subset)} match)", list(rows.index), format_func=describe,
+                        key="explain_image")
+    r = rows.loc[image_id]
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        ui.show_image(evaluated.run.image_path(str(r["path"])), caption=str(r["path"]))
+    with right:
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Prediction", str(r["prediction_name"]))
+        m2.metric("Confidence", ui.pct(r["confidence"], 1))
+        m3.metric("True class", str(r["label_name"]), delta="correct" if r["label"] == r["prediction"] else "misread",
+                  delta_color="normal" if r["label"] == r["prediction"] else "inverse")
+        if "group" in r and r["group"] == r["group"]:  # not NaN
+            st.caption(f"Group: {groups.get(int(r['group']), r['group'])}")
+        if isinstance(r.get("error"), str) and r["error"]:
+            st.error(f"This image could not be read when the run was made: {r['error']}")
+    words = api.image_word_shares(evaluated, image_id)
+    sentences = evaluated.run.sentences([image_id])["text"].tolist()
+    n_sentences = int(r["n_sentences"]) if r["n_sentences"] == r["n_sentences"] and r["n_sentences"] else 0
+    show_words(words, n_sentences, sentences, key=f"stored-{image_id}")
+else:
+    uploaded = st.file_uploader("An image file", type=list(api.UPLOAD_TYPES),
+                                help="Explained live with the models of run A (classifier, translator, LM).")
+    n_sentences = st.slider("Sentences to sample", 8, 64, 32, step=8,
+                            help="More sentences give steadier word shares; ±2 points is sampling noise at 32.")
+    if uploaded is None:
+        st.caption("Upload a photo to see what the classifier's features say about it.")
+        st.stop()
+    try:
+        image = api.decode_image(uploaded.getvalue(), name=f"'{uploaded.name}'")
+    except ValueError as exc:
+        st.error(f"**Cannot explain this upload.** {exc}")
+        st.stop()
+    path = ui.require_run(run_a)
+    try:
+        sources = api.live_model_sources(ui.tables(path).manifest)
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        st.image(image, caption=uploaded.name, width="stretch")
+    request = (uploaded.file_id, n_sentences, sources.describe())
+    result = st.session_state.get(RESULT)
+    if result is None or result["request"] != request:
+        with right, st.status("Explaining the image…", expanded=True) as status:
+            try:
+                st.write("Loading the classifier, translator and language model (cached after the first time)…")
+                clf, tr, lm = ui.load_models(sources)
+                st.write(f"Sampling {n_sentences} sentences and counting their words…")
+                from core.explain import ExplainConfig, explain_images
+
+                out = explain_images([image], clf, tr, lm, ExplainConfig(sentences_per_image=n_sentences))[0]
+            except Exception as exc:  # a mismatched translator, a missing LM, an image the model cannot take
+                status.update(label="Could not explain the image", state="error")
+                st.error(f"**{type(exc).__name__}:** {exc}")
+                st.stop()
+            status.update(label="Explained", state="complete", expanded=False)
+        result = {"request": request, **out}
+        st.session_state[RESULT] = result
+    with right:
+        m1, m2 = st.columns(2)
+        m1.metric("Prediction", result["prediction_name"])
+        m2.metric("Confidence", ui.pct(result["confidence"], 1))
+        st.caption(f"Models: {sources.describe()}")
+    words = api.counts_frame(result["words"], len(result["sentences"]))
+    show_words(words, len(result["sentences"]), result["sentences"][:10], key="upload")

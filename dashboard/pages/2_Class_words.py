@@ -1,0 +1,70 @@
+"""Word distributions per class and per group, and a log-odds comparison of any two sets of images."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core import plots  # noqa: E402
+from core.analysis import compare_word_sets, divergence, image_set  # noqa: E402
+from dashboard import common as ui  # noqa: E402
+
+BY = {"class": "label", "group": "group", "prediction": "prediction", "correct vs. wrong": "outcome"}
+
+INTRO = ("A word's share is the fraction of an image's sentences that use it, averaged over the images of a "
+         "class or group (bars: 95% intervals).")
+run_a, _ = ui.page(__file__, INTRO)
+path = ui.require_run(run_a)
+ui.run_caption(path)
+evaluated, _ = ui.eval_tables(path)
+has_groups = "group" in evaluated.images and evaluated.images["group"].notna().any()
+
+st.subheader("Word distributions")
+c1, c2 = st.columns([3, 1])
+options = [k for k in BY if k != "group" or has_groups]
+by_label = c1.radio("Per", options, horizontal=True)
+k = c2.slider("Words per panel", 5, 20, 10)
+by = BY[by_label]
+shares = ui.shares(path, by=by)
+ui.chart(plots.class_words_chart(shares, by=by, k=k, title=f"Top words per {by_label}"), key="distributions")
+with st.expander("Table"):
+    st.dataframe(shares, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in ("share", "ci_low", "ci_high")})
+
+st.subheader("Compare two sets of images")
+st.caption("Log-odds z-scores (Monroe et al., 'Fightin' Words'): bars to the right are words typical of the first "
+           "set, to the left of the second. Read z as a ranking; the shares in the hover are the numbers to quote.")
+choices = api.image_set_choices(evaluated)
+labels = list(choices)
+defaults = [labels.index(n) for n in ("group landbird on water", "group landbird on land") if n in labels]
+if len(defaults) < 2:
+    misread = [i for i, n in enumerate(labels) if n.endswith(", misread")]
+    defaults = [misread[0], misread[0] - 1] if misread else [0, min(1, len(labels) - 1)]
+s1, s2 = st.columns(2)
+name_a = s1.selectbox("First set", labels, index=defaults[0], key="set_a")
+name_b = s2.selectbox("Second set", labels, index=defaults[1], key="set_b")
+if name_a == name_b:
+    st.warning("Choose two different sets.")
+    st.stop()
+set_a = image_set(evaluated, name=name_a, **choices[name_a])
+set_b = image_set(evaluated, name=name_b, **choices[name_b])
+if set_a.n_images == 0 or set_b.n_images == 0:
+    empty = name_a if set_a.n_images == 0 else name_b
+    st.warning(f"'{empty}' has no images in this run: nothing to compare.")
+    st.stop()
+comparison = compare_word_sets(set_a, set_b, min_images=3)
+m1, m2, m3 = st.columns(3)
+m1.metric(f"Images in {name_a}", set_a.n_images)
+m2.metric(f"Images in {name_b}", set_b.n_images)
+try:
+    js = divergence(set_a, set_b)
+    m3.metric("Jensen–Shannon divergence", f"{js.jensen_shannon:.3f} bits",
+              help="0 = the same word distribution, 1 = no word in common.")
+except ValueError as exc:
+    m3.caption(str(exc))
+ui.chart(plots.log_odds_chart(comparison, k=12), key="log-odds")
+with st.expander("Table"):
+    st.dataframe(comparison.head(40), hide_index=True, width="stretch")

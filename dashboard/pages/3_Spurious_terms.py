@@ -1,0 +1,134 @@
+"""Spurious-term flags with their evidence, example images and sentences; mark words as core or spurious."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from core import plots  # noqa: E402
+from core.analysis import CoreWordList, flag_examples  # noqa: E402
+from core.report import FLAGS_DEFINITION  # noqa: E402
+from dashboard import common as ui  # noqa: E402
+
+run_a, _ = ui.page(__file__, FLAGS_DEFINITION)
+path = ui.require_run(run_a)
+ui.run_caption(path)
+evaluated, _ = ui.eval_tables(path)
+scorer = ui.scorer(path)
+flags = scorer.flags_
+try:
+    marks = CoreWordList.for_run(evaluated.run)
+except ValueError as exc:
+    st.error(f"Your saved marks cannot be read: {exc}")
+    marks = CoreWordList()
+
+
+def save_mark(cls: str, word: str, action: str) -> None:
+    """Save a core/spurious mark (or remove one), refit the flags and say so after the rerun."""
+    try:
+        {"spurious": marks.mark_spurious, "core": marks.mark_core, "no mark": marks.unmark}[action](cls, word)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    ui.clear_scores()
+    target = "every class" if cls == "*" else cls
+    st.session_state["spurious_notice"] = (f"Saved: '{word.strip().lower()}' is now "
+                                           f"{'unmarked' if action == 'no mark' else action} for {target}; "
+                                           "the flags are recomputed.")
+    st.rerun()
+
+
+notice = st.session_state.pop("spurious_notice", None)
+if notice:
+    st.success(notice)
+
+ui.chart(plots.flags_chart(flags, k=6), key="flags")
+misread = scorer.misread_[scorer.misread_["predicted_as"].isna()]
+unscored = misread[~misread["scored"].astype(bool)]
+for row in unscored.itertuples(index=False):
+    st.caption(f"{row[0]}: only {row.n_wrong} misread images (needs {scorer.min_misread}), so no statistical flags.")
+
+classes = scorer.classes_
+tabs = st.tabs([f"Flags for {c} ({int((flags['class'] == c).sum())})" for c in classes])
+for tab, cls in zip(tabs, classes):
+    with tab:
+        rows = scorer.flags_for(cls)
+        if rows.empty:
+            st.info(f"No word is flagged for {cls}.")
+            continue
+        table = rows[["rank", "word", "predicted_as", "share_wrong", "share_right", "z", "images_wrong", "source"]]
+        table = table.assign(mark=[marks.status(cls, w) or "" for w in rows["word"]],
+                             predicted_as=table["predicted_as"].fillna("–"))
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "predicted_as": "pulls toward",
+            "share_wrong": st.column_config.ProgressColumn("misread", format="percent", min_value=0, max_value=1),
+            "share_right": st.column_config.ProgressColumn("read right", format="percent", min_value=0, max_value=1),
+            "z": st.column_config.NumberColumn("z", format="%.1f"),
+            "images_wrong": "misread images using it", "mark": "your mark"})
+
+st.subheader("Evidence")
+pairs = [(r["class"], r["word"]) for _, r in flags.iterrows()]
+if not pairs:
+    st.info("Nothing is flagged in this run. You can still mark a word as spurious below; it is then always flagged.")
+else:
+    choice = st.selectbox("Flag", pairs, format_func=lambda p: f"{p[1]} (flagged for {p[0]})")
+    cls, word = choice
+    row = flags[(flags["class"] == cls) & (flags["word"] == word)].iloc[0]
+    st.markdown(f"**{word}** for **{cls}**: {row['evidence']}.")
+    current = marks.status(cls, word)
+    row_of_buttons = st.container(horizontal=True)
+    if current != "spurious" and row_of_buttons.button(f"Confirm '{word}' as spurious",
+                                                       help="Always flag it for this class."):
+        save_mark(cls, word, "spurious")
+    if row_of_buttons.button(f"Not spurious: '{word}' is core for {cls}",
+                             help="It describes the class itself: never flag it for this class."):
+        save_mark(cls, word, "core")
+    ids = list(row["example_image_ids"] or [])
+    if ids:
+        st.markdown("**Example misread images** (whose sentences use the word most)")
+        info = evaluated.images.set_index("image_id")
+        cols = st.columns(5)
+        for col, image_id in zip(cols, ids[:5]):
+            with col:
+                if image_id in info.index:
+                    r = info.loc[image_id]
+                    ui.show_image(evaluated.run.image_path(str(r["path"])),
+                                  caption=f"{image_id}: {r['label_name']} → {r['prediction_name']}")
+    examples = flag_examples(evaluated.run, cls, word, k=6)
+    st.markdown("**Sentences that use it**")
+    if examples.empty:
+        st.caption("No stored sample sentence uses this word (only a sample of sentences is kept per image).")
+    else:
+        st.dataframe(examples[["image_id", "prediction_name", "outcome", "text"]], hide_index=True, width="stretch",
+                     column_config={"prediction_name": "predicted", "text": "sentence"})
+
+st.subheader("Mark a word")
+st.caption("Core words describe the class's object and are never flagged; spurious words are always flagged. Marks "
+           f"are saved in the run folder ({Path(path).name}/annotations.json) and used by every page and report.")
+with st.form("mark"):
+    c1, c2, c3 = st.columns([2, 2, 3])
+    cls = c1.selectbox("Class", [*classes, "*"], format_func=lambda c: "every class" if c == "*" else c)
+    suggestions = sorted(set(flags["word"])) if len(flags) else []
+    word = c2.text_input("Word", key="mark_word", placeholder="e.g. " + (suggestions[0] if suggestions else "water"),
+                         help="Flagged now: " + ", ".join(suggestions[:12]) if suggestions else None)
+    action = c3.radio("Mark as", ["spurious", "core", "no mark"], horizontal=True, key="mark_action")
+    submitted = st.form_submit_button("Save mark", type="primary")
+if submitted:
+    save_mark(cls, word, action)
+
+saved = marks.to_dict()
+if saved["spurious"] or saved["core"]:
+    lines = [f"{'every class' if c == '*' else c} · {kind}: {ui.chips(ws, kind)}"
+             for kind in ("spurious", "core") for c, ws in saved[kind].items()]
+    st.markdown("**Your marks**  \n" + "  \n".join(lines), unsafe_allow_html=True)
+
+with st.expander("Why is a word not flagged?"):
+    query = st.text_input("Look up a word", key="lookup").strip().lower()
+    if query:
+        found = scorer.scores_[scorer.scores_["word"] == query]
+        if found.empty:
+            st.caption(f"No misread image's sentences use '{query}'.")
+        else:
+            st.dataframe(found[["class", "predicted_as", "reason", "share_wrong", "share_right", "z"]],
+                         hide_index=True, width="stretch")

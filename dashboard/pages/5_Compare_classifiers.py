@@ -1,0 +1,82 @@
+"""Two classifiers explained on the same images, side by side: accuracy, words, flags and what changed."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core import plots  # noqa: E402
+from core.analysis import compare_runs  # noqa: E402
+from dashboard import common as ui  # noqa: E402
+
+INTRO = ("The same images explained through two classifiers: where their words differ is where what they "
+         "learned differs.")
+run_a, run_b = ui.page(__file__, INTRO)
+path_a = ui.require_run(run_a, "run A")
+if run_b is None:
+    st.info("Choose **Run B** in the sidebar: a second classifier's run on the same images (on the demo, "
+            "demo-robust-test next to demo-erm-test).")
+    st.stop()
+path_b = ui.require_run(run_b, "run B")
+if path_a == path_b:
+    st.warning("Run A and run B are the same run; choose a different run B in the sidebar.")
+    st.stop()
+ta, tb = ui.tables(path_a), ui.tables(path_b)
+mismatch = api.dataset_mismatch(ta.manifest, tb.manifest, run_a.folder, run_b.folder)
+if mismatch:
+    st.error(f"**These runs are not on the same data.** {mismatch}")
+    st.stop()
+
+sa, sb = ui.summary(path_a), ui.summary(path_b)
+left, right = st.columns(2, gap="large")
+for col, entry, s, other in ((left, run_a, sa, sb), (right, run_b, sb, sa)):
+    with col:
+        st.subheader(f"{'A' if entry is run_a else 'B'}: {entry.folder}")
+        st.caption(f"classifier **{s['classifier']}** · {s['n_images']} images")
+        m1, m2 = st.columns(2)
+        delta = None if entry is run_a or s["accuracy"] is None or other["accuracy"] is None else \
+            f"{100 * (s['accuracy'] - other['accuracy']):+.1f} pts"
+        m1.metric("Average accuracy", ui.pct(s["accuracy"], 1), delta=delta)
+        wg, wo = s["worst_group"], other["worst_group"]
+        delta = None if entry is run_a or not wg or not wo else f"{100 * (wg['accuracy'] - wo['accuracy']):+.1f} pts"
+        m2.metric("Worst-group accuracy", ui.pct(wg["accuracy"], 1) if wg else "–", delta=delta,
+                  help=wg["group_name"] if wg else None)
+        for cls, words in s["flags"].items():
+            st.markdown(f"Flags for {cls}: {ui.chips(words)}", unsafe_allow_html=True)
+
+st.subheader("Words whose share changed most")
+c1, c2 = st.columns([3, 1])
+evaluated, _ = ui.eval_tables(path_a)
+has_groups = "group" in evaluated.images and evaluated.images["group"].notna().any()
+by_label = c1.radio("Per", ["class", "group"] if has_groups else ["class"], horizontal=True)
+k = c2.slider("Words per panel", 4, 15, 8)
+by = "label" if by_label == "class" else "group"
+
+
+@st.cache_data(show_spinner="Comparing the runs…", max_entries=8)
+def changes(a: str, b: str, _stamps: tuple, by: str):
+    return compare_runs(ui.eval_tables(a)[0], ui.eval_tables(b)[0], by=by, min_images=3)
+
+
+changed = changes(path_a, path_b, (ui.stamp(path_a), ui.stamp(path_b)), by)
+ui.chart(plots.run_comparison_chart(changed, by=by, k=k, a_name=run_a.folder, b_name=run_b.folder), key="changes")
+if changed.attrs.get("shared_images", 1) == 0:
+    st.warning("The runs share no image id: the comparison is between different images.")
+with st.expander("Table"):
+    st.dataframe(changed, hide_index=True, width="stretch")
+
+st.subheader("Words per class, side by side")
+left, right = st.columns(2, gap="large")
+for col, entry, path in ((left, run_a, path_a), (right, run_b, path_b)):
+    with col:
+        ui.chart(plots.class_words_chart(ui.shares(path, by="label"), by="label", k=8, title=entry.folder),
+                 key=f"words-{entry.folder}")
+
+st.subheader("Flags, side by side")
+left, right = st.columns(2, gap="large")
+for col, entry, path in ((left, run_a, path_a), (right, run_b, path_b)):
+    with col:
+        ui.chart(plots.flags_chart(ui.scorer(path).flags_, k=5, title=f"Flags: {entry.folder}"),
+                 key=f"flags-{entry.folder}")

@@ -1,0 +1,61 @@
+"""Download the bias report of a run, or of a comparison of two runs, as HTML, JSON or Markdown."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core.report import build_report, to_html, to_json, to_markdown  # noqa: E402
+from dashboard import common as ui  # noqa: E402
+
+INTRO = ("One file with the flags and their evidence, accuracy per class and group, inferred groups, top "
+         "words, mitigation and provenance.")
+run_a, run_b = ui.page(__file__, INTRO)
+path_a = ui.require_run(run_a)
+scopes = [f"{run_a.folder} alone"]
+if run_b is not None and run_b.path != run_a.path:
+    scopes.append(f"{run_a.folder} compared with {run_b.folder}")
+scope = st.radio("Report on", scopes, horizontal=True)
+compare = scope != scopes[0]
+if run_b is None:
+    st.caption("Choose a run B in the sidebar to report a comparison of two classifiers.")
+if compare:
+    mismatch = api.dataset_mismatch(ui.tables(path_a).manifest, ui.tables(str(run_b.path)).manifest,
+                                    run_a.folder, run_b.folder)
+    if mismatch:
+        st.error(f"**These runs cannot be compared.** {mismatch}")
+        st.stop()
+
+
+@st.cache_data(show_spinner="Building the report…", max_entries=8)
+def report_files(a: str, b: str | None, _stamps: tuple) -> dict:
+    report = build_report(a, compare=b)
+    return {"json": to_json(report), "md": to_markdown(report), "html": to_html(report), "name": report["run"]["name"],
+            "notes": report["notes"]}
+
+
+path_b = str(run_b.path) if compare else None
+try:
+    files = report_files(path_a, path_b, (ui.stamp(path_a), ui.stamp(path_b) if path_b else None))
+except Exception as exc:  # a broken run folder, a report that does not validate
+    st.error(f"**The report could not be built.** {type(exc).__name__}: {exc}")
+    st.stop()
+
+stem = run_a.folder + (f"-vs-{run_b.folder}" if compare else "")
+st.markdown(f"Report **{files['name']}**" + (f" compared with **{run_b.folder}**" if compare else "") + ".")
+c1, c2, c3 = st.columns(3)
+c1.download_button("HTML (interactive charts)", files["html"], file_name=f"{stem}-report.html", mime="text/html",
+                   type="primary", width="stretch", on_click="ignore", icon=":material/download:")
+c2.download_button("JSON (machine-readable)", files["json"], file_name=f"{stem}-report.json",
+                   mime="application/json", width="stretch", on_click="ignore", icon=":material/download:")
+c3.download_button("Markdown (for a pull request)", files["md"], file_name=f"{stem}-report.md", mime="text/markdown",
+                   width="stretch", on_click="ignore", icon=":material/download:")
+for note in files["notes"]:
+    st.caption(note)
+st.caption(f"The same report from a terminal: `python -m core report {run_a.folder}"
+           f"{f' --compare {run_b.folder}' if compare else ''} --format html --out report.html`")
+st.subheader("Preview")
+with st.container(height=520):
+    st.markdown(files["md"])

@@ -1,0 +1,167 @@
+"""Start explaining a dataset with your classifier and translator, in the background; follow, stop, resume."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
+
+import streamlit as st  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core import jobs, paths  # noqa: E402
+from core.data import DatasetError, open_dataset  # noqa: E402
+from dashboard import common as ui  # noqa: E402
+
+OTHER = "Another folder…"
+JOB_STATES = "new_run_states"  # session-state key: the last seen state of each job (to refresh on a change)
+
+INTRO = ("Explain every image of a dataset with a classifier and its translator. The job runs in the "
+         "background: it survives a page reload, and a stopped run resumes where it stopped.")
+ui.page(__file__, INTRO)
+
+
+@st.cache_data(ttl=30, show_spinner="Reading the dataset…", max_entries=8)
+def read_dataset(folder: str) -> dict:
+    return api.describe_dataset(open_dataset(folder))
+
+
+def folder_picker(label: str, kind: str, key: str, help: str) -> str:
+    shipped = [str(p) for p in api.checkpoint_folders(kind)]
+    choice = st.selectbox(label, [*shipped, OTHER], key=f"{key}_choice", help=help,
+                          format_func=lambda p: p if p == OTHER else f"{Path(p).name} (shipped)")
+    if choice == OTHER:
+        return st.text_input(f"{label} folder", key=f"{key}_folder", placeholder="/path/to/checkpoint folder").strip()
+    return choice
+
+
+st.subheader("1 · Dataset")
+default_data = str(paths.DEMO_DATA) if (paths.DEMO_DATA / "metadata.csv").exists() else ""
+data_folder = st.text_input("Dataset folder", value=default_data, key="dataset_folder",
+                            help="A Waterbirds folder (metadata.csv), a Backgrounds Challenge folder or an ImageFolder "
+                                 "tree (one folder of images per class, optionally under train/ val/ test/).").strip()
+dataset = None
+if data_folder:
+    try:
+        dataset = read_dataset(data_folder)
+    except DatasetError as exc:
+        st.error(f"**This folder is not a dataset TExplain can read.** {exc}")
+    else:
+        splits = ", ".join(f"{s} {n}" for s, n in dataset["splits"].items())
+        st.success(f"**{dataset['name']}** ({dataset['kind']}): {dataset['n_images']} images ({splits}); classes "
+                   f"{', '.join(dataset['class_names'])}" + (f"; {len(dataset['group_names'])} groups"
+                                                             if dataset["group_names"] else "") + ".")
+
+st.subheader("2 · Models")
+c1, c2 = st.columns(2)
+with c1:
+    classifier = folder_picker("Classifier", "classifiers", "classifier",
+                               "A classifier checkpoint folder (config.json + model.safetensors).")
+with c2:
+    translator = folder_picker("Translator", "translators", "translator",
+                               "A translator trained for this classifier and language model.")
+lm = st.text_input("Language model", value=api.DEFAULT_LM, help="The default SmolLM2, a local Hugging Face folder "
+                                                                "or a .gguf file.").strip()
+
+
+def check_models() -> bool:
+    """Load the classifier, the LM and the translator against them; say what is wrong when they do not fit."""
+    if not classifier or not translator:
+        st.error("Choose a classifier folder and a translator folder.")
+        return False
+    try:
+        with st.spinner("Loading the classifier, the language model and the translator…"):
+            ui.translator(translator, classifier, lm or api.DEFAULT_LM)
+    except Exception as exc:  # TranslatorMismatchError, ClassifierLoadError, a missing LM, a corrupt file
+        kind = "The translator does not fit this classifier or language model" \
+            if type(exc).__name__ == "TranslatorMismatchError" else "The models cannot be loaded"
+        st.error(f"**{kind}.** {exc}")
+        return False
+    st.success("The translator fits the classifier and the language model.")
+    return True
+
+
+st.subheader("3 · Run")
+c1, c2, c3 = st.columns([2, 1, 1])
+split_options = ["all", *dataset["splits"]] if dataset else ["all"]
+split = c2.selectbox("Split", split_options, index=split_options.index("test") if "test" in split_options else 0)
+sentences = c3.number_input("Sentences per image", min_value=4, max_value=256, value=32, step=4,
+                            help="The paper samples many; shares settle around 32–64.")
+default_name = api.default_run_name(dataset["name"] if dataset else "run", classifier or "classifier",
+                                    None if split == "all" else split)
+name = c1.text_input("Run name", value=default_name, help=f"The run goes to {ui.user_runs_root()}/NAME.").strip()
+buttons = st.container(horizontal=True)
+check = buttons.button("Check models")
+start = buttons.button("Start", type="primary", disabled=dataset is None)
+if check:
+    check_models()
+if start:
+    try:
+        out = api.check_run_name(name, ui.user_runs_root())
+    except ValueError as exc:
+        st.error(str(exc))
+    else:
+        status = jobs.job_status(out)
+        if status.running:
+            st.error(f"A job is already running for {out.name}; stop it first.")
+        elif check_models():
+            if (out / "manifest.json").exists():
+                st.info(f"{out.name} already exists: it is resumed if its settings are the same, refused otherwise.")
+            try:
+                jobs.start_explain(out, data_folder, classifier, translator,
+                                   split=None if split == "all" else split, sentences=int(sentences),
+                                   lm=lm or None, name=name)
+            except (jobs.JobError, OSError) as exc:
+                st.error(f"The job could not be started: {exc}")
+            else:
+                st.success(f"Started **{out.name}** in the background. Its progress is below.")
+
+st.subheader("Jobs")
+found = jobs.list_jobs(ui.user_runs_root())
+any_running = any(j.running for j in found)
+
+
+@st.fragment(run_every=2.0 if any_running else None)
+def show_jobs() -> None:
+    current = jobs.list_jobs(ui.user_runs_root())
+    if not current:
+        st.caption("No job started from the dashboard yet.")
+        return
+    seen = st.session_state.setdefault(JOB_STATES, {})
+    changed = False
+    for job in current:
+        key = job.out.name
+        changed |= key in seen and seen[key] != job.state
+        seen[key] = job.state
+        with st.container(border=True):
+            head, buttons = st.columns([4, 1])
+            with head:
+                st.markdown(f"**{key}** · {job.state}")
+                st.progress(job.fraction, text=job.message)
+                details = []
+                if job.rate_images_per_s:
+                    details.append(f"{job.rate_images_per_s:.2f} images/s")
+                if job.eta_seconds is not None:
+                    details.append(f"about {job.eta_seconds / 60:.0f} min left")
+                if job.started:
+                    details.append(f"started {job.started[:19].replace('T', ' ')} UTC")
+                st.caption(" · ".join(details))
+            with buttons:
+                if job.running and st.button("Stop", key=f"stop-{key}"):
+                    jobs.stop(job.out)
+                    st.rerun()
+                if job.resumable and st.button("Resume", key=f"resume-{key}", type="primary"):
+                    try:
+                        jobs.resume(job.out)
+                    except jobs.JobError as exc:
+                        st.error(str(exc))
+                    else:
+                        st.rerun(scope="app")
+            if job.log_tail:
+                with st.expander("Log"):
+                    st.code(job.log_tail, language=None)
+    if changed:  # a job finished or stopped: the run pickers should see it
+        st.rerun(scope="app")
+
+
+show_jobs()
+if not any_running:
+    st.caption("Nothing is running. A finished run appears in the sidebar's run pickers.")
