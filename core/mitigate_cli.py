@@ -1,0 +1,321 @@
+"""`python -m core mitigate RUN_VAL`: fix a classifier's reliance on what its explanations flagged, and measure it.
+
+    python -m core mitigate checkpoints/runs/demo-erm-val --test-run checkpoints/runs/demo-erm-test --method all
+
+Reads the validation run's explanations, flags spurious words (SpuriousTermScorer), infers groups from
+them (GroupInferrer), then:
+
+- dfr: refits the classifier's last layer on the validation images, balanced over the inferred groups
+  (and/or the dataset's true groups, as a reference, or the classes alone, as a control);
+- masktune: masks what the classifier attends to (GradCAM) on the training split and fine-tunes briefly.
+
+Each new classifier is saved (float16) under OUT/<method>-<groups>, evaluated on the test split with the
+TRUE groups, and the results are written to mitigation.json in the test run (and the validation run).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import paths
+
+MITIGATED_DIR = paths.CHECKPOINTS / "mitigated"
+CLASSIFIER_DIR = paths.CHECKPOINTS / "classifiers"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(paths.ROOT))
+    except ValueError:
+        return str(path)
+
+
+def classifier_candidates(manifest: dict) -> list[Path]:
+    """Checkpoint folders that may hold the classifier a run was made with, most likely first.
+
+    The manifest records the classifier's name and identity; a demo name "demo-erm" maps to
+    checkpoints/classifiers/erm, and any folder under checkpoints/classifiers or checkpoints/mitigated
+    whose config names it is a candidate too.
+    """
+    import json
+
+    name = str((manifest.get("models") or {}).get("classifier") or "")
+    found: list[Path] = []
+    if name:
+        direct = Path(name)
+        if direct.is_dir():
+            found.append(direct)
+        for short in (name.removeprefix("demo-"), name):
+            if (CLASSIFIER_DIR / short / "config.json").exists():
+                found.append(CLASSIFIER_DIR / short)
+        for root in (CLASSIFIER_DIR, MITIGATED_DIR):
+            for cfg in sorted(root.glob("**/config.json")) if root.is_dir() else []:
+                try:
+                    if json.loads(cfg.read_text()).get("name") == name:
+                        found.append(cfg.parent)
+                except (OSError, ValueError):
+                    continue
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def resolve_classifier(manifest: dict, explicit: str | None = None):
+    """The run's classifier: (adapter, folder or spec, note). Checks its identity against the manifest."""
+    from core.models.classifier import ClassifierLoadError, load_classifier
+
+    want = (manifest.get("models") or {}).get("classifier_identity")
+    if explicit:
+        adapter = load_classifier(explicit)
+        note = ""
+        if want and adapter.identity != want:
+            note = (f"the classifier given ({adapter.identity}) is not the one the run was explained with "
+                    f"({want}); inferred groups describe the run's classifier")
+        return adapter, explicit, note
+    candidates = classifier_candidates(manifest)
+    loaded = []
+    for folder in candidates:
+        try:
+            adapter = load_classifier(folder)
+        except ClassifierLoadError:
+            continue
+        if not want or adapter.identity == want:
+            return adapter, str(folder), ""
+        loaded.append((adapter, folder))
+    if loaded:
+        adapter, folder = loaded[0]
+        return adapter, str(folder), (f"no checkpoint has the run's classifier identity {want}; using {_rel(folder)} "
+                                      f"({adapter.identity}), found by name")
+    name = (manifest.get("models") or {}).get("classifier")
+    raise ValueError(f"cannot find the classifier {name!r} of this run under {_rel(CLASSIFIER_DIR)} or "
+                     f"{_rel(MITIGATED_DIR)}; pass --classifier FOLDER")
+
+
+def _run_images(run) -> pd.DataFrame:
+    """A run's images with a label, in a stable order, with resolved file paths."""
+    df = run.images()
+    if "error" in df:
+        df = df[df["error"].isna() | (df["error"].astype(str).str.len() == 0)]
+    df = df[df["label"].notna()].sort_values("image_id").reset_index(drop=True)
+    df["file"] = [str(run.image_path(p)) for p in df["path"]]
+    return df
+
+
+def _dataset(manifest: dict, override: str | None):
+    from core.data import open_dataset
+
+    root = override or (manifest.get("dataset") or {}).get("root")
+    if not root:
+        raise ValueError("the run's manifest names no dataset root; pass --dataset FOLDER")
+    root = Path(root)
+    return open_dataset(root if root.is_absolute() else paths.ROOT / root)
+
+
+def _split_frame(dataset, split: str) -> pd.DataFrame:
+    ds = dataset.split(split)
+    return pd.DataFrame({"image_id": [r.image_id for r in ds.records], "file": [str(r.path) for r in ds.records],
+                         "label": [r.label for r in ds.records],
+                         "group": pd.array([r.group for r in ds.records], dtype="Int64")})
+
+
+def _load(files, desc: str) -> list:
+    from tqdm.auto import tqdm
+
+    from core.data import load_rgb
+
+    return [load_rgb(f) for f in tqdm(list(files), desc=desc, unit="img", leave=False)]
+
+
+def _groups_line(names: dict, counts: pd.Series) -> str:
+    return ", ".join(f"{names.get(int(g), g)}: {int(n)}" for g, n in counts.sort_index().items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m core mitigate", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
+    ap.add_argument("run_val", metavar="RUN_VAL", help="run folder of the validation split (explanations)")
+    ap.add_argument("--test-run", default=None, help="run folder of the test split (mitigation.json goes there); "
+                                                     "without it, the dataset's test split is read directly")
+    ap.add_argument("--method", choices=["dfr", "masktune", "all"], default="dfr")
+    ap.add_argument("--groups", choices=["inferred", "true", "class", "both", "all"], default="inferred",
+                    help="groups DFR balances over: inferred from the explanations, the dataset's true groups "
+                         "(a reference), class (classes only: a control showing what the groups add); both = "
+                         "inferred + true, all = the three (MaskTune uses none)")
+    ap.add_argument("--classifier", default=None, help="classifier checkpoint folder (default: the run's, found "
+                                                       "from its manifest)")
+    ap.add_argument("--dataset", default=None, help="dataset folder (default: the run's)")
+    ap.add_argument("--out", default=None, help="folder for the new classifiers, each in OUT/<method>-<groups> "
+                                                "(default: checkpoints/mitigated/<classifier name>)")
+    ap.add_argument("--no-save", action="store_true", help="evaluate only; save no checkpoint")
+    ap.add_argument("--penalty", choices=["l1", "l2"], default="l1", help="DFR: penalty of the last layer")
+    ap.add_argument("--balance", choices=["subsample", "weights"], default="subsample",
+                    help="DFR: group-balanced subsamples (as in DFR) or group weights")
+    ap.add_argument("--masktune-epochs", type=int, default=1)
+    ap.add_argument("--masktune-lr", type=float, default=1e-3,
+                    help="MaskTune keeps the ERM fine-tuning settings (core.finetune: lr 1e-3) for one epoch")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def mitigate_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _mitigate(args)
+    except (FileNotFoundError, ValueError, NotImplementedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _mitigate(args) -> int:
+    import torch
+
+    from core.analysis import GroupInferrer, SpuriousTermScorer, group_agreement
+    from core.mitigate import (LastLayerReweighting, MaskTune, evaluate_mitigation, features_and_logits,
+                               results_table, write_mitigation_json)
+    from core.models.classifier import from_pretrained
+    from core.store import Run
+
+    t0 = time.time()
+    val_run = Run.open(args.run_val)
+    manifest = val_run.manifest
+    if (manifest.get("dataset") or {}).get("split") not in (None, "val"):
+        _say(f"note: {val_run.path} explains the {manifest['dataset']['split']!r} split; DFR is meant to be fitted on "
+             "held-out images that are not the test split")
+    test_run = Run.open(args.test_run) if args.test_run else None
+    base, source, note = resolve_classifier(manifest, args.classifier)
+    base.eval()
+    _say(f"classifier {base.name} from {_rel(Path(source)) if Path(source).exists() else source} ({base.identity})")
+    if note:
+        _say(f"warning: {note}")
+    group_names = {int(k): v for k, v in ((manifest.get("dataset") or {}).get("group_names") or {}).items()}
+
+    # Validation images, their true groups and the groups inferred from the explanations.
+    val = _run_images(val_run)
+    true_val = val["group"].astype("Int64")
+    methods = ["dfr", "masktune"] if args.method == "all" else [args.method]
+    group_sources = {"both": ["inferred", "true"], "all": ["inferred", "true", "class"]}.get(args.groups, [args.groups])
+    if "dfr" in methods and "true" in group_sources and true_val.isna().all():
+        _say("note: the validation run has no true groups; DFR with true groups is skipped")
+        group_sources = [g for g in group_sources if g != "true"]
+    scorer = SpuriousTermScorer().fit(val_run)
+    inferrer = GroupInferrer().fit(val_run, scorer)
+    inferred = inferrer.predict().reindex(val["image_id"]).to_numpy()
+    words = {c: ws for c, ws in inferrer.spurious_words_.items()}
+    _say("flagged words: " + ("; ".join(f"{c}: {', '.join(ws)}" for c, ws in words.items()) or "none"))
+    agreement = None
+    if not true_val.isna().all():
+        agreement = group_agreement(pd.Series(true_val.to_numpy(), index=val["image_id"]),
+                                    pd.Series(inferred, index=val["image_id"]))
+        _say(f"inferred vs true groups on {agreement.n} val images: agreement {agreement.accuracy:.3f}, "
+             f"adjusted Rand {agreement.adjusted_rand:.3f}")
+    _say("inferred groups: " + _groups_line(inferrer.group_names_, pd.Series(inferred).dropna().astype(int)
+                                            .value_counts()))
+
+    # Test images (true groups: always the yardstick).
+    dataset = None
+    if test_run is not None:
+        test = _run_images(test_run)
+        if (test_run.manifest.get("models") or {}).get("classifier_identity") not in (None, base.identity):
+            _say(f"warning: {test_run.path} was explained with another classifier than {base.identity}")
+    else:
+        dataset = _dataset(manifest, args.dataset)
+        test = _split_frame(dataset, "test")
+    if test["group"].isna().all():
+        raise ValueError("the test images have no true groups; the yardstick needs them (a Waterbirds-style dataset)")
+    val_images = _load(val["file"], "load val images")
+    test_images = _load(test["file"], "load test images")
+    z_val, logits_val = features_and_logits(base, val_images, desc="val features")
+    z_test, logits_test = features_and_logits(base, test_images, desc="test features")
+    same = float((logits_val.argmax(1) == val["prediction"].to_numpy()).mean()) if "prediction" in val else 1.0
+    if same < 1.0:
+        _say(f"warning: the classifier agrees with the run's recorded predictions on {same:.1%} of val images")
+
+    out_root = Path(args.out) if args.out else MITIGATED_DIR / base.name
+    common = dict(labels=test["label"].to_numpy(), groups=test["group"], group_names=group_names,
+                  show_progress=False)
+    results = []
+    ident = {"before": base.identity, "run_val": _rel(val_run.path),
+             "run_test": _rel(test_run.path) if test_run else None}
+
+    def save(adapter, key: str, extra: dict):
+        if args.no_save:
+            return adapter, None
+        folder = out_root / key
+        adapter.name = f"{base.name}-{key}"
+        adapter.save_pretrained(folder, extra={"mitigation": {**extra, "source_classifier": ident}})
+        return from_pretrained(folder).eval(), _rel(folder)  # evaluate what was shipped (float16 weights)
+
+    if "dfr" in methods:
+        for src in group_sources:
+            groups = {"inferred": inferred, "true": true_val.to_numpy(), "class": val["label"].to_numpy()}[src]
+            _say(f"DFR with {src} groups: fitting the last layer on {len(val)} val images")
+            dfr = LastLayerReweighting(penalty=args.penalty, balance=args.balance, seed=args.seed)
+            dfr.fit(base, features=z_val, labels=val["label"].astype(int).to_numpy(), groups=groups)
+            details = {**dfr.summary(), "val_images": len(val)}
+            if src == "inferred":
+                details["spurious_words"] = words
+                details["inferred_group_names"] = {str(k): v for k, v in inferrer.group_names_.items()}
+                if agreement is not None:
+                    details["group_agreement"] = agreement.to_dict()
+            after, ckpt = save(dfr.adapter_, f"dfr-{src}", {"method": "dfr", "groups": src, **details})
+            with torch.inference_mode():
+                logits_after = after.head(torch.from_numpy(z_test)).float().numpy()
+            if src == "inferred":
+                listed = "; ".join(f"{c}: {'/'.join(ws[:3])}" for c, ws in words.items()) or "no flagged words"
+                agree = f", {agreement.accuracy:.0%} agreement with the true groups" if agreement else ""
+                text = f"last layer refit on {len(val)} val images, balanced over groups inferred from ({listed}){agree}"
+            elif src == "true":
+                text = f"last layer refit on {len(val)} val images, balanced over the true groups (reference)"
+            else:
+                text = (f"last layer refit on {len(val)} val images, balanced over classes only (control: what "
+                        "refitting on held-out images gives without groups)")
+            results.append(evaluate_mitigation(
+                logits_test, logits_after, method="dfr", group_source=src, checkpoint=ckpt,
+                notes=f"{text}; C={dfr.C_:g}, {args.penalty}, {args.balance}", details={**details, **ident}, **common))
+            results[-1].classifier_before, results[-1].classifier_after = base.identity, after.identity
+
+    if "masktune" in methods:
+        dataset = dataset or _dataset(manifest, args.dataset)
+        train = _split_frame(dataset, "train")
+        _say(f"MaskTune: GradCAM masks on {len(train)} training images, then {args.masktune_epochs} epoch(s) of "
+             "fine-tuning on the masked images")
+        train_images = _load(train["file"], "load train images")
+        mt = MaskTune(epochs=args.masktune_epochs, lr=args.masktune_lr, seed=args.seed)
+        mt.fit(base, train_images, train["label"].to_numpy())
+        del train_images
+        details = {**mt.summary(), **ident}
+        after, ckpt = save(mt.adapter_, "masktune", {"method": "masktune", "groups": "none", **mt.summary()})
+        _, logits_after = features_and_logits(after, test_images, desc="test (MaskTune)")
+        results.append(evaluate_mitigation(
+            logits_test, logits_after, method="masktune", group_source="none", checkpoint=ckpt,
+            notes=(f"GradCAM-masked {len(train)} training images (mean {mt.masked_share_.mean():.1%} of each input "
+                   f"masked), fine-tuned blocks {mt.train_from_block}+ for {mt.epochs} epoch(s) at lr {mt.lr:g}; "
+                   "no groups used"), details=details, **common))
+        results[-1].classifier_before, results[-1].classifier_after = base.identity, after.identity
+
+    written = [write_mitigation_json(r.path, results) for r in (test_run, val_run) if r is not None]
+    table = results_table(results)
+    for col in ("worst_group_before", "worst_group_after", "average_before", "average_after"):
+        table[col] = table[col].map(lambda v: f"{v:.3f}")
+    _say("")
+    _say(f"test split, true groups ({results[0].n_images if results else 0} images):")
+    _say(table.to_string(index=False))
+    for r in results:
+        per = r.table()
+        _say(f"\n{r.method} ({r.groups} groups), per group:")
+        _say(per.assign(before=per["before"].map("{:.3f}".format), after=per["after"].map("{:.3f}".format),
+                        change=per["change"].map("{:+.3f}".format)).to_string(index=False))
+    _say("\nwrote " + ", ".join(_rel(p) for p in written) + f" in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(mitigate_main())
