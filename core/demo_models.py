@@ -123,6 +123,9 @@ def build_runs(force: bool = False, sentences: int = RUN_SENTENCES, names=NAMES,
             out = paths.SHIPPED_RUNS / f"demo-{name}-{split}"
             if force and out.exists():
                 shutil.rmtree(out)
+            if (out / "manifest.json").exists() and json.loads((out / "manifest.json").read_text()).get("status") == "complete":
+                print(f"run {out.name}: complete")
+                continue
             cfg = ExplainConfig(sentences_per_image=sentences, seed=0, device="cpu")
             explain_dataset(ds, clf, tr, lm, out, cfg, split=split, name=f"demo {name} ({split})")
 

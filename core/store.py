@@ -230,4 +230,11 @@ def list_runs(*roots: str | Path) -> list[Run]:
         root = Path(root)
         if root.is_dir():
             runs += [Run(p) for p in root.iterdir() if (p / MANIFEST).exists()]
-    return sorted(runs, key=lambda r: r.manifest.get("created", ""), reverse=True)
+
+    def created(run: Run) -> str:
+        try:
+            return str(run.manifest.get("created", ""))
+        except RunStoreError:  # a corrupt manifest sorts last instead of hiding every other run
+            return ""
+
+    return sorted(runs, key=created, reverse=True)

@@ -99,6 +99,7 @@ class ClassifierAdapter(nn.Module):
             layer.register_forward_hook(lambda m, args, out: self._capture(out))
         self._feature_dim: int | None = None
         self._identity: str | None = None
+        self.source = ""  # the checkpoint folder it was loaded from, for provenance
 
     def _capture(self, t: torch.Tensor) -> None:
         if t.ndim == 4:  # a named conv layer: average its feature map
@@ -322,8 +323,10 @@ def from_pretrained(folder: str | Path) -> ClassifierAdapter:
         raise ClassifierLoadError(f"{folder / WEIGHTS_NAME} could not be read as safetensors: {exc}") from exc
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     _load_into(model, state, cfg["arch"], str(folder))
-    return ClassifierAdapter(model, names, cfg["arch"], Preprocessing(**cfg["preprocessing"]), cfg.get("feature_layer"),
-                             name=cfg.get("name") or folder.name, backend=backend)
+    adapter = ClassifierAdapter(model, names, cfg["arch"], Preprocessing(**cfg["preprocessing"]),
+                                cfg.get("feature_layer"), name=cfg.get("name") or folder.name, backend=backend)
+    adapter.source = str(folder)
+    return adapter
 
 
 def load_classifier(spec: str | Path | nn.Module, **kwargs) -> ClassifierAdapter:
