@@ -141,23 +141,28 @@ class LastLayerReweighting:
         Cs: inverse regularization strengths tried; the one with the best cross-validated worst-group
             accuracy (within the given images) wins, ties going to the higher average, then the smaller C.
         balance: "subsample" (DFR: each fit sees the same number of images from every group, the size of
-            the smallest group) or "weights" (all images, each group weighted to the same total).
+            the smallest group), "weights" (all images, each group weighted to the same total), or "auto":
+            subsample when the smallest group has at least `min_subsample` images, else weights. Inferred
+            groups are often lopsided (3 images in a group would leave 12 images per fit).
+        min_subsample: the smallest group size for which "auto" subsamples.
         n_resamples: balanced resamples per fit; the fits' coefficients are averaged (DFR uses 10).
         cv_folds: folds, stratified by group, to choose C; 1 or a single C skips the search.
         batch_size: images per forward pass when features are computed here.
         seed: seeds the folds and the resamples.
 
-    Learned: C_, cv_scores_ (DataFrame: C, worst_group, average, per fold mean), group_counts_
+    Learned: balance_ ("subsample" or "weights", what "auto" chose), C_, cv_scores_ (DataFrame: C, worst_group, average, per fold mean), group_counts_
     (group -> images), scaler_ (StandardScaler), estimator_ (a LogisticRegression holding the averaged
     coefficients, on standardized features), coef_/intercept_ (the same on raw features, what the head
     holds), adapter_ (a copy of the classifier with the new head).
     """
 
-    def __init__(self, penalty: str = "l1", Cs: Sequence[float] = DFR_CS, balance: str = "subsample",
-                 n_resamples: int = 10, cv_folds: int = 3, batch_size: int = 32, seed: int = 0):
+    def __init__(self, penalty: str = "l1", Cs: Sequence[float] = DFR_CS, balance: str = "auto",
+                 min_subsample: int = 20, n_resamples: int = 10, cv_folds: int = 3, batch_size: int = 32,
+                 seed: int = 0):
         self.penalty = penalty
         self.Cs = Cs
         self.balance = balance
+        self.min_subsample = min_subsample
         self.n_resamples = n_resamples
         self.cv_folds = cv_folds
         self.batch_size = batch_size
@@ -166,11 +171,11 @@ class LastLayerReweighting:
     def _check_params(self) -> None:
         if self.penalty not in ("l1", "l2"):
             raise ValueError(f"penalty must be 'l1' or 'l2', got {self.penalty!r}")
-        if self.balance not in ("subsample", "weights"):
-            raise ValueError(f"balance must be 'subsample' or 'weights', got {self.balance!r}")
+        if self.balance not in ("auto", "subsample", "weights"):
+            raise ValueError(f"balance must be 'auto', 'subsample' or 'weights', got {self.balance!r}")
         if not len(self.Cs) or any(not np.isfinite(c) or c <= 0 for c in self.Cs):
             raise ValueError(f"Cs must be a non-empty list of positive numbers, got {list(self.Cs)!r}")
-        for name in ("n_resamples", "cv_folds", "batch_size"):
+        for name in ("n_resamples", "cv_folds", "batch_size", "min_subsample"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -194,7 +199,7 @@ class LastLayerReweighting:
         counts = {k: int((g == k).sum()) for k in present}
         coefs, intercepts = [], []
         for r in range(self.n_resamples):
-            if self.balance == "subsample":
+            if self.balance_ == "subsample":
                 m = min(counts.values())
                 idx = np.concatenate([rng.choice(np.flatnonzero(g == k), m, replace=False) for k in present])
                 weight = None
@@ -210,7 +215,7 @@ class LastLayerReweighting:
                 clf.fit(X[idx], y[idx], sample_weight=weight)
             coefs.append(clf.coef_)
             intercepts.append(clf.intercept_)
-            if self.balance == "weights" and r == 0:
+            if self.balance_ == "weights" and r == 0:
                 break  # one weighted fit on all images: resampling would repeat it
         return np.mean(coefs, axis=0), np.mean(intercepts, axis=0)
 
@@ -276,6 +281,9 @@ class LastLayerReweighting:
             raise ValueError(f"labels lack classes {missing} of the classifier's {n_classes}; "
                              "reweighting needs images of every class")
         self.group_counts_ = {int(k): int((g == k).sum()) for k in np.unique(g)}
+        self.balance_ = self.balance
+        if self.balance == "auto":
+            self.balance_ = "subsample" if min(self.group_counts_.values()) >= self.min_subsample else "weights"
         rng = np.random.default_rng(self.seed)
         self.scaler_ = StandardScaler().fit(X)  # on every held-out image, as in DFR
         Xs = self.scaler_.transform(X)
@@ -315,7 +323,7 @@ class LastLayerReweighting:
 
     def summary(self) -> dict:
         self._check_fitted()
-        return {"C": self.C_, "penalty": self.penalty, "balance": self.balance, "n_resamples": self.n_resamples,
+        return {"C": self.C_, "penalty": self.penalty, "balance": self.balance_, "n_resamples": self.n_resamples,
                 "group_counts": {str(k): v for k, v in self.group_counts_.items()},
                 "nonzero_weights": int((np.abs(self.coef_) > 0).any(axis=0).sum()),
                 "fit_worst_group": round(self.train_worst_group_, 4), "fit_average": round(self.train_average_, 4),

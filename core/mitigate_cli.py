@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: checkpoints/mitigated/<classifier name>)")
     ap.add_argument("--no-save", action="store_true", help="evaluate only; save no checkpoint")
     ap.add_argument("--penalty", choices=["l1", "l2"], default="l1", help="DFR: penalty of the last layer")
-    ap.add_argument("--balance", choices=["subsample", "weights"], default="subsample",
-                    help="DFR: group-balanced subsamples (as in DFR) or group weights")
+    ap.add_argument("--balance", choices=["auto", "subsample", "weights"], default="auto",
+                    help="DFR: group-balanced subsamples (as in DFR), group weights, or auto: subsamples unless the "
+                         "smallest group has fewer than 20 images")
     ap.add_argument("--masktune-epochs", type=int, default=1)
     ap.add_argument("--masktune-lr", type=float, default=1e-3,
                     help="MaskTune keeps the ERM fine-tuning settings (core.finetune: lr 1e-3) for one epoch")
@@ -279,7 +280,7 @@ def _mitigate(args) -> int:
                         "refitting on held-out images gives without groups)")
             results.append(evaluate_mitigation(
                 logits_test, logits_after, method="dfr", group_source=src, checkpoint=ckpt,
-                notes=f"{text}; C={dfr.C_:g}, {args.penalty}, {args.balance}", details={**details, **ident}, **common))
+                notes=f"{text}; C={dfr.C_:g}, {args.penalty}, {dfr.balance_}", details={**details, **ident}, **common))
             results[-1].classifier_before, results[-1].classifier_after = base.identity, after.identity
 
     if "masktune" in methods:

@@ -93,6 +93,19 @@ def test_dfr_with_groups_inferred_from_a_spurious_word_indicator(synthetic):
     assert result.worst_group_after > 0.7 and result.groups == "inferred"
 
 
+def test_dfr_with_few_flagged_images_weights_instead_of_subsampling(synthetic):
+    adapter, (Xv, yv, av, gv), (Xt, yt, _, gt) = synthetic
+    # Precise but sparse flags (as on the demo's 120 val images): 3 minority images per class carry them.
+    carries = np.zeros(len(yv), dtype=int)
+    for label in (0, 1):
+        carries[np.flatnonzero((yv == label) & (av != label))[:3]] = 1
+    dfr = LastLayerReweighting(n_resamples=5).fit(adapter, Xv, yv, 2 * yv + carries, show_progress=False)
+    assert dfr.balance_ == "weights" and dfr.group_counts_[1] == 3  # subsampling would keep 12 images per fit
+    result = evaluate_mitigation(adapter, dfr.adapter_, Xt, yt, gt, show_progress=False)
+    assert result.worst_group_after > result.worst_group_before + 0.3
+    assert LastLayerReweighting(n_resamples=2).fit(adapter, Xv, yv, gv, show_progress=False).balance_ == "subsample"
+
+
 def test_dfr_head_in_the_adapter_matches_the_fitted_model(synthetic):
     adapter, (Xv, yv, _, gv), (Xt, _, _, _) = synthetic
     for penalty, balance in (("l1", "subsample"), ("l2", "weights")):
@@ -117,6 +130,8 @@ def test_dfr_refuses_bad_inputs_with_clear_messages(synthetic):
         LastLayerReweighting().fit(adapter, features=Xv.numpy()[:, :4], labels=yv, groups=gv)
     with pytest.raises(ValueError, match="lack classes"):
         LastLayerReweighting().fit(adapter, features=Xv.numpy()[yv == 0], labels=yv[yv == 0], groups=gv[yv == 0])
+    with pytest.raises(ValueError, match="balance must be"):
+        LastLayerReweighting(balance="even").fit(adapter, features=Xv.numpy(), labels=yv, groups=gv)
     with pytest.raises(ValueError, match="penalty must be"):
         LastLayerReweighting(penalty="l3").fit(adapter, features=Xv.numpy(), labels=yv, groups=gv)
     # Unknown groups are left out rather than guessed.
