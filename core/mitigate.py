@@ -150,10 +150,11 @@ class LastLayerReweighting:
         batch_size: images per forward pass when features are computed here.
         seed: seeds the folds and the resamples.
 
-    Learned: balance_ ("subsample" or "weights", what "auto" chose), C_, cv_scores_ (DataFrame: C, worst_group, average, per fold mean), group_counts_
-    (group -> images), scaler_ (StandardScaler), estimator_ (a LogisticRegression holding the averaged
-    coefficients, on standardized features), coef_/intercept_ (the same on raw features, what the head
-    holds), adapter_ (a copy of the classifier with the new head).
+    Learned: balance_ ("subsample" or "weights": what "auto" chose), C_, cv_scores_ (DataFrame: C and the
+    cross-validated worst_group and average accuracy), group_counts_ (group -> images), scaler_
+    (StandardScaler), estimator_ (a LogisticRegression holding the averaged coefficients, on standardized
+    features), coef_/intercept_ (the same on raw features, what the head holds), adapter_ (a copy of the
+    classifier with the new head).
     """
 
     def __init__(self, penalty: str = "l1", Cs: Sequence[float] = DFR_CS, balance: str = "auto",
@@ -347,7 +348,8 @@ def write_head(adapter, coef: np.ndarray, intercept: np.ndarray) -> None:
     if coef.shape[0] == 1 and fc.out_features == 2:
         coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
     if coef.shape != tuple(fc.weight.shape):
-        raise ValueError(f"coefficients have shape {coef.shape}; the classifier's last layer is {tuple(fc.weight.shape)}")
+        raise ValueError(f"coefficients have shape {coef.shape}; the classifier's last layer is "
+                         f"{tuple(fc.weight.shape)}")
     fc.weight.copy_(torch.as_tensor(coef, dtype=fc.weight.dtype))
     if fc.bias is None:
         raise ValueError("the classifier's last layer has no bias; reweighting needs one")
@@ -728,7 +730,7 @@ def _json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _json_safe(obj.item())
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     if isinstance(obj, Path):

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from core import paths
@@ -243,7 +242,7 @@ def _mitigate(args) -> int:
     common = dict(labels=test["label"].to_numpy(), groups=test["group"], group_names=group_names,
                   show_progress=False)
     results = []
-    ident = {"before": base.identity, "run_val": _rel(val_run.path),
+    ident = {"source_classifier": base.identity, "run_val": _rel(val_run.path),
              "run_test": _rel(test_run.path) if test_run else None}
 
     def save(adapter, key: str, extra: dict):
@@ -251,7 +250,7 @@ def _mitigate(args) -> int:
             return adapter, None
         folder = out_root / key
         adapter.name = f"{base.name}-{key}"
-        adapter.save_pretrained(folder, extra={"mitigation": {**extra, "source_classifier": ident}})
+        adapter.save_pretrained(folder, extra={"mitigation": {**extra, **ident}})
         return from_pretrained(folder).eval(), _rel(folder)  # evaluate what was shipped (float16 weights)
 
     if "dfr" in methods:
@@ -272,7 +271,8 @@ def _mitigate(args) -> int:
             if src == "inferred":
                 listed = "; ".join(f"{c}: {'/'.join(ws[:3])}" for c, ws in words.items()) or "no flagged words"
                 agree = f", {agreement.accuracy:.0%} agreement with the true groups" if agreement else ""
-                text = f"last layer refit on {len(val)} val images, balanced over groups inferred from ({listed}){agree}"
+                text = (f"last layer refit on {len(val)} val images, balanced over groups inferred from "
+                        f"({listed}){agree}")
             elif src == "true":
                 text = f"last layer refit on {len(val)} val images, balanced over the true groups (reference)"
             else:

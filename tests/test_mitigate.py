@@ -160,7 +160,8 @@ def test_clone_adapter_is_independent(synthetic):
 class PatchNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(8, 2)
 
@@ -350,7 +351,8 @@ def _fake_run(folder, dataset_root, split: str, clf, clf_folder):
             words.append({"image_id": r.image_id, "word": w, "count": 8, "sentences": 8})
     manifest = {"name": f"fake-{split}", "models": {"classifier": clf.name, "classifier_identity": clf.identity},
                 "dataset": {"name": "tiny", "kind": "waterbirds", "root": str(dataset_root), "split": split,
-                            "class_names": ds.class_names, "group_names": {str(k): v for k, v in ds.group_names.items()}}}
+                            "class_names": ds.class_names,
+                            "group_names": {str(k): v for k, v in ds.group_names.items()}}}
     run = Run.create(folder, manifest)
     run.write_shard(0, pd.DataFrame(rows), pd.DataFrame(words),
                     pd.DataFrame({"image_id": [], "idx": [], "text": []}), total_images=len(rows))
