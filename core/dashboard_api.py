@@ -25,9 +25,8 @@ from core import paths
 from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
                                   group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
-from core.store import MANIFEST, Run
+from core.store import MANIFEST, MITIGATION_FILE, Run, read_mitigation_records
 
-MITIGATION_FILE = "mitigation.json"
 DEFAULT_LM = "smollm2-135m-instruct"
 CLASSIFIERS_DIR = paths.CHECKPOINTS / "classifiers"
 TRANSLATORS_DIR = paths.CHECKPOINTS / "translators"
@@ -233,18 +232,11 @@ def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
 
 def read_mitigation(run_path: str | Path) -> tuple[pd.DataFrame | None, str | None]:
     """The run folder's mitigation.json as a DataFrame, or (None, why not)."""
-    path = Path(run_path) / MITIGATION_FILE
-    if not path.exists():
-        return None, None
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return None, f"{path} is not valid JSON ({exc})"
-    if isinstance(records, dict):
-        records = records.get("results", [records])
-    if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "method" in r
-                                                               for r in records):
-        return None, f"{path} should hold a list of objects with a 'method' and before/after accuracies"
+    records, problem = read_mitigation_records(run_path)
+    if problem or records is None:
+        return None, problem
+    if not records:
+        return None, f"{Path(run_path) / MITIGATION_FILE} holds no results"
     frame = pd.DataFrame(records)
     for column in ("groups", "worst_group_before", "worst_group_after", "average_before", "average_after"):
         if column not in frame:

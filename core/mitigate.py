@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-MITIGATION_FILE = "mitigation.json"
+from core.store import MITIGATION_FILE  # one name for the file, shared with its readers
+
 GROUP_SOURCES = ("inferred", "true", "class", "none")  # "class": balanced over classes only (a control);
 # "none": a method that uses no groups (MaskTune)
 DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # the C grid of the DFR paper

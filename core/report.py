@@ -53,10 +53,9 @@ from core.analysis.groups import (GroupInferrer, group_accuracy, group_agreement
                                   worst_group_accuracy)
 from core.analysis.spurious import SpuriousTermScorer
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
-from core.store import Run, RunStoreError
+from core.store import Run, RunStoreError, read_mitigation_records
 
 SCHEMA_VERSION = 1
-MITIGATION_FILE = "mitigation.json"
 FORMATS = ("html", "json", "md")
 
 FLAGS_DEFINITION = (
@@ -240,18 +239,10 @@ def _flags_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
 
 
 def _read_mitigation(run: Run, notes: list[str]) -> list | None:
-    path = Path(run.path) / MITIGATION_FILE
-    if not path.exists():
-        return None
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        notes.append(f"{MITIGATION_FILE} is not valid JSON ({exc}); mitigation results left out")
-        return None
-    if isinstance(records, dict):
-        records = records.get("results", [records])
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "method" in r for r in records):
-        notes.append(f"{MITIGATION_FILE} should hold a list of objects with a 'method'; mitigation results left out")
+    records, problem = read_mitigation_records(run.path)
+    if problem:
+        notes.append(f"{problem}; mitigation results left out")
+    if records is None:
         return None
     keys = ("method", "groups", "worst_group_before", "worst_group_after", "average_before", "average_after")
     return [{k: r.get(k) for k in keys} | {k: v for k, v in r.items() if k not in keys} for r in records]

@@ -25,6 +25,7 @@ from typing import Iterable
 import pandas as pd
 
 MANIFEST = "manifest.json"
+MITIGATION_FILE = "mitigation.json"  # written by core.mitigate, read by the report and the dashboard
 TABLES = ("images", "words", "sentences")
 SCHEMA_VERSION = 1
 
@@ -199,6 +200,23 @@ class Run:
             return con.execute(sql, params or []).df()
         finally:
             con.close()
+
+
+def read_mitigation_records(run_path: str | Path) -> tuple[list[dict] | None, str | None]:
+    """A run folder's mitigation.json as a list of result dicts: (records, None), (None, None) when there
+    is no file, or (None, what is wrong with it)."""
+    path = Path(run_path) / MITIGATION_FILE
+    if not path.exists():
+        return None, None
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"{path} is not valid JSON ({exc})"
+    if isinstance(records, dict):
+        records = records.get("results", [records])
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "method" in r for r in records):
+        return None, f"{path} should hold a list of objects with a 'method' and before/after accuracies"
+    return records, None
 
 
 def portable_root(root: str | Path) -> str:
