@@ -71,14 +71,47 @@ def row_uniforms(row_keys: torch.Tensor, step: int) -> torch.Tensor:
     return (bits & _MASK53).double() * (1.0 / (1 << 53))
 
 
+_NUCLEUS_TIERS = (64, 1024)  # candidate-set sizes tried before sorting the whole vocabulary
+
+
 def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, u: torch.Tensor) -> torch.Tensor:
-    """Nucleus sampling by inverse CDF with the given uniforms u (R,)."""
+    """Nucleus sampling by inverse CDF with the given uniforms u (R,).
+
+    Sorting the whole vocabulary for every live sequence costs as much as the LM step itself on
+    a CPU, yet a caption's nucleus is usually a few dozen tokens (SmolLM2 on the demo: median 8,
+    80% under 64). So each row's nucleus is looked for among its top 64 tokens, then its top
+    1024, and only the rest are fully sorted. Every tier computes the same numbers as a full
+    sort (same softmax; cumulative sums are sequential prefixes), so the choice is identical.
+    """
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (R, V)
-    sorted_p, idx = probs.sort(dim=-1, descending=True)
+    V = probs.shape[-1]
+    if top_p >= 1.0:
+        return _inverse_cdf(*probs.sort(dim=-1, descending=True), top_p, u)
+    u = u.to(probs.device)
+    out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    left = torch.arange(probs.shape[0], device=probs.device)  # rows whose nucleus is not found yet
+    for k in _NUCLEUS_TIERS:
+        if k >= V:
+            break
+        top, idx = probs[left].topk(k + 1, dim=-1)  # sorted, descending
+        # Exact when the (k+1)-th token is already outside the nucleus (and so is every later one).
+        fits = top.cumsum(-1)[:, -1] - top[:, -1] > top_p
+        done = left[fits]
+        out[done] = _inverse_cdf(top[fits], idx[fits], top_p, u[done])
+        left = left[~fits]
+        if not left.numel():
+            return out
+    out[left] = _inverse_cdf(*probs[left].sort(dim=-1, descending=True), top_p, u[left])
+    return out
+
+
+def _inverse_cdf(sorted_p: torch.Tensor, idx: torch.Tensor, top_p: float, u: torch.Tensor) -> torch.Tensor:
+    """Token ids for uniforms u, given each row's probabilities sorted descending (all, or a prefix
+    that holds the nucleus) and their token ids."""
     if top_p < 1.0:
         # Keep the smallest set of tokens whose mass reaches top_p (the first token always survives).
         sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p > top_p, 0.0)
-    cdf = sorted_p.double().cumsum(-1)  # (R, V)
+    cdf = sorted_p.double().cumsum(-1)  # (R, k)
     target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
     choice = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
     return idx.gather(-1, choice).squeeze(-1)

@@ -196,3 +196,23 @@ def test_counter_based_uniforms_are_uniform():
     assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
     hist = torch.histc(u.float(), bins=10, min=0, max=1) / len(u)
     assert float((hist - 0.1).abs().max()) < 0.005
+
+
+def test_nucleus_search_in_the_top_tokens_chooses_what_a_full_sort_would():
+    from core.explain import _inverse_cdf, _sample_top_p, row_uniforms
+
+    g = torch.Generator().manual_seed(0)
+    V = 5000
+    # Sharp rows (nucleus in the top 64), medium (top 1024) and flat ones (full sort), mixed in one batch.
+    scales = torch.tensor([12.0] * 40 + [3.0] * 40 + [0.05] * 40)
+    logits = torch.randn(len(scales), V, generator=g) * scales[:, None]
+    for top_p, temperature in ((0.9, 0.9), (0.5, 1.0), (1.0, 1.0)):
+        for step in range(5):
+            u = row_uniforms(torch.arange(len(scales)), step)
+            full = _inverse_cdf(*torch.softmax(logits / temperature, -1).sort(-1, descending=True), top_p, u)
+            assert torch.equal(_sample_top_p(logits, top_p, temperature, u), full)
+    # And the draws follow the nucleus distribution: a two-token nucleus of 0.6 / 0.4.
+    two = torch.full((1, V), -30.0)
+    two[0, 7], two[0, 9] = 0.0, float(torch.log(torch.tensor(0.4 / 0.6)))
+    draws = _sample_top_p(two.expand(20_000, V), 0.99, 1.0, row_uniforms(torch.arange(20_000), 0))
+    assert set(draws.tolist()) == {7, 9} and abs(float((draws == 7).float().mean()) - 0.6) < 0.015
