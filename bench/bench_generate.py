@@ -68,8 +68,12 @@ def _prefixes(lm, n_images: int, device, dtype, random_weights: bool):
         clf = from_pretrained(paths.CHECKPOINTS / "classifiers" / "erm")
         tr = Translator.from_pretrained(paths.CHECKPOINTS / "translators" / "erm", clf, lm)
         test = read_waterbirds(paths.DEMO_DATA).split("test")
-        # Alternate groups so water and land scenes are both represented.
-        recs = sorted(test.records, key=lambda r: (r.image_id.__hash__() % 7, r.group))[:n_images]
+        # The same images in every run (str hashes are salted per process), alternating the four
+        # groups so water and land scenes are both represented.
+        by_group: dict = {}
+        for r in sorted(test.records, key=lambda r: r.image_id):
+            by_group.setdefault(r.group, []).append(r)
+        recs = [r for rs in zip(*by_group.values()) for r in rs][:n_images]
         z, _ = classify_images(clf, [test.load_image(r) for r in recs], torch.device("cpu"))
         with torch.inference_mode():
             return tr(z).to(device, dtype), [r.place for r in recs], "demo translator on demo test images"

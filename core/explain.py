@@ -74,47 +74,61 @@ def row_uniforms(row_keys: torch.Tensor, step: int) -> torch.Tensor:
 _NUCLEUS_TIERS = (64, 1024)  # candidate-set sizes tried before sorting the whole vocabulary
 
 
-def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, u: torch.Tensor) -> torch.Tensor:
-    """Nucleus sampling by inverse CDF with the given uniforms u (R,).
+def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, u: torch.Tensor,
+                  rows: torch.Tensor | None = None, consume: bool = False) -> torch.Tensor:
+    """Nucleus sampling by inverse CDF: one token per uniform in u (R,).
 
-    Sorting the whole vocabulary for every live sequence costs as much as the LM step itself on
-    a CPU, yet a caption's nucleus is usually a few dozen tokens (SmolLM2 on the demo: median 8,
-    80% under 64). So each row's nucleus is looked for among its top 64 tokens, then its top
+    `logits` (S, V) holds one distribution per state and `rows` (R,) says which state each
+    uniform draws from (default: uniform i from state i), so sequences that share a history
+    share the work on its distribution.
+
+    Sorting the whole vocabulary for every state costs as much as the LM step itself on a CPU,
+    yet a caption's nucleus is usually a few dozen tokens (SmolLM2 on the demo: median 8, 80%
+    under 64). So each state's nucleus is looked for among its top 64 tokens, then its top
     1024, and only the rest are fully sorted. Every tier computes the same numbers as a full
     sort (same softmax; cumulative sums are sequential prefixes), so the choice is identical.
+    `consume=True` lets it scale float32 logits in place (one less S x V buffer per step).
     """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (R, V)
-    V = probs.shape[-1]
-    if top_p >= 1.0:
-        return _inverse_cdf(*probs.sort(dim=-1, descending=True), top_p, u)
+    scaled = logits.div_(temperature) if consume and logits.dtype == torch.float32 else logits.float() / temperature
+    probs = torch.softmax(scaled, dim=-1)  # (S, V)
+    S, V = probs.shape
     u = u.to(probs.device)
-    out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    left = torch.arange(probs.shape[0], device=probs.device)  # rows whose nucleus is not found yet
-    for k in _NUCLEUS_TIERS:
+    rows = torch.arange(S, device=probs.device) if rows is None else rows.to(probs.device)
+    out = torch.empty(len(rows), dtype=torch.long, device=probs.device)
+
+    def draw(states: torch.Tensor, sorted_p: torch.Tensor, idx: torch.Tensor) -> None:
+        # The uniforms whose state is among `states` draw from those states' sorted candidates.
+        slot = torch.full((S,), -1, dtype=torch.long, device=probs.device)
+        slot[states] = torch.arange(len(states), device=probs.device)
+        r = (slot[rows] >= 0).nonzero().squeeze(-1)
+        out[r] = _inverse_cdf(sorted_p, idx, top_p, u[r], slot[rows[r]])
+
+    left = torch.arange(S, device=probs.device)  # states whose nucleus is not found yet
+    for k in _NUCLEUS_TIERS if top_p < 1.0 else ():
         if k >= V:
             break
         top, idx = probs[left].topk(k + 1, dim=-1)  # sorted, descending
         # Exact when the (k+1)-th token is already outside the nucleus (and so is every later one).
         fits = top.cumsum(-1)[:, -1] - top[:, -1] > top_p
-        done = left[fits]
-        out[done] = _inverse_cdf(top[fits], idx[fits], top_p, u[done])
+        draw(left[fits], top[fits], idx[fits])
         left = left[~fits]
         if not left.numel():
             return out
-    out[left] = _inverse_cdf(*probs[left].sort(dim=-1, descending=True), top_p, u[left])
+    draw(left, *probs[left].sort(dim=-1, descending=True))
     return out
 
 
-def _inverse_cdf(sorted_p: torch.Tensor, idx: torch.Tensor, top_p: float, u: torch.Tensor) -> torch.Tensor:
-    """Token ids for uniforms u, given each row's probabilities sorted descending (all, or a prefix
-    that holds the nucleus) and their token ids."""
+def _inverse_cdf(sorted_p: torch.Tensor, idx: torch.Tensor, top_p: float, u: torch.Tensor,
+                 which: torch.Tensor) -> torch.Tensor:
+    """Token ids for uniforms u drawn from states `which`, given each state's probabilities sorted
+    descending (all, or a prefix that holds the nucleus) and their token ids."""
     if top_p < 1.0:
         # Keep the smallest set of tokens whose mass reaches top_p (the first token always survives).
         sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p > top_p, 0.0)
-    cdf = sorted_p.double().cumsum(-1)  # (R, k)
-    target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
+    cdf = sorted_p.double().cumsum(-1)[which]  # (R, k)
+    target = (u * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
     choice = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
-    return idx.gather(-1, choice).squeeze(-1)
+    return idx[which].gather(-1, choice).squeeze(-1)
 
 
 def image_key(image_id: str | int, seed: int) -> int:
@@ -147,26 +161,30 @@ def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
     per_chunk = max(1, cfg.batch_rows // n)  # whole images per chunk, so every sample of an image shares its prefill
     for i0 in range(0, B, per_chunk):
         chunk = prefix[i0:i0 + per_chunk]  # (b, k, d)
-        # The prefix is identical for an image's n samples: run it once, then copy its KV cache n times.
+        # Sequences with the same history (same image, same tokens so far) have the same next-token
+        # distribution, so the cache and the LM step hold one state per distinct history, not one
+        # per sequence: an image's prefix runs once for its n samples, and so do common openings
+        # ("A bird standing ..."), about 10% of all steps for captions.
         out = model(inputs_embeds=chunk, use_cache=True, logits_to_keep=1)  # only the last position predicts
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(n)
-        logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # (b*n, V)
+        cache, logits = out.past_key_values, out.logits[:, -1]  # (states, V)
         alive = torch.arange(i0 * n, (i0 + chunk.shape[0]) * n)  # global row of each live sequence
+        state = torch.arange(chunk.shape[0]).repeat_interleave(n)  # each live sequence's state
         for step in range(cfg.max_new_tokens):
             u = row_uniforms(row_keys[alive], step)
-            tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, u).cpu()  # (R,)
+            tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, u, state, consume=True).cpu()  # (R,)
             ended = tok == eos
-            for r, t in zip(alive[~ended].tolist(), tok[~ended].tolist()):
+            keep = (~ended).nonzero().squeeze(-1)
+            alive, tok, state = alive[keep], tok[keep], state[keep]
+            for r, t in zip(alive.tolist(), tok.tolist()):
                 out_tokens[r].append(t)
-            if ended.all():
+            if not len(alive):
                 break
-            if ended.any():
-                # Finished sentences leave the batch: the cache shrinks and later steps cost less.
-                keep = (~ended).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep.to(lm.device))
-                alive, tok = alive[keep], tok[keep]
-            out = model(inputs_embeds=lm.embed(tok.to(lm.device)[:, None]), past_key_values=cache, use_cache=True)
+            # Finished sentences leave, branching histories split and shared ones stay merged.
+            pair, state = torch.unique(state * logits.shape[-1] + tok, return_inverse=True)
+            parent, next_tok = pair // logits.shape[-1], pair % logits.shape[-1]
+            if len(parent) != logits.shape[0] or bool((parent != torch.arange(len(parent))).any()):
+                cache.batch_select_indices(parent.to(lm.device))
+            out = model(inputs_embeds=lm.embed(next_tok.to(lm.device)[:, None]), past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
     texts = lm.tokenizer.batch_decode(out_tokens, skip_special_tokens=True)
     # A sentence ends at its first line break; the LM sometimes runs on into a second one.

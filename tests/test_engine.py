@@ -206,11 +206,15 @@ def test_nucleus_search_in_the_top_tokens_chooses_what_a_full_sort_would():
     # Sharp rows (nucleus in the top 64), medium (top 1024) and flat ones (full sort), mixed in one batch.
     scales = torch.tensor([12.0] * 40 + [3.0] * 40 + [0.05] * 40)
     logits = torch.randn(len(scales), V, generator=g) * scales[:, None]
+    # Several sequences may share a state (the same history): 300 draws from the 120 distributions.
+    rows = torch.randint(0, len(scales), (300,), generator=g)
     for top_p, temperature in ((0.9, 0.9), (0.5, 1.0), (1.0, 1.0)):
         for step in range(5):
-            u = row_uniforms(torch.arange(len(scales)), step)
-            full = _inverse_cdf(*torch.softmax(logits / temperature, -1).sort(-1, descending=True), top_p, u)
-            assert torch.equal(_sample_top_p(logits, top_p, temperature, u), full)
+            u = row_uniforms(torch.arange(len(rows)), step)
+            full = _inverse_cdf(*torch.softmax(logits[rows] / temperature, -1).sort(-1, descending=True), top_p, u,
+                                torch.arange(len(rows)))
+            assert torch.equal(_sample_top_p(logits, top_p, temperature, u, rows), full)
+            assert torch.equal(_sample_top_p(logits[rows], top_p, temperature, u), full)
     # And the draws follow the nucleus distribution: a two-token nucleus of 0.6 / 0.4.
     two = torch.full((1, V), -30.0)
     two[0, 7], two[0, 9] = 0.0, float(torch.log(torch.tensor(0.4 / 0.6)))
