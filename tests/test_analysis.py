@@ -410,3 +410,31 @@ def test_multiclass_flags_are_reported_per_class_and_per_confusion():
     misread = tables.images.set_index("image_id").eval("label != prediction")
     share = per_image["spurious_share"]
     assert share[misread].mean() > 0.3 > 0.01 > share[~misread].mean()
+
+
+def test_concept_words_are_kept_on_disk_for_the_installed_wordnet(tmp_path, monkeypatch):
+    from core.analysis import spurious
+
+    cache = tmp_path / "concept_words.json"
+    monkeypatch.setattr(spurious, "_concept_cache_file", lambda: cache)
+    spurious.concept_words.cache_clear()
+    pelican = spurious.concept_words("pelican")
+    assert "bird" in pelican and "pelican" in json.loads(cache.read_text())["words"]
+
+    def no_wordnet(*args):
+        raise AssertionError("WordNet consulted although the answer is on disk")
+
+    spurious.concept_words.cache_clear()
+    with monkeypatch.context() as m:
+        m.setattr(spurious, "_concept_words", no_wordnet)
+        assert spurious.concept_words("pelican") == pelican  # a new process: no WordNet load
+    # Another WordNet, or a damaged file, means computing afresh (and the file is repaired).
+    calls = []
+    monkeypatch.setattr(spurious, "_concept_words", lambda name, wn: calls.append(name) or (frozenset({name}), True))
+    for damage in (lambda: monkeypatch.setattr(spurious, "_wordnet_stamp", lambda: "another wordnet"),
+                   lambda: cache.write_text("{not json")):
+        spurious.concept_words.cache_clear()
+        damage()
+        assert spurious.concept_words("pelican") == {"pelican"}
+    assert calls == ["pelican", "pelican"] and json.loads(cache.read_text())["words"] == {"pelican": ["pelican"]}
+    spurious.concept_words.cache_clear()

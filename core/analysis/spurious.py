@@ -73,6 +73,45 @@ def _single_words(lemmas: Iterable[str]) -> set[str]:
     return {name.lower() for name in lemmas if name.isalpha()}
 
 
+def _concept_cache_file() -> Path:
+    from core import paths
+
+    return paths.ASSETS / "cache" / "concept_words.json"
+
+
+def _wordnet_stamp() -> str | None:
+    """Which WordNet is installed (path, size and mtime of its noun data), without loading it."""
+    try:
+        import core  # noqa: F401
+        import nltk
+
+        data = Path(str(nltk.data.find("corpora/wordnet"))) / "data.noun"
+        st = data.stat()
+        return f"{data}:{st.st_size}:{st.st_mtime_ns}"
+    except (LookupError, OSError, ImportError):
+        return None
+
+
+def _read_concept_cache(stamp: str) -> dict:
+    try:
+        cached = json.loads(_concept_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached.get("words", {}) if isinstance(cached, dict) and cached.get("wordnet") == stamp else {}
+
+
+def _write_concept_cache(stamp: str, class_name: str, words: frozenset[str]) -> None:
+    path = _concept_cache_file()
+    entries = {**_read_concept_cache(stamp), class_name: sorted(words)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"wordnet": stamp, "words": entries}))
+        os.replace(tmp, path)
+    except OSError:  # a read-only checkout still works, it only recomputes
+        pass
+
+
 @lru_cache(maxsize=4096)
 def concept_words(class_name: str, use_wordnet: bool = True) -> frozenset[str]:
     """Words that describe the object of a class: the name, its head noun and, from WordNet, their
@@ -81,9 +120,23 @@ def concept_words(class_name: str, use_wordnet: bool = True) -> frozenset[str]:
     For a one-word compound like "waterbird" or "landbird" the head is the longest proper suffix that
     WordNet knows ("bird"); the modifier ("water", "land") is deliberately left out. ImageNet-style names
     ("tabby, tabby cat") are split at commas. Without WordNet only the names themselves are returned.
+
+    Loading WordNet takes ~10 s, which made the dashboard's first page slow; the result for each
+    class name is therefore kept in `.assets/cache/concept_words.json`, tied to the installed WordNet.
     """
     if not isinstance(class_name, str) or not class_name.strip():
         raise ValueError(f"class_name must be a non-empty string, got {class_name!r}")
+    stamp = _wordnet_stamp() if use_wordnet else None
+    if stamp and class_name in (cached := _read_concept_cache(stamp)):
+        return frozenset(cached[class_name])
+    words, from_wordnet = _concept_words(class_name, use_wordnet)
+    if stamp and from_wordnet:
+        _write_concept_cache(stamp, class_name, words)
+    return words
+
+
+def _concept_words(class_name: str, use_wordnet: bool) -> tuple[frozenset[str], bool]:
+    """concept_words computed afresh, and whether WordNet was used."""
     words: set[str] = set()
     try:
         wn = _wordnet() if use_wordnet else None
@@ -119,7 +172,7 @@ def concept_words(class_name: str, use_wordnet: bool = True) -> frozenset[str]:
                          *[p[-3] for p in synset.hypernym_paths() if len(p) > 2]]:
                 for part in near.part_meronyms() + near.substance_meronyms() + near.member_meronyms():
                     words |= _single_words(part.lemma_names())
-    return frozenset(words)
+    return frozenset(words), wn is not None
 
 
 # --- the user's core / spurious marks ----------------------------------------------------------------
