@@ -354,6 +354,36 @@ def image_set_choices(tables: RunTables) -> dict[str, dict]:
     return out
 
 
+
+@dataclass
+class SetComparison:
+    """Two named image sets of a run, compared word by word (see core.analysis.compare)."""
+
+    table: pd.DataFrame  # compare_word_sets: word, shares, z, ...
+    n_a: int
+    n_b: int
+    jensen_shannon: float | None
+    note: str | None = None  # why the divergence is missing, or why nothing was compared
+
+
+def compare_sets(tables: RunTables, name_a: str, name_b: str, min_images: int = 3) -> SetComparison:
+    """Compare two of `image_set_choices(tables)` by name (an empty set gives an empty table and a note)."""
+    from core.analysis import compare_word_sets, divergence, image_set
+
+    choices = image_set_choices(tables)
+    set_a = image_set(tables, name=name_a, **choices[name_a])
+    set_b = image_set(tables, name=name_b, **choices[name_b])
+    if set_a.n_images == 0 or set_b.n_images == 0:
+        empty = name_a if set_a.n_images == 0 else name_b
+        return SetComparison(pd.DataFrame(), set_a.n_images, set_b.n_images, None,
+                             f"'{empty}' has no images in this run: nothing to compare.")
+    table = compare_word_sets(set_a, set_b, min_images=min_images)
+    try:
+        js, note = divergence(set_a, set_b).jensen_shannon, None
+    except ValueError as exc:
+        js, note = None, str(exc)
+    return SetComparison(table, set_a.n_images, set_b.n_images, js, note)
+
 # --- models for live explanations ----------------------------------------------------------------------------
 
 @dataclass

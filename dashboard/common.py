@@ -176,6 +176,16 @@ def shares(path: str, by: str | None = "label", min_images: int = 3) -> pd.DataF
     return _shares(path, stamp(path)[0], by, min_images)
 
 
+@st.cache_data(show_spinner="Comparing the two sets…", max_entries=32)
+def _comparison(path: str, _stamp: int, name_a: str, name_b: str) -> api.SetComparison:
+    evaluated, _ = eval_tables(path)
+    return api.compare_sets(evaluated, name_a, name_b)
+
+
+def comparison(path: str, name_a: str, name_b: str) -> api.SetComparison:
+    return _comparison(path, stamp(path)[0], name_a, name_b)
+
+
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
     from core.device import resolve

@@ -182,6 +182,22 @@ def test_class_words_per_class_and_group_and_a_comparison(world):
     assert "Choose two different sets." in texts(at)
 
 
+
+def test_comparing_an_empty_set_says_so(world):
+    from dataclasses import replace
+
+    from core import dashboard_api as api
+    from core.analysis.tables import load_tables
+    from core.store import Run
+
+    tables = load_tables(Run.open(world["erm"]))
+    full = api.compare_sets(tables, "landbird, misread", "landbird, read correctly")
+    assert full.n_a > 0 and full.table["word"].iloc[0] == "water" and full.jensen_shannon > 0
+    images = tables.images
+    right = images[~((images["label"] == 0) & (images["prediction"] == 1))]
+    empty = api.compare_sets(replace(tables, images=right), "landbird, misread", "landbird, read correctly")
+    assert empty.n_a == 0 and empty.table.empty and "'landbird, misread' has no images" in empty.note
+
 # --- Spurious terms -----------------------------------------------------------------------------------------
 
 def test_spurious_terms_shows_flags_with_evidence(world):

@@ -8,7 +8,6 @@ import streamlit as st  # noqa: E402
 
 from core import dashboard_api as api  # noqa: E402
 from core import plots  # noqa: E402
-from core.analysis import compare_word_sets, divergence, image_set  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 BY = {"class": "label", "group": "group", "prediction": "prediction", "correct vs. wrong": "outcome"}
@@ -49,22 +48,19 @@ name_b = s2.selectbox("Second set", labels, index=defaults[1], key="set_b")
 if name_a == name_b:
     st.warning("Choose two different sets.")
     st.stop()
-set_a = image_set(evaluated, name=name_a, **choices[name_a])
-set_b = image_set(evaluated, name=name_b, **choices[name_b])
-if set_a.n_images == 0 or set_b.n_images == 0:
-    empty = name_a if set_a.n_images == 0 else name_b
-    st.warning(f"'{empty}' has no images in this run: nothing to compare.")
+cmp = ui.comparison(path, name_a, name_b)
+if cmp.n_a == 0 or cmp.n_b == 0:
+    st.warning(cmp.note)
     st.stop()
-comparison = compare_word_sets(set_a, set_b, min_images=3)
+comparison = cmp.table
 m1, m2, m3 = st.columns(3)
-m1.metric(f"Images in {name_a}", set_a.n_images)
-m2.metric(f"Images in {name_b}", set_b.n_images)
-try:
-    js = divergence(set_a, set_b)
-    m3.metric("Jensen–Shannon divergence", f"{js.jensen_shannon:.3f} bits",
+m1.metric(f"Images in {name_a}", cmp.n_a)
+m2.metric(f"Images in {name_b}", cmp.n_b)
+if cmp.jensen_shannon is not None:
+    m3.metric("Jensen–Shannon divergence", f"{cmp.jensen_shannon:.3f} bits",
               help="0 = the same word distribution, 1 = no word in common.")
-except ValueError as exc:
-    m3.caption(str(exc))
+else:
+    m3.caption(cmp.note)
 ui.chart(plots.log_odds_chart(comparison, k=12), key="log-odds")
 with st.expander("Table"):
     st.dataframe(comparison.head(40), hide_index=True, width="stretch")
