@@ -1,6 +1,6 @@
 """Generation throughput: TExplain's batched sampler against the naive path (HF generate per image).
 
-    python -m bench.bench_generate [--images 6] [--n 64] [--device auto] [--random-weights]
+    python -m bench.bench_generate [--images 8] [--n 64] [--device auto] [--random-weights]
 
 Both paths use the same LM, N sentences per image, maximum length and sampling settings. The
 naive path is what a first implementation does: `generate(inputs_embeds=prefix,
@@ -119,7 +119,7 @@ def run(quick: bool = False, images: int | None = None, n: int = 64, max_new_tok
     from core.device import resolve
 
     compute = resolve(device, dtype)
-    images = images or (3 if quick else 6)
+    images = images or (3 if quick else 8)  # 8 x 64 = one full CPU batch, as in a dataset run
     if random_weights:
         lm = _RandomLM(compute.device, compute.dtype)
     else:
