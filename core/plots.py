@@ -30,9 +30,22 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
     bargap=0.25,
 ))
 
-__all__ = ["TEMPLATE", "PALETTE", "top_words_chart", "class_words_chart", "log_odds_chart", "flags_chart",
+__all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart", "flags_chart",
            "group_accuracy_chart", "mitigation_chart", "run_comparison_chart", "empty_chart"]
 
+
+
+def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
+    """Move the legend under the panels when panel titles occupy the top edge, where TEMPLATE puts it.
+
+    Used by every place that shows a figure (dashboard, HTML report), so a multi-panel chart never has
+    its legend drawn over its panel titles.
+    """
+    legend = any(getattr(t, "showlegend", None) is not False and getattr(t, "name", None) for t in fig.data)
+    if legend and fig.layout.annotations and fig.layout.showlegend is not False:
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="center", x=0.5),
+                          margin=dict(b=70))
+    return fig
 
 def _frame(rows, argument: str, required: Iterable[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows) if isinstance(rows, list) else rows

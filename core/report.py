@@ -580,7 +580,8 @@ def to_html(report: dict) -> str:
 
     def chart(fig) -> str:
         first = not figures
-        div = fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False, "responsive": True})
+        div = plots.legend_clear_of_titles(fig).to_html(full_html=False, include_plotlyjs=first,
+                                                        config={"displaylogo": False, "responsive": True})
         figures.append(div)
         return div
 

@@ -338,12 +338,9 @@ def run_caption(path: str) -> None:
 
 def chart(fig, key: str | None = None) -> None:
     """A core.plots figure, full width, keeping its own look (not Streamlit's theme)."""
-    legend = any(getattr(t, "showlegend", None) is not False and getattr(t, "name", None) for t in fig.data)
-    if legend and fig.layout.annotations and fig.layout.showlegend is not False:
-        # Panel titles sit where core.plots puts the legend (top right): move the legend under the panels.
-        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="center", x=0.5),
-                          margin=dict(b=70))
-    st.plotly_chart(fig, theme=None, key=key, config={"displaylogo": False, "responsive": True})
+    from core.plots import legend_clear_of_titles
+
+    st.plotly_chart(legend_clear_of_titles(fig), theme=None, key=key, config={"displaylogo": False, "responsive": True})
 
 
 def pct(x, digits: int = 0) -> str:
