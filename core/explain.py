@@ -45,7 +45,7 @@ class ExplainConfig:
     def sampling_settings(self) -> dict:
         """The settings that determine the output (recorded in the manifest, checked on resume)."""
         d = asdict(self)
-        for speed_only in ("device", "image_batch", "batch_rows"):  # never change what is sampled
+        for speed_only in ("device", "image_batch", "batch_rows"):  # never change the random numbers drawn
             d.pop(speed_only)
         return d
 
@@ -65,7 +65,9 @@ def row_uniforms(row_keys: torch.Tensor, step: int) -> torch.Tensor:
     """One uniform in [0, 1) per sequence and step, a pure function of (sequence key, step).
 
     Counter-based rather than a shared generator, so a sentence comes out the same whatever
-    else is in its batch: across chunkings, pruning, resumed runs and single-image re-runs.
+    else is in its batch: across chunkings, pruning, resumed runs and single-image re-runs. (Only
+    float round-off can still differ: BLAS kernels may pick another blocking for another batch
+    size, which changed 1 of 512 SmolLM2 sentences between batches of 256 and 512 rows.)
     """
     bits = _mix64(_mix64(row_keys) + step)
     return (bits & _MASK53).double() * (1.0 / (1 << 53))
