@@ -36,15 +36,18 @@ __all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "
 
 
 def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
-    """Move the legend under the panels when panel titles occupy the top edge, where TEMPLATE puts it.
+    """Lift the legend above the panel titles when they occupy the top edge, where TEMPLATE puts it.
 
     Used by every place that shows a figure (dashboard, HTML report), so a multi-panel chart never has
-    its legend drawn over its panel titles.
+    its legend drawn over its panel titles (nor, below the panels, over rotated axis labels).
     """
     legend = any(getattr(t, "showlegend", None) is not False and getattr(t, "name", None) for t in fig.data)
     if legend and fig.layout.annotations and fig.layout.showlegend is not False:
-        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="center", x=0.5),
-                          margin=dict(b=70))
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 60
+        # At the top right of the whole figure (container coordinates), in a margin tall enough for it,
+        # the figure title (top left) and the panel titles (just above the panels).
+        fig.update_layout(legend=dict(orientation="h", yref="container", y=1.0, yanchor="top", xanchor="right",
+                                      x=1.0), margin=dict(t=max(top, 90)))
     return fig
 
 def _frame(rows, argument: str, required: Iterable[str]) -> pd.DataFrame:

@@ -140,3 +140,16 @@ def test_plots_build_from_analysis_tables(runs):
     assert plots.top_words_chart(shares.iloc[0:0]).layout.annotations[0].text == "No words to show"
     with pytest.raises(ValueError, match="missing columns"):
         plots.top_words_chart(pd.DataFrame({"word": ["a"]}))
+
+
+def test_multi_panel_legends_sit_above_the_panel_titles():
+    import pandas as pd
+
+    from core import plots
+
+    rows = pd.DataFrame({"method": ["dfr", "dfr"], "groups": ["true", "inferred"], "worst_group_before": [0.4, 0.4],
+                         "worst_group_after": [0.8, 0.7], "average_before": [0.7, 0.7], "average_after": [0.9, 0.85]})
+    fig = plots.legend_clear_of_titles(plots.mitigation_chart(rows))
+    assert fig.layout.annotations and fig.layout.legend.yref == "container" and fig.layout.margin.t >= 90
+    single = plots.legend_clear_of_titles(plots.top_words_chart(pd.DataFrame({"word": ["water", "tree"], "share": [0.3, 0.1]})))
+    assert single.layout.legend.yref is None  # nothing to move on a one-panel chart
