@@ -96,6 +96,8 @@ def build_translators(force: bool = False, steps: int = TRANSLATOR_STEPS, names=
         feats = compute_features(clf, uniq, load_rgb)
         cfg = TrainConfig(epochs=1, max_steps=steps, lr=8e-4, warmup_steps=16, save_every=20)
         work = paths.ASSETS / "train" / f"translator-{name}"
+        if force and work.exists():
+            shutil.rmtree(work)  # --force means from scratch, not a resume of the previous training
         tr = train_translator(clf, lm, feats[[row[p] for p in train["path"]]], list(train["caption"]), work,
                               feats[[row[p] for p in val["path"]]], list(val["caption"]), cfg,
                               data_info={"captions": "demo world captions.csv", "train_pairs": len(train),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,9 +47,14 @@ class TrainConfig:
 # --- features, computed once -----------------------------------------------------------------
 
 def _cache_key(classifier, items: Sequence[str]) -> str:
+    # Size and mtime too: a dataset rebuilt in place (same paths, new pixels) must not reuse old features.
     h = hashlib.sha256(classifier.identity.encode())
     for p in items:
-        h.update(str(p).encode())
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -127,11 +133,28 @@ def evaluate(translator, lm, z, ids, mask, batch_size: int, device) -> float:
     return total / max(n, 1)
 
 
-def _save_state(path: Path, translator, opt, step: int, best: float, history: list) -> None:
+def _save_state(path: Path, translator, opt, step: int, best: float, history: list, fingerprint: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"translator": translator.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "best": best, "history": json.dumps(history)}, tmp)
+                "best": best, "history": json.dumps(history), "fingerprint": fingerprint}, tmp)
     tmp.replace(path)  # atomic: a kill mid-save keeps the previous state
+
+
+def _fingerprint(classifier, lm, cfg: "TrainConfig", features: Sequence[torch.Tensor | None],
+                 captions: Sequence[Sequence[str] | None]) -> str:
+    """What a training run is: models, settings that change the result, data. A saved state resumes only
+    into the same run."""
+    h = hashlib.sha256(json.dumps({"classifier": classifier.identity, "lm": lm.identity,
+                                   "config": {k: v for k, v in asdict(cfg).items()
+                                              if k not in ("save_every", "device", "max_steps")}},
+                                  sort_keys=True).encode())
+    for f in features:
+        if f is not None:
+            h.update(f.detach().float().cpu().contiguous().numpy().tobytes())
+    for caps in captions:
+        h.update("\n".join(caps or []).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def train_translator(classifier, lm, train_features: torch.Tensor, train_captions: Sequence[str], out_dir: str | Path,
@@ -173,9 +196,15 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "train_state.pt"
     step, best, history = 0, float("inf"), []
+    fingerprint = _fingerprint(classifier, lm, cfg, (train_features, val_features if has_val else None),
+                               (list(train_captions), list(val_captions) if has_val else None))
     if state_path.exists():
         # Our own file, but still read weights-only: it holds tensors and plain numbers.
         st = torch.load(state_path, map_location=dev, weights_only=True)
+        if st.get("fingerprint") != fingerprint:
+            raise ValueError(f"{state_path} is the saved state of a different training run (other classifier, "
+                             "language model, data or settings), so it cannot be resumed. Train into a new "
+                             "folder, or delete that file to start this run from scratch.")
         translator.load_state_dict(st["translator"])
         opt.load_state_dict(st["optimizer"])
         step, best, history = int(st["step"]), float(st["best"]), json.loads(st["history"])
@@ -203,7 +232,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
             if step % cfg.save_every == 0 and step % steps_per_epoch:
-                _save_state(state_path, translator, opt, step, best, history)
+                _save_state(state_path, translator, opt, step, best, history, fingerprint)
             if progress:
                 progress({"step": step, "total": total, "loss": loss.item(), "epoch": epoch + 1})
         end_of_epoch = step % steps_per_epoch == 0 or step >= total
@@ -221,7 +250,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
             if score < best or not has_val:
                 best = min(best, score)
                 translator.save_pretrained(out_dir / "best")
-            _save_state(state_path, translator, opt, step, best, history)
+            _save_state(state_path, translator, opt, step, best, history, fingerprint)
     bar.close()
     best_model = Translator.from_pretrained(out_dir / "best", classifier, lm)
     return best_model

@@ -66,6 +66,12 @@ def test_training_resumes_from_its_state(tmp_path, tiny_lm, tiny_classifier):
                                show_progress=False)
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
+    # A state left by another run (here: other captions) is refused, not silently continued, and kept.
+    other = [CAPTIONS[1 - int(y)] for y in labels]
+    with pytest.raises(ValueError, match="different training run"):
+        train_translator(tiny_classifier, tiny_lm, z, other, tmp_path / "b", cfg=TrainConfig(**base),
+                         show_progress=False)
+    assert (tmp_path / "b" / "train_state.pt").exists()
 
 
 def test_translator_checkpoint_round_trip_and_mismatch_errors(tmp_path, tiny_lm, tiny_classifier):
@@ -220,3 +226,25 @@ def test_nucleus_search_in_the_top_tokens_chooses_what_a_full_sort_would():
     two[0, 7], two[0, 9] = 0.0, float(torch.log(torch.tensor(0.4 / 0.6)))
     draws = _sample_top_p(two.expand(20_000, V), 0.99, 1.0, row_uniforms(torch.arange(20_000), 0))
     assert set(draws.tolist()) == {7, 9} and abs(float((draws == 7).float().mean()) - 0.6) < 0.015
+
+
+def test_feature_cache_notices_an_image_rewritten_in_place(tmp_path, tiny_classifier):
+    import os
+
+    from PIL import Image
+
+    from core.data import load_rgb
+    from core.train import compute_features
+
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, p in enumerate(paths):
+        Image.new("RGB", (32, 32), (40 * i, 200, 10)).save(p)
+    cache = tmp_path / "cache"
+    first = compute_features(tiny_classifier, paths, load_rgb, cache_dir=cache, show_progress=False)
+    assert torch.equal(compute_features(tiny_classifier, paths, load_rgb, cache_dir=cache, show_progress=False), first)
+    # The same path with new pixels (a dataset rebuilt in place) must be recomputed, not read from the cache.
+    Image.new("RGB", (32, 32), (255, 0, 255)).save(paths[1])
+    os.utime(paths[1], ns=(os.stat(paths[1]).st_atime_ns, os.stat(paths[1]).st_mtime_ns + 10**9))
+    again = compute_features(tiny_classifier, paths, load_rgb, cache_dir=cache, show_progress=False)
+    assert torch.equal(again[0], first[0]) and not torch.equal(again[1], first[1])
+    assert len(list(cache.iterdir())) == 2
