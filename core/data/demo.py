@@ -8,7 +8,8 @@ the four groups, which exposes it. Here the birds are the 34 tuxpaint photo cut-
 11 real landscape photos from Debian wallpaper packages (`python -m core.assets` fetches both).
 
 What is kept apart between splits, so that test images show unseen birds on unseen pixels:
-- birds by identity: about 2/3 of each class's cut-outs for train, the rest shared by val and test;
+- birds by identity: about 2/3 of each class's cut-outs for train, the rest split between val and
+  test, so that a model refit on val (last-layer retraining, DFR) meets new birds on test;
 - scenes by crop region: with 5 water photos there are too few to hold whole photos out, so every
   photo is cut in two halves along its long side: train crops come from the left half, val and test
   crops from the right half.
@@ -36,7 +37,7 @@ from PIL import Image
 
 from core import paths
 
-DEMO_VERSION = 1  # bump when the output changes for the same seed and settings, so old worlds rebuild
+DEMO_VERSION = 2  # bump when the output changes for the same seed and settings, so old worlds rebuild
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
 
@@ -52,7 +53,7 @@ LAND_BIRDS = frozenset({"adelaide-rosella", "blackbird", "chicken_profile", "cro
 EXCLUDED_BIRDS = {"albino_peahen": "the cut-out includes a patch of grass"}
 # Cut-outs of one bird (two poses of one heron) count as one identity and go to the same split.
 SAME_BIRD = {"heron_greatblue_flying": "heron_greatblue"}
-TRAIN_BIRD_SHARE = 2 / 3  # of each class's identities; the rest are shared by val and test
+TRAIN_BIRD_SHARE = 2 / 3  # of each class's identities; the rest alternate between val and test
 
 # How captions name each bird: the stamp's own caption first, then plainer variants. None of them
 # uses a scene word ("water bird", "seabird"), so that scene words in explanations come from scenes.
@@ -196,15 +197,20 @@ class DemoSettings:
 # --- planning: every random choice, made up front from the seed ----------------------------
 
 def _bird_split(rng: np.random.Generator) -> dict[str, str]:
-    """bird -> "train" or "eval", keeping SAME_BIRD poses together."""
+    """bird -> "train", "val" or "test", keeping SAME_BIRD poses together.
+
+    Val and test get disjoint birds (session 1 shared them: a head refit on val then scored ~100% on
+    test by recognising the very same birds).
+    """
     out = {}
     for birds in (WATER_BIRDS, LAND_BIRDS):
         units = sorted({SAME_BIRD.get(b, b) for b in birds})
-        order = rng.permutation(len(units))
+        order = [units[i] for i in rng.permutation(len(units))]
         n_train = int(round(TRAIN_BIRD_SHARE * len(units)))
-        train_units = {units[i] for i in order[:n_train]}
+        split = {u: "train" for u in order[:n_train]}
+        split |= {u: ("test", "val")[i % 2] for i, u in enumerate(order[n_train:])}  # test gets the odd one
         for b in sorted(birds):
-            out[b] = "train" if SAME_BIRD.get(b, b) in train_units else "eval"
+            out[b] = split[SAME_BIRD.get(b, b)]
     return out
 
 
@@ -256,10 +262,9 @@ def _plan(s: DemoSettings, photo_sizes: dict[str, tuple[int, int]], stamps: dict
     by_place = {p: sorted(n for n, sc in SCENES.items() if sc.place == p) for p in (0, 1)}
     plan = []
     for split, groups in _group_counts(s).items():
-        role = "train" if split == "train" else "eval"
-        region = TRAIN_REGION if role == "train" else EVAL_REGION
+        region = TRAIN_REGION if split == "train" else EVAL_REGION
         for (y, place), n in groups.items():
-            birds = sorted(b for b in (WATER_BIRDS if y else LAND_BIRDS) if bird_split[b] == role)
+            birds = sorted(b for b in (WATER_BIRDS if y else LAND_BIRDS) if bird_split[b] == split)
             for bird, scene in zip(_cycle(rng, birds, n), _cycle(rng, by_place[place], n)):
                 w, h = photo_sizes[scene]
                 long_, short = max(w, h), min(w, h)
