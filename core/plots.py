@@ -191,8 +191,11 @@ def group_accuracy_chart(per_group: pd.DataFrame | list, worst_group: int | None
     fig = go.Figure(go.Bar(
         x=names, y=df["accuracy"], error_y=error, customdata=n,
         marker_color=[RED if int(g) == worst_group else GREY for g in df["group"]],
-        text=[f"{a:.0%}" for a in df["accuracy"]], textposition="outside", cliponaxis=False,
         hovertemplate="<b>%{x}</b><br>accuracy %{y:.1%}<br>%{customdata} images<extra></extra>"))
+    # Values above the interval's top, not at the bar's: a bar's own label would sit on its error bar.
+    top = df["ci_high"] if error else df["accuracy"]
+    fig.add_trace(go.Scatter(x=names, y=top, mode="text", text=[f"{a:.0%}" for a in df["accuracy"]],
+                             textposition="top center", cliponaxis=False, hoverinfo="skip", showlegend=False))
     if average is not None:
         fig.add_hline(y=average, line_dash="dash", line_color=BLUE,
                       annotation_text=f"average {average:.0%}", annotation_position="top left")

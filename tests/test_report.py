@@ -135,6 +135,8 @@ def test_plots_build_from_analysis_tables(runs):
     per_group = pd.DataFrame({"group": [0, 1], "group_name": ["a", "b"], "accuracy": [0.9, 0.4], "n": [10, 10]})
     bars = plots.group_accuracy_chart(per_group)
     assert list(bars.data[0].marker.color) == [plots.GREY, plots.RED]
+    with_ci = plots.group_accuracy_chart(per_group.assign(ci_low=[0.6, 0.2], ci_high=[0.97, 0.6]))
+    assert list(with_ci.data[1].y) == [0.97, 0.6] and list(with_ci.data[1].text) == ["90%", "40%"]  # above the CI
     assert len(plots.mitigation_chart(MITIGATION).data) == 4
     assert len(plots.run_comparison_chart(compare_runs(erm, robust), k=4).data) == 4
     assert plots.top_words_chart(shares.iloc[0:0]).layout.annotations[0].text == "No words to show"
