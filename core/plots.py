@@ -190,7 +190,7 @@ def group_accuracy_chart(per_group: pd.DataFrame | list, worst_group: int | None
     n = df["n"].tolist() if "n" in df else [None] * len(df)
     fig = go.Figure(go.Bar(
         x=names, y=df["accuracy"], error_y=error, customdata=n,
-        marker_color=[RED if int(g) == worst_group else GREY for g in df["group"]],
+        marker_color=[RED if int(g) == worst_group else GREY for g in df["group"]], showlegend=False,
         hovertemplate="<b>%{x}</b><br>accuracy %{y:.1%}<br>%{customdata} images<extra></extra>"))
     # Values above the interval's top, not at the bar's: a bar's own label would sit on its error bar.
     top = df["ci_high"] if error else df["accuracy"]

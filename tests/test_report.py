@@ -137,6 +137,7 @@ def test_plots_build_from_analysis_tables(runs):
     assert list(bars.data[0].marker.color) == [plots.GREY, plots.RED]
     with_ci = plots.group_accuracy_chart(per_group.assign(ci_low=[0.6, 0.2], ci_high=[0.97, 0.6]))
     assert list(with_ci.data[1].y) == [0.97, 0.6] and list(with_ci.data[1].text) == ["90%", "40%"]  # above the CI
+    assert not any(t.showlegend is not False for t in with_ci.data)  # nothing to explain in a legend
     assert len(plots.mitigation_chart(MITIGATION).data) == 4
     assert len(plots.run_comparison_chart(compare_runs(erm, robust), k=4).data) == 4
     assert plots.top_words_chart(shares.iloc[0:0]).layout.annotations[0].text == "No words to show"
