@@ -5,7 +5,8 @@ import json
 import sys
 import time
 
-BENCHES = ["bench_words", "bench_generate", "bench_precision", "bench_train", "bench_memory", "bench_dashboard", "bench_scaling"]
+BENCHES = ["bench_words", "bench_generate", "bench_precision", "bench_train", "bench_memory", "bench_dashboard",
+           "bench_scaling"]
 
 
 def main() -> int:

@@ -354,7 +354,6 @@ def image_set_choices(tables: RunTables) -> dict[str, dict]:
     return out
 
 
-
 @dataclass
 class SetComparison:
     """Two named image sets of a run, compared word by word (see core.analysis.compare)."""
@@ -383,6 +382,7 @@ def compare_sets(tables: RunTables, name_a: str, name_b: str, min_images: int = 
     except ValueError as exc:
         js, note = None, str(exc)
     return SetComparison(table, set_a.n_images, set_b.n_images, js, note)
+
 
 # --- models for live explanations ----------------------------------------------------------------------------
 

@@ -30,9 +30,8 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
     bargap=0.25,
 ))
 
-__all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart", "flags_chart",
-           "group_accuracy_chart", "mitigation_chart", "run_comparison_chart", "empty_chart"]
-
+__all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart",
+           "flags_chart", "group_accuracy_chart", "mitigation_chart", "run_comparison_chart", "empty_chart"]
 
 
 def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
@@ -49,6 +48,7 @@ def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
         fig.update_layout(legend=dict(orientation="h", yref="container", y=1.0, yanchor="top", xanchor="right",
                                       x=1.0), margin=dict(t=max(top, 90)))
     return fig
+
 
 def _frame(rows, argument: str, required: Iterable[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows) if isinstance(rows, list) else rows

@@ -154,5 +154,6 @@ def test_multi_panel_legends_sit_above_the_panel_titles():
                          "worst_group_after": [0.8, 0.7], "average_before": [0.7, 0.7], "average_after": [0.9, 0.85]})
     fig = plots.legend_clear_of_titles(plots.mitigation_chart(rows))
     assert fig.layout.annotations and fig.layout.legend.yref == "container" and fig.layout.margin.t >= 90
-    single = plots.legend_clear_of_titles(plots.top_words_chart(pd.DataFrame({"word": ["water", "tree"], "share": [0.3, 0.1]})))
+    words = pd.DataFrame({"word": ["water", "tree"], "share": [0.3, 0.1]})
+    single = plots.legend_clear_of_titles(plots.top_words_chart(words))
     assert single.layout.legend.yref is None  # nothing to move on a one-panel chart
