@@ -1,10 +1,13 @@
-"""Background explanation jobs: start `python -m core explain` detached, read its progress, stop and resume it.
+"""Background jobs: start `python -m core explain` (or `mitigate`) detached, read its progress, stop and resume it.
 
-A job lives in its run folder, beside the run store it writes:
+An explain job lives in its run folder, beside the run store it writes:
 
     job.json       the command, its process id and group, when it started (and stopped)
     explain.log    what the command printed (appended to on every start)
     manifest.json  written by the run itself: status and progress.done_images / total_images
+
+A mitigate job lives where its results go (the test run's folder, or for a shipped run the user's overlay,
+see core.store.user_file): mitigate-job.json, mitigate.log and the mitigation.json it writes when done.
 
 The process is started in a session of its own (`start_new_session=True`), so it survives the page, the
 browser and the dashboard that started it; a Stop sends SIGTERM to its whole process group. Shards are
@@ -33,6 +36,8 @@ from core import paths
 JOB_FILE = "job.json"
 LOG_FILE = "explain.log"
 MANIFEST = "manifest.json"
+KINDS = {"explain": (JOB_FILE, LOG_FILE), "mitigate": ("mitigate-job.json", "mitigate.log")}  # kind -> files
+MITIGATION_FILE = "mitigation.json"
 # The states a job can be in, as `job_status` reports them.
 STATES = ("starting", "running", "stopping", "complete", "partial", "stopped", "failed", "unknown")
 
@@ -150,9 +155,9 @@ class JobStatus:
         return not self.running and self.state in ("partial", "stopped", "failed") and bool(self.command)
 
 
-def log_tail(out: str | Path, lines: int = 15) -> str:
+def log_tail(out: str | Path, lines: int = 15, kind: str = "explain") -> str:
     """The last `lines` lines of a job's log, with progress-bar carriage returns resolved."""
-    path = Path(out) / LOG_FILE
+    path = Path(out) / _files(kind)[1]
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -165,16 +170,36 @@ def log_tail(out: str | Path, lines: int = 15) -> str:
     return "\n".join(r for r in rows[-lines:])
 
 
-def job_status(out: str | Path) -> JobStatus:
-    """The state of the job in run folder `out` (works for folders without a job too: "unknown")."""
+def _files(kind: str) -> tuple[str, str]:
+    if kind not in KINDS:
+        raise JobError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    return KINDS[kind]
+
+
+def _mitigation_manifest(out: Path, job: dict) -> dict:
+    """A mitigate job's outcome in the shape of a run manifest: complete once it wrote its results."""
+    try:
+        written = _dt.datetime.fromtimestamp((out / MITIGATION_FILE).stat().st_mtime, _dt.timezone.utc)
+    except OSError:
+        return {}
+    started = job.get("started")
+    if started and written < _dt.datetime.fromisoformat(started):
+        return {}  # results from an earlier job
+    return {"status": "complete", "progress": {}}
+
+
+def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
+    """The state of the `kind` job in folder `out` (works for folders without a job too: "unknown")."""
     out = Path(out)
-    job = _read_json(out / JOB_FILE) or {}
-    manifest = _read_json(out / MANIFEST) or {}
+    job_file, _ = _files(kind)
+    job = _read_json(out / job_file) or {}
+    manifest = (_read_json(out / MANIFEST) or {}) if kind == "explain" else _mitigation_manifest(out, job)
     progress = manifest.get("progress") or {}
     running = bool(job) and _same_process(job)
     mstatus = manifest.get("status")
     if running:
-        state = "stopping" if job.get("stop_requested") else ("running" if manifest else "starting")
+        state = "stopping" if job.get("stop_requested") else \
+            ("running" if manifest or kind == "mitigate" else "starting")
     elif mstatus == "complete":
         state = "complete"
     elif job.get("stopped"):
@@ -185,44 +210,51 @@ def job_status(out: str | Path) -> JobStatus:
         state = "failed"  # the process is gone and the run did not say it finished
     else:
         state = mstatus if mstatus in STATES else "unknown"
-    tail = log_tail(out)
+    tail = log_tail(out, kind=kind)
     done, total = int(progress.get("done_images") or 0), progress.get("total_images")
-    message = {
-        "starting": "Loading the models; progress appears once the first images are explained.",
-        "running": f"Explaining: {done} of {total or '?'} images.",
-        "stopping": "Stopping…",
-        "complete": f"Finished: {done} images explained.",
-        "partial": f"Stopped part-way ({done} of {total or '?'} images); resume to finish.",
-        "stopped": f"Stopped by you ({done} of {total or '?'} images); resume to finish.",
-        "failed": "The process ended before the run finished; see the log below. Resume retries it.",
-        "unknown": "No job was started from the dashboard for this folder.",
-    }[state]
+    if kind == "mitigate":
+        message = {"starting": "Fitting: see the log for each step.", "running": "Fitting: see the log for each step.",
+                   "complete": "Finished: the results are shown on this page.",
+                   "failed": "The process ended without results; see the log below."}.get(state, state)
+    else:
+        message = {
+            "starting": "Loading the models; progress appears once the first images are explained.",
+            "running": f"Explaining: {done} of {total or '?'} images.",
+            "stopping": "Stopping…",
+            "complete": f"Finished: {done} images explained.",
+            "partial": f"Stopped part-way ({done} of {total or '?'} images); resume to finish.",
+            "stopped": f"Stopped by you ({done} of {total or '?'} images); resume to finish.",
+            "failed": "The process ended before the run finished; see the log below. Resume retries it.",
+            "unknown": "No job was started from the dashboard for this folder.",
+        }[state]
     return JobStatus(out=out, state=state, running=running, pid=job.get("pid"), command=list(job.get("command", [])),
                      done_images=done, total_images=total, rate_images_per_s=manifest.get("rate_images_per_s"),
                      manifest_status=mstatus, started=job.get("started"), log_tail=tail, message=message)
 
 
-def start(out: str | Path, command: list[str], cwd: str | Path | None = None, env: dict | None = None) -> JobStatus:
+def start(out: str | Path, command: list[str], cwd: str | Path | None = None, env: dict | None = None,
+          kind: str = "explain") -> JobStatus:
     """Run `command` detached, logging into `out`; refuses to start a second process for the same folder."""
     out = Path(out)
+    job_file, log_file = _files(kind)
     if not command:
         raise JobError("command is empty")
     out.mkdir(parents=True, exist_ok=True)
-    old = _read_json(out / JOB_FILE)
+    old = _read_json(out / job_file)
     if old and _same_process(old):
         raise JobError(f"a job is already running for {out} (process {old.get('pid')}); stop it first")
     environment = dict(os.environ if env is None else env)
     # `python -m core` must find this package wherever the dashboard was started from.
     environment["PYTHONPATH"] = os.pathsep.join([str(paths.ROOT), *filter(None, [environment.get("PYTHONPATH")])])
     environment.setdefault("PYTHONUNBUFFERED", "1")
-    with open(out / LOG_FILE, "ab") as log:
+    with open(out / log_file, "ab") as log:
         log.write(f"\n--- {_now()} started: {' '.join(command)}\n".encode())
         log.flush()
         proc = subprocess.Popen(command, cwd=str(cwd or paths.ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
-    _write_json(out / JOB_FILE, {"pid": proc.pid, "pgid": proc.pid, "command": list(command),
+    _write_json(out / job_file, {"pid": proc.pid, "pgid": proc.pid, "command": list(command),
                                  "cwd": str(cwd or paths.ROOT), "started": _now()})
-    return job_status(out)
+    return job_status(out, kind)
 
 
 def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, translator: str | Path,
@@ -234,6 +266,19 @@ def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, 
     return start(out, command)
 
 
+def start_mitigate(run_val: str | Path, run_test: str | Path | None = None, method: str = "dfr",
+                   groups: str = "all") -> JobStatus:
+    """Start `python -m core mitigate` in the background; its job lives where its results go (see above)."""
+    from core.store import user_file
+
+    argv = ["mitigate", str(Path(run_val).resolve())]
+    if run_test:
+        argv += ["--test-run", str(Path(run_test).resolve())]
+    out = user_file(run_test or run_val, MITIGATION_FILE).parent
+    return start(out, [sys.executable, "-m", "core", *argv, "--method", method, "--groups", groups],
+                 kind="mitigate")
+
+
 def resume(out: str | Path) -> JobStatus:
     """Start the recorded command of `out` again; the run picks up at its first missing shard."""
     job = _read_json(Path(out) / JOB_FILE)
@@ -243,14 +288,15 @@ def resume(out: str | Path) -> JobStatus:
     return start(out, job["command"], cwd=job.get("cwd"))
 
 
-def stop(out: str | Path, timeout: float = 10.0) -> JobStatus:
+def stop(out: str | Path, timeout: float = 10.0, kind: str = "explain") -> JobStatus:
     """SIGTERM the job's process group, then SIGKILL it after `timeout` seconds; the run stays resumable."""
     out = Path(out)
-    job = _read_json(out / JOB_FILE)
+    job_file, _ = _files(kind)
+    job = _read_json(out / job_file)
     if not job:
-        raise JobError(f"{out} has no {JOB_FILE}: there is no job to stop")
+        raise JobError(f"{out} has no {job_file}: there is no job to stop")
     if _same_process(job):
-        _write_json(out / JOB_FILE, {**job, "stop_requested": _now()})
+        _write_json(out / job_file, {**job, "stop_requested": _now()})
         pgid = job.get("pgid") or job["pid"]
         try:
             os.killpg(pgid, signal.SIGTERM)
@@ -267,15 +313,15 @@ def stop(out: str | Path, timeout: float = 10.0) -> JobStatus:
             deadline = time.time() + 5
             while time.time() < deadline and _alive(job["pid"]):
                 time.sleep(0.1)
-    job = {k: v for k, v in (_read_json(out / JOB_FILE) or job).items() if k != "stop_requested"}
+    job = {k: v for k, v in (_read_json(out / job_file) or job).items() if k != "stop_requested"}
     job["stopped"] = _now()
-    _write_json(out / JOB_FILE, job)
-    manifest = _read_json(out / MANIFEST)
+    _write_json(out / job_file, job)
+    manifest = _read_json(out / MANIFEST) if kind == "explain" else None
     if manifest and manifest.get("status") == "running":
         # Killed mid-run, the run could not say so itself.
         manifest.update(status="stopped", updated=_now())
         _write_json(out / MANIFEST, manifest)
-    return job_status(out)
+    return job_status(out, kind)
 
 
 def list_jobs(root: str | Path) -> list[JobStatus]:

@@ -36,15 +36,16 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from core.store import MITIGATION_FILE  # one name for the file, shared with its readers
+from core.store import MITIGATION_FILE, user_file  # one name for the file, shared with its readers
 
 GROUP_SOURCES = ("inferred", "true", "class", "none")  # "class": balanced over classes only (a control);
 # "none": a method that uses no groups (MaskTune)
 DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # the C grid of the DFR paper
 
-__all__ = ["LastLayerReweighting", "MaskTune", "MitigationResult", "evaluate_mitigation", "write_mitigation_json",
-           "read_mitigation_json", "results_table", "features_and_logits", "clone_adapter", "gradcam",
-           "lite_gradcam", "cam_masks", "mask_image", "MITIGATION_FILE"]
+__all__ = ["LastLayerReweighting", "MaskTune", "MitigationResult", "evaluate_mitigation", "bootstrap_intervals",
+           "write_mitigation_json", "read_mitigation_json", "mitigation_json_path", "results_table",
+           "features_and_logits", "clone_adapter", "gradcam", "lite_gradcam", "cam_masks", "mask_image",
+           "MITIGATION_FILE"]
 
 
 # --- shared pieces -------------------------------------------------------------------------------------
@@ -628,6 +629,9 @@ class MitigationResult:
     classifier_before: str = ""  # identities
     classifier_after: str = ""
     details: dict = field(default_factory=dict)  # the fit: chosen C, group agreement, masked share, ...
+    # 95% intervals [low, high] of worst_group_before/after, average_before/after and of the changes
+    # worst_group_change / average_change (paired bootstrap; see bootstrap_intervals)
+    intervals: dict = field(default_factory=dict)
 
     @property
     def worst_group_change(self) -> float:
@@ -674,6 +678,37 @@ def _predictions(model, images, batch_size: int, desc: str, show_progress: bool)
                     f"got an array of shape {arr.shape}")
 
 
+def bootstrap_intervals(labels, pred_before, pred_after, groups, n_boot: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> dict:
+    """95% intervals of worst-group and average accuracy before and after a fix, and of their changes.
+
+    A paired bootstrap, stratified by true group: each replicate redraws the images of every group (its
+    size kept, as the test split was built) and scores both classifiers on the same draw, so the interval
+    of a change reflects that before and after are measured on the same images.
+    """
+    y, g = np.asarray(labels), np.asarray(groups, dtype=float)
+    right = {"before": np.asarray(pred_before) == y, "after": np.asarray(pred_after) == y}
+    rng = np.random.default_rng(seed)
+    present = [k for k in np.unique(g[~np.isnan(g)])]
+    sizes = np.array([(g == k).sum() for k in present])
+    per_group = {key: [] for key in right}  # per key: (n_boot, groups) accuracies
+    for k in present:
+        members = np.flatnonzero(g == k)
+        draw = members[rng.integers(0, len(members), size=(n_boot, len(members)))]  # (n_boot, n_k)
+        for key, r in right.items():
+            per_group[key].append(r[draw].mean(1))
+    stats = {}
+    for key in right:
+        acc = np.stack(per_group[key], 1)  # (n_boot, groups)
+        stats[f"worst_group_{key}"] = acc.min(1)
+        stats[f"average_{key}"] = acc @ sizes / sizes.sum()
+    stats["worst_group_change"] = stats["worst_group_after"] - stats["worst_group_before"]
+    stats["average_change"] = stats["average_after"] - stats["average_before"]
+    tail = (1 - level) / 2
+    return {name: [round(float(np.quantile(v, tail)), 4), round(float(np.quantile(v, 1 - tail)), 4)]
+            for name, v in stats.items()}
+
+
 def evaluate_mitigation(before, after, images=None, labels=None, groups=None, *, method: str = "",
                         group_source: str = "true", group_names: dict | None = None, checkpoint: str | None = None,
                         notes: str = "", details: dict | None = None, split: str = "test", batch_size: int = 32,
@@ -715,7 +750,8 @@ def evaluate_mitigation(before, after, images=None, labels=None, groups=None, *,
         per_group_before=per["before"], per_group_after=per["after"], checkpoint=checkpoint, notes=notes,
         group_names=named, group_sizes=sizes, worst_group_name_before=scores["before"].worst_group_name,
         worst_group_name_after=scores["after"].worst_group_name, n_images=int(sum(sizes.values())), split=split,
-        classifier_before=id_before, classifier_after=id_after, details=dict(details or {}))
+        classifier_before=id_before, classifier_after=id_after, details=dict(details or {}),
+        intervals=bootstrap_intervals(y, pred_before, pred_after, g))
 
 
 def results_table(results: Sequence[MitigationResult]) -> pd.DataFrame:
@@ -739,9 +775,16 @@ def _json_safe(obj):
     return obj
 
 
-def read_mitigation_json(run_folder: str | Path) -> list[MitigationResult]:
-    """The results recorded in a run folder's mitigation.json ([] when there is none)."""
-    path = Path(run_folder) / MITIGATION_FILE
+def mitigation_json_path(run_folder: str | Path, into_shipped: bool = False) -> Path:
+    """Where a run's mitigation.json is written: the run folder, or for a shipped demo run the user's overlay
+    (core.store.user_file) unless `into_shipped` (a demo rebuild) says to write into checkpoints/."""
+    folder = Path(run_folder)
+    return folder / MITIGATION_FILE if into_shipped else user_file(folder, MITIGATION_FILE)
+
+
+def read_mitigation_json(run_folder: str | Path, into_shipped: bool = False) -> list[MitigationResult]:
+    """The results recorded for a run ([] when there are none), from where `write_mitigation_json` puts them."""
+    path = mitigation_json_path(run_folder, into_shipped)
     if not path.exists():
         return []
     try:
@@ -754,15 +797,17 @@ def read_mitigation_json(run_folder: str | Path) -> list[MitigationResult]:
 
 
 def write_mitigation_json(run_folder: str | Path, results: Sequence[MitigationResult | dict],
-                          merge: bool = True) -> Path:
-    """Write results to RUN/mitigation.json; with `merge`, earlier entries of other (method, groups) stay."""
+                          merge: bool = True, into_shipped: bool = False) -> Path:
+    """Write results to the run's mitigation.json (see mitigation_json_path); with `merge`, earlier entries
+    of other (method, groups) stay."""
     folder = Path(run_folder)
     if not folder.is_dir():
         raise ValueError(f"run_folder {folder} is not a folder")
     new = [r if isinstance(r, MitigationResult) else MitigationResult.from_dict(r) for r in results]
     keys = {(r.method, r.groups) for r in new}
-    old = [r for r in read_mitigation_json(folder) if (r.method, r.groups) not in keys] if merge else []
-    path = folder / MITIGATION_FILE
+    old = [r for r in read_mitigation_json(folder, into_shipped) if (r.method, r.groups) not in keys] if merge else []
+    path = mitigation_json_path(folder, into_shipped)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_json_safe([r.to_dict() for r in old + new]), indent=2))
     os.replace(tmp, path)

@@ -9,8 +9,10 @@ them (GroupInferrer), then:
   (and/or the dataset's true groups, as a reference, or the classes alone, as a control);
 - masktune: masks what the classifier attends to (GradCAM) on the training split and fine-tunes briefly.
 
-Each new classifier is saved (float16) under OUT/<method>-<groups>, evaluated on the test split with the
-TRUE groups, and the results are written to mitigation.json in the test run (and the validation run).
+Each new classifier is saved (float16) under OUT/<method>-<groups> (default: runs/classifiers/<classifier>),
+evaluated on the test split with the TRUE groups, and the results are written to mitigation.json in the test
+run (and the validation run). For a shipped demo run (under checkpoints/, tracked by git) they go to
+runs/.shipped/<run>/ instead, and the dashboard reads them from there: using the demo never changes the repo.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import pandas as pd
 
 from core import paths
 
-MITIGATED_DIR = paths.CHECKPOINTS / "mitigated"
 CLASSIFIER_DIR = paths.CHECKPOINTS / "classifiers"
 
 
@@ -42,8 +43,8 @@ def classifier_candidates(manifest: dict) -> list[Path]:
     """Checkpoint folders that may hold the classifier a run was made with, most likely first.
 
     The manifest records the classifier's name and identity; a demo name "demo-erm" maps to
-    checkpoints/classifiers/erm, and any folder under checkpoints/classifiers or checkpoints/mitigated
-    whose config names it is a candidate too.
+    checkpoints/classifiers/erm, and any folder under checkpoints/classifiers or the user's classifiers
+    (runs/classifiers) whose config names it is a candidate too.
     """
     import json
 
@@ -56,7 +57,7 @@ def classifier_candidates(manifest: dict) -> list[Path]:
         for short in (name.removeprefix("demo-"), name):
             if (CLASSIFIER_DIR / short / "config.json").exists():
                 found.append(CLASSIFIER_DIR / short)
-        for root in (CLASSIFIER_DIR, MITIGATED_DIR):
+        for root in (CLASSIFIER_DIR, paths.user_classifiers()):
             for cfg in sorted(root.glob("**/config.json")) if root.is_dir() else []:
                 try:
                     if json.loads(cfg.read_text()).get("name") == name:
@@ -94,7 +95,7 @@ def resolve_classifier(manifest: dict, explicit: str | None = None):
                                       f"({adapter.identity}), found by name")
     name = (manifest.get("models") or {}).get("classifier")
     raise ValueError(f"cannot find the classifier {name!r} of this run under {_rel(CLASSIFIER_DIR)} or "
-                     f"{_rel(MITIGATED_DIR)}; pass --classifier FOLDER")
+                     f"{_rel(paths.user_classifiers())}; pass --classifier FOLDER")
 
 
 def _run_images(run) -> pd.DataFrame:
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "from its manifest)")
     ap.add_argument("--dataset", default=None, help="dataset folder (default: the run's)")
     ap.add_argument("--out", default=None, help="folder for the new classifiers, each in OUT/<method>-<groups> "
-                                                "(default: checkpoints/mitigated/<classifier name>)")
+                                                "(default: runs/classifiers/<classifier name>)")
     ap.add_argument("--no-save", action="store_true", help="evaluate only; save no checkpoint")
     ap.add_argument("--penalty", choices=["l1", "l2"], default="l1", help="DFR: penalty of the last layer")
     ap.add_argument("--balance", choices=["auto", "subsample", "weights"], default="auto",
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--masktune-lr", type=float, default=1e-3,
                     help="MaskTune keeps the ERM fine-tuning settings (core.finetune: lr 1e-3) for one epoch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--into-shipped", action="store_true", help=argparse.SUPPRESS)  # demo rebuilds only: write
+    # mitigation.json into shipped run folders (checkpoints/) instead of the user's overlay
     return ap
 
 
@@ -238,7 +241,7 @@ def _mitigate(args) -> int:
     if same < 1.0:
         _say(f"warning: the classifier agrees with the run's recorded predictions on {same:.1%} of val images")
 
-    out_root = Path(args.out) if args.out else MITIGATED_DIR / base.name
+    out_root = Path(args.out) if args.out else paths.user_classifiers() / base.name
     common = dict(labels=test["label"].to_numpy(), groups=test["group"], group_names=group_names,
                   show_progress=False)
     results = []
@@ -302,7 +305,8 @@ def _mitigate(args) -> int:
                    "no groups used"), details=details, **common))
         results[-1].classifier_before, results[-1].classifier_after = base.identity, after.identity
 
-    written = [write_mitigation_json(r.path, results) for r in (test_run, val_run) if r is not None]
+    written = [write_mitigation_json(r.path, results, into_shipped=args.into_shipped)
+               for r in (test_run, val_run) if r is not None]
     table = results_table(results)
     for col in ("worst_group_before", "worst_group_after", "average_before", "average_after"):
         table[col] = table[col].map(lambda v: f"{v:.3f}")
@@ -311,7 +315,9 @@ def _mitigate(args) -> int:
     _say(table.to_string(index=False))
     for r in results:
         per = r.table()
-        _say(f"\n{r.method} ({r.groups} groups), per group:")
+        ci = r.intervals.get("worst_group_change")
+        _say(f"\n{r.method} ({r.groups} groups): worst group {r.worst_group_change:+.3f}"
+             + (f" (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, paired bootstrap)" if ci else "") + ", per group:")
         _say(per.assign(before=per["before"].map("{:.3f}".format), after=per["after"].map("{:.3f}".format),
                         change=per["change"].map("{:+.3f}".format)).to_string(index=False))
     _say("\nwrote " + ", ".join(_rel(p) for p in written) + f" in {time.time() - t0:.0f} s")

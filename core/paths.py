@@ -20,6 +20,25 @@ DEMO_DATA = ASSETS / "demo" / "waterbirds-mini"
 FEATURE_CACHE = ASSETS / "cache" / "features"
 
 
+def user_runs() -> Path:
+    """The user's runs folder, read from the environment on every call (tests and the dashboard change it)."""
+    return Path(os.environ.get("TEXPLAIN_RUNS") or ROOT / "runs")
+
+
+def user_classifiers() -> Path:
+    """Where classifiers a user makes (mitigation) go: beside their runs, never into the tracked checkpoints/."""
+    return user_runs() / "classifiers"
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether `path` lies in the tracked checkpoints/ folder, which only a demo rebuild may write into."""
+    try:
+        Path(path).resolve().relative_to(CHECKPOINTS.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def configure_offline() -> None:
     """Point NLTK at the project's data and forbid hub downloads; idempotent."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -208,18 +208,27 @@ def mitigation_chart(records: pd.DataFrame | list, title: str | None = "Before a
     df = _frame(records, "records", ("method", "worst_group_before", "worst_group_after"))
     if df.empty:
         return empty_chart("No mitigation results", title)
-    labels = [f"{m} ({g} groups)" if "groups" in df and pd.notna(g) else str(m)
-              for m, g in zip(df["method"], df.get("groups", [None] * len(df)))]
+    labels = list(df["label"]) if "label" in df else [
+        f"{m} ({g} groups)" if "groups" in df and pd.notna(g) else str(m)
+        for m, g in zip(df["method"], df.get("groups", [None] * len(df)))]
     metrics = [("worst_group", "worst group")]
     if {"average_before", "average_after"} <= set(df.columns):
         metrics.append(("average", "average"))
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[m[1] for m in metrics], shared_yaxes=True)
     for i, (metric, _) in enumerate(metrics):
         for when, colour in (("before", BLUE), ("after", ORANGE)):
-            values = df[f"{metric}_{when}"]
+            values = pd.to_numeric(df[f"{metric}_{when}"], errors="coerce")
+            error = None
+            if {f"{metric}_{when}_low", f"{metric}_{when}_high"} <= set(df.columns):
+                low = pd.to_numeric(df[f"{metric}_{when}_low"], errors="coerce")
+                high = pd.to_numeric(df[f"{metric}_{when}_high"], errors="coerce")
+                if low.notna().any():  # 95% intervals (older records have none)
+                    error = dict(type="data", symmetric=False, array=(high - values).fillna(0).tolist(),
+                                 arrayminus=(values - low).fillna(0).tolist(), color="#555", thickness=1.2, width=4)
             fig.add_trace(go.Bar(x=labels, y=values, name=when, marker_color=colour, legendgroup=when,
-                                 showlegend=i == 0, text=[f"{v:.0%}" if pd.notna(v) else "" for v in values],
-                                 textposition="outside", cliponaxis=False,
+                                 showlegend=i == 0, error_y=error,
+                                 text=[f"{v:.0%}" if pd.notna(v) else "" for v in values],
+                                 textposition="inside" if error else "outside", cliponaxis=False,
                                  hovertemplate="%{x}<br>" + when + " %{y:.1%}<extra></extra>"), row=1, col=i + 1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.1])
     fig.update_layout(barmode="group")

@@ -238,6 +238,16 @@ def _flags_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
     return {c: scorer.flags_for(c, k=k)[columns] for c in scorer.classes_}
 
 
+def _gain_interval(m: dict) -> str:
+    """'+38 pts (+22 to +52)': the worst-group change and its 95% interval, where the record has one."""
+    before, after = m.get("worst_group_before"), m.get("worst_group_after")
+    if before is None or after is None:
+        return "–"
+    ci = (m.get("intervals") or {}).get("worst_group_change")
+    spread = f" ({100 * ci[0]:+.0f} to {100 * ci[1]:+.0f})" if ci else ""
+    return f"{100 * (after - before):+.0f} pts{spread}"
+
+
 def _read_mitigation(run: Run, notes: list[str]) -> list | None:
     records, problem = read_mitigation_records(run.path)
     if problem:
@@ -502,11 +512,12 @@ def to_markdown(report: dict) -> str:
 
     if report["mitigation"]:
         out += ["## Mitigation", ""]
-        rows = [[m["method"], m.get("groups") or "–",
+        rows = [[m["method"], m.get("groups") or "–", m.get("source") or "–",
                  f"{_pct(m.get('worst_group_before'))} → {_pct(m.get('worst_group_after'))}",
-                 f"{_pct(m.get('average_before'))} → {_pct(m.get('average_after'))}"]
+                 _gain_interval(m), f"{_pct(m.get('average_before'))} → {_pct(m.get('average_after'))}"]
                 for m in report["mitigation"]]
-        out += [_md_table(["method", "groups", "worst group", "average"], rows), ""]
+        out += [_md_table(["method", "groups", "source", "worst group", "worst-group gain (95% interval)", "average"],
+                          rows), ""]
 
     cmp = report["comparison"]
     if cmp:
@@ -652,11 +663,12 @@ def to_html(report: dict) -> str:
     if report["mitigation"]:
         parts.append("<h2>Mitigation</h2>")
         parts.append(chart(plots.mitigation_chart(pd.DataFrame(report["mitigation"]))))
-        rows = [[m["method"], m.get("groups") or "–", _pct(m.get("worst_group_before")),
-                 _pct(m.get("worst_group_after")), _pct(m.get("average_before")), _pct(m.get("average_after"))]
-                for m in report["mitigation"]]
-        parts.append(_html_table(["method", "groups", "worst group before", "after", "average before", "after"], rows,
-                                 numeric={2, 3, 4, 5}))
+        rows = [[m["method"], m.get("groups") or "–", m.get("source") or "–", _pct(m.get("worst_group_before")),
+                 _pct(m.get("worst_group_after")), _gain_interval(m), _pct(m.get("average_before")),
+                 _pct(m.get("average_after"))] for m in report["mitigation"]]
+        parts.append(_html_table(["method", "groups", "source", "worst group before", "after",
+                                  "worst-group gain (95% interval)", "average before", "after"], rows,
+                                 numeric={3, 4, 5, 6, 7}))
 
     cmp = report["comparison"]
     if cmp:

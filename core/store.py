@@ -202,10 +202,52 @@ class Run:
             con.close()
 
 
-def read_mitigation_records(run_path: str | Path) -> tuple[list[dict] | None, str | None]:
-    """A run folder's mitigation.json as a list of result dicts: (records, None), (None, None) when there
-    is no file, or (None, what is wrong with it)."""
-    path = Path(run_path) / MITIGATION_FILE
+SHIPPED_OVERLAY = ".shipped"  # under the user's runs: what a user's actions on a shipped run write
+
+
+def user_file(run_path: str | Path, filename: str) -> Path:
+    """Where a file that a user's action writes about a run goes (marks, mitigation results).
+
+    The run folder itself, except for a shipped run (in the tracked checkpoints/): its files go to
+    `<user runs>/.shipped/<run folder>/`, so that using the demo never changes the repository.
+    """
+    from core import paths
+
+    run_path = Path(run_path)
+    if paths.is_shipped(run_path):
+        return paths.user_runs() / SHIPPED_OVERLAY / run_path.name / filename
+    return run_path / filename
+
+
+def run_files(run_path: str | Path, filename: str) -> dict[str, Path]:
+    """The existing copies of a run's file: {"shipped": in a shipped run's folder, "yours": the user's}."""
+    run_path = Path(run_path)
+    mine, own = user_file(run_path, filename), run_path / filename
+    found = {}
+    if mine != own and own.exists():
+        found["shipped"] = own
+    if mine.exists():
+        found["yours"] = mine
+    return found
+
+
+def read_mitigation_records(run_path: str | Path, source: str | None = None) -> tuple[list[dict] | None, str | None]:
+    """A run's mitigation results as a list of result dicts: (records, None), (None, None) when there are
+    none, or (None, what is wrong with a file). Each record gets a "source": "shipped" (recorded with a
+    shipped demo run) or "yours" (written by your own mitigation run); `source` keeps only one of them."""
+    files = run_files(run_path, MITIGATION_FILE)
+    if source is not None:
+        files = {k: v for k, v in files.items() if k == source}
+    out: list[dict] = []
+    for origin, path in files.items():
+        records, problem = _read_mitigation_file(path)
+        if problem:
+            return None, problem
+        out += [{**r, "source": origin} for r in records]
+    return (out, None) if files else (None, None)
+
+
+def _read_mitigation_file(path: Path) -> tuple[list[dict] | None, str | None]:
     if not path.exists():
         return None, None
     try:

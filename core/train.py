@@ -180,6 +180,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     tcfg = TranslatorConfig(feature_dim=classifier.feature_dim, hidden_size=lm.hidden_size,
                             prefix_length=cfg.prefix_length, mapper=cfg.mapper, mlp_hidden=cfg.mlp_hidden,
                             normalize_features=cfg.normalize_features, classifier_identity=classifier.identity,
+                            classifier_feature_identity=classifier.feature_identity,
                             classifier_name=classifier.name, lm_identity=lm.identity, lm_name=lm.name)
     translator = Translator(tcfg)
     translator.set_feature_stats(train_features)

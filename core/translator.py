@@ -36,6 +36,7 @@ class TranslatorConfig:
     dropout: float = 0.0
     normalize_features: bool = True  # z-score features with training statistics (better words)
     classifier_identity: str = ""  # identity string of the classifier adapter
+    classifier_feature_identity: str = ""  # its feature extractor's identity (any head on it fits)
     classifier_name: str = ""
     lm_identity: str = ""  # identity string of the language model
     lm_name: str = ""
@@ -161,10 +162,13 @@ def check_compatible(config: TranslatorConfig, classifier=None, lm=None) -> None
             raise TranslatorMismatchError(
                 f"classifier {classifier.name!r} gives {classifier.feature_dim}-d features; this translator was "
                 f"trained on {config.feature_dim}-d features from {config.classifier_name!r}")
-        if config.classifier_identity and classifier.identity != config.classifier_identity:
+        same_features = bool(config.classifier_feature_identity) and \
+            getattr(classifier, "feature_identity", None) == config.classifier_feature_identity
+        if config.classifier_identity and classifier.identity != config.classifier_identity and not same_features:
             raise TranslatorMismatchError(
                 f"this translator was trained for classifier {config.classifier_identity!r} "
-                f"({config.classifier_name}), not for {classifier.identity!r}")
+                f"({config.classifier_name}), not for {classifier.identity!r}, and its feature extractor "
+                f"differs too")
     if lm is not None:
         if lm.hidden_size != config.hidden_size:
             raise TranslatorMismatchError(

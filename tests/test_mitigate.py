@@ -393,3 +393,83 @@ def test_mitigate_command_end_to_end(tmp_path, tiny_waterbirds, lite, capsys, mo
     # A run whose classifier cannot be found says what to pass.
     assert mitigate_main([str(val.path), "--no-save"]) == 2
     assert "--classifier" in capsys.readouterr().err
+
+
+# --- uncertainty of a fix, and where its record goes ---------------------------------------------------------
+
+def test_bootstrap_intervals_are_paired_and_cover_the_estimate():
+    from core.mitigate import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1, 2, 3], 50)
+    labels = groups // 2
+    before = labels.copy()
+    before[(groups == 3) & (rng.random(200) < 0.8)] ^= 1  # group 3: 20% right before the fix
+    after = labels.copy()
+    after[(groups == 3) & (rng.random(200) < 0.4)] ^= 1  # 60% after
+    iv = bootstrap_intervals(labels, before, after, groups)
+    wb, wa = (before == labels)[groups == 3].mean(), (after == labels)[groups == 3].mean()
+    assert iv["worst_group_before"][0] <= wb <= iv["worst_group_before"][1]
+    assert iv["worst_group_after"][0] <= wa <= iv["worst_group_after"][1]
+    low, high = iv["worst_group_change"]
+    assert 0 < low < wa - wb < high < 1  # a real gain: the interval excludes 0
+    same = bootstrap_intervals(labels, before, before, groups)
+    assert same["worst_group_change"] == [0.0, 0.0] and same["average_change"] == [0.0, 0.0]  # paired: no noise
+    r = evaluate_mitigation(before, after, labels=labels, groups=groups, method="dfr", group_source="inferred")
+    assert r.intervals == iv and "worst_group_change" in json.loads(json.dumps(r.to_dict()))["intervals"]
+
+
+def test_results_for_a_shipped_run_go_to_the_users_folder(tmp_path, monkeypatch):
+    """Mitigating a shipped demo run never writes into checkpoints/ (tracked by git) unless a demo rebuild asks."""
+    from core import paths
+    from core.store import read_mitigation_records, user_file
+
+    shipped = paths.SHIPPED_RUNS / "demo-erm-test"
+    if not shipped.is_dir():
+        pytest.skip("no shipped demo run")
+    monkeypatch.setenv("TEXPLAIN_RUNS", str(tmp_path / "runs"))
+    before = (shipped / MITIGATION_FILE).read_bytes() if (shipped / MITIGATION_FILE).exists() else None
+    path = write_mitigation_json(shipped, [_result("dfr", "inferred", 0.3)])
+    assert path == tmp_path / "runs" / ".shipped" / "demo-erm-test" / MITIGATION_FILE
+    assert path == user_file(shipped, MITIGATION_FILE)
+    after = (shipped / MITIGATION_FILE).read_bytes() if (shipped / MITIGATION_FILE).exists() else None
+    assert after == before
+    records, problem = read_mitigation_records(shipped)
+    assert problem is None and records[-1]["source"] == "yours" and records[-1]["details"]["C"] == 0.3
+    if before is not None:
+        assert {r["source"] for r in records} == {"shipped", "yours"}
+        assert [r["source"] for r in read_mitigation_records(shipped, source="shipped")[0]] == ["shipped"] * (
+            len(records) - 1)
+    # A user's own run keeps its results in its own folder.
+    mine = tmp_path / "runs" / "my-run"
+    mine.mkdir(parents=True)
+    assert write_mitigation_json(mine, [_result("dfr", "true", 0.1)]) == mine / MITIGATION_FILE
+
+
+def test_a_refit_head_keeps_the_feature_identity_and_the_translator(tiny_lm, tiny_classifier, tmp_path):
+    """A translator reads features only: a classifier whose last layer was refit (DFR) keeps its translator."""
+    from core.translator import Translator, TranslatorConfig, TranslatorMismatchError
+
+    clf = tiny_classifier
+    fixed = clone_adapter(clf)
+    with torch.no_grad():
+        fixed.fc.weight.mul_(-1.0)
+    fixed.refresh_identity()
+    assert fixed.identity != clf.identity and fixed.feature_identity == clf.feature_identity
+    cfg = TranslatorConfig(feature_dim=clf.feature_dim, hidden_size=tiny_lm.hidden_size, prefix_length=2,
+                           mlp_hidden=8, classifier_identity=clf.identity,
+                           classifier_feature_identity=clf.feature_identity, lm_identity=tiny_lm.identity)
+    tr = Translator(cfg)
+    Translator.from_pretrained(tr.save_pretrained(tmp_path / "tr"), fixed, tiny_lm)  # accepted
+    other = clone_adapter(clf)
+    with torch.no_grad():
+        next(p for n, p in other.module.named_parameters() if not n.startswith(other.head_name)).add_(1.0)
+    other.refresh_identity()
+    assert other.feature_identity != clf.feature_identity
+    with pytest.raises(TranslatorMismatchError, match="feature extractor differs"):
+        Translator.from_pretrained(tmp_path / "tr", other, tiny_lm)
+    # A translator saved before feature identities existed still refuses any other classifier.
+    old = Translator(TranslatorConfig(**{**cfg.__dict__, "classifier_feature_identity": ""}))
+    with pytest.raises(TranslatorMismatchError):
+        Translator.from_pretrained(old.save_pretrained(tmp_path / "old"), fixed, tiny_lm)
+

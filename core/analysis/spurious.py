@@ -217,11 +217,22 @@ class CoreWordList:
 
     @classmethod
     def for_run(cls, run: Any, autosave: bool = True) -> "CoreWordList":
-        """The marks saved in a run folder's annotations.json."""
+        """The marks saved for a run: its annotations.json, or for a shipped run the user's copy of it.
+
+        A shipped run's folder is tracked by git, so marks made on it are saved under the user's runs
+        (core.store.user_file), starting from the marks that ship with it, if any.
+        """
+        from core.store import user_file
+
         path = getattr(run, "path", None)
         if path is None:
             raise TypeError(f"run must be a core.store.Run (with a path), got {type(run).__name__}")
-        return cls.load(Path(path) / ANNOTATIONS_FILE, autosave=autosave)
+        mine, shipped = user_file(path, ANNOTATIONS_FILE), Path(path) / ANNOTATIONS_FILE
+        if mine.exists() or not shipped.exists():
+            return cls.load(mine, autosave=autosave)
+        marks = cls.load(shipped, autosave=autosave)
+        marks.path = mine
+        return marks
 
     # marks ----------------------------------------------------------------------------------------
     @staticmethod

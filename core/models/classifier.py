@@ -63,9 +63,11 @@ def _last_linear(module: nn.Module, feature_layer: str | None = None) -> tuple[s
     return linears[-1]
 
 
-def state_dict_hash(module: nn.Module) -> str:
+def state_dict_hash(module: nn.Module, skip_prefix: str | None = None) -> str:
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
+        if skip_prefix and k.startswith(skip_prefix):
+            continue
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
@@ -99,6 +101,7 @@ class ClassifierAdapter(nn.Module):
             layer.register_forward_hook(lambda m, args, out: self._capture(out))
         self._feature_dim: int | None = None
         self._identity: str | None = None
+        self._feature_identity: str | None = None
         self.source = ""  # the checkpoint folder it was loaded from, for provenance
 
     def _capture(self, t: torch.Tensor) -> None:
@@ -149,8 +152,22 @@ class ClassifierAdapter(nn.Module):
             self._identity = f"{self.arch}{layer}:{state_dict_hash(self.module)}"
         return self._identity
 
+    @property
+    def feature_identity(self) -> str:
+        """Architecture + hash of the weights that compute z: the head's weights left out.
+
+        A translator reads z only, so it fits every classifier with the same feature extractor, e.g. one
+        whose last layer was refit (DFR): its explanations are the original classifier's.
+        """
+        if self._feature_identity is None:
+            if self.feature_layer is not None:  # z comes from a named layer: be conservative
+                self._feature_identity = self.identity
+            else:
+                self._feature_identity = f"{self.arch}:features:{state_dict_hash(self.module, self.head_name + '.')}"
+        return self._feature_identity
+
     def refresh_identity(self) -> str:
-        self._identity = None
+        self._identity = self._feature_identity = None
         return self.identity
 
     # --- checkpoints -------------------------------------------------------------------------
