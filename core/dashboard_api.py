@@ -36,7 +36,8 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 __all__ = ["RunEntry", "discover_runs", "evaluation_tables", "run_summary", "GroupSummary", "group_summary",
            "read_mitigation", "dataset_mismatch", "image_word_shares", "counts_frame", "image_set_choices",
            "ModelSources", "live_model_sources", "checkpoint_folders", "decode_image", "word_cloud_image",
-           "describe_dataset", "check_run_name", "mitigate_command", "mitigation_per_group", "UPLOAD_TYPES"]
+           "describe_dataset", "check_run_name", "mitigate_command", "mitigate_argv", "mitigation_pairs",
+           "mitigation_per_group", "MitigationLink", "mitigation_link", "explanations_identical", "UPLOAD_TYPES"]
 
 
 # --- finding runs ------------------------------------------------------------------------------------
@@ -231,7 +232,11 @@ def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
 
 
 def read_mitigation(run_path: str | Path) -> tuple[pd.DataFrame | None, str | None]:
-    """The run folder's mitigation.json as a DataFrame, or (None, why not)."""
+    """A run's mitigation results as a DataFrame (None, why not), one row per (source, method, groups).
+
+    "source" is "shipped" (the record that ships with a demo run) or "yours" (your own mitigation run);
+    the columns *_low / *_high hold 95% intervals where the record has them (older records do not).
+    """
     records, problem = read_mitigation_records(run_path)
     if problem or records is None:
         return None, problem
@@ -241,9 +246,75 @@ def read_mitigation(run_path: str | Path) -> tuple[pd.DataFrame | None, str | No
     for column in ("groups", "worst_group_before", "worst_group_after", "average_before", "average_after"):
         if column not in frame:
             frame[column] = None
-    for column in ("worst_group_before", "worst_group_after", "average_before", "average_after"):
+    metrics = ("worst_group_before", "worst_group_after", "average_before", "average_after", "worst_group_change",
+               "average_change")
+    if "worst_group_change" not in frame:
+        frame["worst_group_change"] = pd.to_numeric(frame["worst_group_after"], errors="coerce") - \
+            pd.to_numeric(frame["worst_group_before"], errors="coerce")
+    if "average_change" not in frame:
+        frame["average_change"] = pd.to_numeric(frame["average_after"], errors="coerce") - \
+            pd.to_numeric(frame["average_before"], errors="coerce")
+    intervals = frame["intervals"] if "intervals" in frame else pd.Series([None] * len(frame))
+    for column in metrics:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        bounds = [iv.get(column) if isinstance(iv, dict) else None for iv in intervals]
+        frame[f"{column}_low"] = [b[0] if isinstance(b, list) and len(b) == 2 else None for b in bounds]
+        frame[f"{column}_high"] = [b[1] if isinstance(b, list) and len(b) == 2 else None for b in bounds]
+    frame["label"] = [_mitigation_label(r, len(set(frame["source"])) > 1) for r in frame.to_dict(orient="records")]
     return frame, None
+
+
+def _mitigation_label(record: dict, with_source: bool) -> str:
+    label = f"{record['method']} ({record['groups']} groups)" if record.get("groups") else str(record["method"])
+    return f"{label}, {record['source']}" if with_source and record.get("source") else label
+
+
+@dataclass
+class MitigationLink:
+    """Run `after` is run `before`'s classifier fixed by a recorded mitigation (e.g. ERM and ERM fixed)."""
+
+    before: RunEntry
+    after: RunEntry
+    record: dict  # the mitigation.json entry whose classifier_after is `after`'s classifier
+
+    def sentence(self) -> str:
+        """One line for a page: what was fixed, how, and by how much (with its interval)."""
+        r = self.record
+        ci = (r.get("intervals") or {}).get("worst_group_change")
+        spread = f" (95% interval {100 * ci[0]:+.0f} to {100 * ci[1]:+.0f} pts)" if ci else ""
+        how = {"inferred": "groups inferred from its explanations (no group labels)",
+               "true": "the true groups", "class": "classes only"}.get(r.get("groups"), f"{r.get('groups')} groups")
+        return (f"**{self.after.folder}** is **{self.before.folder}**'s classifier with its last layer refit "
+                f"({r.get('method')}) on {how}: worst-group accuracy {as_percent(r['worst_group_before'])} → "
+                f"{as_percent(r['worst_group_after'])}, {100 * (r['worst_group_after'] - r['worst_group_before']):+.0f}"
+                f" pts{spread}; average {as_percent(r['average_before'])} → {as_percent(r['average_after'])}.")
+
+
+def mitigation_link(run_a: RunEntry | None, run_b: RunEntry | None) -> MitigationLink | None:
+    """The recorded mitigation that turned one run's classifier into the other's, in either direction."""
+    if run_a is None or run_b is None:
+        return None
+    for before, after in ((run_a, run_b), (run_b, run_a)):
+        target = after.models.get("classifier_identity")
+        records, _ = read_mitigation_records(before.path)
+        for r in records or []:
+            if target and r.get("classifier_after") == target and r.get("worst_group_after") is not None:
+                return MitigationLink(before, after, r)
+    return None
+
+
+def explanations_identical(a: RunTables, b: RunTables) -> bool:
+    """Whether two runs hold the same words for the same images (same features, translator, LM and seed).
+
+    A classifier whose last layer was refit keeps its features, so its explanations are the original's; then
+    only predictions differ, and words are best compared per predicted class.
+    """
+    cols = ["image_id", "word", "count"]
+    if len(a.words) != len(b.words) or not set(cols) <= set(a.words) or not set(cols) <= set(b.words):
+        return False
+    wa = a.words[cols].sort_values(cols[:2]).reset_index(drop=True)
+    wb = b.words[cols].sort_values(cols[:2]).reset_index(drop=True)
+    return bool(wa.astype(str).equals(wb.astype(str)))
 
 
 def mitigation_per_group(records: pd.DataFrame) -> pd.DataFrame:
@@ -269,19 +340,32 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def mitigate_command(run: RunEntry, entries: list[RunEntry]) -> str:
-    """The `python -m core mitigate` command for a run: it reads a validation run and writes into the test run."""
+def mitigation_pairs(run: RunEntry, entries: list[RunEntry]) -> tuple[RunEntry | None, RunEntry | None]:
+    """(validation run, test run) of `run`'s classifier on `run`'s dataset: what a mitigation reads."""
     def same_model(e: RunEntry) -> bool:
-        return (e.ok and e.path != run.path and e.models.get("classifier") == run.models.get("classifier")
+        return (e.ok and e.models.get("classifier") == run.models.get("classifier")
                 and _dataset_key({"dataset": e.dataset})["root"] == _dataset_key({"dataset": run.dataset})["root"])
 
-    split = run.dataset.get("split")
-    if split == "val":
-        test = next((e for e in entries if same_model(e) and e.dataset.get("split") == "test"), None)
-        return f"python -m core mitigate {_rel(run.path)}" + (f" --test-run {_rel(test.path)}" if test else "") \
-            + " --method all"
-    val = next((e for e in entries if same_model(e) and e.dataset.get("split") == "val"), None)
-    return f"python -m core mitigate {_rel(val.path) if val else 'RUN_VAL'} --test-run {_rel(run.path)} --method all"
+    candidates = [e for e in entries if same_model(e)]
+    val = run if run.dataset.get("split") == "val" else next(
+        (e for e in candidates if e.dataset.get("split") == "val"), None)
+    test = run if run.dataset.get("split") == "test" else next(
+        (e for e in candidates if e.dataset.get("split") == "test"), None)
+    return val, test
+
+
+def mitigate_argv(val: RunEntry, test: RunEntry | None, method: str = "dfr", groups: str = "all") -> list[str]:
+    """The arguments of `python -m core mitigate` for a validation run (and a test run)."""
+    argv = ["mitigate", _rel(val.path)] + (["--test-run", _rel(test.path)] if test else [])
+    return argv + ["--method", method, "--groups", groups]
+
+
+def mitigate_command(run: RunEntry, entries: list[RunEntry]) -> str:
+    """The `python -m core mitigate` command for a run: it reads a validation run and scores on the test run."""
+    val, test = mitigation_pairs(run, entries)
+    if val is None:
+        return f"python -m core mitigate RUN_VAL --test-run {_rel(run.path)} --method all"
+    return "python -m core " + " ".join(mitigate_argv(val, test, "all"))
 
 
 # --- comparing two runs ----------------------------------------------------------------------------------

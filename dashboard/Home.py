@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 import streamlit as st  # noqa: E402
 
+from core import dashboard_api as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 INTRO = ("A translator maps a frozen classifier's features into a language model's input; the language model "
@@ -49,6 +50,10 @@ if not entries or run_a is None:
     st.info("**There are no runs yet.** A run is a folder of sentences and word counts for every image of a "
             f"dataset.\n\n{ui.HOW_TO_MAKE_A_RUN}")
 else:
+    link = api.mitigation_link(run_a, run_b)
+    if link is not None:
+        st.success(f":material/build: **Detect, fix, compare.** {link.sentence()} See *Compare classifiers* and "
+                   "*Worst-group accuracy*.")
     cols = st.columns(2 if run_b else 1, gap="large")
     with cols[0]:
         run_card(run_a, "Run A")

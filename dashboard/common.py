@@ -22,10 +22,12 @@ from core import dashboard_api as api  # noqa: E402
 from core import paths  # noqa: E402
 from core.analysis.spurious import ANNOTATIONS_FILE  # noqa: E402
 from core.analysis.tables import RunTables  # noqa: E402
-from core.store import MANIFEST, Run  # noqa: E402
+from core.store import MANIFEST, Run, user_file  # noqa: E402
 
 RUN_A, RUN_B = "run_a", "run_b"  # session-state keys: the chosen runs' folder paths ("" for no run B)
-DEFAULT_A, DEFAULT_B = "demo-erm-test", "demo-robust-test"
+DEFAULT_A = "demo-erm-test"
+# Run B by default: ERM fixed from its own explanations, else the group-balanced classifier.
+DEFAULT_B = ("demo-erm-fixed-test", "demo-robust-test")
 PAGES = {  # page file -> (label, Material icon, what it is for): Home's shortcuts and each page's title
     "pages/1_Explain_an_image.py": ("Explain an image", ":material/image_search:",
                                     "what the classifier's features say about one image"),
@@ -66,8 +68,7 @@ def run_roots() -> dict[str, Path]:
     TEXPLAIN_RUNS: your runs (default runs/); TEXPLAIN_SHIPPED_RUNS: the demo runs (default checkpoints/runs).
     """
     shipped = os.environ.get("TEXPLAIN_SHIPPED_RUNS") or str(paths.SHIPPED_RUNS)
-    user = os.environ.get("TEXPLAIN_RUNS") or str(paths.ROOT / "runs")
-    return {"shipped": Path(shipped), "yours": Path(user)}
+    return {"shipped": Path(shipped), "yours": paths.user_runs()}
 
 
 def user_runs_root() -> Path:
@@ -88,7 +89,7 @@ def _mtime(path: Path) -> int:
 def stamp(path: str) -> tuple[int, int]:
     """Changes whenever the run's manifest (new shards) or its annotations (core/spurious marks) change."""
     p = Path(path)
-    return _mtime(p / MANIFEST), _mtime(p / ANNOTATIONS_FILE)
+    return _mtime(p / MANIFEST), _mtime(user_file(p, ANNOTATIONS_FILE))
 
 
 # --- cached loaders ---------------------------------------------------------------------------------
@@ -186,6 +187,16 @@ def comparison(path: str, name_a: str, name_b: str) -> api.SetComparison:
     return _comparison(path, stamp(path)[0], name_a, name_b)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _same_explanations(a: str, b: str, _stamps: tuple) -> bool:
+    return api.explanations_identical(tables(a), tables(b))
+
+
+def same_explanations(a: str, b: str) -> bool:
+    """Whether runs a and b hold the same words for the same images (e.g. a classifier and its DFR fix)."""
+    return _same_explanations(a, b, (stamp(a)[0], stamp(b)[0]))
+
+
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
     from core.device import resolve
@@ -259,11 +270,11 @@ def _pick(label: str, slot: str, options: list, default, entries: dict, help: st
 
 
 def default_runs(entries: list[api.RunEntry]) -> tuple[str | None, str | None]:
-    """Run A: the shipped demo-erm-test when present, else the first good run; run B: demo-robust-test."""
+    """Run A: the shipped demo-erm-test when present, else the first good run; run B: the first of DEFAULT_B."""
     good = [e for e in entries if e.ok]
     by_folder = {e.folder: str(e.path) for e in good if e.location == "shipped"}
     a = by_folder.get(DEFAULT_A) or (str(good[0].path) if good else None)
-    b = by_folder.get(DEFAULT_B)
+    b = next((by_folder[f] for f in DEFAULT_B if f in by_folder), None)
     return a, (b if b != a else None)
 
 
@@ -296,7 +307,7 @@ def page(script: str, intro: str | None = None) -> tuple[api.RunEntry | None, ap
             for e in broken:
                 st.caption(f"**{e.folder}** ({e.location}): {e.error}")
     roots = run_roots()
-    st.sidebar.caption(f"Demo runs: `{_short(roots['shipped'])}` · your runs: `{_short(roots['yours'])}`")
+    st.sidebar.caption(f"Demo runs: `{short_path(roots['shipped'])}` · your runs: `{short_path(roots['yours'])}`")
     st.title(f"{icon} {title}" if icon else title)
     if intro:
         st.caption(intro)
@@ -305,11 +316,16 @@ def page(script: str, intro: str | None = None) -> tuple[api.RunEntry | None, ap
     return a, b
 
 
-def _short(path: Path) -> str:
+def short_path(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def mitigation_job_folder(entry: api.RunEntry) -> Path:
+    """Where a mitigation job for this run keeps its log and results (outside checkpoints/ for shipped runs)."""
+    return user_file(entry.path, "mitigation.json").parent
 
 
 def require_run(entry: api.RunEntry | None, which: str = "run A") -> str:

@@ -31,7 +31,7 @@ PAGES = [("", "Home", "TExplain Studio"), ("Explain_an_image", "Explain an image
          ("Worst-group_accuracy", "Worst-group accuracy", "Worst-group accuracy"),
          ("Compare_classifiers", "Compare classifiers", "Compare classifiers"), ("Report", "Report", "Report"),
          ("New_run", "New run", "New run")]
-DEMO_RUNS = ("demo-erm-test", "demo-robust-test")
+DEMO_RUNS = ("demo-erm-test", "demo-erm-fixed-test", "demo-robust-test")
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}: the real-browser suite "
                                                                "needs Debian's chromium package")
@@ -224,10 +224,13 @@ def test_every_page_opens_without_exception(page, server):
         assert shot.stat().st_size > 10_000
 
 
-def test_home_opens_on_the_demo_runs(page, server):
+def test_home_opens_on_the_demo_runs(page, server, world):
     open_page(page, server, "")
     body = page.inner_text("body")
-    assert "Run A: demo-erm-test" in body and "Run B: demo-robust-test" in body
+    b = "demo-erm-fixed-test" if world["demo"] else "demo-robust-test"  # ERM next to ERM fixed by default
+    assert "Run A: demo-erm-test" in body and f"Run B: {b}" in body
+    if world["demo"]:
+        assert "Detect, fix, compare." in body and "95% interval" in body
     assert "Worst-group accuracy" in body and "Top flagged spurious terms" in body
     assert "found" in body  # asset status
 
@@ -300,7 +303,7 @@ def test_download_reports(page, server):
     html = Path(info.value.path()).read_text()
     assert "TExplain bias report" in html and flagged[0] in html
     # The comparison report, once run B is chosen.
-    page.get_by_text(re.compile("compared with demo-robust-test")).click()
+    page.get_by_text(re.compile("compared with demo-(erm-fixed|robust)-test")).click()
     wait_for_text(page, re.compile("^Comparison with "))  # the preview's comparison section
     with page.expect_download() as info:
         page.get_by_role("button", name=re.compile("JSON")).click()

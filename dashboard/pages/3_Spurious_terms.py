@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 
 import streamlit as st  # noqa: E402
 
-from core import plots  # noqa: E402
+from core import paths, plots  # noqa: E402
 from core.analysis import CoreWordList, flag_examples  # noqa: E402
 from core.report import FLAGS_DEFINITION  # noqa: E402
 from dashboard import common as ui  # noqa: E402
@@ -104,8 +104,10 @@ else:
                      column_config={"prediction_name": "predicted", "text": "sentence"})
 
 st.subheader("Mark a word")
+where = ui.short_path(marks.path) if marks.path else "the run folder"
 st.caption("Core words describe the class's object and are never flagged; spurious words are always flagged. Marks "
-           f"are saved in the run folder ({Path(path).name}/annotations.json) and used by every page and report.")
+           f"are saved in `{where}` and used by every page and report"
+           + (" (a shipped demo run's folder stays untouched)." if paths.is_shipped(path) else "."))
 with st.form("mark"):
     c1, c2, c3 = st.columns([2, 2, 3])
     cls = c1.selectbox("Class", [*classes, "*"], format_func=lambda c: "every class" if c == "*" else c)

@@ -6,8 +6,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 
 import streamlit as st  # noqa: E402
 
+import pandas as pd  # noqa: E402
+
 from core import dashboard_api as api  # noqa: E402
-from core import plots  # noqa: E402
+from core import jobs, plots  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 INTRO = ("Average accuracy hides the groups a shortcut fails: landbirds on water, waterbirds on land. The "
@@ -49,30 +51,92 @@ else:
         st.markdown("**Inferred vs. true groups** (images)")
         st.dataframe(g.crosstab, width="stretch")
 
-st.subheader("Mitigation")
+st.subheader("Mitigation: fix the classifier with what its explanations flagged")
+st.caption("Last-layer reweighting (DFR) refits only the classifier's last layer on held-out (validation) images, "
+           "balanced over groups: the groups inferred from the flagged words above (no group labels needed), the "
+           "true groups (a reference) or the classes alone (a control). Scored on this run's images with the true "
+           "groups; intervals are 95% paired bootstrap intervals.")
 records, problem = api.read_mitigation(path)
 if problem:
     st.error(problem)
-if records is None:
-    command = api.mitigate_command(run_a, ui.run_entries())
-    st.info("No mitigation results for this run yet. Produce them with\n\n"
-            f"```\n{command}\n```\n\n"
-            + ("(RUN_VAL: a run of the same classifier on the validation split.) " if "RUN_VAL" in command else "")
-            + "It fixes the classifier with what the explanations flagged (last-layer reweighting on the inferred "
-              "groups; MaskTune) and writes `mitigation.json` into the run folder; this page then shows "
-              "worst-group and average accuracy before and after.")
-else:
+if records is not None:
+    star = records[(records["method"] == "dfr") & (records["groups"] == "inferred")]
+    if len(star):
+        r = star.iloc[-1]  # your own result when there is one, else the shipped one
+        m1, m2, m3 = st.columns(3)
+        spread = (f"95% interval {100 * r['worst_group_change_low']:+.0f} to {100 * r['worst_group_change_high']:+.0f}"
+                  " pts" if pd.notna(r["worst_group_change_low"]) else None)
+        m1.metric("Worst group, fixed from the explanations", ui.pct(r["worst_group_after"], 1),
+                  delta=f"{100 * r['worst_group_change']:+.1f} pts", help=spread)
+        m2.metric("Worst group before", ui.pct(r["worst_group_before"], 1))
+        m3.metric("Average after", ui.pct(r["average_after"], 1), delta=f"{100 * r['average_change']:+.1f} pts")
+        if spread:
+            st.caption(f"Worst-group gain with groups inferred from the explanations: {spread}.")
+    sources = set(records["source"])
+    st.caption({"shipped": "Results shipped with this demo run.", "yours": "Results of your own mitigation run."}
+               .get(next(iter(sources)), "") if len(sources) == 1 else
+               "Results shipped with this demo run, and of your own mitigation run (marked “yours”).")
     ui.chart(plots.mitigation_chart(records), key="mitigation")
-    shown = records[[c for c in ("method", "groups", "worst_group_before", "worst_group_after", "average_before",
-                                 "average_after") if c in records]]
+    shown = records[[c for c in ("label", "worst_group_before", "worst_group_after", "worst_group_change_low",
+                                 "worst_group_change_high", "average_before", "average_after", "checkpoint")
+                     if c in records]]
     percent = {c: st.column_config.NumberColumn(format="percent") for c in shown.columns
-               if c.endswith(("_before", "_after"))}
-    st.dataframe(shown, hide_index=True, width="stretch", column_config=percent)
+               if c.endswith(("_before", "_after", "_low", "_high"))}
+    st.dataframe(shown, hide_index=True, width="stretch", column_config={
+        **percent, "label": "fix", "worst_group_change_low": st.column_config.NumberColumn(
+            "worst-group gain, low", format="percent"),
+        "worst_group_change_high": st.column_config.NumberColumn("worst-group gain, high", format="percent")})
     per_group = api.mitigation_per_group(records)
     if len(per_group):
-        st.markdown("**Per group** (accuracy on the true groups, before → after)")
-        st.dataframe(per_group.assign(change=100 * per_group["change"].astype(float)), hide_index=True,
-                     width="stretch", column_config={
-                         "before": st.column_config.NumberColumn(format="percent"),
-                         "after": st.column_config.NumberColumn(format="percent"),
-                         "change": st.column_config.NumberColumn(format="%+.1f pts")})
+        with st.expander("Per group (accuracy on the true groups, before → after)"):
+            st.dataframe(per_group.assign(change=100 * per_group["change"].astype(float)), hide_index=True,
+                         width="stretch", column_config={
+                             "before": st.column_config.NumberColumn(format="percent"),
+                             "after": st.column_config.NumberColumn(format="percent"),
+                             "change": st.column_config.NumberColumn(format="%+.1f pts")})
+
+st.markdown("**Run the mitigation on this run**")
+entries = ui.run_entries()
+val, test = api.mitigation_pairs(run_a, entries)
+if val is None:
+    st.info(f"Mitigation fits on a run of the same classifier on the **validation** split; there is none for "
+            f"**{run_a.models.get('classifier', '?')}**. Explain the val split on the New run page, then come back. "
+            f"From a terminal:\n\n```\n{api.mitigate_command(run_a, entries)}\n```")
+else:
+    job_folder = ui.mitigation_job_folder(test or val)
+    with st.form("mitigate"):
+        st.caption(f"Fits on **{val.folder}** ({val.progress.get('done_images', '?')} validation images)"
+                   + (f", scores on **{test.folder}**" if test else ", scores on the dataset's test split")
+                   + ". New classifiers go to your runs folder; nothing is written into the shipped demo.")
+        c1, c2 = st.columns(2)
+        method = c1.selectbox("Method", ["dfr", "masktune", "all"], help="dfr: last-layer reweighting (about a "
+                              "minute on a CPU); masktune: GradCAM masking + fine-tuning (slow on a CPU).")
+        groups = c2.selectbox("Groups (DFR)", ["all", "inferred", "true", "class"],
+                              help="all = inferred, true and classes only, side by side.")
+        go = st.form_submit_button("Run in the background", type="primary")
+    if go:
+        try:
+            jobs.start_mitigate(val.path, test.path if test else None, method=method, groups=groups)
+        except (jobs.JobError, OSError) as exc:
+            st.error(f"The mitigation could not be started: {exc}")
+        else:
+            st.rerun()
+    state = jobs.job_status(job_folder, kind="mitigate")
+
+    @st.fragment(run_every=2.0 if state.running else None)
+    def show_job() -> None:
+        job = jobs.job_status(job_folder, kind="mitigate")
+        if job.state == "unknown":
+            return
+        with st.container(border=True):
+            head, button = st.columns([4, 1])
+            head.markdown(f"**Mitigation job** · {job.state}: {job.message}")
+            if job.running and button.button("Stop", key="stop-mitigation"):
+                jobs.stop(job.out, kind="mitigate")
+                st.rerun(scope="app")
+            if job.log_tail:
+                st.code(job.log_tail, language=None)
+        if state.running and not job.running:  # it just finished: show its results
+            st.rerun(scope="app")
+
+    show_job()

@@ -29,6 +29,9 @@ if mismatch:
     st.error(f"**These runs are not on the same data.** {mismatch}")
     st.stop()
 
+link = api.mitigation_link(run_a, run_b)
+if link is not None:
+    st.success(link.sentence())
 sa, sb = ui.summary(path_a), ui.summary(path_b)
 left, right = st.columns(2, gap="large")
 for col, entry, s, other in ((left, run_a, sa, sb), (right, run_b, sb, sa)):
@@ -47,12 +50,19 @@ for col, entry, s, other in ((left, run_a, sa, sb), (right, run_b, sb, sa)):
             st.markdown(f"Flags for {cls}: {ui.chips(words)}", unsafe_allow_html=True)
 
 st.subheader("Words whose share changed most")
-c1, c2 = st.columns([3, 1])
 evaluated, _ = ui.eval_tables(path_a)
+same_words = ui.same_explanations(path_a, path_b)
+if same_words:
+    st.info("**Both classifiers explain every image with the same words**: they share the feature extractor (and "
+            "the translator), so what the features encode did not change. What changed is how the last layer "
+            "uses it: which images each one *predicts* as a class. Compare the words per predicted class below.")
+c1, c2 = st.columns([3, 1])
 has_groups = "group" in evaluated.images and evaluated.images["group"].notna().any()
-by_label = c1.radio("Per", ["class", "group"] if has_groups else ["class"], horizontal=True)
+options = ["predicted class", "class", *(["group"] if has_groups else [])]
+by_label = c1.radio("Per", options, index=0 if same_words else 1, horizontal=True,
+                    help="class: the images' true class; predicted class: what each classifier called them.")
 k = c2.slider("Words per panel", 4, 15, 8)
-by = "label" if by_label == "class" else "group"
+by = {"class": "label", "predicted class": "prediction", "group": "group"}[by_label]
 
 
 @st.cache_data(show_spinner="Comparing the runs…", max_entries=8)
@@ -67,11 +77,12 @@ if changed.attrs.get("shared_images", 1) == 0:
 with st.expander("Table"):
     st.dataframe(changed, hide_index=True, width="stretch")
 
-st.subheader("Words per class, side by side")
+st.subheader("Words per predicted class, side by side" if same_words else "Words per class, side by side")
+side_by = "prediction" if same_words else "label"
 left, right = st.columns(2, gap="large")
 for col, entry, path in ((left, run_a, path_a), (right, run_b, path_b)):
     with col:
-        ui.chart(plots.class_words_chart(ui.shares(path, by="label"), by="label", k=8, title=entry.folder),
+        ui.chart(plots.class_words_chart(ui.shares(path, by=side_by), by=side_by, k=8, title=entry.folder),
                  key=f"words-{entry.folder}")
 
 st.subheader("Flags, side by side")
