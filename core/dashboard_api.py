@@ -25,7 +25,7 @@ from core import paths
 from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
                                   group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
-from core.store import MANIFEST, MITIGATION_FILE, Run, read_mitigation_records
+from core.store import MANIFEST, MITIGATION_FILE, Run, describe_gain, read_mitigation_records
 
 DEFAULT_LM = "smollm2-135m-instruct"
 CLASSIFIERS_DIR = paths.CHECKPOINTS / "classifiers"
@@ -261,6 +261,7 @@ def read_mitigation(run_path: str | Path) -> tuple[pd.DataFrame | None, str | No
         frame[f"{column}_low"] = [b[0] if isinstance(b, list) and len(b) == 2 else None for b in bounds]
         frame[f"{column}_high"] = [b[1] if isinstance(b, list) and len(b) == 2 else None for b in bounds]
     frame["label"] = [_mitigation_label(r, len(set(frame["source"])) > 1) for r in frame.to_dict(orient="records")]
+    frame["worst_group_gain"] = [describe_gain(r) for r in records]
     return frame, None
 
 

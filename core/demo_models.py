@@ -155,7 +155,8 @@ def build_fixed(force: bool = False) -> None:
         shutil.rmtree(work, ignore_errors=True)
         val, test = paths.SHIPPED_RUNS / "demo-erm-val", paths.SHIPPED_RUNS / "demo-erm-test"
         code = mitigate_main([str(val), "--test-run", str(test), "--method", "dfr", "--groups", "all",
-                              "--classifier", str(CLASSIFIER_DIR / "erm"), "--out", str(work), "--into-shipped"])
+                              "--classifier", str(CLASSIFIER_DIR / "erm"), "--out", str(work), "--into-shipped",
+                              "--no-runs"])
         if code:
             raise SystemExit(code)
         shutil.rmtree(out, ignore_errors=True)
@@ -172,7 +173,15 @@ def build_fixed(force: bool = False) -> None:
                 r["checkpoint"] = shipped if keep else None
             path.write_text(json.dumps(records, indent=2))
         print(f"classifier {FIXED}: {out}")
-    build_runs(force, names=(FIXED,), splits=("test",))
+    # Its test run: ERM's explanations (same features, translator and seed) with the fixed predictions.
+    from core.models.classifier import from_pretrained
+    from core.rescore import rescore_run
+
+    run = paths.SHIPPED_RUNS / f"demo-{FIXED}-test"
+    if force and run.exists():
+        shutil.rmtree(run)
+    rescore_run(paths.SHIPPED_RUNS / "demo-erm-test", from_pretrained(out), run, name=f"demo {FIXED} (test)")
+    print(f"run {run.name}: complete")
 
 
 def main(argv: list[str] | None = None) -> int:

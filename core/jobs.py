@@ -117,6 +117,8 @@ def _same_process(job: dict) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc (not Linux): trust the pid
+    if not any(cmdline):
+        return True  # just forked, not yet exec'd (an empty cmdline): it is ours
     wanted = [a.encode() for a in job.get("command", [])[1:4]]  # "-m", "core", "explain"
     return all(w in cmdline for w in wanted)
 

@@ -13,6 +13,8 @@ Each new classifier is saved (float16) under OUT/<method>-<groups> (default: run
 evaluated on the test split with the TRUE groups, and the results are written to mitigation.json in the test
 run (and the validation run). For a shipped demo run (under checkpoints/, tracked by git) they go to
 runs/.shipped/<run>/ instead, and the dashboard reads them from there: using the demo never changes the repo.
+Each refit classifier also gets a run on the test images, runs/<test run>-dfr-<groups>, made in seconds from
+the test run's explanations (a refit last layer keeps the features: core.rescore), to compare side by side.
 """
 from __future__ import annotations
 
@@ -137,6 +139,23 @@ def _groups_line(names: dict, counts: pd.Series) -> str:
     return ", ".join(f"{names.get(int(g), g)}: {int(n)}" for g, n in counts.sort_index().items())
 
 
+def _rescored_run(test_run, after, base, key: str) -> Path | None:
+    """The refit classifier's run on the test images, from the test run's explanations (core.rescore)."""
+    from core.rescore import rescore_run
+    from core.store import RunStoreError
+
+    out = paths.user_runs() / f"{test_run.path.name}-{key}"
+    source = base if base.identity == (test_run.manifest.get("models") or {}).get("classifier_identity") else None
+    _say(f"writing {_rel(out)}: the test run's explanations with the predictions of {after.name}")
+    try:
+        rescore_run(test_run, after, out, name=f"{test_run.name} ({key})", source_classifier=source,
+                    show_progress=False)
+    except (ValueError, RunStoreError) as exc:  # the fix itself stands; only its run is missing
+        _say(f"note: no run written for {after.name}: {exc}")
+        return None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m core mitigate", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -155,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="folder for the new classifiers, each in OUT/<method>-<groups> "
                                                 "(default: runs/classifiers/<classifier name>)")
     ap.add_argument("--no-save", action="store_true", help="evaluate only; save no checkpoint")
+    ap.add_argument("--no-runs", action="store_true",
+                    help="do not write a run of each refit classifier on the test run's images (by default one is "
+                         "written to runs/<test run>-dfr-<groups>, reusing the test run's explanations: a refit last "
+                         "layer keeps the features, so the sentences are the same; see core.rescore)")
     ap.add_argument("--penalty", choices=["l1", "l2"], default="l1", help="DFR: penalty of the last layer")
     ap.add_argument("--balance", choices=["auto", "subsample", "weights"], default="auto",
                     help="DFR: group-balanced subsamples (as in DFR), group weights, or auto: subsamples unless the "
@@ -244,7 +267,7 @@ def _mitigate(args) -> int:
     out_root = Path(args.out) if args.out else paths.user_classifiers() / base.name
     common = dict(labels=test["label"].to_numpy(), groups=test["group"], group_names=group_names,
                   show_progress=False)
-    results = []
+    results, new_runs = [], []
     ident = {"source_classifier": base.identity, "run_val": _rel(val_run.path),
              "run_test": _rel(test_run.path) if test_run else None}
 
@@ -269,6 +292,8 @@ def _mitigate(args) -> int:
                 if agreement is not None:
                     details["group_agreement"] = agreement.to_dict()
             after, ckpt = save(dfr.adapter_, f"dfr-{src}", {"method": "dfr", "groups": src, **details})
+            if ckpt and test_run is not None and not args.no_runs:
+                new_runs.append(_rescored_run(test_run, after, base, f"dfr-{src}"))
             with torch.inference_mode():
                 logits_after = after.head(torch.from_numpy(z_test)).float().numpy()
             if src == "inferred":
@@ -320,7 +345,7 @@ def _mitigate(args) -> int:
              + (f" (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, paired bootstrap)" if ci else "") + ", per group:")
         _say(per.assign(before=per["before"].map("{:.3f}".format), after=per["after"].map("{:.3f}".format),
                         change=per["change"].map("{:+.3f}".format)).to_string(index=False))
-    _say("\nwrote " + ", ".join(_rel(p) for p in written) + f" in {time.time() - t0:.0f} s")
+    _say("\nwrote " + ", ".join(_rel(p) for p in [*written, *new_runs] if p) + f" in {time.time() - t0:.0f} s")
     return 0
 
 

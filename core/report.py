@@ -53,7 +53,7 @@ from core.analysis.groups import (GroupInferrer, group_accuracy, group_agreement
                                   worst_group_accuracy)
 from core.analysis.spurious import SpuriousTermScorer
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
-from core.store import Run, RunStoreError, read_mitigation_records
+from core.store import Run, RunStoreError, describe_gain, read_mitigation_records
 
 SCHEMA_VERSION = 1
 FORMATS = ("html", "json", "md")
@@ -236,16 +236,6 @@ def _flags_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
     columns = ["rank", "word", "predicted_as", "score", "share_wrong", "share_right", "n_wrong", "n_right",
                "images_wrong", "z", "z_toward", "evidence", "example_image_ids", "source"]
     return {c: scorer.flags_for(c, k=k)[columns] for c in scorer.classes_}
-
-
-def _gain_interval(m: dict) -> str:
-    """'+38 pts (+22 to +52)': the worst-group change and its 95% interval, where the record has one."""
-    before, after = m.get("worst_group_before"), m.get("worst_group_after")
-    if before is None or after is None:
-        return "–"
-    ci = (m.get("intervals") or {}).get("worst_group_change")
-    spread = f" ({100 * ci[0]:+.0f} to {100 * ci[1]:+.0f})" if ci else ""
-    return f"{100 * (after - before):+.0f} pts{spread}"
 
 
 def _read_mitigation(run: Run, notes: list[str]) -> list | None:
@@ -514,7 +504,7 @@ def to_markdown(report: dict) -> str:
         out += ["## Mitigation", ""]
         rows = [[m["method"], m.get("groups") or "–", m.get("source") or "–",
                  f"{_pct(m.get('worst_group_before'))} → {_pct(m.get('worst_group_after'))}",
-                 _gain_interval(m), f"{_pct(m.get('average_before'))} → {_pct(m.get('average_after'))}"]
+                 describe_gain(m), f"{_pct(m.get('average_before'))} → {_pct(m.get('average_after'))}"]
                 for m in report["mitigation"]]
         out += [_md_table(["method", "groups", "source", "worst group", "worst-group gain (95% interval)", "average"],
                           rows), ""]
@@ -664,7 +654,7 @@ def to_html(report: dict) -> str:
         parts.append("<h2>Mitigation</h2>")
         parts.append(chart(plots.mitigation_chart(pd.DataFrame(report["mitigation"]))))
         rows = [[m["method"], m.get("groups") or "–", m.get("source") or "–", _pct(m.get("worst_group_before")),
-                 _pct(m.get("worst_group_after")), _gain_interval(m), _pct(m.get("average_before")),
+                 _pct(m.get("worst_group_after")), describe_gain(m), _pct(m.get("average_before")),
                  _pct(m.get("average_after"))] for m in report["mitigation"]]
         parts.append(_html_table(["method", "groups", "source", "worst group before", "after",
                                   "worst-group gain (95% interval)", "average before", "after"], rows,

@@ -247,6 +247,16 @@ def read_mitigation_records(run_path: str | Path, source: str | None = None) -> 
     return (out, None) if files else (None, None)
 
 
+def describe_gain(record: dict) -> str:
+    """'+38 pts (+24 to +50)': a mitigation record's worst-group change and its 95% interval, where it has one."""
+    before, after = record.get("worst_group_before"), record.get("worst_group_after")
+    if before is None or after is None:
+        return "–"
+    ci = (record.get("intervals") or {}).get("worst_group_change")
+    spread = f" ({100 * ci[0]:+.0f} to {100 * ci[1]:+.0f})" if ci else ""
+    return f"{100 * (after - before):+.0f} pts{spread}"
+
+
 def _read_mitigation_file(path: Path) -> tuple[list[dict] | None, str | None]:
     if not path.exists():
         return None, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -473,3 +474,41 @@ def test_a_refit_head_keeps_the_feature_identity_and_the_translator(tiny_lm, tin
     with pytest.raises(TranslatorMismatchError):
         Translator.from_pretrained(old.save_pretrained(tmp_path / "old"), fixed, tiny_lm)
 
+
+
+def test_rescoring_a_run_for_a_refit_head_equals_explaining_again(tmp_path, tiny_lm, tiny_classifier,
+                                                                   tiny_waterbirds):
+    """rescore_run copies the explanations and recomputes predictions: the same tables as a full explain."""
+    from core.data import open_dataset
+    from core.explain import ExplainConfig, explain_dataset
+    from core.rescore import rescore_run
+    from core.translator import Translator, TranslatorConfig
+
+    ds = open_dataset(tiny_waterbirds)
+    clf = tiny_classifier
+    tr = Translator(TranslatorConfig(feature_dim=clf.feature_dim, hidden_size=tiny_lm.hidden_size, prefix_length=2,
+                                     classifier_identity=clf.identity, classifier_feature_identity=clf.feature_identity,
+                                     lm_identity=tiny_lm.identity)).eval()
+    cfg = ExplainConfig(sentences_per_image=4, max_new_tokens=5, shard_size=5, seed=1, device="cpu")
+    original = explain_dataset(ds, clf, tr, tiny_lm, tmp_path / "erm", cfg, split="test", show_progress=False)
+    fixed = clone_adapter(clf, name="tinynet-fixed")
+    with torch.no_grad():
+        fixed.fc.weight.copy_(-fixed.fc.weight)  # flips the predictions: a head refit, features untouched
+    fixed.refresh_identity()
+    full = explain_dataset(ds, fixed, tr, tiny_lm, tmp_path / "full", cfg, split="test", show_progress=False)
+    quick = rescore_run(original, fixed, tmp_path / "quick", source_classifier=clf, show_progress=False)
+    assert quick.status == "complete" and quick.manifest["models"]["classifier_identity"] == fixed.identity
+    assert quick.manifest["explanations_from"]["feature_identity"] == clf.feature_identity
+    for table, keys in (("images", ["image_id"]), ("words", ["image_id", "word"]), ("sentences", ["image_id", "idx"])):
+        a = full.table(table).sort_values(keys).reset_index(drop=True)
+        b = quick.table(table).sort_values(keys).reset_index(drop=True)
+        if table == "images":
+            assert (a["prediction"] != original.table("images").sort_values(keys)["prediction"].to_numpy()).any()
+            assert np.allclose(a.pop("confidence"), b.pop("confidence"), atol=1e-6)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    other = clone_adapter(clf)
+    with torch.no_grad():
+        next(p for n, p in other.module.named_parameters() if not n.startswith(other.head_name)).add_(1.0)
+    other.refresh_identity()
+    with pytest.raises(ValueError, match="computes other features"):
+        rescore_run(original, other, tmp_path / "refused", source_classifier=clf, show_progress=False)

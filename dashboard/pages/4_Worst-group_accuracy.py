@@ -77,15 +77,14 @@ if records is not None:
                .get(next(iter(sources)), "") if len(sources) == 1 else
                "Results shipped with this demo run, and of your own mitigation run (marked “yours”).")
     ui.chart(plots.mitigation_chart(records), key="mitigation")
-    shown = records[[c for c in ("label", "worst_group_before", "worst_group_after", "worst_group_change_low",
-                                 "worst_group_change_high", "average_before", "average_after", "checkpoint")
-                     if c in records]]
-    percent = {c: st.column_config.NumberColumn(format="percent") for c in shown.columns
-               if c.endswith(("_before", "_after", "_low", "_high"))}
+    shown = records.reindex(columns=["label", "worst_group_before", "worst_group_after", "worst_group_gain",
+                                     "average_before", "average_after", "checkpoint"])
+    percent = {c: st.column_config.NumberColumn(c.replace("_", " ").replace("worst group ", "worst group, "),
+                                                format="percent")
+               for c in shown.columns if c.endswith(("_before", "_after"))}
     st.dataframe(shown, hide_index=True, width="stretch", column_config={
-        **percent, "label": "fix", "worst_group_change_low": st.column_config.NumberColumn(
-            "worst-group gain, low", format="percent"),
-        "worst_group_change_high": st.column_config.NumberColumn("worst-group gain, high", format="percent")})
+        **percent, "label": "fix", "worst_group_gain": "worst-group gain (95% interval)",
+        "checkpoint": "new classifier"})
     per_group = api.mitigation_per_group(records)
     if len(per_group):
         with st.expander("Per group (accuracy on the true groups, before → after)"):
