@@ -58,3 +58,35 @@ def test_reexplaining_images_gives_the_stored_counts():
                   .itertuples(index=False)}
         assert res["prediction"] == row["prediction"]
         assert res["words"] == stored
+
+
+@needs_demo
+def test_the_fixed_classifier_ships_with_its_record_and_explains_like_erm():
+    """ERM fixed from its explanations: the record, the checkpoint and the run agree, in a fresh clone too."""
+    from core.models.classifier import from_pretrained
+    from core.store import read_mitigation_records
+
+    records, problem = read_mitigation_records(RUN, source="shipped")
+    assert problem is None
+    by_groups = {r["groups"]: r for r in records if r["method"] == "dfr"}
+    assert set(by_groups) == {"inferred", "true", "class"}
+    star = by_groups["inferred"]
+    assert star["checkpoint"] == "checkpoints/classifiers/erm-fixed"  # relative: valid in any clone
+    assert star["worst_group_after"] > star["worst_group_before"] + 0.2
+    low, high = star["intervals"]["worst_group_change"]
+    assert 0 < low < star["worst_group_after"] - star["worst_group_before"] < high
+    fixed = from_pretrained(paths.ROOT / star["checkpoint"])
+    erm = from_pretrained(paths.CHECKPOINTS / "classifiers" / "erm")
+    assert fixed.identity == star["classifier_after"] != erm.identity
+    assert fixed.feature_identity == erm.feature_identity  # only the last layer was refit
+    run = Run.open(paths.SHIPPED_RUNS / "demo-erm-fixed-test")
+    assert run.status == "complete" and run.manifest["models"]["classifier_identity"] == fixed.identity
+    images = run.images().set_index("image_id")
+    labels, groups, pred = images["label"], images["group"], images["prediction"]
+    per_group = (pred == labels).groupby(groups).mean()
+    assert per_group.min() == pytest.approx(star["worst_group_after"])  # the run scores what the record says
+    # Same features, translator and seed: the explanations are ERM's, word for word.
+    cols = ["image_id", "word", "count", "sentences"]
+    ours = run.words()[cols].sort_values(cols[:2]).reset_index(drop=True)
+    erms = Run.open(RUN).words()[cols].sort_values(cols[:2]).reset_index(drop=True)
+    assert ours.equals(erms)
