@@ -2,8 +2,9 @@
 write reports, mitigate, rebuild the demo.
 
 One argparse tree: each verb is a module of core.commands with `add_parser(subparsers)` and `run(args)`,
-so `python -m core --help` and `python -m core VERB --help` come from the same parser. Errors a user can
-act on end in one line on stderr and exit status 2; `--debug` shows the traceback instead.
+so `python -m core --help` and `python -m core VERB --help` come from the same parser. Every failure ends in one
+line on stderr: exit status 2 for bad input (the project's TExplainError hierarchy, core.errors, and the
+library errors bad files cause), 1 for a bug; `--debug` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from core import paths  # noqa: F401  (sets the offline environment before any verb imports a model)
 from core.commands import add_all
 
-USER_ERROR_EXIT = 2
+USER_ERROR_EXIT = 2  # bad input: the message says what to fix
+INTERNAL_ERROR_EXIT = 1  # a bug
 
 
 def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
@@ -31,11 +33,28 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     return ap
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the input is wrong", not "the program is wrong": one line, exit 2."""
-    from core.store import RunStoreError
+def is_user_error(exc: BaseException) -> bool:
+    """Whether `exc` means "the input is wrong" (exit 2) rather than "the program is wrong" (exit 1).
 
-    return (FileNotFoundError, ValueError, NotImplementedError, RunStoreError)
+    The project's own errors all are; so are the errors that bad files raise in the libraries it reads
+    them with, should one get past the checks that translate them (a refused pickle, a damaged Parquet
+    file, a missing or unreadable path).
+    """
+    import pickle
+
+    from core.errors import TExplainError
+
+    user = (TExplainError, ValueError, OSError, NotImplementedError, pickle.UnpicklingError)
+    duckdb = sys.modules.get("duckdb")  # never imported just to check: it is only there if a run was read
+    if duckdb is not None:
+        user += (duckdb.Error,)
+    return isinstance(exc, user)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (library messages can span several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 def _prog() -> str:
@@ -48,11 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(_prog()).parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as exc:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT
+        print("interrupted", file=sys.stderr)  # resumable work (explain, train) picks up where it stopped
+        return 130
+    except Exception as exc:  # noqa: BLE001  (one line instead of a traceback, whatever went wrong)
+        if args.debug:
+            raise
+        if is_user_error(exc):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return USER_ERROR_EXIT
+        print(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); rerun with --debug for the "
+              "traceback and report it", file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
 
 
 if __name__ == "__main__":

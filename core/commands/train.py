@@ -7,6 +7,8 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     t = subparsers.add_parser("train", help="train a translator for a classifier and an LM", description=__doc__)
     t.add_argument("--classifier", required=True, help="'efficientnet-lite0', a checkpoint folder, or torchvision:ARCH")
+    t.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="weights (.pt/.pth state dict or .safetensors) for a --classifier torchvision:ARCH")
     t.add_argument("--captions", default="demo", help="'demo', 'csv:FILE' or 'coco:JSON:IMAGES_ROOT'")
     t.add_argument("--lm", default="smollm2-135m-instruct", help="LM: default, a local folder, a .gguf file or a hub id")
     t.add_argument("--out", required=True, help="output folder; the best checkpoint goes to OUT/best")
@@ -38,14 +40,26 @@ def captions(spec: str):
     raise ValueError(f"--captions must be 'demo', 'csv:FILE' or 'coco:JSON:IMAGES_ROOT', got {spec!r}")
 
 
+def load_classifier_arg(args):
+    """The classifier of --classifier, with the weights of --checkpoint for a torchvision architecture."""
+    from core.models import load_classifier
+
+    if args.checkpoint is None:
+        return load_classifier(args.classifier)
+    if not str(args.classifier).startswith("torchvision:"):
+        raise ValueError(f"--checkpoint FILE goes with --classifier torchvision:ARCH (e.g. torchvision:resnet50); "
+                         f"got --classifier {args.classifier}, which brings its own weights")
+    return load_classifier(args.classifier, checkpoint=args.checkpoint)
+
+
 def run(args) -> int:
     import torch
 
     from core.data import load_rgb
-    from core.models import load_classifier, load_language_model
+    from core.models import load_language_model
     from core.train import TrainConfig, compute_features, train_translator
 
-    classifier = load_classifier(args.classifier)
+    classifier = load_classifier_arg(args)
     lm = load_language_model(args.lm)
     pairs = captions(args.captions)
     if "split" in pairs.columns and (pairs["split"] == "val").any():
