@@ -7,7 +7,8 @@
 The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these fields:
 
 - schema_version (int), generated_at (ISO time), generator (str)
-- run: name, path, status, created, n_images (all images in the run), evaluation_split (the split every
+- run: name, path, status (complete, running, partial or damaged: its shards checked against its
+  manifest), created, n_images (all images in the run), evaluation_split (the split every
   number below is computed on: "test" when the run has one, else null = all images), n_evaluated
 - provenance: models {classifier, classifier_identity, translator, lm}, dataset {name, kind, root,
   class_names, group_names, train_group_counts}, settings {sentences_per_image, top_p, temperature,
@@ -318,14 +319,15 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
     if top_k < 1 or flags_k < 1:
         raise ValueError(f"top_k and flags_k must be >= 1, got {top_k} and {flags_k}")
     run = _open(run)
-    notes: list[str] = []
+    health = run.health()  # the shards against the manifest: a partial or damaged run says so up front
+    notes: list[str] = [f"This run is {health.describe()}"] if health.describe() else []
     part, tables, _ = _analyse(run, split, top_k, flags_k, notes, train_group_counts)
     manifest = tables.manifest
     report = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "generator": "TExplain Studio (core.report)",
-        "run": {"name": run.name, "path": str(run.path), "status": manifest.get("status"),
+        "run": {"name": run.name, "path": str(run.path), "status": health.status,
                 "created": manifest.get("created"), "n_images": part["n_images"],
                 "evaluation_split": part["split"], "n_evaluated": part["n_evaluated"]},
         **{k: part[k] for k in ("provenance", "accuracy", "groups", "inferred_groups", "flags", "top_words")},
@@ -335,7 +337,7 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
     }
     if compare is not None:
         other = _open(compare)
-        other_notes: list[str] = []
+        other_notes: list[str] = [f"the run is {other.health().describe()}"] if other.health().describe() else []
         other_part, other_tables, _ = _analyse(other, split, top_k, flags_k, other_notes, train_group_counts)
         changes = compare_runs(tables, other_tables, by="label", min_images=3)
         names = tables.class_names

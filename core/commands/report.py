@@ -29,6 +29,10 @@ def run(args) -> int:
         fmt = SUFFIXES.get(suffix, "md")
     run_ = resolve_run(args.run)
     other = resolve_run(args.compare) if args.compare else None
+    for r in (run_, other):
+        problem = r.health().describe() if r is not None else None
+        if problem:
+            print(f"warning: run {r.path} is {problem}", file=sys.stderr)
     split = None if args.split in ("all", "none") else args.split
     report = build_report(run_, compare=other, split=split)
     text = {"json": lambda r: to_json(r), "md": to_markdown, "html": to_html}[fmt](report)
