@@ -703,7 +703,7 @@ def _resolve_run(value: str) -> Run:
     """A run folder path, or the name of a run under the user's or the shipped runs folder."""
     from core import paths
 
-    candidates = [Path(value), paths.USER_RUNS / value, paths.SHIPPED_RUNS / value]
+    candidates = list(dict.fromkeys([Path(value), paths.USER_RUNS / value, paths.SHIPPED_RUNS / value]))
     for path in candidates:
         if (path / "manifest.json").exists():
             return Run.open(path)

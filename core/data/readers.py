@@ -117,7 +117,8 @@ def _as_dir(root: str | Path, what: str) -> Path:
 
 def _read_csv(csv_file: Path, required: tuple[str, ...] | list[str]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(csv_file)
+        # Only an empty cell is missing: a caption or file named "NA", "None" or "null" is text.
+        frame = pd.read_csv(csv_file, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise DatasetError(f"{csv_file} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
