@@ -419,8 +419,8 @@ class Run:
     def status(self) -> str:
         return self.manifest.get("status", "unknown")
 
-    def _files(self, table: str) -> list[str]:
-        done = self.done_shards()
+    def _files(self, table: str, done: set[int] | None = None) -> list[str]:
+        done = self.done_shards() if done is None else done
         return [str(self._shard_file(table, s)) for s in sorted(done)]
 
     def table(self, table: str) -> pd.DataFrame:
@@ -451,10 +451,11 @@ class Run:
         """Run SQL over views `images`, `words` and `sentences` of this run."""
         import duckdb
 
+        done = self.done_shards()  # once: every view reads the same, fully readable shards
         con = duckdb.connect()
         try:
             for t in TABLES:
-                files = self._files(t)
+                files = self._files(t, done)
                 if files:
                     con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({files!r})")
             try:
