@@ -29,6 +29,7 @@ _API = {
     "list_runs": "core.store",
     "open_dataset": "core.data",
     "resolve_device": "core.device",
+    "TExplainError": "core.errors",
 }
 __all__ = sorted(_API)
 

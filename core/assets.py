@@ -36,8 +36,7 @@ verb.possession verb.social verb.stative verb.weather adj.ppl""".split()
 LEX_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
 
-class AssetError(RuntimeError):
-    """An asset could not be prepared; the message says what to do."""
+from core.errors import AssetError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 @dataclass

@@ -11,7 +11,6 @@ Everything returns plain values, DataFrames or small dataclasses, as the analysi
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from core import paths
 from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
                                   group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
-from core.store import MANIFEST, MITIGATION_FILE, Run, describe_gain, read_mitigation_records
+from core.store import MANIFEST, MITIGATION_FILE, Run, RunStoreError, describe_gain, read_mitigation_records
 
 DEFAULT_LM = "smollm2-135m-instruct"
 CLASSIFIERS_DIR = paths.CHECKPOINTS / "classifiers"
@@ -56,6 +55,7 @@ class RunEntry:
     models: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
     error: str | None = None
+    health: str | None = None  # None for a complete run, else what is partial or damaged (RunHealth.describe)
 
     @property
     def ok(self) -> bool:
@@ -97,7 +97,14 @@ def discover_runs(roots: dict[str, str | Path]) -> list[RunEntry]:
             entry.dataset = manifest.get("dataset") or {}
             entry.models = manifest.get("models") or {}
             entry.progress = manifest.get("progress") or {}
-            if not Run(path).done_shards():
+            try:
+                health = Run(path).health()  # the shards checked against the manifest
+            except RunStoreError as exc:
+                entry.error = str(exc)
+                found.append(entry)
+                continue
+            entry.status, entry.health = health.status, health.describe()
+            if not health.done_shards:
                 entry.error = "no finished shard yet: the run has no images to show" if entry.status in (
                     "running", "starting") else "the run has no finished shard (no images)"
             found.append(entry)
@@ -554,21 +561,20 @@ def prepare_for_inference(classifier, translator, lm, device: str = "auto"):
 # --- uploads and pictures ---------------------------------------------------------------------------------------
 
 def decode_image(data: bytes, name: str = "the upload"):
-    """Bytes of an image file -> an RGB PIL image; a clear ValueError when it is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
+    """Bytes of an image file -> an RGB PIL image; a clear ValueError when it is not a readable image.
+
+    The same rules as a dataset's images (core.data.images): size limits, 16-bit pixels scaled.
+    """
+    from core.data.images import ImageDecodeError, decode_rgb
 
     if not data:
         raise ValueError(f"{name} is empty (0 bytes). Upload a PNG, JPEG, WebP or BMP image.")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            image = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{name} is not an image TExplain can read ({exc}). Upload a PNG, JPEG, WebP or BMP "
-                         "image.") from exc
-    if min(image.size) < 8:
-        raise ValueError(f"{name} is only {image.size[0]}×{image.size[1]} pixels; upload a real photo.")
-    return image
+        return decode_rgb(data, name)
+    except ImageDecodeError as exc:
+        reason = str(exc).removeprefix(f"cannot read {name}: ")
+        what = f"{name} is not an image TExplain can read ({reason})" if reason != str(exc) else str(exc)
+        raise ValueError(f"{what}. Upload a PNG, JPEG, WebP or BMP photo.") from exc
 
 
 def word_cloud_image(frequencies: dict[str, float], width: int = 640, height: int = 320, seed: int = 0):

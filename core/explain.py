@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from core.device import resolve
-from core.store import Run, portable_root
+from core.store import Run, dataset_fingerprint, portable_root
 
 
 @dataclass
@@ -234,8 +234,14 @@ ProgressFn = Callable[[int, int, dict], None]
 def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cfg: ExplainConfig | None = None,
                     split: str | None = None, name: str | None = None, extractor=None,
                     progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
-                    max_shards: int | None = None, show_progress: bool = True, extra_manifest: dict | None = None) -> Run:
-    """Explain every image of `dataset` (optionally one split) into the run folder `out_dir`; resumable."""
+                    max_shards: int | None = None, show_progress: bool = True, extra_manifest: dict | None = None,
+                    force: bool = False) -> Run:
+    """Explain every image of `dataset` (optionally one split) into the run folder `out_dir`; resumable.
+
+    Resuming checks the settings, models and data (`dataset_fingerprint`) against the run's and refuses
+    a mismatch; `force=True` deletes the run in `out_dir` (if any) and starts over. A second process
+    writing the same folder is refused (the run's lock).
+    """
     from tqdm.auto import tqdm
 
     from core.translator import check_compatible
@@ -265,9 +271,10 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
                     "train_group_counts": _train_group_counts(dataset)},
         "settings": {**cfg.sampling_settings(), "dtype": str(compute.dtype).removeprefix("torch.")},
         "device": compute.label,
+        "data_fingerprint": dataset_fingerprint(records, ds.root),
         **(extra_manifest or {}),
     }
-    run = Run.create(out_dir, manifest)
+    run = Run.create(out_dir, manifest, overwrite=force)
     shards = [records[i:i + cfg.shard_size] for i in range(0, len(records), cfg.shard_size)]
     done = run.done_shards()
     todo = [s for s in range(len(shards)) if s not in done]

@@ -42,8 +42,7 @@ MITIGATION_FILE = "mitigation.json"
 STATES = ("starting", "running", "stopping", "complete", "partial", "stopped", "failed", "unknown")
 
 
-class JobError(RuntimeError):
-    """A job could not be started, stopped or resumed; the message says why."""
+from core.errors import JobError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 def _now() -> str:

@@ -7,7 +7,8 @@
 The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these fields:
 
 - schema_version (int), generated_at (ISO time), generator (str)
-- run: name, path, status, created, n_images (all images in the run), evaluation_split (the split every
+- run: name, path, status (complete, running, partial or damaged: its shards checked against its
+  manifest), created, n_images (all images in the run), evaluation_split (the split every
   number below is computed on: "test" when the run has one, else null = all images), n_evaluated
 - provenance: models {classifier, classifier_identity, translator, lm}, dataset {name, kind, root,
   class_names, group_names, train_group_counts}, settings {sentences_per_image, top_p, temperature,
@@ -35,7 +36,6 @@ Numbers are fractions in [0, 1]; missing numbers are null, never NaN.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
@@ -319,14 +319,15 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
     if top_k < 1 or flags_k < 1:
         raise ValueError(f"top_k and flags_k must be >= 1, got {top_k} and {flags_k}")
     run = _open(run)
-    notes: list[str] = []
+    health = run.health()  # the shards against the manifest: a partial or damaged run says so up front
+    notes: list[str] = [f"This run is {health.describe()}"] if health.describe() else []
     part, tables, _ = _analyse(run, split, top_k, flags_k, notes, train_group_counts)
     manifest = tables.manifest
     report = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "generator": "TExplain Studio (core.report)",
-        "run": {"name": run.name, "path": str(run.path), "status": manifest.get("status"),
+        "run": {"name": run.name, "path": str(run.path), "status": health.status,
                 "created": manifest.get("created"), "n_images": part["n_images"],
                 "evaluation_split": part["split"], "n_evaluated": part["n_evaluated"]},
         **{k: part[k] for k in ("provenance", "accuracy", "groups", "inferred_groups", "flags", "top_words")},
@@ -336,7 +337,7 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
     }
     if compare is not None:
         other = _open(compare)
-        other_notes: list[str] = []
+        other_notes: list[str] = [f"the run is {other.health().describe()}"] if other.health().describe() else []
         other_part, other_tables, _ = _analyse(other, split, top_k, flags_k, other_notes, train_group_counts)
         changes = compare_runs(tables, other_tables, by="label", min_images=3)
         names = tables.class_names
@@ -704,7 +705,7 @@ def _resolve_run(value: str) -> Run:
     """A run folder path, or the name of a run under the user's or the shipped runs folder."""
     from core import paths
 
-    candidates = [Path(value), paths.USER_RUNS / value, paths.SHIPPED_RUNS / value]
+    candidates = list(dict.fromkeys([Path(value), paths.USER_RUNS / value, paths.SHIPPED_RUNS / value]))
     for path in candidates:
         if (path / "manifest.json").exists():
             return Run.open(path)
@@ -712,37 +713,13 @@ def _resolve_run(value: str) -> Run:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    """`python -m core report RUN [--compare RUN2] --format html|json|md [--out FILE]`; returns an exit code."""
-    parser = argparse.ArgumentParser(prog="python -m core report",
-                                     description="Write the bias report of a run (HTML, JSON or Markdown).")
-    parser.add_argument("run", help="run folder, or the name of a run in the runs folder")
-    parser.add_argument("--compare", metavar="RUN2", help="a second run on the same data to compare with")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="output format (default: from --out's extension, else md)")
-    parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
-    parser.add_argument("--split", default="auto", help="split to evaluate on (default: test when present, else all)")
-    args = parser.parse_args(argv)
+    """`python -m core report RUN [--compare RUN2] --format html|json|md [--out FILE]`; returns an exit code.
 
-    fmt = args.format
-    if fmt is None:
-        suffix = Path(args.out).suffix.lower().lstrip(".") if args.out else ""
-        fmt = {"htm": "html", "html": "html", "json": "json", "md": "md", "markdown": "md"}.get(suffix, "md")
-    try:
-        run = _resolve_run(args.run)
-        other = _resolve_run(args.compare) if args.compare else None
-        split = None if args.split in ("all", "none") else args.split
-        report = build_report(run, compare=other, split=split)
-    except (RunStoreError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = {"json": lambda r: to_json(r), "md": to_markdown, "html": to_html}[fmt](report)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        print(f"wrote {fmt} report to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    The options live in core.commands.report (one CLI tree); this runs that verb.
+    """
+    from core.cli import main
+
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from core import paths
 from core.device import resolve
+from core.errors import TrainStateError
 from core.translator import Translator, TranslatorConfig
 
 
@@ -201,9 +202,16 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                                (list(train_captions), list(val_captions) if has_val else None))
     if state_path.exists():
         # Our own file, but still read weights-only: it holds tensors and plain numbers.
-        st = torch.load(state_path, map_location=dev, weights_only=True)
+        try:
+            st = torch.load(state_path, map_location=dev, weights_only=True)
+            if not isinstance(st, dict):
+                raise TypeError(f"it holds a {type(st).__name__}, not a dict")
+        except Exception as exc:  # a refused pickle (UnpicklingError), a truncated file, a foreign object
+            raise TrainStateError(f"{state_path} cannot be resumed: it is not a training state this code wrote "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                                  "Delete it to train from scratch, or train into a new folder.") from exc
         if st.get("fingerprint") != fingerprint:
-            raise ValueError(f"{state_path} is the saved state of a different training run (other classifier, "
+            raise TrainStateError(f"{state_path} is the saved state of a different training run (other classifier, "
                              "language model, data or settings), so it cannot be resumed. Train into a new "
                              "folder, or delete that file to start this run from scratch.")
         translator.load_state_dict(st["translator"])

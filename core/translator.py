@@ -20,8 +20,7 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-class TranslatorMismatchError(ValueError):
-    """A translator was loaded against a classifier or language model it was not trained for."""
+from core.errors import TranslatorMismatchError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 @dataclass

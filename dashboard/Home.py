@@ -1,4 +1,5 @@
 """TExplain Studio: what an image classifier has learned, in words. `streamlit run dashboard/Home.py`."""
+import html  # class names go into raw HTML below: escape them
 import sys
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def run_card(entry, label: str) -> None:
     if flagged:
         st.markdown("**Top flagged spurious terms**")
         for cls, words in flagged.items():
-            st.markdown(f"{cls}: {ui.chips(words)}", unsafe_allow_html=True)
+            st.markdown(f"{html.escape(str(cls))}: {ui.chips(words)}", unsafe_allow_html=True)
     else:
         st.markdown("**Top flagged spurious terms** none: no word pulls a class toward another.")
 

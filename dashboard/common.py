@@ -333,7 +333,9 @@ def require_run(entry: api.RunEntry | None, which: str = "run A") -> str:
     if entry is None:
         st.info(f"**No run is chosen** ({which}). There is no run to show yet.\n\n{HOW_TO_MAKE_A_RUN}")
         st.stop()
-    if entry.status not in ("complete",):
+    if entry.health:  # partial or damaged: its shards checked against its manifest (core.store.RunHealth)
+        st.warning(f"Run **{entry.folder}** is {entry.health}")
+    elif entry.status not in ("complete",):
         done, total = entry.progress.get("done_images"), entry.progress.get("total_images")
         st.warning(f"Run **{entry.folder}** is {entry.status} ({done} of {total or '?'} images so far): numbers "
                    "cover the finished images only.")

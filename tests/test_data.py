@@ -23,7 +23,7 @@ from core.data import (
 from core.data import demo
 
 
-def make_image(path, color=(200, 30, 30), size=(8, 6)):
+def make_image(path, color=(200, 30, 30), size=(10, 8)):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path)
     return path
@@ -57,7 +57,7 @@ def test_read_waterbirds_records_groups_and_splits(tmp_path):
     assert list(frame.columns[:4]) == ["image_id", "path", "split", "label"]
     assert frame.set_index("image_id").loc["2", "group_name"] == "waterbird on land"
     image = ds.load_image(by_id["1"])
-    assert (image.mode, image.size) == ("RGB", (8, 6))
+    assert (image.mode, image.size) == ("RGB", (10, 8))
 
 
 def test_unknown_split_names_the_available_ones(tmp_path):

@@ -175,8 +175,7 @@ PLACE_NAMES = {0: "land", 1: "water"}
 BIRD_SIZE = (0.40, 0.65)  # the bird's longer side, as a share of the image side
 
 
-class DemoWorldError(RuntimeError):
-    """The demo world cannot be built; the message says what to do."""
+from core.errors import DemoWorldError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 def demo_class_names() -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # torchvision's ImageFolder extensions.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -33,8 +33,8 @@ BACKGROUND_VARIATIONS = ("original", "only_bg_b", "only_bg_t", "no_fg", "only_fg
 MAX_LISTED = 5  # how many missing files an error message names
 
 
-class DatasetError(ValueError):
-    """A dataset or caption file cannot be read; the message names the file and what is wrong."""
+from core.data.images import load_rgb  # noqa: E402,F401  (decoding rules: core.data.images; re-exported)
+from core.errors import DatasetError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 @dataclass
@@ -104,18 +104,6 @@ class ImageDataset:
         return load_rgb(record.path)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file fully (so a truncated file fails here, not later) and convert it to RGB."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from exc
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 def _as_dir(root: str | Path, what: str) -> Path:
@@ -129,7 +117,8 @@ def _as_dir(root: str | Path, what: str) -> Path:
 
 def _read_csv(csv_file: Path, required: tuple[str, ...] | list[str]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(csv_file)
+        # Only an empty cell is missing: a caption or file named "NA", "None" or "null" is text.
+        frame = pd.read_csv(csv_file, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise DatasetError(f"{csv_file} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -171,6 +160,33 @@ def _has_class_folders_with_images(folder: Path) -> bool:
 
 # --- Waterbirds ------------------------------------------------------------------------------
 
+def _as_int(value) -> int | None:
+    """0, 1.0, "2" -> int; anything else (text, 0.5, empty) -> None."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _waterbirds_split(value) -> str | None:
+    """Waterbirds' split code (0/1/2, as a number or text) or a split name -> "train"/"val"/"test"."""
+    code = _as_int(value)
+    if code is not None:
+        return WATERBIRDS_SPLITS.get(code)
+    name = str(value).strip().lower()
+    return name if name in SPLIT_ORDER[:3] else None
+
+
+def _inside(relative: str) -> bool:
+    """Whether a path from a metadata file stays inside the dataset folder (no absolute path, no '..')."""
+    path = relative.replace("\\", "/")
+    if not path or os.path.isabs(path) or re.match(r"^[A-Za-z]:", path):
+        return False
+    norm = os.path.normpath(path)
+    return norm != ".." and not norm.startswith("../") and not norm.startswith("/")
+
+
 def read_waterbirds(root: str | Path, check_files: bool = True) -> ImageDataset:
     """Waterbirds (Sagawa et al. 2020) from its own metadata.csv: img_filename, y, split, place.
 
@@ -185,13 +201,21 @@ def read_waterbirds(root: str | Path, check_files: bool = True) -> ImageDataset:
     root = csv_file.parent
     meta = _read_csv(csv_file, WATERBIRDS_COLUMNS)
     for col in ("y", "place"):
-        bad = sorted(set(meta[col].dropna().unique()) - {0, 1}) + (["empty"] if meta[col].isna().any() else [])
-        if bad:
+        # One bad cell makes pandas read the whole column as text: judge each value, not the column's type.
+        values = meta[col].map(_as_int)
+        invalid = ~values.isin([0, 1])
+        if invalid.any():
+            bad = sorted({"empty" if pd.isna(v) else str(v) for v in meta.loc[invalid, col]})
             raise DatasetError(f"{csv_file}: column {col!r} must hold 0 or 1; found {bad[:MAX_LISTED]}")
-    splits = meta["split"].map(lambda s: WATERBIRDS_SPLITS.get(s, s if s in SPLIT_ORDER[:3] else None))
+        meta[col] = values.astype(int)
+    splits = meta["split"].map(_waterbirds_split)
     if splits.isna().any():
-        bad = sorted(map(str, meta.loc[splits.isna(), "split"].unique()))
+        bad = sorted({"empty" if pd.isna(v) else str(v) for v in meta.loc[splits.isna(), "split"]})
         raise DatasetError(f"{csv_file}: column 'split' must be 0/1/2 (train/val/test); found {bad[:MAX_LISTED]}")
+    outside = [f for f in meta["img_filename"].astype(str) if not _inside(f)]
+    if outside:
+        raise DatasetError(f"{csv_file}: img_filename must be a path inside {root}; {len(outside)} are not "
+                           f"(absolute, or leaving the folder with '..'), e.g. {outside[:MAX_LISTED]}")
     ids = meta["img_id"].astype(str) if "img_id" in meta.columns else meta["img_filename"].astype(str)
     if ids.duplicated().any():
         raise DatasetError(f"{csv_file}: image ids repeat, e.g. {ids[ids.duplicated()].iloc[0]!r}")
@@ -366,6 +390,10 @@ def read_coco_captions(json_file: str | Path, images_root: str | Path, check_fil
         frame = pd.DataFrame(rows, columns=["path", "caption", "image_id", "split"])
     else:
         raise DatasetError(f"{json_file} has 'images' but no 'annotations'; it is not a COCO caption file")
+    outside = [p for p in frame["path"].unique() if not _inside(os.path.relpath(p, images_root))]
+    if outside:
+        raise DatasetError(f"{json_file}: image file names must be paths inside {images_root}; {len(outside)} are "
+                           f"not (absolute, or leaving the folder with '..'), e.g. {outside[:MAX_LISTED]}")
     if check_files:
         _check_files_exist([Path(p) for p in frame["path"].unique()], json_file)
     return frame

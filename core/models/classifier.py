@@ -26,8 +26,7 @@ LITE_MEAN = [127 / 255] * 3
 LITE_STD = [128 / 255] * 3
 
 
-class ClassifierLoadError(ValueError):
-    """A classifier or its checkpoint could not be loaded; the message says why."""
+from core.errors import ClassifierLoadError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 @dataclass
@@ -361,5 +360,7 @@ def load_classifier(spec: str | Path | nn.Module, **kwargs) -> ClassifierAdapter
     if p.is_dir():
         return from_pretrained(p)
     if p.exists():
-        raise ClassifierLoadError(f"{p} is a file; pass a checkpoint folder, or 'torchvision:ARCH' with checkpoint={p}")
+        raise ClassifierLoadError(f"{p} is a file; pass a checkpoint folder, or a torchvision architecture with "
+                                 f"these weights: --classifier torchvision:ARCH --checkpoint {p} on the command "
+                                 f"line, load_classifier('torchvision:ARCH', checkpoint='{p}') in Python")
     raise ClassifierLoadError(f"unknown classifier {s!r}: use 'efficientnet-lite0', 'torchvision:ARCH' or a checkpoint folder")

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from core import paths
+from core.errors import LanguageModelError
 
 DEFAULT_LM = "smollm2-135m-instruct"
 
@@ -94,6 +95,8 @@ def resolve_lm_path(name_or_path: str | Path) -> tuple[str, str | Path]:
         if not (cache / "config.json").exists():
             convert_gguf(p, cache)
         return p.stem, cache
+    if not p.exists() and (p.is_absolute() or s.startswith((".", "~"))):  # a path, not a hub id
+        raise LanguageModelError(f"language model folder {p} does not exist")
     if p.exists():
         if not (p / "config.json").exists():
             raise FileNotFoundError(f"{p} is not a Hugging Face model folder (no config.json)")
@@ -111,11 +114,24 @@ def load_language_model(name_or_path: str | Path = DEFAULT_LM, device: str | tor
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name, src = resolve_lm_path(name_or_path)
-    tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+    try:
+        tok = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+    except Exception as exc:  # a refused pickle (weights_only), damaged weights, an unknown hub id offline
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError) or isinstance(exc.__cause__, pickle.UnpicklingError):
+            reason = ("its pickled weights were refused: unpickling them could run code. Use safetensors weights "
+                      "(save_pretrained(..., safe_serialization=True) from a copy you trust)")
+        else:
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            reason = f"{type(exc).__name__}: {first}"
+        where = "the folder" if Path(str(src)).exists() else "the hub id (offline: only cached models load)"
+        raise LanguageModelError(f"language model {str(name_or_path)!r} could not be loaded from {where} {src}: "
+                                 f"{reason}") from exc
     model.to(device).eval().requires_grad_(False)
     if tok.eos_token_id is None:
-        raise ValueError(f"language model {name!r} has no end-of-sequence token; sentences could not stop")
+        raise LanguageModelError(f"language model {name!r} has no end-of-sequence token; sentences could not stop")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     # Captions are right-padded in training; generation builds its own masks.

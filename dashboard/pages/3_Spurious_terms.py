@@ -1,4 +1,5 @@
 """Spurious-term flags with their evidence, example images and sentences; mark words as core or spurious."""
+import html  # class names go into raw HTML below: escape them
 import sys
 from pathlib import Path
 
@@ -121,7 +122,7 @@ if submitted:
 
 saved = marks.to_dict()
 if saved["spurious"] or saved["core"]:
-    lines = [f"{'every class' if c == '*' else c} · {kind}: {ui.chips(ws, kind)}"
+    lines = [f"{'every class' if c == '*' else html.escape(str(c))} · {kind}: {ui.chips(ws, kind)}"
              for kind in ("spurious", "core") for c, ws in saved[kind].items()]
     st.markdown("**Your marks**  \n" + "  \n".join(lines), unsafe_allow_html=True)
 

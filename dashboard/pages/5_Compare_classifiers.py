@@ -1,4 +1,5 @@
 """Two classifiers explained on the same images, side by side: accuracy, words, flags and what changed."""
+import html  # class names go into raw HTML below: escape them
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ for col, entry, s, other in ((left, run_a, sa, sb), (right, run_b, sb, sa)):
         m2.metric("Worst-group accuracy", ui.pct(wg["accuracy"], 1) if wg else "–", delta=delta,
                   help=wg["group_name"] if wg else None)
         for cls, words in s["flags"].items():
-            st.markdown(f"Flags for {cls}: {ui.chips(words)}", unsafe_allow_html=True)
+            st.markdown(f"Flags for {html.escape(str(cls))}: {ui.chips(words)}", unsafe_allow_html=True)
 
 st.subheader("Words whose share changed most")
 evaluated, _ = ui.eval_tables(path_a)
