@@ -67,8 +67,8 @@ FORMATS = ("html", "json", "md")
 FLAGS_DEFINITION = (
     "A flag listed under class X is a word over-represented in the explanations of X's images that the "
     "classifier gets wrong, compared with X's images it gets right, and not part of any class's concept (X's, "
-    "the class they are misread as, shown as 'pulls toward', or another). It is what pulls X's images toward another class: "
-    "on Waterbirds, water words are flagged under landbird and land words under waterbird. Score = log-odds "
+    "the class they are misread as, shown as 'pulls toward', or another). It is what pulls X's images toward "
+    "another class: on Waterbirds, water words are flagged under landbird and land words under waterbird. Score = log-odds "
     "z-score (misread vs. read correctly); a flag needs enough misread images that use the word (fewer when "
     "few are misread), and a visual meaning.")
 ASSOCIATION_DEFINITION = (

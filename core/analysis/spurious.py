@@ -778,7 +778,8 @@ class SpuriousTermScorer:
             c = names.index(r[0])
             sel = rows[(rows[column] == c) & (rows["word"] == r.word)]
             sel = sel.assign(misread=(sel["label"] != sel["prediction"]))
-            sel = sel.sort_values(["misread", "share", "image_id"], ascending=[False, False, True]).head(self.n_examples)
+            sel = sel.sort_values(["misread", "share", "image_id"], ascending=[False, False, True])
+            sel = sel.head(self.n_examples)
             out.append([str(i) for i in sel["image_id"]])
         return out
 

@@ -106,7 +106,9 @@ def read_description(folder: Path) -> dict:
 
 
 def _sort_key(value: Any) -> tuple:
-    return (0, float(value), "") if isinstance(value, (int, float, np.integer, np.floating, bool)) else (1, 0.0, str(value))
+    if isinstance(value, (int, float, np.integer, np.floating, bool)):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
 
 def _raw_key(value: Any) -> str:
