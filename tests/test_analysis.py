@@ -453,11 +453,20 @@ def test_load_tables_takes_a_run_folder_path(tmp_path, erm_run):
 def test_flags_need_a_visual_meaning_and_fewer_images_when_few_are_misread():
     from core.analysis.spurious import visual_meaning
 
-    verdict = visual_meaning(["lake", "forest", "wave", "misty", "wooden", "black", "swim", "great", "close",
-                              "idea", "nice"])
-    assert all(verdict[w] for w in ("lake", "forest", "wave", "misty", "wooden", "black", "swim"))
+    verdict = visual_meaning(["lake", "forest", "wave", "misty", "wooden", "black", "swim", "striped", "dotted",
+                              "checkered", "great", "close", "idea", "nice"])
+    assert all(verdict[w] for w in ("lake", "forest", "wave", "misty", "wooden", "black", "swim", "striped",
+                                    "dotted", "checkered"))
     assert not any(verdict[w] for w in ("great", "close", "idea", "nice"))
     scorer = SpuriousTermScorer()
     assert [scorer.needed_images(n) for n in (3, 4, 6, 10, 100)] == [2, 2, 3, 5, 10]
     with pytest.raises(ValueError, match="association_by must be 'prediction' or 'label', got 'group'"):
         SpuriousTermScorer(association_by="group").fit(([], []))
+
+
+def test_association_view_by_label(erm_run):
+    scorer = SpuriousTermScorer(association_by="label").fit(erm_run)
+    assert set(scorer.association_scores_["class"]) == {"landbird", "waterbird"}
+    if len(scorer.associations_):
+        assert scorer.associations_["evidence"].str.contains("images labelled").all()
+    assert set(scorer.notes_["view"]) == {"error", "association"}

@@ -217,7 +217,7 @@ _ABSTRACT_NOUN_FILES = {"noun.act", "noun.attribute", "noun.cognition", "noun.co
                         "noun.possession", "noun.process", "noun.Tops"}
 _VISIBLE_VERB_FILES = {"verb.motion", "verb.contact", "verb.body", "verb.weather", "verb.consumption"}
 _visual_memory: dict[str, bool] = {}
-_VISUAL_CACHE_KEY = "visual-v2"  # bump when the rule changes, so cached verdicts of an older rule are not used
+_VISUAL_CACHE_KEY = "visual-v3"  # bump when the rule changes, so cached verdicts of an older rule are not used
 
 
 def _noun_is_visual(synset) -> bool:
@@ -240,16 +240,29 @@ def _adjective_is_visual(synset) -> bool:
     return any(_noun_is_visual(n) for n in nouns)
 
 
-def _visual_verdict(wn, word: str) -> bool:
-    senses = wn.synsets(word)
-    if not senses:
-        return False
+def _most_common(wn, word: str, pos: str | None = None):
+    """The word's most common WordNet sense (tagged-corpus counts; WordNet's own order breaks ties)."""
+    senses = wn.synsets(word, pos=pos)
 
-    def frequency(s) -> int:  # how often this sense of the word was tagged in WordNet's corpus
+    def frequency(s) -> int:
         return sum(lemma.count() for lemma in s.lemmas() if lemma.name().lower() == word)
 
-    # The most common sense decides; WordNet's own sense order (most frequent first) breaks ties.
-    best = max(senses, key=lambda s: (frequency(s), -senses.index(s)))
+    return max(senses, key=lambda s: (frequency(s), -senses.index(s))) if senses else None
+
+
+def _visual_verdict(wn, word: str) -> bool:
+    best = _most_common(wn, word)
+    if best is None:
+        return False
+    if _sense_is_visual(best):
+        return True
+    # A participle of a visible thing looks like it: "striped", "dotted", "checkered" (stripe, dot, checker).
+    base = wn.morphy(word, wn.VERB) if word.endswith(("ed", "ing")) else None
+    noun = _most_common(wn, base, "n") if base and base != word else None
+    return noun is not None and _noun_is_visual(noun)
+
+
+def _sense_is_visual(best) -> bool:
     if best.pos() == "n":
         return _noun_is_visual(best)
     if best.pos() in ("a", "s"):
@@ -512,6 +525,7 @@ class SpuriousTermScorer:
         has_groups = "group" in images and images["group"].notna().any()
         names = tables.class_names
         self.classes_ = names
+        self.has_groups_ = bool(has_groups)
         self.group_names_ = tables.group_names if has_groups else {}
         self.core_words_ = self._core_list(tables)
         self.concept_words_ = {n: concept_words(n, self.use_wordnet) for n in names}
@@ -522,7 +536,7 @@ class SpuriousTermScorer:
         self._shares = shares.assign(word=shares["word"].astype("category"))
         self._n_predicted = images["prediction"].value_counts()
         self._images, self._n_images = images, len(images)
-        self._toward_cache: dict[int, pd.Series] = {}
+        self._toward_cache: dict[int, pd.DataFrame | None] = {}
 
         class_frames, pair_frames, misread = [], [], []
         for t in sorted(images["label"].unique()):
@@ -557,20 +571,25 @@ class SpuriousTermScorer:
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns or _SCORE_COLUMNS)
 
-    def _toward_z(self, p: int) -> pd.Series:
-        """word -> log-odds z of images predicted as p vs. images not predicted as p."""
+    def _toward_table(self, p: int) -> pd.DataFrame | None:
+        """Log-odds table of images predicted as p vs. images not predicted as p (None when one side is empty);
+        shared by the error view's z_toward and the association view."""
         if p not in self._toward_cache:
             rows = self._shares
             n_pos = int(self._n_predicted.get(p, 0))
             n_neg = self._n_images - n_pos
+            table = None
             if n_pos and n_neg:
                 mask = (rows["prediction"] == p).to_numpy()
-                cmp = log_odds_table(totals_from_rows(rows[mask], n_pos), totals_from_rows(rows[~mask], n_neg),
-                                     n_pos, n_neg, prior_strength=self.prior_strength)
-                self._toward_cache[p] = cmp.set_index("word")["z"]
-            else:
-                self._toward_cache[p] = pd.Series(dtype=float)
+                table = log_odds_table(totals_from_rows(rows[mask], n_pos), totals_from_rows(rows[~mask], n_neg),
+                                       n_pos, n_neg, prior_strength=self.prior_strength)
+            self._toward_cache[p] = table
         return self._toward_cache[p]
+
+    def _toward_z(self, p: int) -> pd.Series:
+        """word -> log-odds z of images predicted as p vs. images not predicted as p."""
+        table = self._toward_table(p)
+        return pd.Series(dtype=float) if table is None else table.set_index("word")["z"]
 
     def _concept_owner(self, words: pd.Series, own: str) -> pd.Series:
         """Per word, the first class (own class first) whose concept or user core marks hold it, else None."""
@@ -683,8 +702,11 @@ class SpuriousTermScorer:
         n_pos, n_neg = int(in_class.sum()), int((~in_class).sum())
         if n_pos == 0 or n_neg == 0:
             return pd.DataFrame(columns=_ASSOC_SCORE_COLUMNS)
-        cmp = log_odds_table(totals_from_rows(rows[pos_mask], n_pos), totals_from_rows(rows[~pos_mask], n_neg),
-                             n_pos, n_neg, prior_strength=self.prior_strength)
+        if column == "prediction":
+            cmp = self._toward_table(c)
+        else:
+            cmp = log_odds_table(totals_from_rows(rows[pos_mask], n_pos), totals_from_rows(rows[~pos_mask], n_neg),
+                                 n_pos, n_neg, prior_strength=self.prior_strength)
         cmp = cmp[cmp["images_a"] > 0].reset_index(drop=True)
         # Misread images on the class's side: other classes' images taken for c (by prediction), or c's
         # images taken for something else (by label).
@@ -719,7 +741,7 @@ class SpuriousTermScorer:
         """Per word, the largest gap in mean sentence share between two true groups of one class."""
         columns = ["group_gap", "group_high", "group_low", "share_group_high", "share_group_low", "confirmed"]
         empty = pd.DataFrame(columns=columns, index=pd.Index([], name="word"))
-        if not self.group_names_ or words.empty:
+        if not self.has_groups_ or words.empty:
             return empty
         images = self._images[self._images["group"].notna()]
         sizes = images.groupby(["label", "group"]).size()
