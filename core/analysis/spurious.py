@@ -537,6 +537,7 @@ class SpuriousTermScorer:
         self._n_predicted = images["prediction"].value_counts()
         self._images, self._n_images = images, len(images)
         self._toward_cache: dict[int, pd.DataFrame | None] = {}
+        self._owner_maps: dict[str, dict[str, str]] = {}
 
         class_frames, pair_frames, misread = [], [], []
         for t in sorted(images["label"].unique()):
@@ -563,7 +564,7 @@ class SpuriousTermScorer:
         self.association_scores_ = self._concat([self._association(int(c)) for c in present], _ASSOC_SCORE_COLUMNS)
         self.associations_ = self._association_flags(self.association_scores_)
         self.notes_ = self._notes()
-        del self._shares, self._toward_cache, self._n_predicted, self._images, self._n_images
+        del self._shares, self._toward_cache, self._n_predicted, self._images, self._n_images, self._owner_maps
         return self
 
     @staticmethod
@@ -593,13 +594,13 @@ class SpuriousTermScorer:
 
     def _concept_owner(self, words: pd.Series, own: str) -> pd.Series:
         """Per word, the first class (own class first) whose concept or user core marks hold it, else None."""
-        order = [own, *[c for c in self.classes_ if c != own]]
-        owner = pd.Series(None, index=words.index, dtype=object)
-        for c in order:
-            concept = self.concept_words_.get(c, frozenset()) | self.core_words_.core(c)
-            hit = owner.isna() & words.isin(concept)
-            owner[hit] = c
-        return owner
+        if own not in self._owner_maps:
+            owner_of: dict[str, str] = {}
+            for c in [own, *[c for c in self.classes_ if c != own]]:
+                for w in self.concept_words_.get(c, frozenset()) | self.core_words_.core(c):
+                    owner_of.setdefault(w, c)
+            self._owner_maps[own] = owner_of
+        return words.map(self._owner_maps[own]).astype(object)
 
     def _not_visual(self, words: pd.Series, candidates: np.ndarray) -> np.ndarray:
         """True where a candidate word has no visual meaning (only candidates are looked up)."""
@@ -748,23 +749,32 @@ class SpuriousTermScorer:
         sizes = sizes[sizes > 0]
         rows = self._shares[self._shares["word"].isin(list(words)) & self._shares["group"].notna()]
         sums = rows.groupby(["word", "label", "group"], observed=True)["share"].sum()
-        out = {}
-        for word in words:
-            mean = (sums.get(word, pd.Series(dtype=float)).reindex(sizes.index).fillna(0.0) / sizes)
-            best = None
-            for label, per_group in mean.groupby(level="label"):
-                if len(per_group) < 2:
-                    continue
-                hi, lo = per_group.idxmax(), per_group.idxmin()
-                gap = float(per_group[hi] - per_group[lo])
-                if best is None or gap > best[0]:
-                    best = (gap, hi[1], lo[1], float(per_group[hi]), float(per_group[lo]))
-            if best is not None:
-                gap, hi, lo, s_hi, s_lo = best
-                out[word] = [gap, self.group_names_.get(int(hi), f"group {int(hi)}"),
-                             self.group_names_.get(int(lo), f"group {int(lo)}"), s_hi, s_lo,
-                             gap >= self.min_share_gap]
-        return pd.DataFrame.from_dict(out, orient="index", columns=columns).rename_axis("word") if out else empty
+        sums.index = sums.index.set_levels(sums.index.levels[0].astype(str), level=0)
+        # Mean share of every (word, class, group), zeros included: one row per word x group of the images.
+        cells = pd.MultiIndex.from_tuples([(w, lab, g) for w in words for lab, g in sizes.index],
+                                          names=["word", "label", "group"])
+        mean = (sums.reindex(cells, fill_value=0.0).to_numpy() / np.tile(sizes.to_numpy(), len(words)))
+        frame = cells.to_frame(index=False).assign(mean=mean)
+        by_class = frame.groupby(["word", "label"], sort=False)["mean"]
+        frame = frame.assign(n=by_class.transform("size"))
+        frame = frame[frame["n"] >= 2]
+        if frame.empty:
+            return empty
+        hi = frame.loc[frame.groupby(["word", "label"], sort=False)["mean"].idxmax()].set_index(["word", "label"])
+        lo = frame.loc[frame.groupby(["word", "label"], sort=False)["mean"].idxmin()].set_index(["word", "label"])
+        gaps = pd.DataFrame({"group_gap": hi["mean"] - lo["mean"], "hi": hi["group"], "lo": lo["group"],
+                             "share_group_high": hi["mean"], "share_group_low": lo["mean"]}).reset_index()
+        # Per word, the class whose groups differ most.
+        gaps = gaps.sort_values(["group_gap", "label"], ascending=[False, True], kind="stable").drop_duplicates("word")
+        name = lambda g: self.group_names_.get(int(g), f"group {int(g)}")  # noqa: E731
+        out = pd.DataFrame({"group_gap": gaps["group_gap"].to_numpy(), "group_high": gaps["hi"].map(name).to_numpy(),
+                            "group_low": gaps["lo"].map(name).to_numpy(),
+                            "share_group_high": gaps["share_group_high"].to_numpy(),
+                            "share_group_low": gaps["share_group_low"].to_numpy(),
+                            "confirmed": (gaps["group_gap"] >= self.min_share_gap).to_numpy()},
+                           index=pd.Index(gaps["word"].to_numpy(), name="word"))
+        out["confirmed"] = out["confirmed"].astype(object)
+        return out[columns]
 
     def _association_flags(self, scores: pd.DataFrame) -> pd.DataFrame:
         flags = scores[scores["flagged"].astype(bool)].copy()
