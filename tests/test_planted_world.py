@@ -198,6 +198,7 @@ def test_a_class_with_too_few_misread_images_still_gets_flags_and_a_reason(world
     reason = scorer.note_for("cup", "error")
     assert f"only {cup['n_wrong']} cup images are misread" in reason and "association view" in reason
     assert not scorer.associations_for("cup").empty  # the association view still warns about cups
+    assert scorer.note_for("plate", "error") is None and scorer.note_for("cup", "association") is None
     report = build_report(run)
     assert f"No word flagged: {reason}." in to_markdown(report)
     notes = {(n["class"], n["view"]): n["reason"] for n in report["flags"]["notes"]}

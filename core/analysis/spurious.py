@@ -932,7 +932,8 @@ class SpuriousTermScorer:
         if view not in VIEWS:
             raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
         rows = self.notes_[(self.notes_["class"] == class_name) & (self.notes_["view"] == view)]
-        return None if rows.empty else rows["reason"].iloc[0]
+        reason = None if rows.empty else rows["reason"].iloc[0]
+        return None if reason is None or (isinstance(reason, float) and math.isnan(reason)) else str(reason)
 
     def flagged_words(self, k: int | None = None) -> dict[str, list[str]]:
         """class -> its flagged words, best first (the top `k` when given)."""
