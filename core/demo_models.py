@@ -39,8 +39,8 @@ def _finetune_configs():
 
 def build_classifiers(force: bool = False) -> None:
     from core.data import read_waterbirds
-    from core.finetune import finetune, group_accuracies, trunk_features, trunk_views
-    from core.models.classifier import efficientnet_lite0, from_pretrained
+    from core.finetune import finetune, test_metrics, trunk_features, trunk_views
+    from core.models.classifier import efficientnet_lite0
 
     ds = read_waterbirds(paths.DEMO_DATA)
     splits = {s: ds.split(s) for s in ("train", "val", "test")}
@@ -64,14 +64,7 @@ def build_classifiers(force: bool = False) -> None:
                         None, [r.label for r in va], [r.group for r in va], train_views=views, val_trunk=val_trunk)
         clf.save_pretrained(out, extra={"training": {**hist, "seconds": round(time.time() - t0, 1)}})
         # Metrics of the checkpoint as shipped (float16 weights), on the test split.
-        shipped = from_pretrained(out)
-        te = splits["test"].records
-        x = trunk_features(shipped, images["test"], cfg.train_from_block)
-        acc = group_accuracies(shipped, x, torch.tensor([r.label for r in te]), torch.tensor([r.group for r in te]),
-                               cfg.train_from_block)
-        cfg_json = json.loads((out / "config.json").read_text())
-        cfg_json["metrics"] = {"test": acc}
-        (out / "config.json").write_text(json.dumps(cfg_json, indent=2))
+        acc = test_metrics(out, images["test"], splits["test"].records, cfg.train_from_block)
         print(f"classifier {name}: test average {acc['average']:.3f}, worst group {acc['worst_group']:.3f} "
               f"({acc['per_group']}) in {time.time() - t0:.0f} s")
 

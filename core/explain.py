@@ -27,7 +27,7 @@ class ExplainConfig:
     max_new_tokens: int = 20  # captions are one short sentence
     batch_rows: int = 512  # sequences generated together (images x samples)
     shard_size: int = 64  # images per store shard: the unit of resumption
-    keep_sentences: int = 8  # sentences kept per image in the store, as examples
+    keep_sentences: int | None = None  # sentences stored per image (None = all: sentence-level stats can be redone)
     image_batch: int = 32  # images per classifier forward pass
     seed: int = 0
     device: str = "auto"

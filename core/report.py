@@ -21,9 +21,15 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
 - inferred_groups: groups inferred from the flags (class x "explanations carry the class's flagged
   words"): words, thresholds, per_group, worst, worst_group_name and, when true groups exist,
   agreement {accuracy (best matching), adjusted_rand, n}; null when no class has flags
-- flags: definition (what "flags for class X" means), scorer (its parameters), by_class {class: [{rank,
-  word, predicted_as, score, share_wrong, share_right, n_wrong, n_right, images_wrong, z, z_toward,
-  evidence, example_image_ids, source}]}, misread [{class, predicted_as, n_wrong, n_right, scored}]
+- flags: the error view and the association view (see core.analysis.spurious). definition (what "flags
+  for class X" means in the error view), scorer (its parameters), by_class {class: [{rank, word,
+  predicted_as, score, share_wrong, share_right, n_wrong, n_right, images_wrong (misread images that
+  use the word), z, z_toward, evidence, example_image_ids, source}]}, misread [{class, predicted_as,
+  n_wrong, n_right, scored}], association {definition, by ("prediction" or "label"), by_class {class:
+  [{rank, word, score, share_class, share_other, n_class, n_other, images_class, z, images_misread,
+  n_misread, group_gap, group_high, group_low, share_group_high, share_group_low, confirmed, evidence,
+  example_image_ids, source}]}}, notes [{class, view, n_flags, reason}] (reason: why a class has no flags
+  in a view, else null)
 - top_words: by_class {class: [{word, share, ci_low, ci_high, images_with_word, n_images}]}
 - mitigation: the run folder's mitigation.json when present (a list of {method, groups,
   worst_group_before, worst_group_after, average_before, average_after}), else null
@@ -60,10 +66,17 @@ FORMATS = ("html", "json", "md")
 
 FLAGS_DEFINITION = (
     "A flag listed under class X is a word over-represented in the explanations of X's images that the "
-    "classifier gets wrong, compared with X's images it gets right, and not part of X's concept (nor of the "
-    "class they are misread as, shown as 'pulls toward'). It is what pulls X's images toward another class: "
-    "on Waterbirds, water words are flagged under landbird and land words under waterbird. Score = log-odds "
-    "z-score (misread vs. read correctly); a flag needs enough misread images that use the word.")
+    "classifier gets wrong, compared with X's images it gets right, and not part of any class's concept (X's, "
+    "the class they are misread as, shown as 'pulls toward', or another). It is what pulls X's images toward "
+    "another class: on Waterbirds, water words are flagged under landbird and land words under waterbird. Score = log-odds "
+    "z-score (misread vs. read correctly); a flag needs enough misread images that use the word (fewer when "
+    "few are misread), and a visual meaning.")
+ASSOCIATION_DEFINITION = (
+    "The association view lists, under class X, words over-represented in the explanations of images predicted "
+    "as X compared with the other images, that describe no class's object: what the classifier ties to X even "
+    "where it has not yet cost accuracy. Where the dataset has true groups, a flag is confirmed when its share "
+    "differs between two groups of the same class (it follows the attribute, not the class); confirmed flags "
+    "rank first.")
 
 _NUM = {"type": ["number", "null"]}
 _INT = {"type": ["integer", "null"]}
@@ -82,6 +95,24 @@ _FLAG_ROW = {"type": "object",
                             "example_image_ids": {"type": "array", "items": {"type": "string"}},
                             "source": {"enum": ["statistics", "user"]}}}
 _FLAGS_BY_CLASS = {"type": "object", "additionalProperties": {"type": "array", "items": _FLAG_ROW}}
+_ASSOCIATION_ROW = {"type": "object",
+                    "required": ["rank", "word", "score", "share_class", "share_other", "images_class", "z",
+                                 "images_misread", "n_misread", "group_gap", "confirmed", "evidence"],
+                    "properties": {"rank": {"type": "integer"}, "word": {"type": "string"}, "score": _NUM,
+                                   "share_class": _NUM, "share_other": _NUM, "n_class": _INT, "n_other": _INT,
+                                   "images_class": _INT, "z": _NUM, "images_misread": _INT, "n_misread": _INT,
+                                   "group_gap": _NUM, "group_high": _STR, "group_low": _STR,
+                                   "share_group_high": _NUM, "share_group_low": _NUM,
+                                   "confirmed": {"type": ["boolean", "null"]}, "evidence": {"type": "string"},
+                                   "example_image_ids": {"type": "array", "items": {"type": "string"}},
+                                   "source": {"enum": ["statistics", "user"]}}}
+_ASSOCIATION = {"type": "object", "required": ["definition", "by", "by_class"],
+                "properties": {"definition": {"type": "string"}, "by": {"enum": ["prediction", "label"]},
+                               "by_class": {"type": "object", "additionalProperties": {
+                                   "type": "array", "items": _ASSOCIATION_ROW}}}}
+_NOTE_ROW = {"type": "object", "required": ["class", "view", "n_flags", "reason"],
+             "properties": {"class": {"type": "string"}, "view": {"enum": ["error", "association"]},
+                            "n_flags": {"type": "integer"}, "reason": _STR}}
 _ACCURACY = {"type": "object", "required": ["overall", "n_images", "per_class"],
              "properties": {"overall": _NUM, "n_images": {"type": "integer"},
                             "per_class": {"type": "array", "items": {
@@ -137,10 +168,13 @@ REPORT_SCHEMA: dict = {
                                               "required": ["accuracy", "adjusted_rand", "n"],
                                               "properties": {"accuracy": _NUM, "adjusted_rand": _NUM,
                                                              "n": {"type": "integer"}}}}},
-        "flags": {"type": "object", "required": ["definition", "scorer", "by_class", "misread"],
+        "flags": {"type": "object", "required": ["definition", "scorer", "by_class", "misread", "association",
+                                                 "notes"],
                   "properties": {"definition": {"type": "string"}, "scorer": {"type": "object"},
                                  "by_class": _FLAGS_BY_CLASS,
-                                 "misread": {"type": "array", "items": {"type": "object"}}}},
+                                 "misread": {"type": "array", "items": {"type": "object"}},
+                                 "association": _ASSOCIATION,
+                                 "notes": {"type": "array", "items": _NOTE_ROW}}},
         "top_words": {"type": "object", "required": ["by_class"],
                       "properties": {"by_class": {"type": "object", "additionalProperties": {
                           "type": "array", "items": _WORD_ROW}}}},
@@ -149,7 +183,9 @@ REPORT_SCHEMA: dict = {
                        "required": ["run", "provenance", "accuracy", "groups", "flags", "divergence", "changed_words"],
                        "properties": {"run": {"type": "object"}, "provenance": _PROVENANCE, "accuracy": _ACCURACY,
                                       "groups": _GROUPS,
-                                      "flags": {"type": "object", "properties": {"by_class": _FLAGS_BY_CLASS}},
+                                      "flags": {"type": "object", "properties": {
+                                          "by_class": _FLAGS_BY_CLASS, "association": _ASSOCIATION,
+                                          "notes": {"type": "array", "items": _NOTE_ROW}}},
                                       "divergence": {"type": "array", "items": {
                                           "type": "object", "required": ["class", "jensen_shannon"],
                                           "properties": {"class": {"type": "string"}, "jensen_shannon": _NUM}}},
@@ -161,7 +197,7 @@ REPORT_SCHEMA: dict = {
 }
 
 __all__ = ["build_report", "to_json", "to_markdown", "to_html", "report_main", "validate_report", "REPORT_SCHEMA",
-           "SCHEMA_VERSION", "FLAGS_DEFINITION"]
+           "SCHEMA_VERSION", "FLAGS_DEFINITION", "ASSOCIATION_DEFINITION"]
 
 
 # --- building ----------------------------------------------------------------------------------------
@@ -238,6 +274,24 @@ def _flags_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
     return {c: scorer.flags_for(c, k=k)[columns] for c in scorer.classes_}
 
 
+def _associations_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
+    columns = ["rank", "word", "score", "share_class", "share_other", "n_class", "n_other", "images_class", "z",
+               "images_misread", "n_misread", "group_gap", "group_high", "group_low", "share_group_high",
+               "share_group_low", "confirmed", "evidence", "example_image_ids", "source"]
+    return {c: scorer.associations_for(c, k=k)[columns] for c in scorer.classes_}
+
+
+def _flags_block(scorer: SpuriousTermScorer, k: int) -> dict:
+    return {"definition": FLAGS_DEFINITION,
+            "scorer": {key: v for key, v in vars(scorer).items()
+                       if not key.endswith("_") and not key.startswith("_") and key != "core_words"},
+            "by_class": _flags_by_class(scorer, k),
+            "misread": scorer.misread_,
+            "association": {"definition": ASSOCIATION_DEFINITION, "by": scorer.association_by,
+                            "by_class": _associations_by_class(scorer, k)},
+            "notes": scorer.notes_}
+
+
 def _read_mitigation(run: Run, notes: list[str]) -> list | None:
     records, problem = read_mitigation_records(run.path)
     if problem:
@@ -249,7 +303,8 @@ def _read_mitigation(run: Run, notes: list[str]) -> list | None:
 
 
 def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[str],
-             train_group_counts: dict | None) -> tuple[dict, RunTables, SpuriousTermScorer]:
+             train_group_counts: dict | None, scorer_params: dict | None = None
+             ) -> tuple[dict, RunTables, SpuriousTermScorer]:
     """The per-run part of a report."""
     tables = load_tables(run)
     manifest = tables.manifest
@@ -258,7 +313,7 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
     images = select_images(tables.images, split=split_used) if split_used else tables.images
     evaluated = RunTables(images, tables.words, manifest, run)
 
-    scorer = SpuriousTermScorer(split=None).fit(evaluated)
+    scorer = SpuriousTermScorer(**{**(scorer_params or {}), "split": None}).fit(evaluated)
     train_counts = train_group_counts if train_group_counts is not None else train_group_counts_from_manifest(manifest)
 
     has_groups = "group" in images and images["group"].notna().any()
@@ -294,11 +349,7 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
         "accuracy": _accuracy(images, names),
         "groups": groups,
         "inferred_groups": inferred,
-        "flags": {"definition": FLAGS_DEFINITION,
-                  "scorer": {k: v for k, v in vars(scorer).items()
-                             if not k.endswith("_") and not k.startswith("_") and k != "core_words"},
-                  "by_class": _flags_by_class(scorer, flags_k),
-                  "misread": scorer.misread_},
+        "flags": _flags_block(scorer, flags_k),
         "top_words": {"by_class": top_by_class},
         "split": split_used, "n_images": int(len(tables.images)), "n_evaluated": int(len(images)),
     }
@@ -308,20 +359,28 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
 
 
 def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_k: int = 10, flags_k: int = 5,
-                 train_group_counts: dict | None = None) -> dict:
+                 train_group_counts: dict | None = None, scorer_params: dict | None = None) -> dict:
     """The bias report of `run` (a Run or a run folder), optionally compared with a second run.
 
     `split`: "auto" = the test split when the run has one, else all images; a split name; or None = all.
-    `top_k` words per class and `flags_k` flags per class are kept. `train_group_counts` ({group: count})
-    overrides the manifest's dataset.train_group_counts for the training-weighted average.
+    `top_k` words per class and `flags_k` flags per class (in each view) are kept. `train_group_counts`
+    ({group: count}) overrides the manifest's dataset.train_group_counts for the training-weighted average.
+    `scorer_params` go to SpuriousTermScorer (e.g. {"min_misread": 3, "min_z": 1.5}).
     The result is JSON-able and follows REPORT_SCHEMA (see the module docstring).
     """
     if top_k < 1 or flags_k < 1:
         raise ValueError(f"top_k and flags_k must be >= 1, got {top_k} and {flags_k}")
+    if scorer_params is not None and not isinstance(scorer_params, dict):
+        raise TypeError(f"scorer_params must be a dict of SpuriousTermScorer parameters, got "
+                        f"{type(scorer_params).__name__}")
+    unknown = sorted(set(scorer_params or {}) - set(vars(SpuriousTermScorer())) - {"split"})
+    if unknown:
+        raise ValueError(f"scorer_params has unknown parameters {unknown}; SpuriousTermScorer takes "
+                         f"{sorted(vars(SpuriousTermScorer()))}")
     run = _open(run)
     health = run.health()  # the shards against the manifest: a partial or damaged run says so up front
     notes: list[str] = [f"This run is {health.describe()}"] if health.describe() else []
-    part, tables, _ = _analyse(run, split, top_k, flags_k, notes, train_group_counts)
+    part, tables, _ = _analyse(run, split, top_k, flags_k, notes, train_group_counts, scorer_params)
     manifest = tables.manifest
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -338,7 +397,8 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
     if compare is not None:
         other = _open(compare)
         other_notes: list[str] = [f"the run is {other.health().describe()}"] if other.health().describe() else []
-        other_part, other_tables, _ = _analyse(other, split, top_k, flags_k, other_notes, train_group_counts)
+        other_part, other_tables, _ = _analyse(other, split, top_k, flags_k, other_notes, train_group_counts,
+                                               scorer_params)
         changes = compare_runs(tables, other_tables, by="label", min_images=3)
         names = tables.class_names
         divergences = []
@@ -356,7 +416,8 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
         report["comparison"] = {
             "run": {"name": other.name, "path": str(other.path), "n_evaluated": other_part["n_evaluated"]},
             "provenance": other_part["provenance"], "accuracy": other_part["accuracy"],
-            "groups": other_part["groups"], "flags": {"by_class": other_part["flags"]["by_class"]},
+            "groups": other_part["groups"],
+            "flags": {k: other_part["flags"][k] for k in ("by_class", "association", "notes")},
             "divergence": divergences, "changed_words": changed}
         notes.extend(f"{other.name}: {n}" for n in other_notes)
     return _clean(report)
@@ -444,17 +505,55 @@ def _groups_md(groups: dict, title: str) -> list[str]:
     return out
 
 
-def _flags_md(by_class: dict) -> list[str]:
+def _note(flags_block: dict, cls: str, view: str) -> str | None:
+    for n in flags_block.get("notes") or []:
+        if n["class"] == cls and n["view"] == view:
+            return n["reason"]
+    return None
+
+
+def _no_flags(flags_block: dict, cls: str, view: str) -> str:
+    reason = _note(flags_block, cls, view)
+    return f"No word flagged: {reason}." if reason else "No word flagged."
+
+
+def _carry(f: dict) -> str:
+    n = f.get("n_wrong")
+    return "–" if f.get("images_wrong") is None else f"{f['images_wrong']} / {n}"
+
+
+def _group_evidence(a: dict) -> str:
+    if not a.get("group_high"):
+        return "–"
+    gap = f"{_pct(a['share_group_high'], 0)} {a['group_high']} vs {_pct(a['share_group_low'], 0)} {a['group_low']}"
+    return gap + (" ✔" if a.get("confirmed") else "")
+
+
+def _flags_md(flags_block: dict) -> list[str]:
     out = []
-    for cls, flags in by_class.items():
-        out += [f"### Flags for {cls}", ""]
+    for cls, flags in flags_block["by_class"].items():
+        out += [f"### Error view: flags for {cls}", ""]
         if not flags:
-            out += ["No word flagged.", ""]
+            out += [_no_flags(flags_block, cls, "error"), ""]
             continue
         rows = [[f["rank"], f"**{f['word']}**", f["predicted_as"] or "–", _pct(f["share_wrong"], 0),
-                 _pct(f["share_right"], 0), "–" if f["z"] is None else f"{f['z']:.1f}", f["evidence"]]
+                 _pct(f["share_right"], 0), "–" if f["z"] is None else f"{f['z']:.1f}", _carry(f), f["evidence"]]
                 for f in flags]
-        out += [_md_table(["#", "word", "pulls toward", "misread", "read right", "z", "evidence"], rows, "rllrrrl"), ""]
+        out += [_md_table(["#", "word", "pulls toward", "misread", "read right", "z", "misread images using it",
+                           "evidence"], rows, "rllrrrrl"), ""]
+    assoc = flags_block.get("association")
+    if assoc:
+        out += ["### Association view", "", f"_{assoc['definition']}_", ""]
+        for cls, flags in assoc["by_class"].items():
+            out += [f"#### Associated with {cls}", ""]
+            if not flags:
+                out += [_no_flags(flags_block, cls, "association"), ""]
+                continue
+            rows = [[a["rank"], f"**{a['word']}**", _pct(a["share_class"], 0), _pct(a["share_other"], 0),
+                     "–" if a["z"] is None else f"{a['z']:.1f}", _group_evidence(a),
+                     f"{a['images_misread']} / {a['n_misread']}"] for a in flags]
+            out += [_md_table(["#", "word", f"predicted {cls}", "other images", "z", "within-class groups",
+                               "misread images using it"], rows, "rlrrrlr"), ""]
     return out
 
 
@@ -482,7 +581,7 @@ def to_markdown(report: dict) -> str:
         out += _groups_md(report["groups"], title)
 
     out += ["## Spurious-term flags", "", f"_{report['flags']['definition']}_", ""]
-    out += _flags_md(report["flags"]["by_class"])
+    out += _flags_md(report["flags"])
 
     inferred = report["inferred_groups"]
     if inferred and report["groups"] and report["groups"]["source"] == "true":
@@ -522,6 +621,11 @@ def to_markdown(report: dict) -> str:
             mine = ", ".join(f["word"] for f in report["flags"]["by_class"][cls][:3]) or "–"
             theirs = ", ".join(f["word"] for f in cmp["flags"]["by_class"].get(cls, [])[:3]) or "–"
             rows.append([f"top flags for {cls}", mine, theirs])
+        for cls in (report["flags"].get("association") or {}).get("by_class", {}):
+            mine = ", ".join(a["word"] for a in report["flags"]["association"]["by_class"][cls][:3]) or "–"
+            theirs = ", ".join(a["word"] for a in ((cmp["flags"].get("association") or {}).get("by_class") or {})
+                               .get(cls, [])[:3]) or "–"
+            rows.append([f"associated with {cls}", mine, theirs])
         out += [_md_table(["", run["name"], other], rows), ""]
         if cmp["divergence"]:
             out += ["Jensen–Shannon divergence of each class's words between the two runs (bits, 0 = same): "
@@ -610,15 +714,29 @@ def to_html(report: dict) -> str:
     flag_rows = [dict(f, **{"class": c}) for c, fs in report["flags"]["by_class"].items() for f in fs]
     parts.append(chart(plots.flags_chart(pd.DataFrame(flag_rows))))
     for cls, flags in report["flags"]["by_class"].items():
-        parts.append(f"<h3>Flags for {_esc(cls)}</h3>")
+        parts.append(f"<h3>Error view: flags for {_esc(cls)}</h3>")
         if not flags:
-            parts.append("<p>No word flagged.</p>")
+            parts.append(f"<p>{_esc(_no_flags(report['flags'], cls, 'error'))}</p>")
             continue
         rows = [[f["rank"], f["word"], f["predicted_as"] or "–", _pct(f["share_wrong"], 0), _pct(f["share_right"], 0),
-                 "–" if f["z"] is None else f"{f['z']:.1f}", f["evidence"], ", ".join(f["example_image_ids"])]
-                for f in flags]
-        parts.append(_html_table(["#", "word", "pulls toward", "misread", "read right", "z", "evidence",
-                                  "example images"], rows, numeric={0, 3, 4, 5}))
+                 "–" if f["z"] is None else f"{f['z']:.1f}", _carry(f), f["evidence"],
+                 ", ".join(f["example_image_ids"])] for f in flags]
+        parts.append(_html_table(["#", "word", "pulls toward", "misread", "read right", "z", "misread images using it",
+                                  "evidence", "example images"], rows, numeric={0, 3, 4, 5, 6}))
+    assoc = report["flags"].get("association")
+    if assoc:
+        parts.append("<h3>Association view</h3>")
+        parts.append(f"<p class='def'>{_esc(assoc['definition'])}</p>")
+        for cls, flags in assoc["by_class"].items():
+            parts.append(f"<h3>Associated with {_esc(cls)}</h3>")
+            if not flags:
+                parts.append(f"<p>{_esc(_no_flags(report['flags'], cls, 'association'))}</p>")
+                continue
+            rows = [[a["rank"], a["word"], _pct(a["share_class"], 0), _pct(a["share_other"], 0),
+                     "–" if a["z"] is None else f"{a['z']:.1f}", _group_evidence(a),
+                     f"{a['images_misread']} / {a['n_misread']}", a["evidence"]] for a in flags]
+            parts.append(_html_table(["#", "word", f"predicted {cls}", "other images", "z", "within-class groups",
+                                      "misread images using it", "evidence"], rows, numeric={0, 2, 3, 4, 6}))
 
     parts.append("<h2>Accuracy</h2>")
     rows = [[c["class"], c["n"], _pct(c["accuracy"]), _ci(c)] for c in acc["per_class"]]
@@ -673,6 +791,10 @@ def to_html(report: dict) -> str:
             rows.append([f"top flags for {cls}",
                          ", ".join(f["word"] for f in report["flags"]["by_class"][cls][:3]) or "–",
                          ", ".join(f["word"] for f in cmp["flags"]["by_class"].get(cls, [])[:3]) or "–"])
+        for cls, flags in ((report["flags"].get("association") or {}).get("by_class") or {}).items():
+            theirs = ((cmp["flags"].get("association") or {}).get("by_class") or {}).get(cls, [])
+            rows.append([f"associated with {cls}", ", ".join(a["word"] for a in flags[:3]) or "–",
+                         ", ".join(a["word"] for a in theirs[:3]) or "–"])
         parts.append(_html_table(["", run["name"], other], rows))
         if cmp["divergence"]:
             parts.append("<p>Jensen–Shannon divergence of each class's words between the two runs (bits, 0 = same): "

@@ -363,7 +363,7 @@ class Run:
                 raise RunStoreError(f"{name} shard is missing columns {missing}")
             out = self.path / name / f"shard-{shard:05d}.parquet"
             tmp = out.with_name(out.name + ".tmp")
-            df[COLUMNS[name]].to_parquet(tmp, index=False)
+            df[COLUMNS[name]].to_parquet(tmp, index=False, compression="zstd")  # every sentence is kept: compact
             os.replace(tmp, out)
         # The manifest is written last: a shard counts only once all three tables are on disk.
         m = self.manifest

@@ -438,3 +438,35 @@ def test_concept_words_are_kept_on_disk_for_the_installed_wordnet(tmp_path, monk
         assert spurious.concept_words("pelican") == {"pelican"}
     assert calls == ["pelican", "pelican"] and json.loads(cache.read_text())["words"] == {"pelican": ["pelican"]}
     spurious.concept_words.cache_clear()
+
+
+def test_load_tables_takes_a_run_folder_path(tmp_path, erm_run):
+    from core.analysis.tables import load_tables
+    from core.store import RunStoreError
+
+    tables = load_tables(str(erm_run.path))
+    assert len(tables.images) == len(erm_run.images()) and tables.run is not None
+    with pytest.raises(RunStoreError, match="not a run folder"):
+        load_tables(tmp_path / "nothing-here")
+
+
+def test_flags_need_a_visual_meaning_and_fewer_images_when_few_are_misread():
+    from core.analysis.spurious import visual_meaning
+
+    verdict = visual_meaning(["lake", "forest", "wave", "misty", "wooden", "black", "swim", "striped", "dotted",
+                              "checkered", "great", "close", "idea", "nice"])
+    assert all(verdict[w] for w in ("lake", "forest", "wave", "misty", "wooden", "black", "swim", "striped",
+                                    "dotted", "checkered"))
+    assert not any(verdict[w] for w in ("great", "close", "idea", "nice"))
+    scorer = SpuriousTermScorer()
+    assert [scorer.needed_images(n) for n in (3, 4, 6, 10, 100)] == [2, 2, 3, 5, 10]
+    with pytest.raises(ValueError, match="association_by must be 'prediction' or 'label', got 'group'"):
+        SpuriousTermScorer(association_by="group").fit(([], []))
+
+
+def test_association_view_by_label(erm_run):
+    scorer = SpuriousTermScorer(association_by="label").fit(erm_run)
+    assert set(scorer.association_scores_["class"]) == {"landbird", "waterbird"}
+    if len(scorer.associations_):
+        assert scorer.associations_["evidence"].str.contains("images labelled").all()
+    assert set(scorer.notes_["view"]) == {"error", "association"}

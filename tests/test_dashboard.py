@@ -202,7 +202,11 @@ def test_comparing_an_empty_set_says_so(world):
 
 def test_spurious_terms_shows_flags_with_evidence(world):
     at = run_page("pages/3_Spurious_terms.py")
-    assert [t.label for t in at.tabs] == ["Flags for landbird (3)", "Flags for waterbird (3)"]
+    assert [t.label for t in at.tabs][:2] == ["Flags for landbird (3)", "Flags for waterbird (3)"]
+    # The association view: water words go with predicting waterbird, land words with landbird.
+    assert [t.label for t in at.tabs][2:] == ["Associated with landbird (3)", "Associated with waterbird (3)"]
+    assert at.dataframe[3].value["word"].iloc[0] in {"water", "lake", "sea"}
+    assert at.dataframe[3].value["confirmed"].iloc[0]
     text = texts(at)
     assert "**water** for **landbird**: 'water' is in" in text and "landbird images predicted as waterbird" in text
     assert "Example misread images" in text

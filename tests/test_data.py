@@ -30,12 +30,16 @@ def make_image(path, color=(200, 30, 30), size=(10, 8)):
 
 
 def make_waterbirds(root, rows=None):
-    """A four-image Waterbirds folder, one image per group, splits train/train/val/test."""
+    """A four-image Waterbirds folder, one image per group, splits train/train/val/test.
+
+    Like the real file it lists the Places photo behind each bird (place_filename): that column is
+    what tells open_dataset the folder is Waterbirds."""
     rows = rows or [(1, "001.Albatross/a.jpg", 1, 0, 1), (2, "001.Albatross/b.jpg", 1, 0, 0),
                     (3, "002.Sparrow/c.jpg", 0, 1, 1), (4, "002.Sparrow/d.jpg", 0, 2, 0)]
     for _, f, *_ in rows:
         make_image(root / f)
-    pd.DataFrame(rows, columns=["img_id", "img_filename", "y", "split", "place"]).to_csv(root / "metadata.csv", index=False)
+    frame = pd.DataFrame(rows, columns=["img_id", "img_filename", "y", "split", "place"])
+    frame.assign(place_filename="/o/ocean/00001.jpg").to_csv(root / "metadata.csv", index=False)
     return root
 
 
@@ -45,7 +49,8 @@ def test_read_waterbirds_records_groups_and_splits(tmp_path):
     ds = read_waterbirds(make_waterbirds(tmp_path / "wb"))
     assert (ds.kind, len(ds), ds.splits) == ("waterbirds", 4, ["train", "val", "test"])
     assert ds.class_names == ["landbird", "waterbird"]
-    assert ds.group_names[1] == "landbird on water"
+    assert ds.group_names[1] == "landbird · background: water"
+    assert (ds.attribute.name, ds.attribute.values) == ("background", ("land", "water"))
     by_id = {r.image_id: r for r in ds.records}
     assert (by_id["1"].label, by_id["1"].place, by_id["1"].group) == (1, 1, 3)  # waterbird on water
     assert (by_id["3"].split, by_id["3"].group) == ("val", 1)                   # landbird on water
@@ -55,7 +60,7 @@ def test_read_waterbirds_records_groups_and_splits(tmp_path):
     assert len(train) == 2 and {r.split for r in train.records} == {"train"}
     frame = ds.to_frame()
     assert list(frame.columns[:4]) == ["image_id", "path", "split", "label"]
-    assert frame.set_index("image_id").loc["2", "group_name"] == "waterbird on land"
+    assert frame.set_index("image_id").loc["2", "group_name"] == "waterbird · background: land"
     image = ds.load_image(by_id["1"])
     assert (image.mode, image.size) == ("RGB", (10, 8))
 

@@ -47,6 +47,12 @@ def test_json_report_follows_the_schema_and_flags_water_for_landbird(report):
     top3 = [f["word"] for f in report["flags"]["by_class"]["landbird"][:3]]
     assert set(top3) & WATER_WORDS and top3[0] in WATER_WORDS
     assert "landbird" in report["flags"]["definition"]
+    # The association view names water words for waterbird, each confirmed by its gap between true groups.
+    assoc = report["flags"]["association"]["by_class"]["waterbird"]
+    assert assoc and assoc[0]["word"] in WATER_WORDS and assoc[0]["confirmed"] is True
+    assert assoc[0]["group_high"].endswith("on water") and assoc[0]["share_group_high"] > assoc[0]["share_group_low"]
+    notes = {(n["class"], n["view"]): n for n in report["flags"]["notes"]}
+    assert notes[("landbird", "error")]["n_flags"] > 0 and notes[("landbird", "error")]["reason"] is None
     groups = report["groups"]
     assert groups["source"] == "true" and groups["worst_group_name"] == "landbird on water"
     # Training shares favour the easy majority groups, so that average is higher than the test-weighted one.
@@ -76,7 +82,8 @@ def test_markdown_has_the_tables_a_pull_request_needs(report):
     assert "| group | images | accuracy | 95% CI |" in md
     assert "**Worst group:** landbird on water" in md
     assert "weighted by training group shares" in md
-    assert re.search(r"### Flags for landbird\n\n\| # \| word \| pulls toward \|", md)
+    assert re.search(r"### Error view: flags for landbird\n\n\| # \| word \| pulls toward \|", md)
+    assert re.search(r"#### Associated with waterbird\n\n\| # \| word \| predicted waterbird \|", md)
     flag_line = next(line for line in md.splitlines() if line.startswith("| 1 | **"))
     assert "predicted as waterbird" in flag_line
     assert "### landbird" in md and "## Mitigation" in md and "41.0% → 78.0%" in md
@@ -90,7 +97,7 @@ def test_html_is_one_self_contained_file(report):
     assert not re.search(r"<link[^>]+href\s*=\s*[\"']https?://", page, re.IGNORECASE)
     assert len(re.findall(r"\* plotly\.js v\d", page)) == 1  # the bundle, inlined exactly once
     assert page.count("Plotly.newPlot(") >= 4  # flags, groups, inferred groups, words, mitigation, comparison
-    assert "Flags for landbird" in page and "Provenance" in page and "smollm2-135m" in page
+    assert "Error view: flags for landbird" in page and "Associated with waterbird" in page and "Provenance" in page and "smollm2-135m" in page
     embedded = re.search(r"<script type='application/json' id='texplain-report'>(.*?)</script>", page, re.S)
     assert json.loads(embedded.group(1))["run"]["name"] == "erm"
 

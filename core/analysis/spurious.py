@@ -1,33 +1,49 @@
-"""Spurious-term flags: words that go with the classifier misreading a class, and are not about the class.
+"""Spurious-term flags in two views: words that go with a class being misread (the error view), and words a
+classifier has tied to a class whether or not it has cost accuracy yet (the association view).
 
-What "flags for class X" means
-------------------------------
+The error view: what "flags for class X" means
+-----------------------------------------------
 A flag listed under class X (column `class`) is a word that is over-represented in the explanations of
 X's images that the classifier gets WRONG, compared with X's images it gets RIGHT, and that is not part
-of the concept of X nor of the class those images are misread as (column `predicted_as`). It is what
-pulls X's images away from X and toward `predicted_as`. On Waterbirds with an ERM classifier the flags
-for "landbird" are water words (water, lake, sea: landbirds misread as waterbirds are explained with
-water) and the flags for "waterbird" are land words (tree, forest, grass).
+of the concept of any class (X, the class those images are misread as, shown in `predicted_as`, or any
+other). It is what pulls X's images away from X and toward `predicted_as`. On Waterbirds with an ERM
+classifier the flags for "landbird" are water words (water, lake, sea: landbirds misread as waterbirds
+are explained with water) and the flags for "waterbird" are land words (tree, forest, grass).
 
 Read from the other side, the same row is a word that drives the classifier toward `predicted_as`:
 `flags_for("waterbird", side="toward")` lists the water words. Both readings come from one table.
 
+The association view: flags before the errors show
+--------------------------------------------------
+A mildly biased classifier misreads only a handful of images, too few to test words on. The association
+view asks another question of all the images: which words are over-represented in the explanations of
+images predicted as X (`association_by="prediction"`, or labelled X with "label"), relative to images of
+the other classes, without describing any class's object? On Waterbirds: water words for waterbird, land
+words for landbird. Where the dataset has true groups (class x attribute), each association flag is
+confirmed by its share gap between groups of the same class ("water: 41% of sentences for landbird ·
+background: water vs 6% for landbird · background: land"): a word that follows the attribute within a
+class, rather than the class, is a shortcut. Confirmed flags rank first. `associations_` holds them.
+
 How a word is scored
 --------------------
-For class X, wrong = X's images predicted as another class, right = X's images predicted as X.
-
-- `z`: weighted log-odds z-score of the word in wrong vs. right (core.analysis.compare, Monroe et al.
-  2008), over sentence incidences. `score` is this z.
-- `z_toward`: the same z for images predicted as `predicted_as` vs. all images not predicted as it: the
-  word must also go with predicting that class in general (z_toward > 0).
-- Support: the word must be used by at least max(min_images, min_image_share x n_wrong) misread images,
-  its mean sentence share must be at least `min_share_gap` higher in wrong than in right, and z must
-  reach `min_z`; a class needs at least `min_misread` misread images to get statistical flags.
+- `z`: weighted log-odds z-score of the word in one set of images vs. another (core.analysis.compare,
+  Monroe et al. 2008), over sentence incidences. `score` is this z. Error view: X's misread vs X's read
+  right, and `z_toward` (the word also goes with predicting `predicted_as` in general, > 0). Association
+  view: images predicted as X vs. the rest.
+- Support adapts to the number of images: a flag needs max(min(min_images, max(2, n/2)), min_image_share
+  x n) of the n images it is about to use it (misread images in the error view; with 4 misread images,
+  2 must use it, with 100, 10); its mean sentence share must be at least `min_share_gap` higher, and z
+  must reach `min_z`. The error view needs at least `min_misread` misread images; `notes_` says why a
+  class got no flags in a view.
 - Concept: words that describe a class's object are never flagged: WordNet synonyms, hyponyms,
-  hypernyms and parts of the class name (and of its head noun: "waterbird" -> bird), plus the words a
+  hypernyms and parts of each class name (and of its head noun: "waterbird" -> bird), plus the words a
   user marked core in a `CoreWordList`. Words a user marked spurious for X are always flagged under X.
+- Visual meaning (`visual_only`): a flag must name something one can see. A word's most common WordNet
+  sense must be a physical thing (a noun under physical entity), a visual property (colour, ...), or an
+  adjective tied to one ("misty" -> mist, "wooden" -> wood, "black" -> colour); "great" (most often
+  "relatively large" or "very good") and "close" (most often the verb) are not flagged.
 
-`pair_flags_` holds the same table per (class, predicted_as) pair, for multi-class data where one
+`pair_flags_` holds the error view per (class, predicted_as) pair, for multi-class data where one
 class is misread as several others. `flag_examples(run, class, word)` returns sentences behind a flag.
 """
 from __future__ import annotations
@@ -53,9 +69,15 @@ ALL_CLASSES = "*"  # a CoreWordList class key that applies to every class
 
 FLAG_COLUMNS = ["class", "predicted_as", "rank", "word", "score", "share_wrong", "share_right", "n_wrong",
                 "n_right", "images_wrong", "z", "z_toward", "evidence", "example_image_ids", "source"]
+ASSOCIATION_COLUMNS = ["class", "rank", "word", "score", "share_class", "share_other", "n_class", "n_other",
+                       "images_class", "z", "images_misread", "n_misread", "group_gap", "group_high", "group_low",
+                       "share_group_high", "share_group_low", "confirmed", "evidence", "example_image_ids", "source"]
+NOTE_COLUMNS = ["class", "view", "n_flags", "reason"]
+VIEWS = ("error", "association")
 
-__all__ = ["SpuriousTermScorer", "CoreWordList", "concept_words", "flag_examples", "spurious_share",
-           "FLAG_COLUMNS", "ANNOTATIONS_FILE", "ALL_CLASSES"]
+__all__ = ["SpuriousTermScorer", "CoreWordList", "concept_words", "visual_meaning", "flag_examples",
+           "spurious_share", "FLAG_COLUMNS", "ASSOCIATION_COLUMNS", "NOTE_COLUMNS", "ANNOTATIONS_FILE",
+           "ALL_CLASSES"]
 
 
 # --- the concept of a class ------------------------------------------------------------------------
@@ -92,24 +114,33 @@ def _wordnet_stamp() -> str | None:
         return None
 
 
-def _read_concept_cache(stamp: str) -> dict:
+def _read_cache_file(stamp: str) -> dict:
     try:
         cached = json.loads(_concept_cache_file().read_text())
     except (OSError, ValueError):
         return {}
-    return cached.get("words", {}) if isinstance(cached, dict) and cached.get("wordnet") == stamp else {}
+    return cached if isinstance(cached, dict) and cached.get("wordnet") == stamp else {}
 
 
-def _write_concept_cache(stamp: str, class_name: str, words: frozenset[str]) -> None:
+def _read_concept_cache(stamp: str) -> dict:
+    return _read_cache_file(stamp).get("words", {})
+
+
+def _write_cache(stamp: str, key: str, entries: dict) -> None:
     path = _concept_cache_file()
-    entries = {**_read_concept_cache(stamp), class_name: sorted(words)}
+    cached = _read_cache_file(stamp)
+    cached.update({"wordnet": stamp, key: {**cached.get(key, {}), **entries}})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"wordnet": stamp, "words": entries}))
+        tmp.write_text(json.dumps(cached))
         os.replace(tmp, path)
     except OSError:  # a read-only checkout still works, it only recomputes
         pass
+
+
+def _write_concept_cache(stamp: str, class_name: str, words: frozenset[str]) -> None:
+    _write_cache(stamp, "words", {class_name: sorted(words)})
 
 
 @lru_cache(maxsize=4096)
@@ -173,6 +204,101 @@ def _concept_words(class_name: str, use_wordnet: bool) -> tuple[frozenset[str], 
                 for part in near.part_meronyms() + near.substance_meronyms() + near.member_meronyms():
                     words |= _single_words(part.lemma_names())
     return frozenset(words), wn is not None
+
+
+# --- does a word name something visible? -------------------------------------------------------------
+
+_PHYSICAL = "physical_entity.n.01"
+_VISUAL_PROPERTY = "visual_property.n.01"
+# WordNet's lexicographer files for nouns and verbs that name nothing one can see (ideas, feelings, acts,
+# relations, amounts, times; thinking, talking, owning, being).
+_ABSTRACT_NOUN_FILES = {"noun.act", "noun.attribute", "noun.cognition", "noun.communication", "noun.feeling",
+                        "noun.motive", "noun.relation", "noun.state", "noun.time", "noun.quantity",
+                        "noun.possession", "noun.process", "noun.Tops"}
+_VISIBLE_VERB_FILES = {"verb.motion", "verb.contact", "verb.body", "verb.weather", "verb.consumption"}
+_visual_memory: dict[str, bool] = {}
+_VISUAL_CACHE_KEY = "visual-v3"  # bump when the rule changes, so cached verdicts of an older rule are not used
+
+
+def _noun_is_visual(synset) -> bool:
+    ancestors = {a.name() for path in synset.hypernym_paths() for a in path}
+    if _PHYSICAL in ancestors or _VISUAL_PROPERTY in ancestors:
+        return True
+    return synset.lexname() not in _ABSTRACT_NOUN_FILES  # a forest (a group of trees), a wave (an event)
+
+
+def _adjective_is_visual(synset) -> bool:
+    """An adjective sense is visual when a noun it is tied to is: its attribute ("black" -> colour), the noun
+    it pertains to or derives from ("misty" -> mist, "wooden" -> wood), also through its head adjective."""
+    senses = [synset, *synset.similar_tos()] if synset.pos() == "s" else [synset]
+    nouns = []
+    for sense in senses:
+        nouns += sense.attributes()
+        for lemma in sense.lemmas():
+            related = lemma.pertainyms() + lemma.derivationally_related_forms()
+            nouns += [r.synset() for r in related if r.synset().pos() == "n"]
+    return any(_noun_is_visual(n) for n in nouns)
+
+
+def _most_common(wn, word: str, pos: str | None = None):
+    """The word's most common WordNet sense (tagged-corpus counts; WordNet's own order breaks ties)."""
+    senses = wn.synsets(word, pos=pos)
+
+    def frequency(s) -> int:
+        return sum(lemma.count() for lemma in s.lemmas() if lemma.name().lower() == word)
+
+    return max(senses, key=lambda s: (frequency(s), -senses.index(s))) if senses else None
+
+
+def _visual_verdict(wn, word: str) -> bool:
+    best = _most_common(wn, word)
+    if best is None:
+        return False
+    if _sense_is_visual(best):
+        return True
+    # A participle of a visible thing looks like it: "striped", "dotted", "checkered" (stripe, dot, checker).
+    base = wn.morphy(word, wn.VERB) if word.endswith(("ed", "ing")) else None
+    noun = _most_common(wn, base, "n") if base and base != word else None
+    return noun is not None and _noun_is_visual(noun)
+
+
+def _sense_is_visual(best) -> bool:
+    if best.pos() == "n":
+        return _noun_is_visual(best)
+    if best.pos() in ("a", "s"):
+        return _adjective_is_visual(best)
+    if best.pos() == "v":
+        return best.lexname() in _VISIBLE_VERB_FILES  # swim, fly, perch: yes; think, say, own: no
+    return False  # adverbs ("nearly", "very") describe how, not what
+
+
+def visual_meaning(words: Iterable[str], use_wordnet: bool = True) -> dict[str, bool]:
+    """word -> whether its most common WordNet sense names something visible (see the module docstring).
+
+    Without WordNet every word counts as visual (nothing is filtered). Verdicts are kept beside the
+    concept words in `.assets/cache/concept_words.json`, so a warm dashboard does not load WordNet.
+    """
+    words = [w for w in dict.fromkeys(words) if isinstance(w, str)]
+    out = {w: _visual_memory[w] for w in words if w in _visual_memory}
+    todo = [w for w in words if w not in out]
+    if not todo:
+        return out
+    stamp = _wordnet_stamp() if use_wordnet else None
+    if stamp is None:
+        return {**out, **{w: True for w in todo}}
+    cached = _read_cache_file(stamp).get(_VISUAL_CACHE_KEY, {})
+    out.update({w: bool(cached[w]) for w in todo if w in cached})
+    todo = [w for w in todo if w not in cached]
+    if todo:
+        try:
+            wn = _wordnet()
+        except (LookupError, ImportError):
+            return {**out, **{w: True for w in todo}}
+        fresh = {w: _visual_verdict(wn, w) for w in todo}
+        _write_cache(stamp, _VISUAL_CACHE_KEY, fresh)
+        out.update(fresh)
+    _visual_memory.update(out)
+    return out
 
 
 # --- the user's core / spurious marks ----------------------------------------------------------------
@@ -324,29 +450,36 @@ def _pct(x: float) -> str:
 
 
 class SpuriousTermScorer:
-    """Flags words that pull a class's images toward another class (see the module docstring).
+    """Flags words that pull a class's images toward another class (error view) and words a classifier has
+    tied to a class (association view); see the module docstring.
 
-    Parameters (defaults suit a few hundred to tens of thousands of images):
+    Parameters (defaults suit a few dozen to tens of thousands of images):
         split: images to score on; "auto" = the test split when there is one, else all; None = all.
-        min_misread: a class needs this many misread images to get statistical flags.
-        min_images, min_image_share: a flag needs at least max(min_images, min_image_share * n_wrong)
-            misread images that use the word (so a word seen in one image never wins).
-        min_share_gap: mean sentence share in misread images minus in correctly read ones, at least.
-        min_z: log-odds z of misread vs. correctly read, at least.
+        min_misread: a class needs this many misread images to get error-view flags.
+        min_images, min_image_share: a flag needs at least max(min(min_images, max(2, n/2)),
+            min_image_share * n) of the n images it is about to use the word (so a word seen in one image
+            never wins, and a class with few misread images can still get flags).
+        min_share_gap: mean sentence share in the images a flag is about minus in the others, at least; also
+            the share gap between groups of one class that confirms an association flag.
+        min_z: log-odds z, at least.
         prior_strength: weight of the log-odds prior (see compare_word_sets).
         core_words: a CoreWordList, a path to its JSON, or None = the run's annotations.json (if any).
-        use_wordnet: use WordNet for the concept check (else only user marks and the class names).
+        use_wordnet: use WordNet for the concept and visual-meaning checks (else user marks and class names).
         n_examples: example image ids per flag.
+        association_by: "prediction" (images predicted as the class vs. the rest) or "label".
+        visual_only: flag only words whose most common WordNet sense names something visible.
 
     Learned: classes_, split_, flags_, pair_flags_, scores_ (every scored word with the reason it was or
     was not flagged), pair_scores_, misread_ (per class and pair: n_wrong, n_right, whether scored),
-    concept_words_ (class -> WordNet/name concept words), core_words_ (the CoreWordList used).
+    associations_, association_scores_ (the association view), notes_ (class, view, n_flags, reason: why
+    a class has no flags in a view), concept_words_ (class -> WordNet/name concept words), core_words_.
     """
 
-    def __init__(self, split: str | None = "auto", min_misread: int = 5, min_images: int = 5,
+    def __init__(self, split: str | None = "auto", min_misread: int = 3, min_images: int = 5,
                  min_image_share: float = 0.1, min_share_gap: float = 0.05, min_z: float = 2.0,
                  prior_strength: float = 0.1, core_words: CoreWordList | str | Path | None = None,
-                 use_wordnet: bool = True, n_examples: int = 3):
+                 use_wordnet: bool = True, n_examples: int = 3, association_by: str = "prediction",
+                 visual_only: bool = True):
         self.split = split
         self.min_misread = min_misread
         self.min_images = min_images
@@ -357,16 +490,22 @@ class SpuriousTermScorer:
         self.core_words = core_words
         self.use_wordnet = use_wordnet
         self.n_examples = n_examples
+        self.association_by = association_by
+        self.visual_only = visual_only
 
     def _check_params(self) -> None:
         for name in ("min_misread", "min_images", "n_examples"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0 <= self.min_image_share <= 1:
             raise ValueError(f"min_image_share must be in [0, 1], got {self.min_image_share!r}")
         if not -1 <= self.min_share_gap <= 1:
             raise ValueError(f"min_share_gap must be in [-1, 1], got {self.min_share_gap!r}")
+        if not isinstance(self.min_z, (int, float, np.number)) or not math.isfinite(self.min_z):
+            raise ValueError(f"min_z must be a finite number, got {self.min_z!r}")
+        if self.association_by not in ("prediction", "label"):
+            raise ValueError(f"association_by must be 'prediction' or 'label', got {self.association_by!r}")
         if not isinstance(self.core_words, (CoreWordList, str, Path, type(None))):
             raise TypeError("core_words must be a CoreWordList, a path to its JSON file or None, "
                             f"got {type(self.core_words).__name__}")
@@ -380,9 +519,13 @@ class SpuriousTermScorer:
             return CoreWordList.for_run(tables.run)
         return CoreWordList()
 
+    def needed_images(self, n: int) -> int:
+        """How many of n images must use a word for it to be a flag (adapts to small n)."""
+        return max(min(self.min_images, max(2, math.ceil(n / 2))), math.ceil(self.min_image_share * n))
+
     # fitting --------------------------------------------------------------------------------------
     def fit(self, run_or_tables: Any) -> "SpuriousTermScorer":
-        """Score every word of every class's misread images; keep the flags."""
+        """Score every word in both views; keep the flags and the reasons a class has none."""
         self._check_params()
         tables = load_tables(run_or_tables)
         self.split_ = evaluation_split(tables.images, self.split)
@@ -390,17 +533,22 @@ class SpuriousTermScorer:
         images = images[images["label"].notna() & images["prediction"].notna()
                         & (images["n_sentences"].fillna(0) > 0)]
         images = images.assign(label=images["label"].astype(int), prediction=images["prediction"].astype(int))
+        has_groups = "group" in images and images["group"].notna().any()
         names = tables.class_names
         self.classes_ = names
+        self.has_groups_ = bool(has_groups)
+        self.group_names_ = tables.group_names if has_groups else {}
         self.core_words_ = self._core_list(tables)
         self.concept_words_ = {n: concept_words(n, self.use_wordnet) for n in names}
         words = tables.words[isin(tables.words["image_id"], images["image_id"])]
         # One (image, word) table for every contrast below; contrasts are then masks on label/prediction.
-        shares = image_share_matrix(words, images, keep=("label", "prediction"))
+        keep = ("label", "prediction", "group") if has_groups else ("label", "prediction")
+        shares = image_share_matrix(words, images, keep=keep)
         self._shares = shares.assign(word=shares["word"].astype("category"))
         self._n_predicted = images["prediction"].value_counts()
         self._images, self._n_images = images, len(images)
-        self._toward_cache: dict[int, pd.Series] = {}
+        self._toward_cache: dict[int, pd.DataFrame | None] = {}
+        self._owner_maps: dict[str, dict[str, str]] = {}
 
         class_frames, pair_frames, misread = [], [], []
         for t in sorted(images["label"].unique()):
@@ -422,28 +570,57 @@ class SpuriousTermScorer:
         self.pair_scores_ = self._concat(pair_frames)
         self.flags_ = self._flags(self.scores_, single_target=False)
         self.pair_flags_ = self._flags(self.pair_scores_, single_target=True)
-        del self._shares, self._toward_cache, self._n_predicted, self._images, self._n_images
+
+        present = sorted(set(images["label"]) | set(images["prediction"]))
+        self.association_scores_ = self._concat([self._association(int(c)) for c in present], _ASSOC_SCORE_COLUMNS)
+        self.associations_ = self._association_flags(self.association_scores_)
+        self.notes_ = self._notes()
+        del self._shares, self._toward_cache, self._n_predicted, self._images, self._n_images, self._owner_maps
         return self
 
     @staticmethod
-    def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    def _concat(frames: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
         frames = [f for f in frames if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_SCORE_COLUMNS)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns or _SCORE_COLUMNS)
 
-    def _toward_z(self, p: int) -> pd.Series:
-        """word -> log-odds z of images predicted as p vs. images not predicted as p."""
+    def _toward_table(self, p: int) -> pd.DataFrame | None:
+        """Log-odds table of images predicted as p vs. images not predicted as p (None when one side is empty);
+        shared by the error view's z_toward and the association view."""
         if p not in self._toward_cache:
             rows = self._shares
             n_pos = int(self._n_predicted.get(p, 0))
             n_neg = self._n_images - n_pos
+            table = None
             if n_pos and n_neg:
                 mask = (rows["prediction"] == p).to_numpy()
-                cmp = log_odds_table(totals_from_rows(rows[mask], n_pos), totals_from_rows(rows[~mask], n_neg),
-                                     n_pos, n_neg, prior_strength=self.prior_strength)
-                self._toward_cache[p] = cmp.set_index("word")["z"]
-            else:
-                self._toward_cache[p] = pd.Series(dtype=float)
+                table = log_odds_table(totals_from_rows(rows[mask], n_pos), totals_from_rows(rows[~mask], n_neg),
+                                       n_pos, n_neg, prior_strength=self.prior_strength)
+            self._toward_cache[p] = table
         return self._toward_cache[p]
+
+    def _toward_z(self, p: int) -> pd.Series:
+        """word -> log-odds z of images predicted as p vs. images not predicted as p."""
+        table = self._toward_table(p)
+        return pd.Series(dtype=float) if table is None else table.set_index("word")["z"]
+
+    def _concept_owner(self, words: pd.Series, own: str) -> pd.Series:
+        """Per word, the first class (own class first) whose concept or user core marks hold it, else None."""
+        if own not in self._owner_maps:
+            owner_of: dict[str, str] = {}
+            for c in [own, *[c for c in self.classes_ if c != own]]:
+                for w in self.concept_words_.get(c, frozenset()) | self.core_words_.core(c):
+                    owner_of.setdefault(w, c)
+            self._owner_maps[own] = owner_of
+        return words.map(self._owner_maps[own]).astype(object)
+
+    def _not_visual(self, words: pd.Series, candidates: np.ndarray) -> np.ndarray:
+        """True where a candidate word has no visual meaning (only candidates are looked up)."""
+        out = np.zeros(len(words), dtype=bool)
+        if not self.visual_only or not candidates.any():
+            return out
+        verdict = visual_meaning(words[candidates].tolist(), self.use_wordnet)
+        out[candidates] = ~words[candidates].map(verdict).fillna(True).astype(bool).to_numpy()
+        return out
 
     def _contrast(self, t: int, p: int | None, scored: bool) -> pd.DataFrame:
         """Every word of class t's images scored for misread (as p, or as anything) vs. correctly read."""
@@ -482,19 +659,16 @@ class SpuriousTermScorer:
             "n_wrong_kinds": n_wrong_kinds})
 
         # Why each word is, or is not, a flag; the first reason that applies wins.
-        concept_t = self.concept_words_[t_name]
+        owner = self._concept_owner(out["word"], t_name)
         user_core_t = self.core_words_.core(t_name)
-        target_core = {q: self.concept_words_.get(q, frozenset()) | self.core_words_.core(q)
-                       for q in out["predicted_as"].dropna().unique()}
-        describes_target = np.array([q in target_core and w in target_core[q]
-                                     for w, q in zip(out["word"], out["predicted_as"])], dtype=bool)
-        need = max(self.min_images, math.ceil(self.min_image_share * n_wrong))
+        need = self.needed_images(n_wrong)
         is_user_spurious = out["word"].isin(user_spurious)
         conditions = [
             is_user_spurious,
             out["word"].isin(user_core_t),
-            out["word"].isin(concept_t),
-            describes_target,
+            owner == t_name,
+            (owner == out["predicted_as"]) & owner.notna(),
+            owner.notna(),
             pd.Series(not scored, index=out.index),
             out["images_wrong"] < need,
             (out["share_wrong"] - out["share_right"]) < self.min_share_gap,
@@ -506,6 +680,7 @@ class SpuriousTermScorer:
             "marked core by the user",
             f"describes {t_name} (concept word)",
             "describes the class it is misread as (concept word)",
+            "describes another class (concept word)",
             f"too few misread images (< {self.min_misread})",
             f"used by fewer than {need} misread images",
             f"share gap below {self.min_share_gap:.0%}",
@@ -513,6 +688,8 @@ class SpuriousTermScorer:
             "not linked to predicting that class",
         ]
         out["reason"] = np.select(conditions, reasons, default="flagged")
+        no_sight = self._not_visual(out["word"], (out["reason"] == "flagged").to_numpy())
+        out.loc[no_sight, "reason"] = "no visual meaning (WordNet)"
         out["flagged"] = is_user_spurious | (out["reason"] == "flagged")
         out["source"] = np.where(is_user_spurious, "user", "statistics")
         # User-marked spurious words that no misread image uses are still flagged, with no statistics.
@@ -525,6 +702,169 @@ class SpuriousTermScorer:
             out = pd.concat([out, extra], ignore_index=True)
         return out.sort_values(["score", "word"], ascending=[False, True], na_position="last",
                                kind="stable").reset_index(drop=True)[_SCORE_COLUMNS]
+
+    def _association(self, c: int) -> pd.DataFrame:
+        """Every word scored for images predicted as (or labelled) c vs. the rest, with why it is or is not a flag."""
+        names = self.classes_
+        c_name = names[c]
+        column = self.association_by
+        rows, images = self._shares, self._images
+        pos_mask = (rows[column] == c).to_numpy()
+        in_class = images[column] == c
+        n_pos, n_neg = int(in_class.sum()), int((~in_class).sum())
+        if n_pos == 0 or n_neg == 0:
+            return pd.DataFrame(columns=_ASSOC_SCORE_COLUMNS)
+        if column == "prediction":
+            cmp = self._toward_table(c)
+        else:
+            cmp = log_odds_table(totals_from_rows(rows[pos_mask], n_pos), totals_from_rows(rows[~pos_mask], n_neg),
+                                 n_pos, n_neg, prior_strength=self.prior_strength)
+        cmp = cmp[cmp["images_a"] > 0].reset_index(drop=True)
+        # Misread images on the class's side: other classes' images taken for c (by prediction), or c's
+        # images taken for something else (by label).
+        misread_rows = rows[pos_mask & (rows["label"] != rows["prediction"]).to_numpy()]
+        n_misread = int((in_class & (images["label"] != images["prediction"])).sum())
+        per_word = misread_rows.groupby("word", observed=True).size()
+        per_word.index = per_word.index.astype(str)
+        out = pd.DataFrame({
+            "class": c_name, "word": cmp["word"], "score": cmp["z"], "share_class": cmp["share_a"],
+            "share_other": cmp["share_b"], "n_class": n_pos, "n_other": n_neg, "images_class": cmp["images_a"],
+            "z": cmp["z"], "images_misread": cmp["word"].map(per_word).fillna(0).astype(int), "n_misread": n_misread})
+        user_spurious = self.core_words_.spurious(c_name)
+        owner = self._concept_owner(out["word"], c_name)
+        need = self.needed_images(n_pos)
+        is_user_spurious = out["word"].isin(user_spurious)
+        conditions = [is_user_spurious, owner == c_name, owner.notna(), out["images_class"] < need,
+                      (out["share_class"] - out["share_other"]) < self.min_share_gap, out["z"] < self.min_z]
+        reasons = ["marked spurious by the user", f"describes {c_name} (concept word)",
+                   "describes another class (concept word)", f"used by fewer than {need} images",
+                   f"share gap below {self.min_share_gap:.0%}", f"z below {self.min_z:g}"]
+        out["reason"] = np.select(conditions, reasons, default="flagged")
+        no_sight = self._not_visual(out["word"], (out["reason"] == "flagged").to_numpy())
+        out.loc[no_sight, "reason"] = "no visual meaning (WordNet)"
+        out["flagged"] = is_user_spurious | (out["reason"] == "flagged")
+        out["source"] = np.where(is_user_spurious, "user", "statistics")
+        out = pd.concat([out, self._group_gaps(out["word"].where(out["flagged"]).dropna())
+                         .reindex(out["word"]).reset_index(drop=True)], axis=1)
+        return out.sort_values(["score", "word"], ascending=[False, True], kind="stable").reset_index(drop=True)[
+            _ASSOC_SCORE_COLUMNS]
+
+    def _group_gaps(self, words: pd.Series) -> pd.DataFrame:
+        """Per word, the largest gap in mean sentence share between two true groups of one class."""
+        columns = ["group_gap", "group_high", "group_low", "share_group_high", "share_group_low", "confirmed"]
+        empty = pd.DataFrame(columns=columns, index=pd.Index([], name="word"))
+        if not self.has_groups_ or words.empty:
+            return empty
+        images = self._images[self._images["group"].notna()]
+        sizes = images.groupby(["label", "group"]).size()
+        sizes = sizes[sizes > 0]
+        rows = self._shares[self._shares["word"].isin(list(words)) & self._shares["group"].notna()]
+        sums = rows.groupby(["word", "label", "group"], observed=True)["share"].sum()
+        sums.index = sums.index.set_levels(sums.index.levels[0].astype(str), level=0)
+        # Mean share of every (word, class, group), zeros included: one row per word x group of the images.
+        cells = pd.MultiIndex.from_tuples([(w, lab, g) for w in words for lab, g in sizes.index],
+                                          names=["word", "label", "group"])
+        mean = (sums.reindex(cells, fill_value=0.0).to_numpy() / np.tile(sizes.to_numpy(), len(words)))
+        frame = cells.to_frame(index=False).assign(mean=mean)
+        by_class = frame.groupby(["word", "label"], sort=False)["mean"]
+        frame = frame.assign(n=by_class.transform("size"))
+        frame = frame[frame["n"] >= 2]
+        if frame.empty:
+            return empty
+        hi = frame.loc[frame.groupby(["word", "label"], sort=False)["mean"].idxmax()].set_index(["word", "label"])
+        lo = frame.loc[frame.groupby(["word", "label"], sort=False)["mean"].idxmin()].set_index(["word", "label"])
+        gaps = pd.DataFrame({"group_gap": hi["mean"] - lo["mean"], "hi": hi["group"], "lo": lo["group"],
+                             "share_group_high": hi["mean"], "share_group_low": lo["mean"]}).reset_index()
+        # Per word, the class whose groups differ most.
+        gaps = gaps.sort_values(["group_gap", "label"], ascending=[False, True], kind="stable").drop_duplicates("word")
+        name = lambda g: self.group_names_.get(int(g), f"group {int(g)}")  # noqa: E731
+        out = pd.DataFrame({"group_gap": gaps["group_gap"].to_numpy(), "group_high": gaps["hi"].map(name).to_numpy(),
+                            "group_low": gaps["lo"].map(name).to_numpy(),
+                            "share_group_high": gaps["share_group_high"].to_numpy(),
+                            "share_group_low": gaps["share_group_low"].to_numpy(),
+                            "confirmed": (gaps["group_gap"] >= self.min_share_gap).to_numpy()},
+                           index=pd.Index(gaps["word"].to_numpy(), name="word"))
+        out["confirmed"] = out["confirmed"].astype(object)
+        return out[columns]
+
+    def _association_flags(self, scores: pd.DataFrame) -> pd.DataFrame:
+        flags = scores[scores["flagged"].astype(bool)].copy()
+        if flags.empty:
+            return pd.DataFrame(columns=ASSOCIATION_COLUMNS)
+        flags["evidence"] = [self._association_evidence(r) for r in flags.itertuples(index=False)]
+        flags["example_image_ids"] = self._association_examples(flags)
+        # Confirmed by the true groups first (where there are groups), then by score.
+        flags["_unconfirmed"] = flags["confirmed"].map(lambda v: 0 if v is True else 1)
+        order = {n: i for i, n in enumerate(self.classes_)}
+        flags = flags.assign(_o=flags["class"].map(order)).sort_values(
+            ["_o", "_unconfirmed", "score", "word"], ascending=[True, True, False, True], kind="stable")
+        flags["rank"] = flags.groupby("class", sort=False).cumcount() + 1
+        return flags[ASSOCIATION_COLUMNS].reset_index(drop=True)
+
+    def _association_evidence(self, r: Any) -> str:
+        side = "predicted as" if self.association_by == "prediction" else "labelled"
+        text = (f"'{r.word}' is in {_pct(r.share_class)} of sentences for images {side} {r[0]}, "
+                f"{_pct(r.share_other)} for the other images ({int(r.images_class)} of {int(r.n_class)} images "
+                f"use it; {int(r.images_misread)} of {int(r.n_misread)} misread ones)")
+        if isinstance(r.group_high, str):
+            text += (f"; {_pct(r.share_group_high)} for {r.group_high} vs {_pct(r.share_group_low)} for "
+                     f"{r.group_low}" + ("" if r.confirmed is True else " (no clear gap between groups)"))
+        return text + (" — marked spurious by the user" if r.source == "user" else "")
+
+    def _association_examples(self, flags: pd.DataFrame) -> list[list[str]]:
+        """Per association flag, the class's images that use the word most, misread ones first."""
+        names = self.classes_
+        rows = self._shares[self._shares["word"].isin(flags["word"].tolist())]
+        column = self.association_by
+        out = []
+        for r in flags.itertuples(index=False):
+            c = names.index(r[0])
+            sel = rows[(rows[column] == c) & (rows["word"] == r.word)]
+            sel = sel.assign(misread=(sel["label"] != sel["prediction"]))
+            sel = sel.sort_values(["misread", "share", "image_id"], ascending=[False, False, True])
+            sel = sel.head(self.n_examples)
+            out.append([str(i) for i in sel["image_id"]])
+        return out
+
+    def _notes(self) -> pd.DataFrame:
+        """Per class and view: how many flags, and when none, why not."""
+        notes = []
+        for c in self.classes_:
+            n_flags = int((self.flags_["class"] == c).sum())
+            reason = None
+            m = self.misread_[(self.misread_["class"] == c) & self.misread_["predicted_as"].isna()]
+            if n_flags == 0:
+                if m.empty or int(m["n_wrong"].iloc[0]) == 0:
+                    reason = f"no {c} image is misread on this split, so there is nothing to contrast"
+                elif int(m["n_right"].iloc[0]) == 0:
+                    reason = f"no {c} image is read right, so misread ones have nothing to be compared with"
+                elif not bool(m["scored"].iloc[0]):
+                    reason = (f"only {int(m['n_wrong'].iloc[0])} {c} images are misread (needs {self.min_misread} "
+                              "to test words); see the association view")
+                else:
+                    reason = self._strongest_miss(self.scores_, c, f"among the {int(m['n_wrong'].iloc[0])} misread "
+                                                                   f"{c} images")
+            notes.append({"class": c, "view": "error", "n_flags": n_flags, "reason": reason})
+            n_assoc = int((self.associations_["class"] == c).sum())
+            reason = None
+            if n_assoc == 0:
+                side = "predicted as" if self.association_by == "prediction" else "labelled"
+                if not (self.association_scores_["class"] == c).any():
+                    reason = f"no image is {side} {c}, or every image is"
+                else:
+                    reason = self._strongest_miss(self.association_scores_, c, f"in images {side} {c}")
+            notes.append({"class": c, "view": "association", "n_flags": n_assoc, "reason": reason})
+        return pd.DataFrame(notes, columns=NOTE_COLUMNS)
+
+    @staticmethod
+    def _strongest_miss(scores: pd.DataFrame, c: str, where: str) -> str:
+        rows = scores[(scores["class"] == c) & ~scores["reason"].str.startswith("describes")
+                      & ~scores["reason"].str.startswith("marked")]
+        if rows.empty:
+            return f"no word {where} is over-represented beyond the class's own concept words"
+        best = rows.sort_values("score", ascending=False).iloc[0]
+        return (f"no word {where} passes the tests; the strongest candidate, '{best['word']}' (z {best['z']:.1f}), "
+                f"fails: {best['reason']}")
 
     def _flags(self, scores: pd.DataFrame, single_target: bool) -> pd.DataFrame:
         flags = scores[scores["flagged"].astype(bool)].copy()
@@ -589,6 +929,23 @@ class SpuriousTermScorer:
             rows = rows.sort_values("score", ascending=False, na_position="last", kind="stable")
         return (rows.head(k) if k else rows).reset_index(drop=True)
 
+    def associations_for(self, class_name: str, k: int | None = None) -> pd.DataFrame:
+        """Association-view flags of one class: words its predictions (or labels) go with, best first."""
+        self._check_fitted()
+        if class_name not in self.classes_:
+            raise ValueError(f"class_name {class_name!r} is not a class of this run; classes: {self.classes_}")
+        rows = self.associations_[self.associations_["class"] == class_name]
+        return (rows.head(k) if k else rows).reset_index(drop=True)
+
+    def note_for(self, class_name: str, view: str = "error") -> str | None:
+        """Why `class_name` has no flags in `view` ("error" or "association"); None when it has some."""
+        self._check_fitted()
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        rows = self.notes_[(self.notes_["class"] == class_name) & (self.notes_["view"] == view)]
+        reason = None if rows.empty else rows["reason"].iloc[0]
+        return None if reason is None or (isinstance(reason, float) and math.isnan(reason)) else str(reason)
+
     def flagged_words(self, k: int | None = None) -> dict[str, list[str]]:
         """class -> its flagged words, best first (the top `k` when given)."""
         self._check_fitted()
@@ -605,6 +962,9 @@ class SpuriousTermScorer:
 _SCORE_COLUMNS = ["class", "predicted_as", "word", "score", "share_wrong", "share_right", "n_wrong", "n_right",
                   "images_wrong", "images_right", "z", "z_toward", "delta", "n_wrong_kinds", "reason", "flagged",
                   "source"]
+_ASSOC_SCORE_COLUMNS = ["class", "word", "score", "share_class", "share_other", "n_class", "n_other", "images_class",
+                        "z", "images_misread", "n_misread", "reason", "flagged", "source", "group_gap", "group_high",
+                        "group_low", "share_group_high", "share_group_low", "confirmed"]
 
 
 def spurious_share(run_or_tables: Any, words_by_class: dict[str, Iterable[str]]) -> pd.Series:

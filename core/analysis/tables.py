@@ -84,9 +84,13 @@ def _check_columns(df: Any, name: str, required: Iterable[str]) -> None:
 
 
 def load_tables(run_or_tables: Any) -> RunTables:
-    """A `RunTables` from a Run, a RunTables, or an (images, words) pair of DataFrames."""
+    """A `RunTables` from a Run, a run folder's path, a RunTables, or an (images, words) pair of DataFrames."""
+    from pathlib import Path
+
     from core.store import Run
 
+    if isinstance(run_or_tables, (str, Path)):
+        run_or_tables = Run.open(run_or_tables)  # a clear RunStoreError when it is not a run folder
     if isinstance(run_or_tables, RunTables):
         tables = run_or_tables
     elif isinstance(run_or_tables, Run):
@@ -94,8 +98,8 @@ def load_tables(run_or_tables: Any) -> RunTables:
     elif isinstance(run_or_tables, (tuple, list)) and len(run_or_tables) == 2:
         tables = RunTables(run_or_tables[0], run_or_tables[1])
     else:
-        raise TypeError("run_or_tables must be a core.store.Run, a RunTables or an (images, words) pair of "
-                        f"DataFrames, got {type(run_or_tables).__name__}")
+        raise TypeError("run_or_tables must be a core.store.Run, a run folder path, a RunTables or an (images, words) "
+                        f"pair of DataFrames, got {type(run_or_tables).__name__}")
     _check_columns(tables.images, "images", IMAGE_KEYS)
     _check_columns(tables.words, "words", WORD_KEYS)
     return tables

@@ -1,12 +1,15 @@
 """`python -m core explain`: explain a dataset's images into a run folder (an existing one is resumed)."""
 from __future__ import annotations
 
+from core.commands.finetune import add_dataset_options, open_dataset_from
 from core.commands.train import load_classifier_arg
+
 
 def add_parser(subparsers) -> None:
     e = subparsers.add_parser("explain", help="explain a dataset's images into a run folder (resumable)",
                               description=__doc__)
     e.add_argument("--dataset", required=True, help="a Waterbirds-format folder, an ImageFolder tree, ...")
+    add_dataset_options(e)
     e.add_argument("--split", default=None)
     e.add_argument("--classifier", required=True, help="'efficientnet-lite0', a checkpoint folder, or torchvision:ARCH")
     e.add_argument("--checkpoint", default=None, metavar="FILE",
@@ -22,6 +25,9 @@ def add_parser(subparsers) -> None:
     e.add_argument("--batch-rows", type=int, default=512)
     e.add_argument("--shard-size", type=int, default=64)
     e.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
+    e.add_argument("--keep-sentences", type=int, default=None, metavar="N",
+                   help="sentences stored per image (default: all, so any sentence-level statistic can be "
+                        "recomputed; zstd-compressed)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--force", action="store_true",
@@ -31,18 +37,19 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from core.data import open_dataset
     from core.explain import ExplainConfig, explain_dataset
     from core.models import load_language_model
     from core.translator import Translator
 
-    dataset = open_dataset(args.dataset)
+    if args.keep_sentences is not None and args.keep_sentences < 0:
+        raise ValueError(f"--keep-sentences must be >= 0, got {args.keep_sentences}")
+    dataset = open_dataset_from(args)
     classifier = load_classifier_arg(args)
     lm = load_language_model(args.lm)
     translator = Translator.from_pretrained(args.translator, classifier, lm)
     cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
-                        seed=args.seed, device=args.device)
+                        keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
     run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
                            max_shards=args.max_shards, force=args.force)
     health = run_.health()

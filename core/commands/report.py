@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
                    help="output format (default: from --out's extension, else md)")
     p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     p.add_argument("--split", default="auto", help="split to evaluate on (default: test when present, else all)")
+    p.add_argument("--min-misread", type=int, default=None, metavar="N",
+                   help="misread images a class needs for error-view flags (default: 3)")
+    p.add_argument("--min-z", type=float, default=None, metavar="Z", help="log-odds z a flag needs (default: 2)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +37,8 @@ def run(args) -> int:
         if problem:
             print(f"warning: run {r.path} is {problem}", file=sys.stderr)
     split = None if args.split in ("all", "none") else args.split
-    report = build_report(run_, compare=other, split=split)
+    params = {k: v for k, v in (("min_misread", args.min_misread), ("min_z", args.min_z)) if v is not None}
+    report = build_report(run_, compare=other, split=split, scorer_params=params)
     text = {"json": lambda r: to_json(r), "md": to_markdown, "html": to_html}[fmt](report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -446,6 +446,11 @@ def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings) -> No
         "excluded_birds": EXCLUDED_BIRDS,
     }
     (out_dir / "world.json").write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
+    # What the labels mean, for any reader of the folder (see core.data.description).
+    description = {"name": out_dir.name, "classes": demo_class_names(), "group_by": "place",
+                   "attributes": {"place": {"name": "background",
+                                            "values": {str(p): n for p, n in PLACE_NAMES.items()}}}}
+    (out_dir / "dataset.json").write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
 
 
 def caption_words(caption: str) -> set[str]:

@@ -16,6 +16,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from core.data.description import (Attribute, attach_attributes, find_attribute_table, read_attribute_table,
+                                   read_description, read_metadata_csv)
+
 # torchvision's ImageFolder extensions.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_ORDER = ("train", "val", "test", "all")
@@ -25,7 +28,8 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 WATERBIRDS_COLUMNS = ("img_filename", "y", "split", "place")
 WATERBIRDS_SPLITS = {0: "train", 1: "val", 2: "test"}
 WATERBIRDS_CLASSES = ["landbird", "waterbird"]
-WATERBIRDS_GROUPS = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
+# Group names of runs made before class and attribute names came from the data (their manifests keep them).
+WATERBIRDS_GROUPS_V1 = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
 
 # The Backgrounds Challenge (Xiao et al. 2020) ships ImageNet-9 in these variations; fg_mask holds masks.
 BACKGROUND_VARIATIONS = ("original", "only_bg_b", "only_bg_t", "no_fg", "only_fg",
@@ -43,18 +47,19 @@ class ImageRecord:
     path: Path
     split: str               # "train", "val", "test", or "all" when the dataset has no splits
     label: int               # index into ImageDataset.class_names
-    group: int | None = None  # Waterbirds: 2 * label + place
-    place: int | None = None  # Waterbirds: 0 land, 1 water
+    group: int | None = None  # label * n_values + place (Waterbirds: 2 * label + place)
+    place: int | None = None  # code of the group attribute's value (Waterbirds: 0 land, 1 water)
 
 
 @dataclass
 class ImageDataset:
     name: str
-    kind: str                 # "waterbirds", "image_folder" or "backgrounds_challenge"
+    kind: str                 # "waterbirds", "metadata_csv", "attribute_table", "image_folder", "backgrounds_challenge"
     root: Path
     records: list[ImageRecord]
     class_names: list[str]
     group_names: dict[int, str] | None = None
+    attribute: Attribute | None = None  # the attribute groups are made from (names its values)
     _by_split: dict[str, list[ImageRecord]] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -187,45 +192,14 @@ def _inside(relative: str) -> bool:
     return norm != ".." and not norm.startswith("../") and not norm.startswith("/")
 
 
-def read_waterbirds(root: str | Path, check_files: bool = True) -> ImageDataset:
+def read_waterbirds(root: str | Path, check_files: bool = True, group_by: str | None = None) -> ImageDataset:
     """Waterbirds (Sagawa et al. 2020) from its own metadata.csv: img_filename, y, split, place.
 
     `root` is the folder holding metadata.csv (or the CSV itself); img_filename is relative to it.
-    split 0/1/2 is train/val/test; group = 2 * y + place (place 1 = water).
+    split 0/1/2 is train/val/test; group = 2 * y + place (place 1 = water). Classes are landbird and
+    waterbird unless a dataset.json or classes.txt beside it says otherwise (see core.data.description).
     """
-    root = Path(root).expanduser()
-    csv_file = root if root.suffix.lower() == ".csv" else root / "metadata.csv"
-    if not csv_file.exists():
-        raise DatasetError(f"{csv_file} does not exist; a Waterbirds folder holds metadata.csv "
-                           f"with columns {list(WATERBIRDS_COLUMNS)}")
-    root = csv_file.parent
-    meta = _read_csv(csv_file, WATERBIRDS_COLUMNS)
-    for col in ("y", "place"):
-        # One bad cell makes pandas read the whole column as text: judge each value, not the column's type.
-        values = meta[col].map(_as_int)
-        invalid = ~values.isin([0, 1])
-        if invalid.any():
-            bad = sorted({"empty" if pd.isna(v) else str(v) for v in meta.loc[invalid, col]})
-            raise DatasetError(f"{csv_file}: column {col!r} must hold 0 or 1; found {bad[:MAX_LISTED]}")
-        meta[col] = values.astype(int)
-    splits = meta["split"].map(_waterbirds_split)
-    if splits.isna().any():
-        bad = sorted({"empty" if pd.isna(v) else str(v) for v in meta.loc[splits.isna(), "split"]})
-        raise DatasetError(f"{csv_file}: column 'split' must be 0/1/2 (train/val/test); found {bad[:MAX_LISTED]}")
-    outside = [f for f in meta["img_filename"].astype(str) if not _inside(f)]
-    if outside:
-        raise DatasetError(f"{csv_file}: img_filename must be a path inside {root}; {len(outside)} are not "
-                           f"(absolute, or leaving the folder with '..'), e.g. {outside[:MAX_LISTED]}")
-    ids = meta["img_id"].astype(str) if "img_id" in meta.columns else meta["img_filename"].astype(str)
-    if ids.duplicated().any():
-        raise DatasetError(f"{csv_file}: image ids repeat, e.g. {ids[ids.duplicated()].iloc[0]!r}")
-    paths = [root / f for f in meta["img_filename"].astype(str)]
-    if check_files:
-        _check_files_exist(paths, csv_file)
-    records = [ImageRecord(image_id=i, path=p, split=s, label=int(y), group=2 * int(y) + int(pl), place=int(pl))
-               for i, p, s, y, pl in zip(ids, paths, splits, meta["y"], meta["place"])]
-    return ImageDataset(name=root.name, kind="waterbirds", root=root, records=records,
-                        class_names=list(WATERBIRDS_CLASSES), group_names=dict(WATERBIRDS_GROUPS))
+    return read_metadata_csv(root, check_files=check_files, group_by=group_by, waterbirds=True)
 
 
 # --- ImageFolder trees -----------------------------------------------------------------------
@@ -267,16 +241,27 @@ def _read_class_folders(root: Path, folder_to_class=lambda name: name) -> tuple[
     return records, class_names
 
 
-def read_image_folder(root: str | Path) -> ImageDataset:
+def read_image_folder(root: str | Path, attributes: str | Path | None = None,
+                      group_by: str | None = None) -> ImageDataset:
     """Any ImageFolder tree: root/<class>/<images>, or root/{train,val,test}/<class>/<images>.
 
     Classes are the folder names in sorted order (labels match torchvision's ImageFolder);
-    without split folders every image is in split "all".
+    without split folders every image is in split "all". `attributes` is a CSV with one row per
+    image (its path relative to root, or its file name) and attribute columns; groups are made
+    from its `group_by` column. A dataset.json in root may name both ("attributes_file", "group_by").
     """
     root = _as_dir(root, "image folder")
     records, class_names = _read_class_folders(root)
-    return ImageDataset(name=root.name, kind="image_folder", root=root, records=records,
-                        class_names=class_names, group_names=None)
+    desc = read_description(root)
+    ds = ImageDataset(name=str(desc.get("name") or root.name), kind="image_folder", root=root, records=records,
+                      class_names=class_names, group_names=None)
+    attributes = attributes or desc.get("attributes_file")
+    if attributes is not None:
+        ds = attach_attributes(ds, attributes, group_by)
+    elif group_by is not None:
+        raise DatasetError(f"group_by={group_by!r} needs an attributes CSV for the image folder {root} "
+                           "(attributes=FILE, or 'attributes_file' in its dataset.json)")
+    return ds
 
 
 # --- the Backgrounds Challenge (ImageNet-9) --------------------------------------------------
@@ -313,23 +298,29 @@ def read_backgrounds_challenge(root: str | Path, variation: str = "mixed_rand") 
 
 # --- auto-detection --------------------------------------------------------------------------
 
-def open_dataset(root: str | Path, variation: str = "mixed_rand") -> ImageDataset:
-    """Read whatever dataset is at `root`: Waterbirds (metadata.csv), the Backgrounds Challenge
-    (variation folders such as original/ and mixed_rand/), or an ImageFolder tree."""
+def open_dataset(root: str | Path, variation: str = "mixed_rand", group_by: str | None = None,
+                 target: str | None = None, attributes: str | Path | None = None) -> ImageDataset:
+    """Read whatever dataset is at `root`: a metadata.csv (Waterbirds' format, any classes and
+    attributes), a CelebA-style attribute table (`target` = the class attribute), the Backgrounds
+    Challenge (variation folders such as original/ and mixed_rand/), or an ImageFolder tree (with an
+    `attributes` CSV for groups). `group_by` names the attribute column groups are made from."""
     root = Path(root).expanduser()
-    if root.is_file() and root.name == "metadata.csv":
-        return read_waterbirds(root)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return read_metadata_csv(root, group_by=group_by)
     root = _as_dir(root, "dataset")
     if (root / "metadata.csv").exists():
-        return read_waterbirds(root)
+        return read_metadata_csv(root, group_by=group_by)
+    if find_attribute_table(root) is not None:
+        return read_attribute_table(root, target=target or read_description(root).get("target"), group_by=group_by)
     if any(d.name in BACKGROUND_VARIATIONS for d in _subdirs(root)) and _background_variations(root):
         return read_backgrounds_challenge(root, variation)
     try:
-        return read_image_folder(root)
+        return read_image_folder(root, attributes=attributes, group_by=group_by)
     except DatasetError as exc:
         raise DatasetError(
-            f"{root} is not a dataset TExplain can read ({exc}). Expected one of: a Waterbirds folder "
-            "with metadata.csv (img_filename, y, split, place); a Backgrounds Challenge folder "
+            f"{root} is not a dataset TExplain can read ({exc}). Expected one of: a folder with metadata.csv "
+            "(img_filename, y, split, attribute columns such as Waterbirds' place); a CelebA-style "
+            "list_attr_celeba.csv; a Backgrounds Challenge folder "
             "(original/, mixed_rand/, ... each with val/<class>/ images); or an ImageFolder tree "
             "(one subfolder of images per class, optionally under train/, val/, test/).") from exc
 

@@ -38,7 +38,9 @@ st.caption("Log-odds z-scores (Monroe et al., 'Fightin' Words'): bars to the rig
            "set, to the left of the second. Read z as a ranking; the shares in the hover are the numbers to quote.")
 choices = api.image_set_choices(evaluated)
 labels = list(choices)
-defaults = [labels.index(n) for n in ("group landbird on water", "group landbird on land") if n in labels]
+# The first class's two attribute values (Waterbirds: landbird on water vs on land), whatever they are called.
+by_group = {v["group"]: i for i, v in enumerate(choices.values()) if set(v) == {"group"}}
+defaults = [by_group[g] for g in (1, 0) if g in by_group]
 if len(defaults) < 2:
     misread = [i for i, n in enumerate(labels) if n.endswith(", misread")]
     defaults = [misread[0], misread[0] - 1] if misread else [0, min(1, len(labels) - 1)]

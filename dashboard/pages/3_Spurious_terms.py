@@ -1,4 +1,5 @@
-"""Spurious-term flags with their evidence, example images and sentences; mark words as core or spurious."""
+"""Spurious-term flags in two views (error view: misread vs read right; association view: what a class's
+predictions go with), with their evidence, example images and sentences; mark words as core or spurious."""
 import html  # class names go into raw HTML below: escape them
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import streamlit as st  # noqa: E402
 
 from core import paths, plots  # noqa: E402
 from core.analysis import CoreWordList, flag_examples  # noqa: E402
-from core.report import FLAGS_DEFINITION  # noqa: E402
+from core.report import ASSOCIATION_DEFINITION, FLAGS_DEFINITION  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 run_a, _ = ui.page(__file__, FLAGS_DEFINITION)
@@ -18,6 +19,7 @@ ui.run_caption(path)
 evaluated, _ = ui.eval_tables(path)
 scorer = ui.scorer(path)
 flags = scorer.flags_
+associations = scorer.associations_
 try:
     marks = CoreWordList.for_run(evaluated.run)
 except ValueError as exc:
@@ -44,21 +46,19 @@ notice = st.session_state.pop("spurious_notice", None)
 if notice:
     st.success(notice)
 
+st.subheader("Error view: what goes with misreading a class")
 ui.chart(plots.flags_chart(flags, k=6), key="flags")
-misread = scorer.misread_[scorer.misread_["predicted_as"].isna()]
-unscored = misread[~misread["scored"].astype(bool)]
-for row in unscored.itertuples(index=False):
-    st.caption(f"{row[0]}: only {row.n_wrong} misread images (needs {scorer.min_misread}), so no statistical flags.")
-
 classes = scorer.classes_
 tabs = st.tabs([f"Flags for {c} ({int((flags['class'] == c).sum())})" for c in classes])
 for tab, cls in zip(tabs, classes):
     with tab:
         rows = scorer.flags_for(cls)
         if rows.empty:
-            st.info(f"No word is flagged for {cls}.")
+            reason = scorer.note_for(cls, "error")
+            st.info(f"No word is flagged for {cls}" + (f": {reason}." if reason else "."))
             continue
-        table = rows[["rank", "word", "predicted_as", "share_wrong", "share_right", "z", "images_wrong", "source"]]
+        table = rows[["rank", "word", "predicted_as", "share_wrong", "share_right", "z", "images_wrong", "n_wrong",
+                      "source"]]
         table = table.assign(mark=[marks.status(cls, w) or "" for w in rows["word"]],
                              predicted_as=table["predicted_as"].fillna("–"))
         st.dataframe(table, hide_index=True, width="stretch", column_config={
@@ -66,16 +66,44 @@ for tab, cls in zip(tabs, classes):
             "share_wrong": st.column_config.ProgressColumn("misread", format="percent", min_value=0, max_value=1),
             "share_right": st.column_config.ProgressColumn("read right", format="percent", min_value=0, max_value=1),
             "z": st.column_config.NumberColumn("z", format="%.1f"),
-            "images_wrong": "misread images using it", "mark": "your mark"})
+            "images_wrong": "misread images using it", "n_wrong": "misread images", "mark": "your mark"})
+
+st.subheader("Association view: flags before the errors show")
+st.caption(ASSOCIATION_DEFINITION)
+assoc_tabs = st.tabs([f"Associated with {c} ({int((associations['class'] == c).sum())})" for c in classes])
+for tab, cls in zip(assoc_tabs, classes):
+    with tab:
+        rows = scorer.associations_for(cls)
+        if rows.empty:
+            reason = scorer.note_for(cls, "association")
+            st.info(f"No word is associated with {cls}" + (f": {reason}." if reason else "."))
+            continue
+        table = rows[["rank", "word", "share_class", "share_other", "z", "group_high", "share_group_high",
+                      "group_low", "share_group_low", "confirmed", "images_misread", "n_misread"]]
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "share_class": st.column_config.ProgressColumn(f"predicted {cls}", format="percent", min_value=0,
+                                                           max_value=1),
+            "share_other": st.column_config.ProgressColumn("other images", format="percent", min_value=0,
+                                                           max_value=1),
+            "z": st.column_config.NumberColumn("z", format="%.1f"),
+            "group_high": "group using it most", "share_group_high": st.column_config.NumberColumn(
+                "share there", format="percent"),
+            "group_low": "group using it least", "share_group_low": st.column_config.NumberColumn(
+                "share there ", format="percent"),
+            "confirmed": "gap between groups", "images_misread": "misread images using it",
+            "n_misread": "misread images"})
 
 st.subheader("Evidence")
-pairs = [(r["class"], r["word"]) for _, r in flags.iterrows()]
+pairs = [("error", r["class"], r["word"]) for _, r in flags.iterrows()]
+pairs += [("association", r["class"], r["word"]) for _, r in associations.iterrows()]
 if not pairs:
     st.info("Nothing is flagged in this run. You can still mark a word as spurious below; it is then always flagged.")
 else:
-    choice = st.selectbox("Flag", pairs, format_func=lambda p: f"{p[1]} (flagged for {p[0]})")
-    cls, word = choice
-    row = flags[(flags["class"] == cls) & (flags["word"] == word)].iloc[0]
+    kinds = {"error": "flagged for", "association": "associated with"}
+    choice = st.selectbox("Flag", pairs, format_func=lambda p: f"{p[2]} ({kinds[p[0]]} {p[1]})")
+    view, cls, word = choice
+    table = flags if view == "error" else associations
+    row = table[(table["class"] == cls) & (table["word"] == word)].iloc[0]
     st.markdown(f"**{word}** for **{cls}**: {row['evidence']}.")
     current = marks.status(cls, word)
     row_of_buttons = st.container(horizontal=True)
@@ -87,7 +115,8 @@ else:
         save_mark(cls, word, "core")
     ids = list(row["example_image_ids"] or [])
     if ids:
-        st.markdown("**Example misread images** (whose sentences use the word most)")
+        st.markdown("**Example misread images** (whose sentences use the word most)" if view == "error" else
+                    f"**Example images predicted as {cls}** (misread ones first, then those using the word most)")
         info = evaluated.images.set_index("image_id")
         cols = st.columns(5)
         for col, image_id in zip(cols, ids[:5]):
@@ -133,5 +162,11 @@ with st.expander("Why is a word not flagged?"):
         if found.empty:
             st.caption(f"No misread image's sentences use '{query}'.")
         else:
+            st.markdown("Error view")
             st.dataframe(found[["class", "predicted_as", "reason", "share_wrong", "share_right", "z"]],
                          hide_index=True, width="stretch")
+        assoc = scorer.association_scores_[scorer.association_scores_["word"] == query]
+        if len(assoc):
+            st.markdown("Association view")
+            st.dataframe(assoc[["class", "reason", "share_class", "share_other", "z"]], hide_index=True,
+                         width="stretch")
