@@ -185,7 +185,7 @@ def test_a_non_numeric_split_names_only_the_bad_values(tmp_path):
     with pytest.raises(DatasetError, match=r"column 'split' must be 0/1/2 \(train/val/test\); found \['x'\]$"):
         read_waterbirds(root)
     root = _waterbirds(tmp_path / "wb2", ["a.png", "b.png"], ys=["1", "bird"])
-    with pytest.raises(DatasetError, match=r"column 'y' must hold 0 or 1; found \['bird'\]$"):
+    with pytest.raises(DatasetError, match=r"column 'y' must hold class indices 0, 1, ...; found \['bird'\]$"):
         read_waterbirds(root)
     # Text codes alone are read as the numbers they are.
     ds = read_waterbirds(_waterbirds(tmp_path / "wb3", ["a.png", "b.png"], splits=["2", "test"]))
