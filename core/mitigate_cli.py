@@ -219,6 +219,10 @@ def _mitigate(args) -> int:
         _say(f"note: {val_run.path} explains the {manifest['dataset']['split']!r} split; DFR is meant to be fitted on "
              "held-out images that are not the test split")
     test_run = Run.open(args.test_run) if args.test_run else None
+    for run in filter(None, (val_run, test_run)):  # a damaged or partial run still fits, on what it holds
+        problem = run.health().describe()
+        if problem:
+            _say(f"warning: {run.path} is {problem}")
     base, source, note = resolve_classifier(manifest, args.classifier)
     base.eval()
     _say(f"classifier {base.name} from {_rel(Path(source)) if Path(source).exists() else source} ({base.identity})")
