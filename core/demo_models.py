@@ -8,7 +8,6 @@ Each step writes into checkpoints/ and is skipped when its output exists (pass -
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -133,19 +132,21 @@ def build_runs(force: bool = False, sentences: int = RUN_SENTENCES, names=NAMES,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core demo", description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["classifiers", "translators", "runs", "all"])
-    ap.add_argument("--force", action="store_true", help="rebuild even when the output exists")
-    ap.add_argument("--only", choices=NAMES, default=None, help="just one of the two classifiers")
-    ap.add_argument("--splits", default="test,val", help="splits to explain with `runs` (comma-separated)")
-    args = ap.parse_args(argv)
-    names = (args.only,) if args.only else NAMES
-    if args.step in ("classifiers", "all"):
-        build_classifiers(args.force)
-    if args.step in ("translators", "all"):
-        build_translators(args.force, names=names)
-    if args.step in ("runs", "all"):
-        build_runs(args.force, names=names, splits=tuple(args.splits.split(",")))
+    """`python -m core demo STEP` (run through the one CLI tree; its options are in core.commands.demo)."""
+    from core.cli import main as cli_main
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
+
+
+def build(step: str, force: bool = False, only: str | None = None, splits: tuple[str, ...] = ("test", "val")) -> int:
+    """Rebuild one step (classifiers, translators, runs) or all of them."""
+    names = (only,) if only else NAMES
+    if step in ("classifiers", "all"):
+        build_classifiers(force)
+    if step in ("translators", "all"):
+        build_translators(force, names=names)
+    if step in ("runs", "all"):
+        build_runs(force, names=names, splits=splits)
     return 0
 
 

@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m core mitigate", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[1:]))
+    return add_arguments(ap)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The verb's options (core.commands.mitigate adds them to the one CLI tree)."""
     ap.add_argument("run_val", metavar="RUN_VAL", help="run folder of the validation split (explanations)")
     ap.add_argument("--test-run", default=None, help="run folder of the test split (mitigation.json goes there); "
                                                      "without it, the dataset's test split is read directly")
@@ -166,12 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def mitigate_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return _mitigate(args)
-    except (FileNotFoundError, ValueError, NotImplementedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """`python -m core mitigate ...` (run through the one CLI tree: same options, same error handling)."""
+    from core.cli import main
+
+    return main(["mitigate", *(sys.argv[1:] if argv is None else argv)])
 
 
 def _mitigate(args) -> int:

@@ -37,7 +37,6 @@ Numbers are fractions in [0, 1]; missing numbers are null, never NaN.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
@@ -734,37 +733,13 @@ def _resolve_run(value: str) -> Run:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    """`python -m core report RUN [--compare RUN2] --format html|json|md [--out FILE]`; returns an exit code."""
-    parser = argparse.ArgumentParser(prog="python -m core report",
-                                     description="Write the bias report of a run (HTML, JSON or Markdown).")
-    parser.add_argument("run", help="run folder, or the name of a run in the runs folder")
-    parser.add_argument("--compare", metavar="RUN2", help="a second run on the same data to compare with")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="output format (default: from --out's extension, else md)")
-    parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
-    parser.add_argument("--split", default="auto", help="split to evaluate on (default: test when present, else all)")
-    args = parser.parse_args(argv)
+    """`python -m core report RUN [--compare RUN2] --format html|json|md [--out FILE]`; returns an exit code.
 
-    fmt = args.format
-    if fmt is None:
-        suffix = Path(args.out).suffix.lower().lstrip(".") if args.out else ""
-        fmt = {"htm": "html", "html": "html", "json": "json", "md": "md", "markdown": "md"}.get(suffix, "md")
-    try:
-        run = _resolve_run(args.run)
-        other = _resolve_run(args.compare) if args.compare else None
-        split = None if args.split in ("all", "none") else args.split
-        report = build_report(run, compare=other, split=split)
-    except (RunStoreError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = {"json": lambda r: to_json(r), "md": to_markdown, "html": to_html}[fmt](report)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        print(f"wrote {fmt} report to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    The options live in core.commands.report (one CLI tree); this runs that verb.
+    """
+    from core.cli import main
+
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,23 @@
+"""`python -m core demo STEP`: rebuild the shipped demo artefacts (classifiers, translators, runs)."""
+from __future__ import annotations
+
+import argparse
+
+NAMES = ("erm", "robust")  # as core.demo_models.NAMES (that module imports torch)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="rebuild the shipped demo artefacts: classifiers|translators|runs",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="Each step writes into checkpoints/ and is skipped when its output exists.")
+    p.add_argument("step", choices=["classifiers", "translators", "runs", "all"])
+    p.add_argument("--force", action="store_true", help="rebuild even when the output exists")
+    p.add_argument("--only", choices=NAMES, default=None, help="just one of the two classifiers")
+    p.add_argument("--splits", default="test,val", help="splits to explain with `runs` (comma-separated)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from core.demo_models import build
+
+    return build(args.step, force=args.force, only=args.only, splits=tuple(args.splits.split(",")))

@@ -1,0 +1,77 @@
+"""The command line: one argparse tree (every verb a module of core.commands), one error path, and the
+`texplain` console script that pyproject.toml declares."""
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from core import cli
+from core.commands import VERBS
+
+ROOT = Path(__file__).resolve().parent.parent
+VERB_NAMES = ("setup", "train", "explain", "report", "mitigate", "demo")
+
+
+def _help(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_verb_is_in_the_one_tree_and_its_help_comes_from_it(capsys):
+    top = _help(capsys, ["--help"])
+    for verb in VERB_NAMES:
+        assert verb in top
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(VERB_NAMES) and len(VERBS) == len(VERB_NAMES)
+    for verb in VERB_NAMES:
+        text = _help(capsys, [verb, "--help"])
+        # The verb's own help, under the tree's program name, with the shared --debug option.
+        assert text.startswith(f"usage: python -m core {verb}") and "--debug" in text
+    assert "--compare" in _help(capsys, ["report", "--help"])
+    assert "--test-run" in _help(capsys, ["mitigate", "--help"])
+    assert "--splits" in _help(capsys, ["demo", "--help"])
+
+
+def test_python_dash_m_core_runs_the_tree():
+    out = subprocess.run([sys.executable, "-m", "core", "report", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m core report")
+
+
+def test_a_user_error_is_one_line_and_exit_2_and_debug_shows_the_traceback(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run at") and err.count("\n") == 1
+    with pytest.raises(Exception, match="no run at"):
+        cli.main(["report", str(tmp_path / "missing"), "--debug"])
+    with pytest.raises(Exception, match="no run at"):
+        cli.main(["--debug", "report", str(tmp_path / "missing")])
+
+
+def test_the_old_entry_points_run_the_same_verbs(tmp_path, capsys):
+    from core.demo_models import main as demo_main
+    from core.mitigate_cli import mitigate_main
+    from core.report import report_main
+
+    assert report_main([str(tmp_path / "missing")]) == 2
+    assert mitigate_main([str(tmp_path / "missing")]) == 2
+    assert "error: " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        demo_main(["nonsense"])
+    assert exc.value.code == 2  # argparse: invalid choice
+
+
+def test_pyproject_declares_the_console_script_and_every_pinned_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["texplain"] == "core.cli:main"
+    pinned = {re.split(r"[=<>~ ]", line.strip())[0].lower()
+              for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.strip().startswith("#")}
+    declared = {re.split(r"[=<>~ \[]", d)[0].lower() for d in project["dependencies"]}
+    assert pinned == declared
