@@ -178,14 +178,18 @@ def _common_root(wn, words: list[str], coverage: float = 0.8):
 class ObjectKinds:
     """Which class's kind of object a word names, from caption words per class, widened with WordNet.
 
-    `fit({class: caption words})` finds the common root of all the words (the object: bird.n.01) and,
-    per class, the kinds that only that class's words have (`kinds_`: anseriform bird, seabird, heron
-    for waterbirds; passerine, parrot, gallinaceous bird for landbirds). `classify(word)` is the class
-    whose caption vocabulary holds the word, else the one class whose own kinds the word's kinds meet,
-    else None (ambiguous, or not the object: "bird", "great", "water").
+    `fit({class: caption words})` finds the common root of the words (the object: bird.n.01; words that
+    name the root itself, "bird", are dropped as saying nothing about the class) and gives each kind
+    (hypernym) below it to the class whose words fall under it far more often (`ratio`, as in
+    `contrast_words`): "anseriform bird" and "aquatic bird" to waterbird, "passerine" and "parrot" to
+    landbird, even though the demo's crowned crane (a landbird) is an aquatic bird to WordNet.
+    `classify(word)` is the class whose caption words hold the word, else the class of the most specific
+    kind of the word that has one ("swan" -> anseriform bird -> waterbird), else None (a tie, or not the
+    object: "great", "water").
     """
 
-    def __init__(self, coverage: float = 0.8):
+    def __init__(self, ratio: float = 4.0, coverage: float = 0.8):
+        self.ratio = ratio
         self.coverage = coverage
 
     def fit(self, words_by_class: dict[Any, list[str]]) -> "ObjectKinds":
@@ -193,14 +197,22 @@ class ObjectKinds:
         self.words_ = {c: set(ws) for c, ws in words_by_class.items()}
         every = sorted(set().union(*self.words_.values())) if self.words_ else []
         self.root_ = _common_root(wn, every, self.coverage)
-        if self.root_ is None:
-            self.kinds_ = {c: set() for c in self.words_}
-        else:
-            # Only words that are the object count: "dock" or "green" may be class-distinctive by accident.
-            self.words_ = {c: {w for w in ws if _kinds(wn, w, self.root_)} for c, ws in self.words_.items()}
-            kinds = {c: set().union(*(_kinds(wn, w, self.root_) for w in ws)) if ws else set()
-                     for c, ws in self.words_.items()}
-            self.kinds_ = {c: ks - set().union(*(kinds[o] for o in kinds if o != c)) for c, ks in kinds.items()}
+        self.kinds_: dict = {}
+        if self.root_ is not None:
+            # Only words that name a kind of the object count ("dock" may be class-distinctive by accident),
+            # and not the object itself.
+            self.words_ = {c: {w for w in ws if _kinds(wn, w, self.root_) and self.root_ not in wn.synsets(w, "n")}
+                           for c, ws in self.words_.items()}
+            below = {c: [_kinds(wn, w, self.root_) for w in ws] for c, ws in self.words_.items()}
+            share = {c: {} for c in below}
+            for c, kinds in below.items():
+                for k in set().union(*kinds) if kinds else ():
+                    share[c][k] = sum(k in ks for ks in kinds) / len(kinds)
+            for c in share:
+                for k, frac in share[c].items():
+                    others = max((share[o].get(k, 0.0) for o in share if o != c), default=0.0)
+                    if frac >= self.ratio * others:
+                        self.kinds_[k] = c
         self._cache: dict[str, Any] = {}
         return self
 
@@ -208,8 +220,10 @@ class ObjectKinds:
         if word not in self._cache:
             owners = [c for c, ws in self.words_.items() if word in ws]
             if not owners and self.root_ is not None:
-                kinds = _kinds(_wordnet(), word, self.root_)
-                owners = [c for c, ks in self.kinds_.items() if kinds & ks]
+                hits = [k for k in _kinds(_wordnet(), word, self.root_) if k in self.kinds_]
+                if hits:
+                    depth = max(k.min_depth() for k in hits)
+                    owners = sorted({self.kinds_[k] for k in hits if k.min_depth() == depth}, key=str)
             self._cache[word] = owners[0] if len(owners) == 1 else None
         return self._cache[word]
 
@@ -321,6 +335,9 @@ class CaptionEvaluation:
     n_sentences_kept: int
     n_references_scored: int
     n_references: int
+    made_up_share: float            # kept sentences with a word WordNet does not know (invented words, names)
+    reference_made_up_share: float
+    empty_sentences: int
     scene_accuracy: float | None
     object_accuracy: float | None
     val_loss: float | None
@@ -349,6 +366,8 @@ class CaptionEvaluation:
             "fluency_ratio": num(self.fluency_ratio),
             "n_sentences_scored": self.n_sentences_scored, "n_sentences_kept": self.n_sentences_kept,
             "n_references_scored": self.n_references_scored, "n_references": self.n_references,
+            "made_up_share": num(self.made_up_share), "reference_made_up_share": num(self.reference_made_up_share),
+            "empty_sentences": self.empty_sentences,
             "scene_accuracy": num(self.scene_accuracy), "object_accuracy": num(self.object_accuracy),
             "val_loss": num(self.val_loss),
             "by_group": [{k: (num(v) if isinstance(v, float) else v) for k, v in row.items()}
@@ -362,6 +381,13 @@ class CaptionEvaluation:
             "object_root": self.object_root,
             "examples": self.examples, "lm": self.lm, "seed": self.seed, "notes": list(self.notes),
         }
+
+
+def made_up_share(extractor, texts: list[str]) -> float:
+    """Share of texts with at least one token the extractor's vocabulary (WordNet) does not know."""
+    if not texts:
+        return math.nan
+    return sum(bool(extractor.unknown_tokens([t])) for t in texts) / len(texts)
 
 
 def _count_hits(words: list[str], vocab: dict) -> dict:
@@ -405,6 +431,9 @@ def evaluate_run(run, lm=None, captions: str | Path | None = None, max_sentences
                      f"generated sentences and {len(ref_scored)} of {len(ref_texts)} reference captions.")
     fluency = mean_token_nll(token_nll(lm, gen_scored, batch_size))
     reference = mean_token_nll(token_nll(lm, ref_scored, batch_size))
+    # NLL alone flatters sampled text: the LM scores its own samples (top-p, T < 1) as likely even when
+    # they ramble ("1. Not. -1."), so say too how many sentences hold words no dictionary knows.
+    made_up, ref_made_up = made_up_share(extractor, texts), made_up_share(extractor, ref_texts)
 
     # Scene and object words per image, from its kept sentences.
     per_sent = sentences.groupby("image_id")["text"].apply(lambda ts: [w for t in ts for w in extractor.words(str(t))])
@@ -441,12 +470,13 @@ def evaluate_run(run, lm=None, captions: str | Path | None = None, max_sentences
         agg["scene_accuracy"] = ("scene_right", "mean")
     by_group = per_image.groupby("group", sort=True).agg(**agg).reset_index()
 
-    # Examples: one sentence from each of up to 8 images of every group (fixed by `seed`).
+    # Examples: one non-empty sentence from each of up to 8 images of every group (fixed by `seed`).
     rng = np.random.default_rng(seed)
     examples = {}
-    first = sentences.sort_values(["image_id", "idx"]).groupby("image_id")["text"].apply(list)
+    nonempty = sentences[sentences["text"].astype(str).str.strip() != ""]
+    first = nonempty.sort_values(["image_id", "idx"]).groupby("image_id")["text"].apply(list)
     for g, ids in per_image.groupby("group")["image_id"]:
-        ids = list(ids)
+        ids = [i for i in ids if i in first.index]
         pick = rng.choice(len(ids), size=min(EXAMPLES_PER_GROUP, len(ids)), replace=False)
         examples[str(g)] = [first[ids[i]][int(rng.integers(len(first[ids[i]])))] for i in sorted(pick)]
 
@@ -459,7 +489,8 @@ def evaluate_run(run, lm=None, captions: str | Path | None = None, max_sentences
         run=run.name, path=str(run.path), n_images=int(len(per_image)),
         sentences_per_image=float(per_image["n_sentences"].mean()),
         sentences_sampled=settings.get("sentences_per_image"),
-        fluency_nll=fluency, reference_nll=reference,
+        fluency_nll=fluency, reference_nll=reference, made_up_share=made_up, reference_made_up_share=ref_made_up,
+        empty_sentences=len(sentences) - len(texts),
         n_sentences_scored=len(gen_scored), n_sentences_kept=len(texts),
         n_references_scored=len(ref_scored), n_references=len(ref_texts),
         scene_accuracy=float(per_image["scene_right"].mean()) if has_scene else None,
@@ -496,6 +527,9 @@ def summary_lines(d: dict) -> list[tuple[str, str]]:
                                       f"{_mark(t['fluency_met'])}; scored {d['n_sentences_scored']} of "
                                       f"{d['n_sentences_kept']} sentences, {d['n_references_scored']} of "
                                       f"{d['n_references']} captions, LM {d['lm']}"),
+        ("words no dictionary knows", f"in {_pct(d.get('made_up_share'))} of the sentences vs "
+                                      f"{_pct(d.get('reference_made_up_share'))} of the captions; "
+                                      f"{d.get('empty_sentences', 0)} empty sentences"),
         ("scene accuracy", f"{_pct(d['scene_accuracy'])}, target ≥ {_pct(t['scene_accuracy_min'])}"
                            f"{_mark(t['scene_met'])}"),
         ("object accuracy", f"{_pct(d['object_accuracy'])} (reported, not a target)"),
@@ -584,39 +618,23 @@ def read_evaluation(run: Run) -> tuple[dict | None, str | None]:
 
 # --- command line ----------------------------------------------------------------------------------
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="python -m core evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or the name of a run in the runs folder")
-    p.add_argument("--format", choices=FORMATS, default="text", help="json: a list with one object per run")
-    p.add_argument("--captions", default=None, help="reference captions CSV (default: captions.csv of the dataset)")
-    p.add_argument("--lm", default=None, help="language model to score fluency with (default: the run's)")
-    p.add_argument("--max-sentences", type=int, default=400,
-                   help="generated sentences (and captions) scored for fluency per run, a fixed sample; 0 = all")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-save", action="store_true", help=f"do not write RUN/{EVALUATION_FILE} (the report reads it)")
-    return p
-
-
 def run_evaluate(args) -> int:
+    """The `evaluate` verb (core.commands.evaluate): prints every run's evaluation; errors propagate."""
     from core.models.lm import load_language_model
     from core.report import _resolve_run
 
     results, lms = [], {}
-    try:
-        for value in args.runs:
-            run = _resolve_run(value)
-            lm_name = args.lm or (run.manifest.get("models") or {}).get("lm") or "smollm2-135m-instruct"
-            if lm_name not in lms:
-                lms[lm_name] = load_language_model(lm_name)
-            ev = evaluate_run(run, lms[lm_name], captions=args.captions, max_sentences=args.max_sentences or None,
-                              seed=args.seed)
-            d = ev.to_dict()
-            if not args.no_save:
-                save_evaluation(run, d)
-            results.append(d)
-    except (RunStoreError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    runs = [_resolve_run(value) for value in args.runs]  # every name checked before any model loads
+    for run in runs:
+        lm_name = args.lm or (run.manifest.get("models") or {}).get("lm") or "smollm2-135m-instruct"
+        if lm_name not in lms:
+            lms[lm_name] = load_language_model(lm_name)
+        ev = evaluate_run(run, lms[lm_name], captions=args.captions, max_sentences=args.max_sentences or None,
+                          seed=args.seed)
+        d = ev.to_dict()
+        if not args.no_save:
+            save_evaluation(run, d)
+        results.append(d)
     if args.format == "json":
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
@@ -626,8 +644,16 @@ def run_evaluate(args) -> int:
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    """`python -m core evaluate RUN [RUN ...] [--format text|json|md]`; returns an exit code."""
-    return run_evaluate(build_parser().parse_args(argv))
+    """`python -m core evaluate RUN [RUN ...] [--format text|json|md]`; returns an exit code (2: bad input)."""
+    from core.commands.evaluate import add_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m core evaluate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return run_evaluate(parser.parse_args(argv))
+    except (RunStoreError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pandas as pd
 import pytest
@@ -154,13 +153,17 @@ RUN = paths.SHIPPED_RUNS / "demo-erm-test"
 
 @pytest.mark.skipif(not (paths.DEMO_DATA / "captions.csv").exists() or not (paths.LM_DIR / "config.json").exists(),
                     reason="the demo world or the LM is missing; run `make setup`")
-def test_shipped_run_is_evaluated_quickly_with_real_smollm2():
-    start = time.perf_counter()
-    ev = evaluate_run(RUN, max_sentences=128)
-    assert time.perf_counter() - start < 60
+def test_shipped_run_is_evaluated_with_real_smollm2():
+    ev = evaluate_run(RUN, max_sentences=64)  # a small fluency sample keeps this quick on a CPU
     assert ev.n_images == 200 and ev.sentences_per_image == 8
     assert "lake" in ev.scene_words["water"] and "forest" in ev.scene_words["land"]
     assert {"duck", "penguin"} <= set(ev.object_words["waterbird"]) and "crow" in ev.object_words["landbird"]
-    # References are English; the translator's sentences cost the plain LM more per token.
-    assert 1.5 < ev.reference_nll < ev.fluency_nll < 8
-    assert 0.5 < ev.scene_accuracy <= 1 and ev.val_loss == pytest.approx(2.417)
+    assert ev.n_sentences_scored == ev.n_references_scored == 64
+    assert 2 < ev.reference_nll < 8 and 2 < ev.fluency_nll < 8
+    # The captions are English; a sixth of the 160-step translator's sentences hold invented words.
+    assert ev.reference_made_up_share < 0.05 < 0.1 < ev.made_up_share
+    # The scene is there in words for most images; the bird is for landbirds on land, not for waterbirds on land.
+    assert 0.6 < ev.scene_accuracy <= 1 and ev.val_loss == pytest.approx(2.417)
+    by_group = ev.by_group.set_index("group")["object_accuracy"]
+    assert by_group["landbird on land"] > 0.8 > 0.2 > by_group["waterbird on land"]
+    assert all(len(v) == 8 and all(s.strip() for s in v) for v in ev.examples.values())
