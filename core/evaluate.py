@@ -521,9 +521,11 @@ def summary_lines(d: dict) -> list[tuple[str, str]]:
     t = d["targets"]
     sampled = f" of {d['sentences_sampled_per_image']} sampled" if d.get("sentences_sampled_per_image") else ""
     return [
-        ("sentences evaluated", f"{d['sentences_per_image']:g} per image (the kept ones{sampled}), {d['n_images']} images"),
+        ("sentences evaluated",
+         f"{d['sentences_per_image']:g} per image (the kept ones{sampled}), {d['n_images']} images"),
         ("fluency (NLL, nats/token)", f"{_f(d['fluency_nll'])} generated vs {_f(d['reference_nll'])} reference "
-                                      f"captions: ratio {_f(d['fluency_ratio'])}, target ≤ {t['fluency_ratio_max']:.2f}"
+                                      f"captions: ratio {_f(d['fluency_ratio'])}, "
+                                      f"target ≤ {t['fluency_ratio_max']:.2f}"
                                       f"{_mark(t['fluency_met'])}; scored {d['n_sentences_scored']} of "
                                       f"{d['n_sentences_kept']} sentences, {d['n_references_scored']} of "
                                       f"{d['n_references']} captions, LM {d['lm']}"),
