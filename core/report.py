@@ -33,6 +33,8 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
 - top_words: by_class {class: [{word, share, ci_low, ci_high, images_with_word, n_images}]}
 - mitigation: the run folder's mitigation.json when present (a list of {method, groups,
   worst_group_before, worst_group_after, average_before, average_after}), else null
+- evaluation: the run folder's evaluation.json (caption quality, written by `python -m core evaluate`:
+  fluency_nll, reference_nll, scene_accuracy, object_accuracy, ...) when present and current, else null
 - comparison: null, or for a second run on the same data: run, provenance, accuracy, groups, flags
   (by_class), divergence [{class, jensen_shannon}] and changed_words {class: [{word, share_a, share_b,
   change, z}]} (a = this run, b = the other)
@@ -179,6 +181,7 @@ REPORT_SCHEMA: dict = {
                       "properties": {"by_class": {"type": "object", "additionalProperties": {
                           "type": "array", "items": _WORD_ROW}}}},
         "mitigation": {"type": ["array", "null"], "items": _MITIGATION_ROW},
+        "evaluation": {"type": ["object", "null"]},
         "comparison": {"type": ["object", "null"],
                        "required": ["run", "provenance", "accuracy", "groups", "flags", "divergence", "changed_words"],
                        "properties": {"run": {"type": "object"}, "provenance": _PROVENANCE, "accuracy": _ACCURACY,
@@ -302,6 +305,16 @@ def _read_mitigation(run: Run, notes: list[str]) -> list | None:
     return [{k: r.get(k) for k in keys} | {k: v for k, v in r.items() if k not in keys} for r in records]
 
 
+def _read_evaluation(run: Run, notes: list[str]) -> dict | None:
+    """The caption-quality evaluation saved in the run folder (core.evaluate), or None."""
+    from core.evaluate import read_evaluation
+
+    evaluation, problem = read_evaluation(run)
+    if problem:
+        notes.append(problem)
+    return evaluation
+
+
 def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[str],
              train_group_counts: dict | None, scorer_params: dict | None = None
              ) -> tuple[dict, RunTables, SpuriousTermScorer]:
@@ -391,6 +404,7 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
                 "evaluation_split": part["split"], "n_evaluated": part["n_evaluated"]},
         **{k: part[k] for k in ("provenance", "accuracy", "groups", "inferred_groups", "flags", "top_words")},
         "mitigation": _read_mitigation(run, notes),
+        "evaluation": _read_evaluation(run, notes),
         "comparison": None,
         "notes": notes,
     }
@@ -635,6 +649,11 @@ def to_markdown(report: dict) -> str:
             out += [f"### Words that changed most for {cls}", "",
                     _md_table(["word", run["name"], other, "change"], rows, "lrrr"), ""]
 
+    if report.get("evaluation"):
+        from core.evaluate import to_markdown as evaluation_markdown
+
+        out += [evaluation_markdown(report["evaluation"]), ""]
+
     out += ["## Provenance", ""]
     rows = [["run", f"{run['name']} ({run['path']}), status {run['status']}, created {run.get('created')}"],
             *[[f"model: {k}", v] for k, v in models.items()],
@@ -803,6 +822,11 @@ def to_html(report: dict) -> str:
         change_rows = [dict(w, label=c) for c, ws in cmp["changed_words"].items() for w in ws]
         parts.append(chart(plots.run_comparison_chart(pd.DataFrame(change_rows), by="label",
                                                       a_name=run["name"], b_name=other)))
+
+    if report.get("evaluation"):
+        from core.evaluate import to_html as evaluation_html
+
+        parts.append(evaluation_html(report["evaluation"]))
 
     parts.append("<h2>Provenance</h2>")
     rows = [["run", f"{run['name']} ({run['path']}), status {run['status']}, created {run.get('created')}"],

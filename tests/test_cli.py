@@ -12,7 +12,7 @@ from core import cli
 from core.commands import VERBS
 
 ROOT = Path(__file__).resolve().parent.parent
-VERB_NAMES = ("setup", "finetune", "train", "explain", "report", "mitigate", "demo")
+VERB_NAMES = ("setup", "finetune", "train", "explain", "report", "evaluate", "mitigate", "demo")
 
 
 def _help(capsys, argv) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 # Modules, in the order `--help` lists their verbs (`assets` holds the verb `setup`).
-VERBS = ("assets", "finetune", "train", "explain", "report", "mitigate", "demo")
+VERBS = ("assets", "finetune", "train", "explain", "report", "evaluate", "mitigate", "demo")
 
 
 def add_all(subparsers) -> None:
