@@ -204,28 +204,54 @@ def test_counter_based_uniforms_are_uniform():
     assert float((hist - 0.1).abs().max()) < 0.005
 
 
-def test_nucleus_search_in_the_top_tokens_chooses_what_a_full_sort_would():
-    from core.explain import _inverse_cdf, _sample_top_p, row_uniforms
+def _full_sort_reference(logits, rows, top_p, temperature, u):
+    from core.explain import _inverse_cdf
+
+    # The reference: every state's whole vocabulary sorted, equal probabilities in token-id order (stable).
+    probs = torch.softmax(logits[rows] / temperature, -1)
+    return _inverse_cdf(*probs.sort(dim=-1, descending=True, stable=True), top_p, u, torch.arange(len(rows)))
+
+
+@pytest.mark.parametrize("method", ["tiers", "pivot"])
+def test_nucleus_search_chooses_what_a_full_sort_would(method):
+    from core.explain import _sample_top_p, row_uniforms
 
     g = torch.Generator().manual_seed(0)
     V = 5000
-    # Sharp rows (nucleus in the top 64), medium (top 1024) and flat ones (full sort), mixed in one batch.
+    # Sharp rows (nucleus in the top 64), medium (top 1024) and flat ones (full sort), mixed in one batch,
+    # and rows of whole-number logits where many tokens tie, inside and at the edge of the nucleus.
     scales = torch.tensor([12.0] * 40 + [3.0] * 40 + [0.05] * 40)
-    logits = torch.randn(len(scales), V, generator=g) * scales[:, None]
-    # Several sequences may share a state (the same history): 300 draws from the 120 distributions.
-    rows = torch.randint(0, len(scales), (300,), generator=g)
-    for top_p, temperature in ((0.9, 0.9), (0.5, 1.0), (1.0, 1.0)):
+    logits = torch.cat([torch.randn(len(scales), V, generator=g) * scales[:, None],
+                        torch.randint(-6, 3, (20, V), generator=g).float(),
+                        torch.randint(-60, 1, (20, V), generator=g).float() / 4])
+    # Several sequences may share a state (the same history): 400 draws from the 160 distributions.
+    rows = torch.randint(0, len(logits), (400,), generator=g)
+    for top_p, temperature in ((0.9, 0.9), (0.5, 1.0), (0.999, 1.0), (1.0, 1.0)):
         for step in range(5):
             u = row_uniforms(torch.arange(len(rows)), step)
-            full = _inverse_cdf(*torch.softmax(logits[rows] / temperature, -1).sort(-1, descending=True), top_p, u,
-                                torch.arange(len(rows)))
-            assert torch.equal(_sample_top_p(logits, top_p, temperature, u, rows), full)
-            assert torch.equal(_sample_top_p(logits[rows], top_p, temperature, u), full)
+            full = _full_sort_reference(logits, rows, top_p, temperature, u)
+            assert torch.equal(_sample_top_p(logits, top_p, temperature, u, rows, method=method), full)
+            assert torch.equal(_sample_top_p(logits[rows], top_p, temperature, u, method=method), full)
     # And the draws follow the nucleus distribution: a two-token nucleus of 0.6 / 0.4.
     two = torch.full((1, V), -30.0)
     two[0, 7], two[0, 9] = 0.0, float(torch.log(torch.tensor(0.4 / 0.6)))
-    draws = _sample_top_p(two.expand(20_000, V), 0.99, 1.0, row_uniforms(torch.arange(20_000), 0))
+    draws = _sample_top_p(two.expand(20_000, V), 0.99, 1.0, row_uniforms(torch.arange(20_000), 0), method=method)
     assert set(draws.tolist()) == {7, 9} and abs(float((draws == 7).float().mean()) - 0.6) < 0.015
+
+
+def test_pivot_threshold_holds_the_nucleus_and_little_else():
+    from core.explain import nucleus_threshold
+
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(32, 32768, generator=g) * torch.linspace(1, 10, 32)[:, None], -1)
+    thr = nucleus_threshold(probs, 0.9)
+    sorted_p = probs.sort(dim=-1, descending=True, stable=True).values
+    nucleus = ((sorted_p.cumsum(-1) - sorted_p) <= 0.9).sum(-1)  # tokens in each row's nucleus
+    candidates = (probs >= thr[:, None]).sum(-1)
+    assert bool((thr > 0).all()) and bool((candidates >= nucleus).all())
+    # A search, not a sort: the candidate set is the nucleus plus a thin band below its edge.
+    assert bool((candidates <= nucleus * 1.5 + 8).all()), (candidates - nucleus).max()
+    assert float(nucleus_threshold(probs, 1.0).max()) == 0.0  # no nucleus: the whole row
 
 
 def test_feature_cache_notices_an_image_rewritten_in_place(tmp_path, tiny_classifier):
