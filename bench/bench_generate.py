@@ -41,16 +41,17 @@ class _IdTokenizer:
 class _RandomLM:
     """The LanguageModel interface over a random-weight model; EOS is never sampled (fixed length)."""
 
-    def __init__(self, device, dtype):
+    def __init__(self, device, dtype, config: dict | None = None):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        self.model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_CONFIG)).to(device, dtype).eval()
+        self.model = LlamaForCausalLM(LlamaConfig(**(config or SMOLLM2_CONFIG))).to(device, dtype).eval()
+        self.model.requires_grad_(False)
         self.eos_token_id = -1  # no token id matches: every sentence runs to max_new_tokens
         self.name, self.identity = "random-smollm2-arch", "random"
         self.tokenizer = _IdTokenizer()
 
-    hidden_size = 576
+    hidden_size = property(lambda self: self.model.get_input_embeddings().weight.shape[1])
     device = property(lambda self: self.model.get_input_embeddings().weight.device)
 
     def embed(self, ids):

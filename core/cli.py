@@ -68,7 +68,7 @@ def cmd_explain(args) -> int:
     translator = Translator.from_pretrained(args.translator, classifier, lm)
     cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
-                        seed=args.seed, device=args.device)
+                        image_batch=args.image_batch, num_workers=args.num_workers, seed=args.seed, device=args.device)
     run = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
                           max_shards=args.max_shards)
     m = run.manifest
@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--prefix-length", type=int, default=10)
     t.add_argument("--mapper", choices=["mlp", "transformer"], default="mlp")
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on GPUs and AMX CPUs)")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA, off on CPU; fast on GPUs and AMX CPUs)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
@@ -124,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--top-p", type=float, default=0.9)
     e.add_argument("--temperature", type=float, default=0.9)
     e.add_argument("--max-new-tokens", type=int, default=20)
-    e.add_argument("--batch-rows", type=int, default=512)
+    e.add_argument("--batch-rows", type=int, default=None,
+                   help="sequences per sampler call (default: 512 on CPU, what free GPU memory holds on CUDA)")
+    e.add_argument("--image-batch", type=int, default=None, help="images per classifier pass (default 32 CPU, 256 CUDA)")
+    e.add_argument("--num-workers", type=int, default=None,
+                   help="image-decoding processes (default: 0 on CPU, up to 8 on CUDA)")
     e.add_argument("--shard-size", type=int, default=64)
     e.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     e.add_argument("--seed", type=int, default=0)

@@ -144,6 +144,100 @@ def test_explain_run_resumes_to_the_same_result(tmp_path, tiny_lm, tiny_classifi
     assert set(images["group"]) == {0, 1, 2, 3}
 
 
+def test_explain_tables_do_not_depend_on_batching_shards_or_workers(tmp_path, tiny_lm, tiny_classifier,
+                                                                      tiny_waterbirds):
+    # Counter-based sampling: the sampler's batch (across shard and image-batch boundaries), the
+    # shard size, the classifier's batch, decoding workers, the KV cache and the nucleus search are
+    # all invisible in the tables. An unreadable image is recorded the same way in every layout.
+    ds = open_dataset(tiny_waterbirds)
+    ds.split("test").records[2].path.write_bytes(b"\x89PNG broken")
+    tr = _explainer(tmp_path, tiny_lm, tiny_classifier)
+    base = dict(sentences_per_image=6, max_new_tokens=6, seed=3, device="cpu")
+    layouts = [dict(shard_size=5, batch_rows=7, image_batch=32),  # the sampler sees one image at a time
+               dict(shard_size=3, batch_rows=60, image_batch=2, nucleus="pivot", kv_cache="preallocated"),
+               dict(shard_size=16, batch_rows=512, image_batch=5, num_workers=2),
+               dict(shard_size=7, batch_rows=30, image_batch=4, kv_cache="preallocated")]
+    tables = []
+    for i, layout in enumerate(layouts):
+        run = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / f"r{i}", ExplainConfig(**base, **layout),
+                              split="test", show_progress=False)
+        assert run.status == "complete"
+        tables.append({t: run.table(t).sort_values(k).reset_index(drop=True) for t, k in
+                       (("images", ["image_id"]), ("words", ["image_id", "word"]), ("sentences", ["image_id", "idx"]))})
+        tp = run.manifest["throughput"]
+        assert tp["images_per_s"] > 0 and tp["sentences_per_s"] > 0
+        # Sequences per sampler call: whole images, filled across shards (the last call may be partial).
+        per_call = max(1, layout["batch_rows"] // 6)
+        calls = -(-15 // per_call)  # 15 readable images
+        assert tp["mean_rows_per_batch"] == round(15 * 6 / calls, 1)
+    for other in tables[1:]:
+        for t in ("images", "words", "sentences"):
+            pd.testing.assert_frame_equal(tables[0][t], other[t], check_exact=True)
+    assert tables[0]["images"]["error"].notna().sum() == 1
+
+
+def test_explain_can_stop_between_batches_and_resume(tmp_path, tiny_lm, tiny_classifier, tiny_waterbirds):
+    ds = open_dataset(tiny_waterbirds)
+    tr = _explainer(tmp_path, tiny_lm, tiny_classifier)
+    cfg = ExplainConfig(sentences_per_image=3, max_new_tokens=4, shard_size=4, batch_rows=6, image_batch=4,
+                        device="cpu")
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    run = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "r", cfg, split="test", show_progress=False,
+                          should_stop=stop_after_two)
+    assert run.status == "stopped" and 0 < len(run.done_shards()) < 4
+    done = run.done_shards()
+    resumed = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "r", cfg, split="test", show_progress=False)
+    assert resumed.status == "complete" and done < resumed.done_shards()
+    full = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "full", cfg, split="test", show_progress=False)
+    pd.testing.assert_frame_equal(full.words().sort_values(["image_id", "word"]).reset_index(drop=True),
+                                  resumed.words().sort_values(["image_id", "word"]).reset_index(drop=True))
+
+
+def test_gpu_batch_rows_sizing_arithmetic():
+    from types import SimpleNamespace
+
+    from core.explain import batch_rows_that_fit, sampler_bytes_per_row
+
+    smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
+                              intermediate_size=1536, vocab_size=49152)
+    per_row = sampler_bytes_per_row(smollm2, prefix_length=10, max_new_tokens=20, dtype_bytes=2)
+    kv = 30 * 2 * 3 * 64 * 30 * 2 * 2  # layers x (k, v) x kv heads x head dim x positions x bf16, cache + gather copy
+    assert per_row == kv + 49152 * 18 + (4 * 576 + 3 * 1536) * 4
+    # An H200 with ~130 GiB free holds tens of thousands of rows (the issue measured 20,480 rows in 23 GB).
+    rows = batch_rows_that_fit(130 * 2**30, per_row, 64)
+    assert 40_000 < rows < 60_000 and rows % 256 == 0 and rows % 64 == 0
+    assert rows * per_row <= 130 * 2**30 * 0.85
+    assert batch_rows_that_fit(per_row * 100, per_row, 64) == 64  # whole images only
+    assert batch_rows_that_fit(per_row * 10, per_row, 64) == 0  # not one image fits
+    assert batch_rows_that_fit(per_row * 1000, per_row, 48) % 48 == 0
+
+
+def test_batch_rows_that_cannot_fit_on_the_gpu_is_refused_up_front(monkeypatch, tiny_lm):
+    from core import explain
+
+    class FakeCuda:  # this machine has no GPU: stand in for the two memory queries only
+        @staticmethod
+        def mem_get_info(device):
+            return 3 * 2**20, 80 * 2**30
+
+        memory_reserved = memory_allocated = staticmethod(lambda device: 0)
+
+    lm = type("LM", (), {"device": torch.device("cuda", 0), "model": tiny_lm.model})()
+    monkeypatch.setattr(explain.torch, "cuda", FakeCuda)
+    per_row = explain.sampler_bytes_per_row(tiny_lm.model.config, 2, 6, 4)
+    fit = explain.resolve_batch_rows(lm, 2, 6, 4)
+    assert fit == explain.batch_rows_that_fit(3 * 2**20, per_row, 4) and fit >= 4
+    with pytest.raises(ValueError, match=rf"batch_rows=100000 needs about .* at most {fit} rows fit"):
+        explain.resolve_batch_rows(lm, 2, 6, 4, batch_rows=100_000)
+    with pytest.raises(ValueError, match="sampling one image's 100000 sentences"):
+        explain.resolve_batch_rows(lm, 2, 6, 100_000)
+
+
 def test_explain_records_corrupt_images_and_refuses_empty_or_changed_runs(tmp_path, tiny_lm, tiny_classifier,
                                                                           tiny_waterbirds):
     ds = open_dataset(tiny_waterbirds)
