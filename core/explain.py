@@ -589,7 +589,7 @@ def _decode_batches(items, ds, classifier, cfg: ExplainConfig):
     loader = torch.utils.data.DataLoader(
         _DecodeImages(items, ds.load_image, preprocess), batch_size=cfg.image_batch, shuffle=False,
         num_workers=cfg.num_workers, collate_fn=list, prefetch_factor=4 if cfg.num_workers else None,
-        persistent_workers=False)
+        pin_memory=torch.cuda.is_available() and resolve(cfg.device, cfg.dtype).device.type == "cuda")
     for batch in loader:
         yield [(items[i], x, err) for i, x, err in batch]
 
