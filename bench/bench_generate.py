@@ -31,11 +31,21 @@ SMOLLM2_CONFIG = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
                       bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
+def _id_word(i: int) -> str:
+    """Token id -> a made-up word of letters (base 26), so word counting has real work to do."""
+    out = ""
+    while True:
+        i, d = divmod(i, 26)
+        out = chr(97 + d) + out
+        if not i:
+            return "w" + out
+
+
 class _IdTokenizer:
-    """Random weights make no words; token ids stand in for text."""
+    """Random weights make no words; token ids stand in for text, one made-up word per id."""
 
     def batch_decode(self, seqs, skip_special_tokens=True):
-        return [" ".join(map(str, s)) for s in seqs]
+        return [" ".join(map(_id_word, s)) for s in seqs]
 
 
 class _RandomLM:

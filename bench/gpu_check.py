@@ -219,7 +219,9 @@ class _WordTokenizer:
         return SimpleNamespace(input_ids=[3 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in text.split()])
 
     def batch_decode(self, seqs, skip_special_tokens=True):
-        return [" ".join(map(str, s)) for s in seqs]
+        from bench.bench_generate import _id_word
+
+        return [" ".join(map(_id_word, s)) for s in seqs]
 
 
 def training(lm, device, samples: int, batch_size: int, steps: int, workdir: Path) -> dict:
@@ -298,7 +300,7 @@ def main(argv=None) -> int:
         res["nucleus"] = nucleus_methods(lm, device, 32 if smoke else 8192)
     with tempfile.TemporaryDirectory() as tmp:
         extractor = None
-        if a.lm is None:  # token ids as words: count them as they are (no WordNet on the GPU machine)
+        if a.lm is None:  # made-up words, one per token id: count them as they are (no WordNet on the GPU machine)
             from core.words import WordExtractor
 
             extractor = WordExtractor(stop_words=(), lemmatize=False, vocabulary=None)
