@@ -44,6 +44,7 @@ from bench.bench_generate import SMOLLM2_CONFIG, _RandomLM, run
 from core.explain import ExplainConfig, _sample_top_p, row_uniforms, sample_sentences
 
 PEAK_BF16 = 989e12  # H100/H200 dense bf16 FLOP/s, the yardstick
+SAMPLER = {}  # --kv-cache / --nucleus overrides for every ExplainConfig below (default: the device's choice)
 
 
 def _sync(device) -> None:
@@ -82,7 +83,7 @@ def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int) ->
     prefix = (torch.randn(images, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype)
     out = []
     for rows in rows_list:
-        cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows)
+        cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, **SAMPLER)
         sample_sentences(lm, prefix[:max(1, rows // n)], n, cfg)  # warm-up at this size
         _sync(device)
         t = time.perf_counter()
@@ -175,7 +176,7 @@ def end_to_end(lm, device, n_images: int, n: int, max_new: int, batch_rows: int 
     tr = _translator_for(clf, lm, device)
     rows = resolve_batch_rows(lm, 10, max_new, n, batch_rows)
     cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, num_workers=num_workers,
-                        device=str(device), dtype=str(lm.model.dtype).removeprefix("torch."))
+                        device=str(device), dtype=str(lm.model.dtype).removeprefix("torch."), **SAMPLER)
     # The sampler alone: prefixes computed beforehand, the same images, batches and random streams.
     recs = ds.records
     prefixes = []
@@ -270,7 +271,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=["bf16", "naive", "scaling", "nucleus", "e2e", "train"])
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes on the CPU with a tiny random LM: checks every stage's logic, measures nothing")
+    ap.add_argument("--kv-cache", choices=["dynamic", "preallocated"], default=None)
+    ap.add_argument("--nucleus", choices=["tiers", "pivot"], default=None)
     a = ap.parse_args(argv)
+    SAMPLER.update({k: v for k, v in (("kv_cache", a.kv_cache), ("nucleus", a.nucleus)) if v})
     smoke = a.smoke
     if not smoke and not torch.cuda.is_available():
         ap.error("no CUDA GPU here; use --smoke for a CPU run of the logic")
@@ -279,7 +283,8 @@ def main(argv=None) -> int:
     config = dict(SMOLLM2_CONFIG, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=2048) if smoke else SMOLLM2_CONFIG
     n, max_new = (4, 4) if smoke else (64, 20)
-    res = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (smoke)", "torch": torch.__version__}
+    res = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+           "sampler_overrides": dict(SAMPLER)}
     import transformers
 
     res["transformers"] = transformers.__version__

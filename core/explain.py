@@ -355,15 +355,16 @@ def sampler_bytes_per_row(lm_config, prefix_length: int, max_new_tokens: int, dt
 
     KV cache: layers x (keys + values) x kv_heads x head_dim x positions, twice (the cache and the
     copy made when finished or branching rows are gathered). Sampler: per vocabulary entry the
-    LM's logits, their float32 scaled copy, the probabilities and the search's masks and sums
-    (~dtype + 16 bytes). Activations of one step (hidden, MLP) are small next to both.
+    LM's logits, their float32 scaled copy and probabilities, and what the full-sort fallback of
+    a flat row holds (a gathered copy, sorted values, int64 indices, a masked copy, a float64
+    CDF): dtype + 40 bytes. Activations of one step (hidden, MLP) are small next to both.
     """
     heads = lm_config.num_attention_heads
     kv_heads = getattr(lm_config, "num_key_value_heads", None) or heads
     head_dim = getattr(lm_config, "head_dim", None) or lm_config.hidden_size // heads
     positions = prefix_length + max_new_tokens
     kv = lm_config.num_hidden_layers * 2 * kv_heads * head_dim * positions * dtype_bytes * 2
-    sampler = lm_config.vocab_size * (dtype_bytes + 16)
+    sampler = lm_config.vocab_size * (dtype_bytes + 40)
     activations = (4 * lm_config.hidden_size + 3 * lm_config.intermediate_size) * 4
     return kv + sampler + activations
 

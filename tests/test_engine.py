@@ -207,10 +207,11 @@ def test_gpu_batch_rows_sizing_arithmetic():
                               intermediate_size=1536, vocab_size=49152)
     per_row = sampler_bytes_per_row(smollm2, prefix_length=10, max_new_tokens=20, dtype_bytes=2)
     kv = 30 * 2 * 3 * 64 * 30 * 2 * 2  # layers x (k, v) x kv heads x head dim x positions x bf16, cache + gather copy
-    assert per_row == kv + 49152 * 18 + (4 * 576 + 3 * 1536) * 4
-    # An H200 with ~130 GiB free holds tens of thousands of rows (the issue measured 20,480 rows in 23 GB).
+    assert per_row == kv + 49152 * 42 + (4 * 576 + 3 * 1536) * 4
+    # An H200 with ~130 GiB free holds tens of thousands of rows (the issue measured 20,480 rows in 23 GB,
+    # and 32,768 rows with random weights, whose flat rows all take the full-sort fallback).
     rows = batch_rows_that_fit(130 * 2**30, per_row, 64)
-    assert 40_000 < rows < 60_000 and rows % 256 == 0 and rows % 64 == 0
+    assert 28_000 < rows < 40_000 and rows % 256 == 0 and rows % 64 == 0
     assert rows * per_row <= 130 * 2**30 * 0.85
     assert batch_rows_that_fit(per_row * 100, per_row, 64) == 64  # whole images only
     assert batch_rows_that_fit(per_row * 10, per_row, 64) == 0  # not one image fits
