@@ -31,26 +31,37 @@ SMOLLM2_CONFIG = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
                       bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
+def _id_word(i: int) -> str:
+    """Token id -> a made-up word of letters (base 26), so word counting has real work to do."""
+    out = ""
+    while True:
+        i, d = divmod(i, 26)
+        out = chr(97 + d) + out
+        if not i:
+            return "w" + out
+
+
 class _IdTokenizer:
-    """Random weights make no words; token ids stand in for text."""
+    """Random weights make no words; token ids stand in for text, one made-up word per id."""
 
     def batch_decode(self, seqs, skip_special_tokens=True):
-        return [" ".join(map(str, s)) for s in seqs]
+        return [" ".join(map(_id_word, s)) for s in seqs]
 
 
 class _RandomLM:
     """The LanguageModel interface over a random-weight model; EOS is never sampled (fixed length)."""
 
-    def __init__(self, device, dtype):
+    def __init__(self, device, dtype, config: dict | None = None):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        self.model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_CONFIG)).to(device, dtype).eval()
+        self.model = LlamaForCausalLM(LlamaConfig(**(config or SMOLLM2_CONFIG))).to(device, dtype).eval()
+        self.model.requires_grad_(False)
         self.eos_token_id = -1  # no token id matches: every sentence runs to max_new_tokens
         self.name, self.identity = "random-smollm2-arch", "random"
         self.tokenizer = _IdTokenizer()
 
-    hidden_size = 576
+    hidden_size = property(lambda self: self.model.get_input_embeddings().weight.shape[1])
     device = property(lambda self: self.model.get_input_embeddings().weight.device)
 
     def embed(self, ids):
@@ -115,7 +126,8 @@ def _sync(device):
 
 
 def run(quick: bool = False, images: int | None = None, n: int = 64, max_new_tokens: int = 20, device: str = "auto",
-        dtype: str | None = None, random_weights: bool = False, batch_rows: int | None = None) -> dict:
+        dtype: str | None = None, random_weights: bool = False, batch_rows: int | None = None,
+        compare_kv_cache: bool = False) -> dict:
     from core.device import resolve
 
     compute = resolve(device, dtype)
@@ -141,12 +153,24 @@ def run(quick: bool = False, images: int | None = None, n: int = 64, max_new_tok
     fast_sents = sample_sentences(lm, prefix, n, cfg)
     _sync(compute.device)
     t_fast = time.perf_counter() - t
+    t_other = None
+    if compare_kv_cache:  # the other KV cache (dynamic <-> preallocated) on the same prefixes: same sentences
+        other = "preallocated" if compute.device.type == "cpu" else "dynamic"
+        cfg_other = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new_tokens, batch_rows=rows, kv_cache=other)
+        t = time.perf_counter()
+        other_sents = sample_sentences(lm, prefix, n, cfg_other)
+        _sync(compute.device)
+        t_other = time.perf_counter() - t
     res = {"device": compute.label, "source": source, "images": images, "sentences_per_image": n,
            "max_new_tokens": max_new_tokens, "batch_rows": rows,
            "naive_images_per_s": round(images / t_naive, 3), "naive_sentences_per_s": round(images * n / t_naive, 1),
            "fast_images_per_s": round(images / t_fast, 3), "fast_sentences_per_s": round(images * n / t_fast, 1),
            "speedup": round(t_naive / t_fast, 2),
            "naive_water_share": _water_share(naive_sents, places), "fast_water_share": _water_share(fast_sents, places)}
+    if t_other is not None:
+        res[f"{other}_kv_cache_images_per_s"] = round(images / t_other, 3)
+        res[f"{other}_kv_cache_vs_default"] = round(t_fast / t_other, 2)
+        res[f"{other}_kv_cache_same_sentences"] = other_sents == fast_sents
     if not random_weights:
         res["mean_tokens_naive"] = round(naive_tokens / (images * n), 1)
     if compute.device.type == "cuda":
@@ -171,17 +195,21 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--batch-rows", type=int, default=None)
     ap.add_argument("--random-weights", action="store_true")
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 images instead of 8")
+    ap.add_argument("--compare-kv-cache", action="store_true",
+                    help="also time the sampler with the other KV cache (preallocated on CPU, dynamic on CUDA)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = ap.parse_args(argv)
-    res = run(a.quick, a.images, a.n, a.max_new_tokens, a.device, a.dtype, a.random_weights, a.batch_rows)
+    res = run(a.quick, a.images, a.n, a.max_new_tokens, a.device, a.dtype, a.random_weights, a.batch_rows,
+              a.compare_kv_cache)
     print(f"generation on {res['device']} ({res['source']}), {res['images']} images x N={res['sentences_per_image']}, "
           f"<= {res['max_new_tokens']} tokens")
     print(f"  naive (HF generate per image): {res['naive_images_per_s']:8.3f} images/s  {res['naive_sentences_per_s']:9.1f} sentences/s")
     print(f"  TExplain batched sampler     : {res['fast_images_per_s']:8.3f} images/s  {res['fast_sentences_per_s']:9.1f} sentences/s")
     print(f"  speed-up: {res['speedup']}x   water-word share (land/water scenes) naive {res['naive_water_share']} "
           f"vs fast {res['fast_water_share']}")
-    for k in ("fast_tokens_per_s", "model_tflops", "fraction_of_bf16_peak"):
+    for k in ("fast_tokens_per_s", "model_tflops", "fraction_of_bf16_peak", "preallocated_kv_cache_vs_default",
+              "preallocated_kv_cache_same_sentences", "dynamic_kv_cache_vs_default", "dynamic_kv_cache_same_sentences"):
         if k in res:
             print(f"  {k}: {res[k]}")
     if a.json:

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,7 +38,7 @@ class TrainConfig:
     mapper: str = "mlp"
     mlp_hidden: int = 1536
     normalize_features: bool = True
-    autocast_bf16: bool = False  # bf16 autocast: fast on CPUs with AMX and on GPUs; slow on CPUs without
+    autocast_bf16: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU (slow on CPUs without AMX)
     max_steps: int | None = None  # stop early (tests, smoke runs)
     save_every: int = 25  # steps between resumable states (also saved at each epoch's end)
     seed: int = 0
@@ -176,6 +176,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                          f"{classifier.name!r} gives {classifier.feature_dim}-d features")
     compute = resolve(cfg.device, None)
     dev = compute.device
+    if cfg.autocast_bf16 is None:  # settled before the fingerprint, so a CPU run's fingerprint is what it always was
+        cfg = replace(cfg, autocast_bf16=dev.type == "cuda")
     torch.manual_seed(cfg.seed)
     lm.model.to(dev, torch.float32)  # LM weights stay float32; bf16 autocast (optional) covers the matmuls
     tcfg = TranslatorConfig(feature_dim=classifier.feature_dim, hidden_size=lm.hidden_size,
@@ -218,6 +220,9 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
         opt.load_state_dict(st["optimizer"])
         step, best, history = int(st["step"]), float(st["best"]), json.loads(st["history"])
     gen = torch.Generator().manual_seed(cfg.seed)
+    # The cached features and tokenized captions live on the device for the whole run: a step then
+    # only indexes them (on a GPU, a host-to-device copy per step would leave it waiting).
+    train_features, ids, mask = train_features.to(dev), ids.to(dev), mask.to(dev)
     bar = tqdm(total=total, initial=step, desc="train translator", unit="step", disable=not show_progress)
     t0, start_step = time.time(), step
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16)
@@ -228,11 +233,11 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
         for b in range(step % steps_per_epoch, steps_per_epoch):
             if step >= total:
                 break
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(dev)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, cfg)
             with autocast:
-                loss = caption_loss(translator, lm, train_features[idx].to(dev), ids[idx].to(dev), mask[idx].to(dev))
+                loss = caption_loss(translator, lm, train_features[idx], ids[idx], mask[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(translator.parameters(), cfg.grad_clip)

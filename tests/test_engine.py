@@ -144,6 +144,101 @@ def test_explain_run_resumes_to_the_same_result(tmp_path, tiny_lm, tiny_classifi
     assert set(images["group"]) == {0, 1, 2, 3}
 
 
+def test_explain_tables_do_not_depend_on_batching_shards_or_workers(tmp_path, tiny_lm, tiny_classifier,
+                                                                      tiny_waterbirds):
+    # Counter-based sampling: the sampler's batch (across shard and image-batch boundaries), the
+    # shard size, the classifier's batch, decoding workers, the KV cache and the nucleus search are
+    # all invisible in the tables. An unreadable image is recorded the same way in every layout.
+    ds = open_dataset(tiny_waterbirds)
+    ds.split("test").records[2].path.write_bytes(b"\x89PNG broken")
+    tr = _explainer(tmp_path, tiny_lm, tiny_classifier)
+    base = dict(sentences_per_image=6, max_new_tokens=6, seed=3, device="cpu")
+    layouts = [dict(shard_size=5, batch_rows=7, image_batch=32),  # the sampler sees one image at a time
+               dict(shard_size=3, batch_rows=60, image_batch=2, nucleus="pivot", kv_cache="preallocated"),
+               dict(shard_size=16, batch_rows=512, image_batch=5, num_workers=2),
+               dict(shard_size=7, batch_rows=30, image_batch=4, kv_cache="preallocated")]
+    tables = []
+    for i, layout in enumerate(layouts):
+        run = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / f"r{i}", ExplainConfig(**base, **layout),
+                              split="test", show_progress=False)
+        assert run.status == "complete"
+        tables.append({t: run.table(t).sort_values(k).reset_index(drop=True) for t, k in
+                       (("images", ["image_id"]), ("words", ["image_id", "word"]), ("sentences", ["image_id", "idx"]))})
+        tp = run.manifest["throughput"]
+        assert tp["images_per_s"] > 0 and tp["sentences_per_s"] > 0
+        # Sequences per sampler call: whole images, filled across shards (the last call may be partial).
+        per_call = max(1, layout["batch_rows"] // 6)
+        calls = -(-15 // per_call)  # 15 readable images
+        assert tp["mean_rows_per_batch"] == round(15 * 6 / calls, 1)
+    for other in tables[1:]:
+        for t in ("images", "words", "sentences"):
+            pd.testing.assert_frame_equal(tables[0][t], other[t], check_exact=True)
+    assert tables[0]["images"]["error"].notna().sum() == 1
+
+
+def test_explain_can_stop_between_batches_and_resume(tmp_path, tiny_lm, tiny_classifier, tiny_waterbirds):
+    ds = open_dataset(tiny_waterbirds)
+    tr = _explainer(tmp_path, tiny_lm, tiny_classifier)
+    cfg = ExplainConfig(sentences_per_image=3, max_new_tokens=4, shard_size=4, batch_rows=6, image_batch=4,
+                        device="cpu")
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    run = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "r", cfg, split="test", show_progress=False,
+                          should_stop=stop_after_two)
+    assert run.status == "stopped" and 0 < len(run.done_shards()) < 4
+    done = run.done_shards()
+    resumed = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "r", cfg, split="test", show_progress=False)
+    assert resumed.status == "complete" and done < resumed.done_shards()
+    full = explain_dataset(ds, tiny_classifier, tr, tiny_lm, tmp_path / "full", cfg, split="test", show_progress=False)
+    pd.testing.assert_frame_equal(full.words().sort_values(["image_id", "word"]).reset_index(drop=True),
+                                  resumed.words().sort_values(["image_id", "word"]).reset_index(drop=True))
+
+
+def test_gpu_batch_rows_sizing_arithmetic():
+    from types import SimpleNamespace
+
+    from core.explain import batch_rows_that_fit, sampler_bytes_per_row
+
+    smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
+                              intermediate_size=1536, vocab_size=49152)
+    per_row = sampler_bytes_per_row(smollm2, prefix_length=10, max_new_tokens=20, dtype_bytes=2)
+    kv = 30 * 2 * 3 * 64 * 30 * 2 * 2  # layers x (k, v) x kv heads x head dim x positions x bf16, cache + gather copy
+    assert per_row == kv + 49152 * 42 + (4 * 576 + 3 * 1536) * 4
+    # An H200 with ~130 GiB free holds tens of thousands of rows (the issue measured 20,480 rows in 23 GB,
+    # and 32,768 rows with random weights, whose flat rows all take the full-sort fallback).
+    rows = batch_rows_that_fit(130 * 2**30, per_row, 64)
+    assert 28_000 < rows < 40_000 and rows % 256 == 0 and rows % 64 == 0
+    assert rows * per_row <= 130 * 2**30 * 0.85
+    assert batch_rows_that_fit(per_row * 100, per_row, 64) == 64  # whole images only
+    assert batch_rows_that_fit(per_row * 10, per_row, 64) == 0  # not one image fits
+    assert batch_rows_that_fit(per_row * 1000, per_row, 48) % 48 == 0
+
+
+def test_batch_rows_that_cannot_fit_on_the_gpu_is_refused_up_front(monkeypatch, tiny_lm):
+    from core import explain
+
+    class FakeCuda:  # this machine has no GPU: stand in for the two memory queries only
+        @staticmethod
+        def mem_get_info(device):
+            return 3 * 2**20, 80 * 2**30
+
+        memory_reserved = memory_allocated = staticmethod(lambda device: 0)
+
+    lm = type("LM", (), {"device": torch.device("cuda", 0), "model": tiny_lm.model})()
+    monkeypatch.setattr(explain.torch, "cuda", FakeCuda)
+    per_row = explain.sampler_bytes_per_row(tiny_lm.model.config, 2, 6, 4)
+    fit = explain.resolve_batch_rows(lm, 2, 6, 4)
+    assert fit == explain.batch_rows_that_fit(3 * 2**20, per_row, 4) and fit >= 4
+    with pytest.raises(ValueError, match=rf"batch_rows=100000 needs about .* at most {fit} rows fit"):
+        explain.resolve_batch_rows(lm, 2, 6, 4, batch_rows=100_000)
+    with pytest.raises(ValueError, match="sampling one image's 100000 sentences"):
+        explain.resolve_batch_rows(lm, 2, 6, 100_000)
+
+
 def test_explain_records_corrupt_images_and_refuses_empty_or_changed_runs(tmp_path, tiny_lm, tiny_classifier,
                                                                           tiny_waterbirds):
     ds = open_dataset(tiny_waterbirds)
@@ -204,28 +299,54 @@ def test_counter_based_uniforms_are_uniform():
     assert float((hist - 0.1).abs().max()) < 0.005
 
 
-def test_nucleus_search_in_the_top_tokens_chooses_what_a_full_sort_would():
-    from core.explain import _inverse_cdf, _sample_top_p, row_uniforms
+def _full_sort_reference(logits, rows, top_p, temperature, u):
+    from core.explain import _inverse_cdf
+
+    # The reference: every state's whole vocabulary sorted, equal probabilities in token-id order (stable).
+    probs = torch.softmax(logits[rows] / temperature, -1)
+    return _inverse_cdf(*probs.sort(dim=-1, descending=True, stable=True), top_p, u, torch.arange(len(rows)))
+
+
+@pytest.mark.parametrize("method", ["tiers", "pivot"])
+def test_nucleus_search_chooses_what_a_full_sort_would(method):
+    from core.explain import _sample_top_p, row_uniforms
 
     g = torch.Generator().manual_seed(0)
     V = 5000
-    # Sharp rows (nucleus in the top 64), medium (top 1024) and flat ones (full sort), mixed in one batch.
+    # Sharp rows (nucleus in the top 64), medium (top 1024) and flat ones (full sort), mixed in one batch,
+    # and rows of whole-number logits where many tokens tie, inside and at the edge of the nucleus.
     scales = torch.tensor([12.0] * 40 + [3.0] * 40 + [0.05] * 40)
-    logits = torch.randn(len(scales), V, generator=g) * scales[:, None]
-    # Several sequences may share a state (the same history): 300 draws from the 120 distributions.
-    rows = torch.randint(0, len(scales), (300,), generator=g)
-    for top_p, temperature in ((0.9, 0.9), (0.5, 1.0), (1.0, 1.0)):
+    logits = torch.cat([torch.randn(len(scales), V, generator=g) * scales[:, None],
+                        torch.randint(-6, 3, (20, V), generator=g).float(),
+                        torch.randint(-60, 1, (20, V), generator=g).float() / 4])
+    # Several sequences may share a state (the same history): 400 draws from the 160 distributions.
+    rows = torch.randint(0, len(logits), (400,), generator=g)
+    for top_p, temperature in ((0.9, 0.9), (0.5, 1.0), (0.999, 1.0), (1.0, 1.0)):
         for step in range(5):
             u = row_uniforms(torch.arange(len(rows)), step)
-            full = _inverse_cdf(*torch.softmax(logits[rows] / temperature, -1).sort(-1, descending=True), top_p, u,
-                                torch.arange(len(rows)))
-            assert torch.equal(_sample_top_p(logits, top_p, temperature, u, rows), full)
-            assert torch.equal(_sample_top_p(logits[rows], top_p, temperature, u), full)
+            full = _full_sort_reference(logits, rows, top_p, temperature, u)
+            assert torch.equal(_sample_top_p(logits, top_p, temperature, u, rows, method=method), full)
+            assert torch.equal(_sample_top_p(logits[rows], top_p, temperature, u, method=method), full)
     # And the draws follow the nucleus distribution: a two-token nucleus of 0.6 / 0.4.
     two = torch.full((1, V), -30.0)
     two[0, 7], two[0, 9] = 0.0, float(torch.log(torch.tensor(0.4 / 0.6)))
-    draws = _sample_top_p(two.expand(20_000, V), 0.99, 1.0, row_uniforms(torch.arange(20_000), 0))
+    draws = _sample_top_p(two.expand(20_000, V), 0.99, 1.0, row_uniforms(torch.arange(20_000), 0), method=method)
     assert set(draws.tolist()) == {7, 9} and abs(float((draws == 7).float().mean()) - 0.6) < 0.015
+
+
+def test_pivot_threshold_holds_the_nucleus_and_little_else():
+    from core.explain import nucleus_threshold
+
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(32, 32768, generator=g) * torch.linspace(1, 10, 32)[:, None], -1)
+    thr = nucleus_threshold(probs, 0.9)
+    sorted_p = probs.sort(dim=-1, descending=True, stable=True).values
+    nucleus = ((sorted_p.cumsum(-1) - sorted_p) <= 0.9).sum(-1)  # tokens in each row's nucleus
+    candidates = (probs >= thr[:, None]).sum(-1)
+    assert bool((thr > 0).all()) and bool((candidates >= nucleus).all())
+    # A search, not a sort: the candidate set is the nucleus plus a thin band below its edge.
+    assert bool((candidates <= nucleus * 1.5 + 8).all()), (candidates - nucleus).max()
+    assert float(nucleus_threshold(probs, 1.0).max()) == 0.0  # no nucleus: the whole row
 
 
 def test_feature_cache_notices_an_image_rewritten_in_place(tmp_path, tiny_classifier):

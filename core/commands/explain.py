@@ -22,7 +22,12 @@ def add_parser(subparsers) -> None:
     e.add_argument("--top-p", type=float, default=0.9)
     e.add_argument("--temperature", type=float, default=0.9)
     e.add_argument("--max-new-tokens", type=int, default=20)
-    e.add_argument("--batch-rows", type=int, default=512)
+    e.add_argument("--batch-rows", type=int, default=None,
+                   help="sequences per sampler call (default: 512 on CPU, what free GPU memory holds on CUDA)")
+    e.add_argument("--image-batch", type=int, default=None,
+                   help="images per classifier pass (default 32 on CPU, 256 on CUDA)")
+    e.add_argument("--num-workers", type=int, default=None,
+                   help="image-decoding processes (default: 0 on CPU, up to 8 on CUDA)")
     e.add_argument("--shard-size", type=int, default=64)
     e.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     e.add_argument("--keep-sentences", type=int, default=None, metavar="N",
@@ -49,6 +54,7 @@ def run(args) -> int:
     translator = Translator.from_pretrained(args.translator, classifier, lm)
     cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
+                        image_batch=args.image_batch, num_workers=args.num_workers,
                         keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
     run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
                            max_shards=args.max_shards, force=args.force)

@@ -1,6 +1,7 @@
 """`python -m core train`: train a translator for a classifier and an LM (resumable from OUT/train_state.pt)."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -20,7 +21,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--prefix-length", type=int, default=10)
     t.add_argument("--mapper", choices=["mlp", "transformer"], default="mlp")
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on GPUs and AMX CPUs)")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA, off on CPU; fast on GPUs and AMX CPUs)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=run)
