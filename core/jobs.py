@@ -94,17 +94,9 @@ def _alive(pid: int | None) -> bool:
         pass  # not our child (started by an earlier dashboard process): ask the kernel below
     except OSError:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0); /proc tells the truth on Linux
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    from core.store import _process_alive  # the run lock asks the same question
+
+    return _process_alive(pid)
 
 
 def _same_process(job: dict) -> bool:
