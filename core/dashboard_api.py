@@ -299,13 +299,17 @@ class MitigationLink:
 
 
 def mitigation_link(run_a: RunEntry | None, run_b: RunEntry | None) -> MitigationLink | None:
-    """The recorded mitigation that turned one run's classifier into the other's, in either direction."""
+    """The recorded mitigation that turned one run's classifier into the other's, in either direction.
+
+    A rerun of the shipped fix gives the same classifier (DFR is deterministic), so both records match it;
+    the user's own is the one shown.
+    """
     if run_a is None or run_b is None:
         return None
     for before, after in ((run_a, run_b), (run_b, run_a)):
         target = after.models.get("classifier_identity")
         records, _ = read_mitigation_records(before.path)
-        for r in records or []:
+        for r in reversed(records or []):  # your own results (listed last) before the shipped ones
             if target and r.get("classifier_after") == target and r.get("worst_group_after") is not None:
                 return MitigationLink(before, after, r)
     return None
