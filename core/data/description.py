@@ -112,7 +112,17 @@ def _sort_key(value: Any) -> tuple:
 
 
 def _raw_key(value: Any) -> str:
-    """A raw attribute value as dataset.json writes it ("1", not "1.0")."""
+    """A raw attribute value as dataset.json writes it ("1", not "1.0" or 1.0).
+
+    Text that is a whole number counts as that number: one non-numeric cell makes pandas read a whole
+    column as text, and the other cells must still match the description.
+    """
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return value
+        return str(int(number)) if number.is_integer() else value
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         value = int(value)
     return str(value)
