@@ -87,7 +87,7 @@ def rescore_run(source: str | Path | Run, classifier, out: str | Path, name: str
                                 "feature_identity": want,
                                 "why": "same feature extractor, translator, LM and seed: the same sentences"}
     run = Run.create(out, new)
-    device = next(classifier.parameters()).device
+    param = next(classifier.parameters())  # where and in what dtype the classifier runs
     classifier.eval()
     shards = sorted(int(p.stem.split("-")[1]) for p in (src.path / "images").glob("shard-*.parquet"))
     total = int((manifest.get("progress") or {}).get("total_images") or 0) or None
@@ -103,9 +103,9 @@ def rescore_run(source: str | Path | Run, classifier, out: str | Path, name: str
         for i in range(0, len(rows), batch_size):
             chunk = rows[i:i + batch_size]
             pics = [_load(src, images.at[j, "path"]) for j in chunk]
-            x = torch.stack([classifier.preprocess(im) for im in pics]).to(device)
+            x = torch.stack([classifier.preprocess(im) for im in pics]).to(param.device, param.dtype)
             with torch.inference_mode():
-                probs = classifier(x.to(next(classifier.parameters()).dtype)).float().softmax(-1).cpu()
+                probs = classifier(x).float().softmax(-1).cpu()
             conf, pred = probs.max(-1)
             images.loc[chunk, "prediction"] = pred.numpy()
             images.loc[chunk, "prediction_name"] = [classifier.class_names[int(p)] for p in pred]
