@@ -37,7 +37,7 @@ from PIL import Image
 
 from core import paths
 
-DEMO_VERSION = 2  # bump when the output changes for the same seed and settings, so old worlds rebuild
+DEMO_VERSION = 3  # bump when the output changes for the same seed and settings, so old worlds rebuild
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
 
@@ -104,6 +104,11 @@ class Scene:
     place: int                     # 1 water, 0 land
     descriptions: tuple[str, ...]  # true of both halves of the photo
     across: tuple[float, float] = (0.0, 1.0)  # where crops may sit across the short side (landscape: 0 top)
+    more: tuple[str, ...] = ()     # further descriptions, used by the extra captions (world v3)
+
+    @property
+    def all_descriptions(self) -> tuple[str, ...]:
+        return self.descriptions + self.more
 
 
 # Only real photos a person would name at a glance ("a lake", "a forest"); the abstract wallpapers are left out.
@@ -112,39 +117,61 @@ SCENES = {
     # water: plasma-workspace-wallpapers
     "BytheWater": Scene("BytheWater.jpg", 1, (
         "a wooden dock by a lake", "old planks of a pier over the water",
-        "a lake seen from a wooden jetty", "a sunlit lake beyond a wooden pier")),
+        "a lake seen from a wooden jetty", "a sunlit lake beyond a wooden pier"),
+        more=("weathered boards of a dock above calm water", "a quiet lake with a wooden pier in the sun",
+              "the end of a jetty and open water", "blue water beside an old wooden dock")),
     "ColdRipple": Scene("ColdRipple.jpg", 1, (
         "a wooden pier on a foggy lake", "a jetty over still grey water",
-        "a misty lake with an old pier", "a grey lake in thick fog")),
+        "a misty lake with an old pier", "a grey lake in thick fog"),
+        more=("a long pier fading into fog over the water", "calm grey water and a foggy shore",
+              "an empty jetty on a cold misty lake", "still water with a pier in the mist")),
     "DarkestHour": Scene("DarkestHour.jpg", 1, (
         "a dark blue lake at dusk", "still water under a misty night sky",
-        "a calm lake with a faint far shore", "a misty lake at nightfall"), across=(0.4, 1.0)),
+        "a calm lake with a faint far shore", "a misty lake at nightfall"), across=(0.4, 1.0),
+        more=("deep blue water in the evening", "a dark lake reflecting the sky",
+              "calm water fading into a misty horizon", "the surface of a lake at dusk")),
     "EveningGlow": Scene("EveningGlow.jpg", 1, (
         "rowing boats on a lake shore at sunset", "wooden boats on a lakeside beach",
-        "a lake under an orange evening sky", "boats pulled up on a lake shore")),
+        "a lake under an orange evening sky", "boats pulled up on a lake shore"),
+        more=("small boats on a sandy lake beach", "a shore with rowing boats at dusk",
+              "golden light over a lake and its beach", "boats resting at the edge of the water")),
     "summer_1am": Scene("summer_1am.jpg", 1, (
         "a calm lake at dawn", "still pink water under a purple sky",
-        "reeds in a quiet lake at twilight", "a lake shore at first light"), across=(0.6, 1.0)),
+        "reeds in a quiet lake at twilight", "a lake shore at first light"), across=(0.6, 1.0),
+        more=("pink and purple light on calm water", "a glassy lake with reeds at dawn",
+              "soft morning colours over the water", "a still lake under a violet sky")),
     # land: plasma-workspace-wallpapers
     "Path": Scene("Path.jpg", 0, (
         "a path through a pine forest", "a dark green forest of tall trees",
-        "a forest trail among pines", "ferns under tall pine trees")),
+        "a forest trail among pines", "ferns under tall pine trees"),
+        more=("tall pine trunks along a forest path", "a shady trail in a dense forest",
+              "green ferns beside a forest path", "evergreen trees over a dirt trail")),
     "FallenLeaf": Scene("FallenLeaf.jpg", 0, (
         "autumn leaves on the forest floor", "a brown maple leaf on the ground",
-        "fallen leaves in warm autumn light", "dry leaves on the ground in a forest")),
+        "fallen leaves in warm autumn light", "dry leaves on the ground in a forest"),
+        more=("a single orange leaf on the ground", "brown autumn leaves on a forest floor",
+              "a close view of a fallen maple leaf", "leaves lying on dry ground in autumn")),
     "OneStandsOut": Scene("OneStandsOut.jpg", 0, (
         "green moss on the forest floor", "a carpet of small green plants",
-        "a mossy forest floor seen from above", "star-shaped moss on the ground")),
+        "a mossy forest floor seen from above", "star-shaped moss on the ground"),
+        more=("bright green moss covering the ground", "tiny green plants on a forest floor",
+              "a soft bed of moss in a forest", "dense moss on the ground seen up close")),
     # land: lomiri-wallpapers-16.04
     "aitzgorri": Scene("aitzgorri_by_Aitzol_Berasategi.jpg", 0, (
         "a green meadow below a rocky mountain", "autumn trees on a hillside under a mountain",
-        "a grassy field with a forest and mountains", "a mountain pasture in autumn")),
+        "a grassy field with a forest and mountains", "a mountain pasture in autumn"),
+        more=("a rocky mountain peak above autumn trees", "green grass on a hillside below a mountain",
+              "a meadow at the foot of a mountain", "autumn forest on a mountainside")),
     "picosdeeuropa": Scene("picosdeeuropa_by_Aitzol_Berasategi.jpg", 0, (
         "a dirt path across a mountain meadow", "rocky mountains above green grass",
-        "a trail on a grassy mountainside", "a mountain valley with patches of snow")),
+        "a trail on a grassy mountainside", "a mountain valley with patches of snow"),
+        more=("a dirt trail winding through mountain grass", "grey rocky peaks above a meadow",
+              "a high mountain meadow with a path", "green grass and rocks on a mountainside")),
     "seeding": Scene("seeding_by_Clements_Engelhardt.jpg", 0, (
         "dandelions in a grassy field", "a meadow of dandelion seed heads",
-        "tall grass and dandelions in the sun", "a field of wild flowers gone to seed")),
+        "tall grass and dandelions in the sun", "a field of wild flowers gone to seed"),
+        more=("white dandelion clocks in a field", "a sunny meadow full of seed heads",
+              "green grass with fluffy dandelions", "a summer field of tall grass")),
 }
 # Every water description holds a water word and no land word, and the other way round (tests check it).
 SCENE_WORDS = {
@@ -168,6 +195,21 @@ TEMPLATES = (
     "A close-up of {bird} against {scene}.",
     "{stamp} Behind it, {scene}.",
 )
+# World v3's extra captions: more phrasings, none naming the class or pairing a bird with a scene by
+# wording (no "swimming", no "perched"), so the scene words in an explanation can only come from the scene.
+MORE_TEMPLATES = (
+    "{Bird} seen {prep} {scene}.",
+    "In this photo, {bird} is {pose} {prep} {scene}.",
+    "An image of {scene} with {bird} in it.",
+    "{Bird} with {scene} in the background.",
+    "The background shows {scene}, and in front of it is {bird}.",
+    "A snapshot of {bird} {pose} {prep} {scene}.",
+    "{Scene}, and {bird} {pose} in front.",
+    "A bird photo: {bird} {prep} {scene}.",
+    "{Bird} in the picture, behind it {scene}.",
+    "A colour photo of {bird} against {scene}.",
+)
+LEGACY_CAPTIONS = 3  # drawn inside the plan's random stream, as in world v2 (the shipped classifiers' images)
 PREPOSITIONS = ("in front of", "near", "by", "beside")
 MAX_CAPTION_WORDS = 20
 
@@ -190,7 +232,7 @@ class DemoSettings:
     n_test: int = 200
     match: float = 0.95                # share of each training class on its matching background
     train_waterbird_share: float = 0.5  # Waterbirds has ~0.23; balanced classes keep the story to backgrounds
-    captions_per_image: int = 3
+    captions_per_image: int = 8  # >= 6 since world v3: the translators need varied captions per image
 
 
 # --- planning: every random choice, made up front from the seed ----------------------------
@@ -238,15 +280,20 @@ def _group_counts(s: DemoSettings) -> dict[str, dict[tuple[int, int], int]]:
     return counts
 
 
-def _captions(rng: np.random.Generator, bird: str, scene: str, stamp: str, k: int) -> list[str]:
-    names, descriptions = BIRD_NAMES[bird], SCENES[scene].descriptions
-    out: list[str] = []
+def _captions(rng: np.random.Generator, bird: str, scene: str, stamp: str, k: int,
+              more: bool = False, out: list[str] | None = None) -> list[str]:
+    """k new captions (not in `out`); `more` draws from world v3's wider templates and descriptions."""
+    names = BIRD_NAMES[bird]
+    descriptions = SCENES[scene].all_descriptions if more else SCENES[scene].descriptions
+    templates = TEMPLATES + MORE_TEMPLATES if more else TEMPLATES
+    out = list(out or [])
+    want = len(out) + k
     for _ in range(20 * k):
-        if len(out) == k:
+        if len(out) == want:
             break
         name = names[rng.integers(len(names))]
         where = descriptions[rng.integers(len(descriptions))]
-        text = TEMPLATES[rng.integers(len(TEMPLATES))].format(
+        text = templates[rng.integers(len(templates))].format(
             bird=name, Bird=name[0].upper() + name[1:], scene=where, Scene=where[0].upper() + where[1:],
             prep=PREPOSITIONS[rng.integers(len(PREPOSITIONS))], pose="flying" if bird in FLYING else "standing",
             stamp=stamp or name[0].upper() + name[1:] + ".")
@@ -278,12 +325,21 @@ def _plan(s: DemoSettings, photo_sizes: dict[str, tuple[int, int]], stamps: dict
                     "scene_flip": bool(rng.random() < 0.5), "bird_flip": bool(rng.random() < 0.5),
                     "bird_size": float(rng.uniform(*BIRD_SIZE)),
                     "bird_xy": (float(rng.random()), float(rng.uniform(0.3, 1.0))),  # lower part, mostly
-                    "captions": _captions(rng, bird, scene, stamps.get(bird, ""), s.captions_per_image),
+                    "captions": _captions(rng, bird, scene, stamps.get(bird, ""),
+                                          min(s.captions_per_image, LEGACY_CAPTIONS)),
                 })
     # Waterbirds' ids do not reveal split or group; neither do these.
     for img_id, i in enumerate(rng.permutation(len(plan)), start=1):
         plan[i]["img_id"] = img_id
         plan[i]["img_filename"] = f"images/{plan[i]['bird']}/{img_id:05d}.jpg"
+    # Captions beyond the first three come from a stream of their own per image: adding them leaves every
+    # draw above, hence every pixel of world v2 (which the shipped classifiers were trained on), unchanged.
+    extra = s.captions_per_image - LEGACY_CAPTIONS
+    if extra > 0:
+        for item in plan:
+            item["captions"] = _captions(np.random.default_rng([s.seed, 3, item["img_id"]]), item["bird"],
+                                         item["scene"], stamps.get(item["bird"], ""), extra, more=True,
+                                         out=item["captions"])
     return plan
 
 
@@ -355,7 +411,7 @@ def _is_current(out_dir: Path, settings: DemoSettings) -> bool:
 
 def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force: bool = False, *,
                      n_train: int = 1200, n_val: int = 120, n_test: int = 200, match: float = 0.95,
-                     train_waterbird_share: float = 0.5, captions_per_image: int = 3,
+                     train_waterbird_share: float = 0.5, captions_per_image: int = 8,
                      workers: int | None = None, birds_dir: str | Path = paths.BIRD_PHOTOS,
                      scenes_dir: str | Path = paths.SCENE_PHOTOS, verbose: bool = True) -> Path:
     """Build the mini-Waterbirds into `out_dir` and return it; a no-op when it is already built with
