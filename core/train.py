@@ -62,18 +62,21 @@ def _cache_key(classifier, items: Sequence[str]) -> str:
 @torch.inference_mode()
 def compute_features(classifier, image_paths: Sequence[str | Path], load_image: Callable, batch_size: int = 32,
                      device: torch.device | str = "cpu", cache_dir: Path | None = paths.FEATURE_CACHE,
-                     show_progress: bool = True) -> torch.Tensor:
-    """Features (N, D) of the images, from the on-disk cache when this classifier has seen them before."""
+                     show_progress: bool = True, variant: str = "") -> torch.Tensor:
+    """Features (N, D) of the images, from the on-disk cache when this classifier has seen them before.
+
+    `variant` names what `load_image` does beyond reading the file (an augmentation), so that two
+    variants of the same images get two cache entries."""
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    key = _cache_key(classifier, [str(p) for p in image_paths])
+    key = _cache_key(classifier, [str(p) for p in image_paths] + ([f"variant={variant}"] if variant else []))
     cache = Path(cache_dir) / f"{key}.safetensors" if cache_dir else None
     if cache and cache.exists():
         return load_file(str(cache))["features"]
     classifier.to(device)
     feats = []
-    for i in tqdm(range(0, len(image_paths), batch_size), desc="features", disable=not show_progress, unit="batch"):
+    for i in tqdm(range(0, len(image_paths), batch_size), desc=f"features {variant}".strip(), disable=not show_progress, unit="batch"):
         x = torch.stack([classifier.preprocess(load_image(p)) for p in image_paths[i:i + batch_size]]).to(device)
         feats.append(classifier.features(x).float().cpu())
     out = torch.cat(feats)
@@ -81,6 +84,43 @@ def compute_features(classifier, image_paths: Sequence[str | Path], load_image: 
         cache.parent.mkdir(parents=True, exist_ok=True)
         save_file({"features": out.contiguous()}, str(cache))
     return out
+
+
+# Feature augmentation: the translator sees a mirrored or cropped image's features with the same caption,
+# so it learns what the features say about the scene and the object rather than one vector per photo.
+VIEWS = ("identity", "flip", "crop-1", "crop-2")
+CROP_SCALE, CROP_RATIO = (0.55, 1.0), (3 / 4, 4 / 3)
+
+
+def augment_image(image, view: str, key: str):
+    """A deterministic view of a PIL image: "identity", "flip", or "crop-<i>" (a random-resized crop,
+    seeded by the image's key and i, at the image's size)."""
+    from PIL import Image
+
+    if view == "identity":
+        return image
+    if view == "flip":
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if not view.startswith("crop-"):
+        raise ValueError(f"unknown view {view!r}: use one of identity, flip, crop-<i>")
+    from torchvision.transforms import RandomResizedCrop
+
+    seed = int.from_bytes(hashlib.sha256(f"{key}\0{view}".encode()).digest()[:8], "little")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        top, left, h, w = RandomResizedCrop.get_params(image, CROP_SCALE, CROP_RATIO)
+    return image.resize(image.size, Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
+
+
+def compute_feature_views(classifier, image_paths: Sequence[str | Path], load_image: Callable,
+                          views: Sequence[str] = VIEWS, **kw) -> torch.Tensor:
+    """Features (N, V, D) of each image under each view (cached per view, like `compute_features`)."""
+    out = []
+    for view in views:
+        def load(p, view=view):
+            return augment_image(load_image(p), view, str(p))
+        out.append(compute_features(classifier, image_paths, load, variant="" if view == "identity" else view, **kw))
+    return torch.stack(out, dim=1)
 
 
 # --- the loss --------------------------------------------------------------------------------
@@ -167,12 +207,14 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
+    if train_features.dim() not in (2, 3):
+        raise ValueError(f"train_features must be (N, D) or (N, views, D), got shape {tuple(train_features.shape)}")
     if len(train_features) != len(train_captions):
         raise ValueError(f"train_features has {len(train_features)} rows but train_captions has {len(train_captions)}")
     if len(train_features) == 0:
         raise ValueError("no training pairs: train_features is empty")
-    if train_features.shape[1] != classifier.feature_dim:
-        raise ValueError(f"train_features has {train_features.shape[1]} columns; classifier "
+    if train_features.shape[-1] != classifier.feature_dim:
+        raise ValueError(f"train_features has {train_features.shape[-1]} columns; classifier "
                          f"{classifier.name!r} gives {classifier.feature_dim}-d features")
     compute = resolve(cfg.device, None)
     dev = compute.device
@@ -186,7 +228,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                             classifier_feature_identity=classifier.feature_identity,
                             classifier_name=classifier.name, lm_identity=lm.identity, lm_name=lm.name)
     translator = Translator(tcfg)
-    translator.set_feature_stats(train_features)
+    translator.set_feature_stats(train_features.reshape(-1, train_features.shape[-1]))
     translator.to(dev).train()
     ids, mask = tokenize_captions(lm, train_captions, cfg.max_caption_tokens)
     has_val = val_features is not None and val_captions is not None and len(val_captions) > 0
@@ -236,8 +278,13 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(dev)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, cfg)
+            z = train_features[idx]
+            if z.dim() == 3:  # one view per pair, drawn from (seed, step): a resumed run draws the same ones
+                pick = torch.randint(z.shape[1], (len(idx),), generator=torch.Generator().manual_seed(
+                    cfg.seed * 1_000_003 + step)).to(dev)
+                z = z[torch.arange(len(idx), device=dev), pick]
             with autocast:
-                loss = caption_loss(translator, lm, train_features[idx], ids[idx], mask[idx])
+                loss = caption_loss(translator, lm, z, ids[idx], mask[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(translator.parameters(), cfg.grad_clip)

@@ -74,6 +74,53 @@ def test_training_resumes_from_its_state(tmp_path, tiny_lm, tiny_classifier):
     assert (tmp_path / "b" / "train_state.pt").exists()
 
 
+def test_training_on_feature_views_resumes_to_the_same_weights(tmp_path, tiny_lm, tiny_classifier):
+    """(pairs, views, D) features: each step draws one view per pair from (seed, step), so a resumed run
+    sees the same views as a straight one; a view other than the identity does change the training."""
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    views = torch.stack([z, z.flip(-1), z + 0.5], dim=1)
+    caps = [CAPTIONS[int(y)] for y in labels]
+    base = dict(epochs=2, batch_size=16, warmup_steps=2, prefix_length=2, mlp_hidden=32, save_every=3)
+    straight = train_translator(tiny_classifier, tiny_lm, views, caps, tmp_path / "a", cfg=TrainConfig(**base),
+                                show_progress=False)
+
+    def crash(info):
+        if info["step"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_translator(tiny_classifier, tiny_lm, views, caps, tmp_path / "b", cfg=TrainConfig(**base),
+                         progress=crash, show_progress=False)
+    resumed = train_translator(tiny_classifier, tiny_lm, views, caps, tmp_path / "b", cfg=TrainConfig(**base),
+                               show_progress=False)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), k
+    plain = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "c", cfg=TrainConfig(**base),
+                             show_progress=False)
+    assert not torch.allclose(plain.state_dict()["mapper.net.0.weight"], straight.state_dict()["mapper.net.0.weight"])
+    with pytest.raises(ValueError, match=r"\(N, D\) or \(N, views, D\)"):
+        train_translator(tiny_classifier, tiny_lm, views[None], caps, tmp_path / "d", cfg=TrainConfig(**base),
+                         show_progress=False)
+
+
+def test_augmented_views_are_deterministic_and_distinct():
+    from PIL import Image
+
+    from core.train import augment_image
+
+    rng = torch.Generator().manual_seed(0)
+    image = Image.fromarray((torch.rand(64, 96, 3, generator=rng) * 255).byte().numpy())
+    assert augment_image(image, "identity", "a.jpg") is image
+    flip = augment_image(image, "flip", "a.jpg")
+    assert flip.tobytes() == image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).tobytes()
+    crop = augment_image(image, "crop-1", "a.jpg")
+    assert crop.size == image.size and crop.tobytes() == augment_image(image, "crop-1", "a.jpg").tobytes()
+    assert crop.tobytes() != augment_image(image, "crop-2", "a.jpg").tobytes()
+    assert crop.tobytes() != augment_image(image, "crop-1", "b.jpg").tobytes()
+    with pytest.raises(ValueError, match="unknown view"):
+        augment_image(image, "rotate", "a.jpg")
+
+
 def test_translator_checkpoint_round_trip_and_mismatch_errors(tmp_path, tiny_lm, tiny_classifier):
     cfg = TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size, prefix_length=2,
                            classifier_identity=tiny_classifier.identity, classifier_name="tinynet",
