@@ -26,7 +26,17 @@ FIXED = "erm-fixed"  # ERM with its last layer refit on the groups its explanati
 # The translator each classifier's runs use: the fixed classifier keeps ERM's feature extractor, so ERM's
 # translator reads its features exactly (core.translator accepts a classifier by its feature identity).
 TRANSLATOR_OF = {"erm": "erm", "robust": "robust", FIXED: "erm"}
-TRANSLATOR_STEPS = 160  # 2,560 caption pairs (~2 captions per training image), batch 16: ~15 min on 2 cores
+# The translators' recipe since demo world v3 (8 captions per image, feature augmentation): many small steps,
+# since a step's cost on a CPU is mostly the frozen LM's, and steps, not batch size, are what was short.
+TRANSLATOR_STEPS = 2000  # 8,000 caption pairs at batch 4
+TRANSLATOR_BATCH = 4
+TRANSLATOR_LR = 5e-4
+# Mapper and prefix length are chosen by the caption evaluation of short pilot trainings (`demo select`).
+CANDIDATES = ({"mapper": "mlp", "prefix_length": 4}, {"mapper": "mlp", "prefix_length": 10},
+              {"mapper": "transformer", "prefix_length": 4})
+PILOT_STEPS = 100
+PILOT_SENTENCES = 8
+SELECTION = TRANSLATOR_DIR / "selection.json"
 RUN_SENTENCES = 16
 
 
@@ -69,36 +79,108 @@ def build_classifiers(force: bool = False) -> None:
               f"({acc['per_group']}) in {time.time() - t0:.0f} s")
 
 
-def build_translators(force: bool = False, steps: int = TRANSLATOR_STEPS, names=NAMES) -> None:
-    import pandas as pd
-
+def _translator_data(clf):
+    """(train features (pairs, views, D), train captions, val features (images, D), val captions): every
+    caption of every training image, each with the features of four views of its image (identity, mirror,
+    two crops); one caption per validation image, unaugmented."""
     from core.data import load_rgb, read_caption_csv
-    from core.models import load_language_model
-    from core.models.classifier import from_pretrained
-    from core.train import TrainConfig, compute_features, train_translator
-    from core.translator import Translator
+    from core.train import compute_feature_views, compute_features
 
     caps = read_caption_csv(paths.DEMO_DATA / "captions.csv")
     train = caps[caps["split"] == "train"].reset_index(drop=True)
     val = caps[caps["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
+    uniq = sorted(set(train["path"]))
+    row = {p: i for i, p in enumerate(uniq)}
+    views = compute_feature_views(clf, uniq, load_rgb)
+    val_feats = compute_features(clf, list(val["path"]), load_rgb)
+    return views[[row[p] for p in train["path"]]], list(train["caption"]), val_feats, list(val["caption"])
+
+
+def _train_config(choice: dict, steps: int):
+    from core.train import TrainConfig
+
+    return TrainConfig(epochs=1, max_steps=steps, batch_size=TRANSLATOR_BATCH, lr=TRANSLATOR_LR,
+                       warmup_steps=min(100, steps // 10), save_every=50, **choice)
+
+
+def read_selection() -> dict:
+    """The mapper and prefix length `demo select` chose (MLP, 10 tokens before there was a selection)."""
+    try:
+        return json.loads(SELECTION.read_text())["chosen"]
+    except (OSError, ValueError, KeyError):
+        return {"mapper": "mlp", "prefix_length": 10}
+
+
+def select_translator(force: bool = False, steps: int = PILOT_STEPS, sentences: int = PILOT_SENTENCES) -> dict:
+    """Pilot-train each candidate (mapper, prefix length) for ERM, explain the val split with it and pick
+    by the caption evaluation: the best scene accuracy, ties (within 2 points) to the lower validation loss."""
+    from core.data import read_waterbirds
+    from core.evaluate import evaluate_run
+    from core.explain import ExplainConfig, explain_dataset
+    from core.models import load_language_model
+    from core.models.classifier import from_pretrained
+    from core.train import train_translator
+
+    if SELECTION.exists() and not force:
+        print(f"selection: exists ({SELECTION}): {read_selection()}")
+        return read_selection()
     lm = load_language_model()
+    clf = from_pretrained(CLASSIFIER_DIR / "erm")
+    data = _translator_data(clf)
+    ds = read_waterbirds(paths.DEMO_DATA)
+    results = []
+    for choice in CANDIDATES:
+        tag = f"{choice['mapper']}-{choice['prefix_length']}"
+        work = paths.ASSETS / "train" / "selection" / tag
+        if force and work.exists():
+            shutil.rmtree(work)
+        t0 = time.time()
+        tr = train_translator(clf, lm, data[0], data[1], work / "train", data[2], data[3], _train_config(choice, steps))
+        train_s = time.time() - t0
+        run = explain_dataset(ds, clf, tr, lm, work / "run", ExplainConfig(sentences_per_image=sentences, seed=0,
+                              device="cpu"), split="val", name=f"pilot {tag}", show_progress=False)
+        ev = evaluate_run(run, lm).to_dict()
+        results.append({**choice, "val_loss": tr.config.training.get("best_val_loss"),
+                        "scene_accuracy": ev["scene_accuracy"], "object_accuracy": ev["object_accuracy"],
+                        "fluency_nll": ev["fluency_nll"], "reference_nll": ev["reference_nll"],
+                        "train_seconds": round(train_s, 1)})
+        print(f"pilot {tag}: {results[-1]}", flush=True)
+    best_scene = max(r["scene_accuracy"] for r in results)
+    chosen = min((r for r in results if r["scene_accuracy"] >= best_scene - 0.02), key=lambda r: r["val_loss"])
+    out = {"chosen": {"mapper": chosen["mapper"], "prefix_length": chosen["prefix_length"]},
+           "rule": "best val-split scene accuracy; within 2 points of it, the lower validation loss",
+           "pilots": {"classifier": "erm", "steps": steps, "batch_size": TRANSLATOR_BATCH, "lr": TRANSLATOR_LR,
+                      "sentences_per_image": sentences, "split": "val"},
+           "results": results}
+    SELECTION.parent.mkdir(parents=True, exist_ok=True)
+    SELECTION.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"selection: {out['chosen']} -> {SELECTION}")
+    return out["chosen"]
+
+
+def build_translators(force: bool = False, steps: int = TRANSLATOR_STEPS, names=NAMES) -> None:
+    from core.models import load_language_model
+    from core.models.classifier import from_pretrained
+    from core.train import train_translator
+    from core.translator import Translator
+
+    lm = load_language_model()
+    choice = read_selection()
     for name in names:
         out = TRANSLATOR_DIR / name
         if (out / "config.json").exists() and not force:
             print(f"translator {name}: exists ({out})")
             continue
         clf = from_pretrained(CLASSIFIER_DIR / name)
-        uniq = sorted(set(train["path"]) | set(val["path"]))
-        row = {p: i for i, p in enumerate(uniq)}
-        feats = compute_features(clf, uniq, load_rgb)
-        cfg = TrainConfig(epochs=1, max_steps=steps, lr=8e-4, warmup_steps=16, save_every=20)
+        train_z, train_caps, val_z, val_caps = _translator_data(clf)
         work = paths.ASSETS / "train" / f"translator-{name}"
         if force and work.exists():
             shutil.rmtree(work)  # --force means from scratch, not a resume of the previous training
-        tr = train_translator(clf, lm, feats[[row[p] for p in train["path"]]], list(train["caption"]), work,
-                              feats[[row[p] for p in val["path"]]], list(val["caption"]), cfg,
-                              data_info={"captions": "demo world captions.csv", "train_pairs": len(train),
-                                         "val_pairs": len(val)})
+        tr = train_translator(clf, lm, train_z, train_caps, work, val_z, val_caps, _train_config(choice, steps),
+                              data_info={"captions": "demo world v3 captions.csv (8 per image)",
+                                         "train_pairs": len(train_caps), "val_pairs": len(val_caps),
+                                         "feature_views": "identity, mirror, 2 random-resized crops",
+                                         "selection": str(SELECTION.relative_to(paths.CHECKPOINTS))})
         tr.save_pretrained(out, dtype=torch.float16)
         Translator.from_pretrained(out, clf, lm)  # the shipped float16 file loads against its models
         print(f"translator {name}: val loss {tr.config.training.get('best_val_loss')}, "
@@ -188,6 +270,8 @@ def build(step: str, force: bool = False, only: str | None = None, splits: tuple
     names = (only,) if only else NAMES
     if step in ("classifiers", "all"):
         build_classifiers(force)
+    if step == "select" or (step == "all" and not SELECTION.exists()):
+        select_translator(force and step == "select")
     if step in ("translators", "all"):
         build_translators(force, names=names)
     if step in ("runs", "all"):

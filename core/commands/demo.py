@@ -1,4 +1,8 @@
-"""`python -m core demo STEP`: rebuild the shipped demo artefacts (classifiers, translators, runs, fixed)."""
+"""`python -m core demo STEP`: rebuild the shipped demo artefacts (classifiers, select, translators, runs, fixed).
+
+select: pilot-train each candidate translator (mapper, prefix length) for ERM and pick one by the caption
+evaluation of its val-split explanations; `translators` then trains the chosen one for both classifiers.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +11,10 @@ NAMES = ("erm", "robust")  # as core.demo_models.NAMES (that module imports torc
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="rebuild the shipped demo artefacts: classifiers|translators|runs|fixed",
+    p = subparsers.add_parser("demo", help="rebuild the shipped demo artefacts: classifiers|select|translators|runs|fixed",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="Each step writes into checkpoints/ and is skipped when its output exists.")
-    p.add_argument("step", choices=["classifiers", "translators", "runs", "fixed", "all"],
+    p.add_argument("step", choices=["classifiers", "select", "translators", "runs", "fixed", "all"],
                    help="fixed: ERM with its last layer refit on the groups its explanations revealed (DFR), "
                         "its mitigation record and its test run")
     p.add_argument("--force", action="store_true", help="rebuild even when the output exists")
