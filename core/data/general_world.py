@@ -74,7 +74,7 @@ DRAWINGS = frozenset({
 # Folders of typography: letters and math signs are shapes, not things with a scene around them.
 TYPOGRAPHY = ("symbols/alphabets/", "symbols/math/")
 # Cut-outs that keep a patch of the ground they stood on: that ground would travel with the object.
-GROUND_PATCH = frozenset({"animals/birds/albino_peahen", "animals/mammals/indian_blackbuck"})
+GROUND_PATCH = frozenset({"animals/birds/albino_peahen", "animals/mammals/bovines/indian_blackbuck"})
 # Variants of one subject whose names the suffix rule below does not join.
 SAME_SUBJECT = {"gnu-baby": "gnu", "gnu-baby-stand": "gnu", "gnu-sitting": "gnu", "gnu-stand": "gnu",
                 "pig_golden": "pig", "pig_golden2": "pig", "heron_greatblue_flying": "heron_greatblue",
