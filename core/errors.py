@@ -59,3 +59,7 @@ class JobError(TExplainError, RuntimeError):
 
 class AssetError(TExplainError, RuntimeError):
     """An offline asset could not be prepared."""
+
+
+class StampWorldError(TExplainError, RuntimeError):
+    """A world built from the tuxpaint stamps (the general caption world, the mini ImageNet-9) cannot be built."""

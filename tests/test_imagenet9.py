@@ -1,0 +1,164 @@
+"""The general caption world and the mini ImageNet-9: splits by stamp, variations readable, the class map exact."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import paths
+from core.data import general_world as gw
+from core.data import imagenet9 as in9
+from core.data.readers import open_dataset
+from core.errors import StampWorldError
+
+needs_stamps = pytest.mark.skipif(
+    not gw.STAMPS_DIR.exists() or not (paths.SCENE_PHOTOS / "Path.jpg").exists(),
+    reason="tuxpaint stamps or scene photos are missing; run `make setup`")
+
+
+# --- the class map ---------------------------------------------------------------------------
+
+def test_class_map_covers_exactly_the_imagenet9_ranges():
+    mapping = in9.imagenet_to_in9()
+    assert mapping.shape == (1000,) and (mapping >= 0).sum() == 370
+    # Counts per class of the release's in_to_in9.json.
+    assert np.bincount(mapping[mapping >= 0]).tolist() == [116, 52, 42, 36, 35, 27, 26, 20, 16]
+    from core.models.classifier import imagenet_class_names
+
+    names = imagenet_class_names()
+    # Spot checks across the ranges' edges, by ImageNet's own names.
+    expect = {0: "fish", 6: "fish", 7: "bird", 24: "bird", 33: "reptile", 68: "reptile", 151: "dog", 268: "dog",
+              273: "carnivore", 280: "carnivore", 300: "insect", 326: "insect", 365: "primate", 384: "primate",
+              389: "fish", 397: "fish", 402: "instrument", 407: "vehicle", 847: "vehicle", 889: "instrument"}
+    for idx, cls in expect.items():
+        assert in9.IN9_CLASSES[mapping[idx]] == cls, (idx, names[idx])
+    for outside in (25, 171, 172, 281, 285, 327, 400, 999):  # salamander, two dogs the release leaves out, cats
+        assert mapping[outside] == -1, (outside, names[outside])
+
+
+def test_predictions_map_like_the_backgrounds_challenge():
+    logits = np.zeros((3, 1000))
+    logits[0, 8] = 5           # hen -> bird
+    logits[1, 281] = 5         # tabby cat: none of the nine, so wrong whatever the label
+    logits[1, 290] = 4         # ... though a jaguar is the best of the nine
+    logits[2, 402] = 1         # acoustic guitar -> instrument
+    assert in9.predict_in9(logits).tolist() == [1, -1, 6]
+    assert in9.predict_in9(logits, restrict=True).tolist() == [1, 4, 6]
+    with pytest.raises(ValueError, match=r"\(N, 1000\)"):
+        in9.predict_in9(np.zeros((2, 9)))
+
+
+def test_intervals_and_paired_gap():
+    from core.demo_imagenet9 import paired_gap, wilson_interval
+
+    lo, hi = wilson_interval(45, 50)
+    assert 0.78 < lo < 0.8 and 0.95 < hi < 0.97  # the textbook values for 45/50
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    same, rand = np.array([1] * 40 + [0] * 10), np.array([1] * 30 + [0] * 20)
+    g = paired_gap(same, rand)
+    assert g["gap"] == pytest.approx(0.2) and g["low"] > 0 and g["high"] < 0.35
+    with pytest.raises(ValueError):
+        paired_gap(same, rand[:-1])
+
+
+# --- the stamp inventory ---------------------------------------------------------------------
+
+@needs_stamps
+def test_inventory_leaves_out_cartoons_shapes_and_own_backgrounds():
+    usable, excluded = gw.stamp_inventory()
+    keys = {s.key for s in usable}
+    assert len(usable) + len(excluded) == sum(1 for _ in gw.STAMPS_DIR.rglob("*.png"))
+    assert not any("cartoon" in k.split("/") for k in keys)
+    assert not any(k.startswith(gw.TYPOGRAPHY) for k in keys)
+    assert excluded["town/roadsigns/stoplight_01_red"].startswith("carries its own background")
+    assert excluded["animals/birds/albino_peahen"].startswith("carries its own background")
+    assert "animals/birds/owl" in keys and "hobbies/music/string/violin" in keys
+    assert all(s.caption and s.object_name for s in usable)
+    # Every reviewed name still points at a stamp of the package (a typo would silently keep a drawing).
+    assert gw.DRAWINGS <= set(excluded) and gw.GROUND_PATCH <= set(excluded)
+
+
+@needs_stamps
+def test_in9_stamps_are_usable_and_in_one_class_each():
+    stamps = in9.in9_stamps()
+    keys = [s.key for ss in stamps.values() for s in ss]
+    assert len(keys) == len(set(keys)) and all(stamps[c] for c in in9.IN9_CLASSES)
+    assert all(set(names) <= set(gw.SCENES) for names in in9.IN9_SCENES.values())
+
+
+# --- builds ----------------------------------------------------------------------------------
+
+@needs_stamps
+def test_general_world_splits_are_disjoint_by_stamp_and_deterministic(tmp_path):
+    a = gw.build_general_world(tmp_path / "a", seed=3, n_images=120, workers=1, verbose=False)
+    meta = pd.read_csv(a / "metadata.csv")
+    stamps = {sp: set(meta.loc[meta.split == sp, "identity"]) for sp in ("train", "val", "test")}
+    assert stamps["train"] and stamps["val"] and stamps["test"]
+    assert not stamps["train"] & stamps["val"] and not stamps["train"] & stamps["test"]
+    assert not stamps["val"] & stamps["test"]
+    captions = pd.read_csv(a / "captions.csv")
+    assert set(captions.img_filename) == set(meta.img_filename) and len(captions) == 3 * len(meta)
+    ds = open_dataset(a)
+    assert len(ds) == 120 and set(ds.splits) == {"train", "val", "test"}
+    # Same seed, same world; another seed, another one.
+    b = gw.build_general_world(tmp_path / "b", seed=3, n_images=120, workers=2, verbose=False)
+    assert (a / "captions.csv").read_text() == (b / "captions.csv").read_text()
+    assert (a / "images/00007.jpg").read_bytes() == (b / "images/00007.jpg").read_bytes()
+    c = gw.build_general_world(tmp_path / "c", seed=4, n_images=120, workers=1, verbose=False)
+    assert (a / "captions.csv").read_text() != (c / "captions.csv").read_text()
+    # Current: a second call is a no-op (the images keep their times).
+    before = (a / "images/00000.jpg").stat().st_mtime_ns
+    gw.build_general_world(tmp_path / "a", seed=3, n_images=120, workers=1, verbose=False)
+    assert (a / "images/00000.jpg").stat().st_mtime_ns == before
+
+
+@needs_stamps
+def test_imagenet9_variations_read_back_through_open_dataset(tmp_path):
+    root = in9.build_imagenet9_mini(tmp_path / "in9", seed=1, n_per_class=3, workers=2, verbose=False)
+    plan = pd.read_csv(root / "in9_plan.csv")
+    assert len(plan) == 27
+    names = {}
+    for variation in in9.VARIATIONS:
+        ds = open_dataset(root, variation=variation)
+        assert ds.kind == "backgrounds_challenge" and len(ds) == 27
+        assert ds.class_names == list(in9.IN9_CLASSES)
+        frame = ds.to_frame()
+        assert frame.groupby("label").size().tolist() == [3] * 9
+        names[variation] = {(r.path.stem, ds.class_names[r.label]) for r in ds}
+    assert all(n == names["original"] for n in names.values())  # one image name across variations
+    assert names["original"] == set(zip(plan.image, plan.class_name))
+    # mixed_same backgrounds come from the same class, never the image itself.
+    by_image = plan.set_index("image")
+    assert (by_image.loc[plan.mixed_same_background, "class_name"].to_numpy() == plan.class_name.to_numpy()).all()
+    assert (plan.mixed_same_background != plan.image).all()
+    # only_fg is the object on black; only_bg_t has no object left where it stood.
+    from PIL import Image
+
+    first = plan.iloc[0]
+    fg = np.asarray(Image.open(root / "only_fg/val" / f"00_dog/{first.image}.JPEG"))
+    assert (fg.max(axis=2) < 20).mean() > 0.2
+    again = in9.build_imagenet9_mini(tmp_path / "again", seed=1, n_per_class=3, workers=1, verbose=False)
+    for variation in in9.VARIATIONS:
+        rel = f"{variation}/val/03_reptile/{plan[plan.label == 3].image.iloc[0]}.JPEG"
+        assert (root / rel).read_bytes() == (again / rel).read_bytes()
+
+
+def test_tiled_background_fills_the_box_from_its_surroundings():
+    img = np.zeros((10, 10, 3), np.uint8)
+    img[:, :] = 50
+    img[3:6, 3:6] = 255  # the "object"
+    out = in9.tiled_background(img, (3, 3, 6, 6))
+    assert (out == 50).all()
+    assert (in9.tiled_background(img, (0, 0, 10, 10)) == 0).all()
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(StampWorldError, match="no tuxpaint stamps"):
+        gw.stamp_inventory(tmp_path)
+    with pytest.raises(ValueError, match="n_per_class"):
+        in9.build_imagenet9_mini(tmp_path / "x", n_per_class=1)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(StampWorldError, match="not a general world"):
+        gw.build_general_world(tmp_path / "taken", n_images=20)
+    assert json.loads(json.dumps(gw.asdict(gw.GeneralWorldSettings())))["n_images"] == 4000
