@@ -159,6 +159,7 @@ def select_translator(force: bool = False, steps: int = PILOT_STEPS, sentences: 
 
 
 def build_translators(force: bool = False, steps: int = TRANSLATOR_STEPS, names=NAMES) -> None:
+    from core.errors import TrainStateError
     from core.models import load_language_model
     from core.models.classifier import from_pretrained
     from core.train import train_translator
@@ -174,13 +175,19 @@ def build_translators(force: bool = False, steps: int = TRANSLATOR_STEPS, names=
         clf = from_pretrained(CLASSIFIER_DIR / name)
         train_z, train_caps, val_z, val_caps = _translator_data(clf)
         work = paths.ASSETS / "train" / f"translator-{name}"
-        if force and work.exists():
-            shutil.rmtree(work)  # --force means from scratch, not a resume of the previous training
-        tr = train_translator(clf, lm, train_z, train_caps, work, val_z, val_caps, _train_config(choice, steps),
-                              data_info={"captions": "demo world v3 captions.csv (8 per image)",
-                                         "train_pairs": len(train_caps), "val_pairs": len(val_caps),
-                                         "feature_views": "identity, mirror, 2 random-resized crops",
-                                         "selection": str(SELECTION.relative_to(paths.CHECKPOINTS))})
+        info = {"captions": "demo world v3 captions.csv (8 per image)", "train_pairs": len(train_caps),
+                "val_pairs": len(val_caps), "feature_views": "identity, mirror, 2 random-resized crops",
+                "selection": str(SELECTION.relative_to(paths.CHECKPOINTS))}
+        try:
+            # A saved state of this very training (same models, data and settings) resumes: an interrupted
+            # rebuild continues, with the same result as an uninterrupted one.
+            tr = train_translator(clf, lm, train_z, train_caps, work, val_z, val_caps, _train_config(choice, steps),
+                                  data_info=info)
+        except TrainStateError as exc:  # the state of another training: start this one from scratch
+            print(f"translator {name}: {exc}; starting over")
+            shutil.rmtree(work)
+            tr = train_translator(clf, lm, train_z, train_caps, work, val_z, val_caps, _train_config(choice, steps),
+                                  data_info=info)
         tr.save_pretrained(out, dtype=torch.float16)
         Translator.from_pretrained(out, clf, lm)  # the shipped float16 file loads against its models
         print(f"translator {name}: val loss {tr.config.training.get('best_val_loss')}, "

@@ -45,6 +45,11 @@ def configure_offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("NLTK_DATA", str(NLTK_DATA))
+    # OpenMP threads that spin while waiting starve each other on a CPU shared with other work (the
+    # dashboard beside a job, Ray workers, a test server): a translator training step took 20 s instead of
+    # 1 s on 2 busy cores. Sleeping waiters cost little when the CPU is free. Read when torch loads OpenMP,
+    # so it only holds for processes that import core before torch (the CLI, the dashboard, jobs).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # nltk reads NLTK_DATA when first imported; importing it here would cost seconds at start-up.
     import sys
 
