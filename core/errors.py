@@ -59,3 +59,7 @@ class JobError(TExplainError, RuntimeError):
 
 class AssetError(TExplainError, RuntimeError):
     """An offline asset could not be prepared."""
+
+
+class RayClusterError(TExplainError, RuntimeError):
+    """A Ray cluster cannot be reached or started, or cannot run the job (Ray missing, too few GPUs)."""
