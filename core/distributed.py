@@ -21,7 +21,6 @@ for Ray, so the dashboard and the CLI start without it.
 """
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import time
@@ -46,7 +45,6 @@ class RayOptions:
     workers: int | None = None  # explainer actors; None: one per GPU, else half the cluster's CPUs (at least 1)
     gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0 (CPU actors)
     cpus_per_worker: float = 1  # CPUs each actor holds (a CPU actor's torch threads: Ray sets OMP_NUM_THREADS from it)
-    max_retries: int = 3  # retries of a task whose worker died, restarts of a dead actor
     init_kwargs: dict = field(default_factory=dict)  # extra ray.init() arguments for a new local Ray (num_cpus, ...)
 
     def __post_init__(self):
@@ -345,10 +343,6 @@ def _drive(ray, plan, ds, classifier, translator, lm, cfg, opts, workers, per_gp
     n = cfg.sentences_per_image
     rows_per_call = cfg.batch_rows or (32768 if per_gpu else 512)
     per_call = max(1, rows_per_call // n)  # whole images per actor call: one sampler call's worth
-    # Explicit and bounded: a task whose worker died runs again elsewhere; a dead actor is restarted
-    # (its models load again) and its unfinished batches are retried on the pool.
-    task_retries = functools.partial(dict, max_retries=opts.max_retries)
-    actor_restarts = functools.partial(dict, max_restarts=opts.max_retries, max_task_retries=opts.max_retries)
     t0, n_new, stopped = time.time(), 0, False
     sizes = {s: len(shards[s]) for s in todo}
     pending: dict[int, list[dict]] = {}
@@ -357,12 +351,14 @@ def _drive(ray, plan, ds, classifier, translator, lm, cfg, opts, workers, per_gp
     if items:
         stream = (ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // per_call), 200)))
                   .map_batches(decode_images, fn_kwargs={"preprocess": preprocess, "shape": shape},
-                               batch_size=per_call, num_cpus=1, ray_remote_args_fn=task_retries)
+                               batch_size=per_call, num_cpus=1)
                   .map_batches(Explainer, fn_constructor_kwargs={"models": models, "cfg": cfg},
                                batch_size=per_call, compute=ray.data.ActorPoolStrategy(size=workers),
-                               num_gpus=per_gpu, num_cpus=opts.cpus_per_worker, ray_remote_args_fn=actor_restarts)
-                  .map_batches(count_words, fn_kwargs={"extractor": extractor}, batch_size=per_call, num_cpus=1,
-                               ray_remote_args_fn=task_retries))
+                               num_gpus=per_gpu, num_cpus=opts.cpus_per_worker)
+                  .map_batches(count_words, fn_kwargs={"extractor": extractor}, batch_size=per_call, num_cpus=1))
+        # Faults are Ray Data's defaults, kept on purpose: a task whose worker process died runs again
+        # (Ray retries system failures 3 times), and a dead actor is restarted, loads its models again
+        # and takes back the batches it held (ActorPoolStrategy restarts without limit).
         rows = stream.iter_rows()
         try:
             for row in rows:

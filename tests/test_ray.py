@@ -62,6 +62,13 @@ def tiny_models(lm_dir: Path, armed: Path | None = None):
     return clf, Translator(cfg).eval(), lm
 
 
+def words():
+    # Every word counts, no WordNet: each Ray worker process would spend seconds loading it.
+    from core.words import WordExtractor
+
+    return WordExtractor(stop_words=(), lemmatize=False, vocabulary=None)
+
+
 def tables(run) -> dict[str, pd.DataFrame]:
     return {t: run.table(t).sort_values(k).reset_index(drop=True) for t, k in KEYS.items()}
 
@@ -80,16 +87,15 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_lm_dir):
     """A dataset with one unreadable image, the tiny LM on disk, and the single-process run's tables."""
-    from tests.conftest import PROMPTED
-
     root = tmp_path_factory.mktemp("ray_world")
-    lm_dir = tiny.save_tiny_lm(root / "lm", train_on=PROMPTED)
+    lm_dir = tiny_lm_dir
     ds = open_dataset(tiny.make_waterbirds(root / "wb", n_per_group=2))
     ds.split("test").records[1].path.write_bytes(b"\x89PNG broken")
     clf, tr, lm = tiny_models(lm_dir)
-    single = explain_dataset(ds, clf, tr, lm, root / "single", CFG, split="test", show_progress=False)
+    single = explain_dataset(ds, clf, tr, lm, root / "single", CFG, split="test", show_progress=False,
+                             extractor=words())
     assert single.status == "complete"
     return {"root": root, "lm_dir": lm_dir, "dataset": ds, "tables": tables(single)}
 
@@ -105,7 +111,8 @@ def test_a_ray_run_writes_the_single_process_tables(local_ray, world, tmp_path):
     clf, tr, lm = tiny_models(world["lm_dir"])
     seen = []
     run = explain_dataset(world["dataset"], clf, tr, lm, tmp_path / "ray", CFG, split="test", show_progress=False,
-                          ray=ray_options(), progress=lambda done, total, info: seen.append((done, total)))
+                          extractor=words(), ray=ray_options(),
+                          progress=lambda done, total, info: seen.append((done, total)))
     assert run.status == "complete" and run.health().ok
     assert_same_tables(world["tables"], tables(run))
     assert run.images()["error"].notna().sum() == 1  # the unreadable image, recorded as in one process
@@ -124,7 +131,7 @@ def test_a_killed_worker_is_retried_and_the_tables_are_complete(local_ray, world
     clf, tr, lm = tiny_models(world["lm_dir"], armed=armed)
     armed.touch()
     run = explain_dataset(world["dataset"], clf, tr, lm, tmp_path / "ray", CFG, split="test", show_progress=False,
-                          ray=ray_options())
+                          extractor=words(), ray=ray_options())
     assert not armed.exists() and Path(f"{armed}.fired").exists(), "no worker died: the test proved nothing"
     assert run.status == "complete"
     assert_same_tables(world["tables"], tables(run))
@@ -137,7 +144,7 @@ sys.path.insert(0, {root!r})
 import core
 from core.data import open_dataset
 from core.explain import explain_dataset
-from tests.test_ray import CFG, ray_options, tiny_models
+from tests.test_ray import CFG, ray_options, tiny_models, words
 
 clf, tr, lm = tiny_models(Path({lm!r}))
 ds = open_dataset({data!r})
@@ -146,7 +153,7 @@ def stall(done, total, info):
     print("shard", info["shard"], flush=True)
     time.sleep(120)  # the window in which the test kills this driver
 
-explain_dataset(ds, clf, tr, lm, {out!r}, CFG, split="test", show_progress=False,
+explain_dataset(ds, clf, tr, lm, {out!r}, CFG, split="test", show_progress=False, extractor=words(),
                 ray=ray_options(address={address!r}), progress=stall)
 """
 
@@ -174,7 +181,7 @@ def test_a_killed_driver_leaves_a_run_that_resumes_to_the_same_tables(local_ray,
 
     clf, tr, lm = tiny_models(world["lm_dir"])
     resumed = explain_dataset(world["dataset"], clf, tr, lm, out, CFG, split="test", show_progress=False,
-                              ray=ray_options())
+                              extractor=words(), ray=ray_options())
     assert resumed.status == "complete"
     assert (out / "words" / f"shard-{first:05d}.parquet").stat().st_mtime_ns == written, "a done shard was redone"
     assert_same_tables(world["tables"], tables(resumed))
