@@ -224,3 +224,14 @@ print("ok")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_a_dashboard_job_runs_the_same_command_with_ray():
+    from core import jobs
+
+    cmd = jobs.explain_command("data", "clf", "tr", "out", ray="auto", workers=3)
+    args = cli.build_parser().parse_args(cmd[3:])  # after "python -m core"
+    assert (args.ray, args.workers) == ("auto", 3)
+    args = cli.build_parser().parse_args(jobs.explain_command("data", "clf", "tr", "out", ray="local")[3:])
+    assert args.ray == "local" and args.workers is None  # a Ray started for the run, actors sized to it
+    assert cli.build_parser().parse_args(jobs.explain_command("data", "clf", "tr", "out")[3:]).ray is None
