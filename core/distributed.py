@@ -309,7 +309,7 @@ def explain_on_ray(dataset, classifier, translator, lm, out_dir: str | Path, cfg
         plan = _start_run(dataset, ds, records, classifier, translator, lm, out_dir, cfg, split, name,
                           settings={**cfg.sampling_settings(), "dtype": dtype_name}, device=placement,
                           extra_manifest=extra_manifest, force=force, max_shards=max_shards)
-        return _drive(ray_mod, plan, ds, classifier, translator, lm, replace(cfg, device=device, dtype=dtype),
+        return _drive(ray_mod, plan, ds, classifier, replace(cfg, device=device, dtype=dtype),
                       opts, workers, per_gpu, extractor, models or LoadedModels(classifier, translator, lm),
                       progress, should_stop, show_progress)
     finally:
@@ -317,16 +317,24 @@ def explain_on_ray(dataset, classifier, translator, lm, out_dir: str | Path, cfg
             ray_mod.shutdown()
 
 
-def _drive(ray, plan, ds, classifier, translator, lm, cfg, opts, workers, per_gpu, extractor, models, progress,
-           should_stop, show_progress):
+def _drive(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, models, progress, should_stop,
+           show_progress):
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.execution_options.preserve_order
+    ctx.enable_progress_bars = show_progress
+    # Shards are assembled by the driver as rows arrive; the order they arrive in does not matter.
+    ctx.execution_options.preserve_order = False
+    try:
+        return _stream(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, models, progress,
+                       should_stop)
+    finally:  # the caller's Ray session (a notebook's) keeps its own settings
+        ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+
+
+def _stream(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, models, progress, should_stop):
     run, shards, todo = plan.run, plan.shards, plan.todo
     total = sum(len(s) for s in shards)
     done_images = sum(len(shards[s]) for s in plan.done)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = show_progress
-    ctx.verbose_progress = False
-    # Shards are assembled by the driver as rows arrive; the order they arrive in does not matter.
-    ctx.execution_options.preserve_order = False
 
     items, where = [], {}
     for s in todo:
@@ -342,7 +350,9 @@ def _drive(ray, plan, ds, classifier, translator, lm, cfg, opts, workers, per_gp
     shape = tuple(preprocess(Image.new("RGB", (64, 64))).shape)  # what an unreadable image's placeholder looks like
     n = cfg.sentences_per_image
     rows_per_call = cfg.batch_rows or (32768 if per_gpu else 512)
-    per_call = max(1, rows_per_call // n)  # whole images per actor call: one sampler call's worth
+    # Whole images per actor call: one sampler call's worth, but never so many that a small run leaves
+    # actors idle (batching does not change the tables).
+    per_call = max(1, min(rows_per_call // n, -(-len(items) // workers)))
     t0, n_new, stopped = time.time(), 0, False
     sizes = {s: len(shards[s]) for s in todo}
     pending: dict[int, list[dict]] = {}

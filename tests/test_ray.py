@@ -187,6 +187,22 @@ def test_a_killed_driver_leaves_a_run_that_resumes_to_the_same_tables(local_ray,
     assert_same_tables(world["tables"], tables(resumed))
 
 
+def test_the_cli_on_ray_loads_the_models_in_each_actor_and_matches_one_process(local_ray, world, tmp_path, capsys):
+    from tests.dashboard_fixtures import make_tiny_models
+
+    models = make_tiny_models(tmp_path / "models")  # checkpoint folders: what each actor loads itself
+    argv = ["explain", "--dataset", str(world["dataset"].root), "--split", "test", "--classifier",
+            models["classifier"], "--translator", models["translator"], "--lm", models["lm"], "--sentences", "4",
+            "--max-new-tokens", "5", "--shard-size", "3", "--seed", "3", "--device", "cpu"]
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "ray"), "--ray", local_ray, "--workers", "2",
+                     "--cpus-per-worker", "0.5"]) == 0
+    assert "complete, 8/8 images" in capsys.readouterr().out
+    from core.store import Run
+
+    assert_same_tables(tables(Run.open(tmp_path / "one")), tables(Run.open(tmp_path / "ray")))
+
+
 def test_an_unreachable_ray_address_is_one_clear_line_and_exit_2(capsys, tmp_path):
     code = cli.main(["explain", "--dataset", str(tmp_path), "--classifier", "x", "--translator", "y",
                      "--out", str(tmp_path / "run"), "--ray", "127.0.0.1:9"])
