@@ -63,3 +63,7 @@ class AssetError(TExplainError, RuntimeError):
 
 class StampWorldError(TExplainError, RuntimeError):
     """A world built from the tuxpaint stamps (the general caption world, the mini ImageNet-9) cannot be built."""
+
+
+class RayClusterError(TExplainError, RuntimeError):
+    """A Ray cluster cannot be reached or started, or cannot run the job (Ray missing, too few GPUs)."""

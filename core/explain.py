@@ -448,7 +448,7 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
                     split: str | None = None, name: str | None = None, extractor=None,
                     progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
                     max_shards: int | None = None, show_progress: bool = True, extra_manifest: dict | None = None,
-                    force: bool = False) -> Run:
+                    force: bool = False, ray=None) -> Run:
     """Explain every image of `dataset` (optionally one split) into the run folder `out_dir`; resumable.
 
     Resuming checks the settings, models and data (`dataset_fingerprint`) against the run's and refuses
@@ -464,19 +464,25 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
 
     Shards are the unit of resumption only: a shard is written once all its images are done, and
     a resumed run starts at the first missing one. Every batching gives the same tables.
+
+    `ray` runs the same stages on Ray Data instead (a local Ray, a running cluster's address, or
+    `core.distributed.RayOptions`): same tables, same run folder; see `core.distributed`.
     """
     from tqdm.auto import tqdm
 
-    from core.translator import check_compatible
     from core.words import WordExtractor
 
     cfg = cfg or ExplainConfig()
     extractor = extractor or WordExtractor()
-    check_compatible(translator.config, classifier, lm)
-    ds = dataset.split(split) if split else dataset
-    records = list(ds.records)
-    if not records:
-        raise ValueError(f"dataset {dataset.name!r}{f' split {split!r}' if split else ''} has no images to explain")
+    if ray is not None and ray is not False:
+        from core.distributed import explain_on_ray  # Ray is imported only by runs that ask for it
+
+        return explain_on_ray(dataset, classifier, translator, lm, out_dir, cfg, ray=ray, split=split, name=name,
+                              extractor=extractor, progress=progress, should_stop=should_stop,
+                              max_shards=max_shards, show_progress=show_progress, extra_manifest=extra_manifest,
+                              force=force)
+    _check_models(translator, classifier, lm)
+    ds, records = _records(dataset, split)
     compute = resolve(cfg.device, cfg.dtype)
     classifier.to(compute.device)
     translator.to(compute.device)
@@ -488,30 +494,10 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
                   image_batch=cfg.image_batch or (256 if on_gpu else 32),
                   num_workers=cfg.num_workers if cfg.num_workers is not None else
                   (min(8, max(1, (os.cpu_count() or 2) - 1)) if on_gpu else 0))
-    manifest = {
-        "name": name or Path(out_dir).name,
-        "kind": "explain",
-        "models": {"classifier": classifier.name, "classifier_identity": classifier.identity,
-                   "classifier_source": portable_root(classifier.source) if classifier.source else None,
-                   "translator": portable_root(translator.source) if translator.source else "in-memory",
-                   "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity},
-        "dataset": {"name": dataset.name, "kind": dataset.kind, "root": portable_root(dataset.root), "split": split,
-                    "class_names": list(dataset.class_names),
-                    "group_names": {str(k): v for k, v in (dataset.group_names or {}).items()} or None,
-                    "train_group_counts": _train_group_counts(dataset)},
-        "settings": {**cfg.sampling_settings(), "dtype": str(compute.dtype).removeprefix("torch.")},
-        "device": compute.label,
-        "data_fingerprint": dataset_fingerprint(records, ds.root),
-        **(extra_manifest or {}),
-    }
-    run = Run.create(out_dir, manifest, overwrite=force)
-    shards = [records[i:i + cfg.shard_size] for i in range(0, len(records), cfg.shard_size)]
-    done = run.done_shards()
-    todo = [s for s in range(len(shards)) if s not in done]
-    if max_shards is not None:
-        todo = todo[:max_shards]
-    run.update_manifest(status="running", progress={**run.manifest.get("progress", {}), "total_images": len(records),
-                                                    "total_shards": len(shards)})
+    plan = _start_run(dataset, ds, records, classifier, translator, lm, out_dir, cfg, split, name,
+                      settings={**cfg.sampling_settings(), "dtype": str(compute.dtype).removeprefix("torch.")},
+                      device=compute.label, extra_manifest=extra_manifest, force=force, max_shards=max_shards)
+    run, shards, done, todo, manifest = plan.run, plan.shards, plan.done, plan.todo, plan.manifest
     done_images = sum(len(shards[s]) for s in done)
     bar = tqdm(total=len(records), initial=done_images, unit="img", desc=f"explain {manifest['name']}",
                disable=not show_progress)
@@ -549,14 +535,74 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
                   "sentences_per_s": round(stream.sentences / elapsed, 1),
                   "mean_rows_per_batch": round(stream.rows / stream.calls, 1) if stream.calls else None,
                   "batch_rows": cfg.batch_rows, "image_batch": cfg.image_batch, "num_workers": cfg.num_workers}
-    run.update_manifest(rate_images_per_s=round(n_new / elapsed, 3), throughput=throughput)
+    _end_run(run, len(shards), stopped, rate_images_per_s=round(n_new / elapsed, 3), throughput=throughput)
+    return run
+
+
+# --- a run's start and end, shared by every placement (one process here, Ray in core.distributed) ---
+
+@dataclass
+class _RunPlan:
+    run: Run
+    manifest: dict
+    shards: list[list]  # records per shard, the dataset's order
+    done: set[int]  # shards already written (a resumed run skips them)
+    todo: list[int]  # shards this call explains
+
+
+def _records(dataset, split: str | None):
+    ds = dataset.split(split) if split else dataset
+    records = list(ds.records)
+    if not records:
+        raise ValueError(f"dataset {dataset.name!r}{f' split {split!r}' if split else ''} has no images to explain")
+    return ds, records
+
+
+def _check_models(translator, classifier, lm) -> None:
+    from core.translator import check_compatible
+
+    check_compatible(translator.config, classifier, lm)
+
+
+def _start_run(dataset, ds, records, classifier, translator, lm, out_dir, cfg: ExplainConfig, split, name,
+               settings: dict, device: str, extra_manifest: dict | None, force: bool,
+               max_shards: int | None) -> _RunPlan:
+    """Create or resume the run folder (checking models, settings and data) and pick the shards to do."""
+    manifest = {
+        "name": name or Path(out_dir).name,
+        "kind": "explain",
+        "models": {"classifier": classifier.name, "classifier_identity": classifier.identity,
+                   "classifier_source": portable_root(classifier.source) if classifier.source else None,
+                   "translator": portable_root(translator.source) if translator.source else "in-memory",
+                   "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity},
+        "dataset": {"name": dataset.name, "kind": dataset.kind, "root": portable_root(dataset.root), "split": split,
+                    "class_names": list(dataset.class_names),
+                    "group_names": {str(k): v for k, v in (dataset.group_names or {}).items()} or None,
+                    "train_group_counts": _train_group_counts(dataset)},
+        "settings": settings,
+        "device": device,
+        "data_fingerprint": dataset_fingerprint(records, ds.root),
+        **(extra_manifest or {}),
+    }
+    run = Run.create(out_dir, manifest, overwrite=force)
+    shards = [records[i:i + cfg.shard_size] for i in range(0, len(records), cfg.shard_size)]
+    done = run.done_shards()
+    todo = [s for s in range(len(shards)) if s not in done]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    run.update_manifest(status="running", progress={**run.manifest.get("progress", {}), "total_images": len(records),
+                                                    "total_shards": len(shards)})
+    return _RunPlan(run, manifest, shards, done, todo)
+
+
+def _end_run(run: Run, n_shards: int, stopped: bool, **fields) -> None:
+    run.update_manifest(**fields)
     if stopped:
         run.update_manifest(status="stopped")
-    elif len(run.done_shards()) == len(shards):
+    elif len(run.done_shards()) == n_shards:
         run.finish()
     else:
         run.update_manifest(status="partial")
-    return run
 
 
 # --- the stream's stages ---------------------------------------------------------------------
@@ -759,10 +805,14 @@ def _train_group_counts(dataset) -> dict | None:
 
 def _image_row(r, probs: torch.Tensor, sents: list[str], ds, classifier) -> dict:
     conf, pred = probs.max(-1)
+    return _prediction_row(r, int(pred), float(conf), len(sents), ds, classifier.class_names)
+
+
+def _prediction_row(r, pred: int, conf: float, n_sentences: int, ds, class_names: Sequence[str]) -> dict:
     return {"image_id": r.image_id, "path": _rel(r.path, ds.root), "split": r.split,
             "label": int(r.label), "label_name": ds.class_names[r.label] if r.label is not None else None,
-            "prediction": int(pred), "prediction_name": classifier.class_names[int(pred)],
-            "confidence": float(conf), "group": r.group, "place": r.place, "n_sentences": len(sents)}
+            "prediction": pred, "prediction_name": class_names[pred],
+            "confidence": conf, "group": r.group, "place": r.place, "n_sentences": n_sentences}
 
 
 def _failed_image_row(r, err: str, ds) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from core.commands.finetune import add_dataset_options, open_dataset_from
 from core.commands.train import load_classifier_arg
 
+RAY_REQUIREMENT = "ray[data]==2.60.0"  # as in requirements.txt (core.distributed is not imported for --help)
+
 
 def add_parser(subparsers) -> None:
     e = subparsers.add_parser("explain", help="explain a dataset's images into a run folder (resumable)",
@@ -35,6 +37,17 @@ def add_parser(subparsers) -> None:
                         "recomputed; zstd-compressed)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
+    ray = e.add_argument_group("scale-out (Ray Data; same tables, same run folder)")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the stages on Ray Data: alone, a Ray started on this machine for the run; 'auto', "
+                          "the cluster already running here; HOST:PORT (or ray://HOST:10001), a cluster's head. "
+                          f"Needs {RAY_REQUIREMENT!r} on every machine")
+    ray.add_argument("--workers", type=int, default=None,
+                     help="explainer actors, each loading the models once (default: one per GPU; on CPUs, "
+                          "one per CPU but one)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each explainer actor holds (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=None,
+                     help="GPUs each explainer actor holds (default: 1 where the cluster has GPUs, else 0)")
     e.add_argument("--force", action="store_true",
                    help="start over: delete the run in --out (its shards) instead of resuming it; needed when "
                         "the dataset or the settings changed since it started")
@@ -48,6 +61,17 @@ def run(args) -> int:
 
     if args.keep_sentences is not None and args.keep_sentences < 0:
         raise ValueError(f"--keep-sentences must be >= 0, got {args.keep_sentences}")
+    ray = None
+    if args.ray is not None:
+        from core.distributed import ModelFiles, RayOptions, check_address
+
+        # Before any model loads: a wrong address should fail in a second, not after a minute of loading.
+        check_address(None if args.ray == "local" else args.ray)
+        ray = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers,
+                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+    elif args.workers is not None or args.gpus_per_worker is not None:
+        raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
+                         "this process (see --num-workers for its image-decoding processes)")
     dataset = open_dataset_from(args)
     classifier = load_classifier_arg(args)
     lm = load_language_model(args.lm)
@@ -56,8 +80,17 @@ def run(args) -> int:
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
                         image_batch=args.image_batch, num_workers=args.num_workers,
                         keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
-    run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
-                           max_shards=args.max_shards, force=args.force)
+    if ray is not None:
+        from core.distributed import explain_on_ray
+
+        # Each actor loads the models from these files itself: nothing large travels from the driver.
+        files = ModelFiles(classifier=args.classifier, translator=args.translator, lm=args.lm,
+                           checkpoint=args.checkpoint)
+        run_ = explain_on_ray(dataset, classifier, translator, lm, args.out, cfg, ray=ray, split=args.split,
+                              name=args.name, max_shards=args.max_shards, force=args.force, models=files)
+    else:
+        run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
+                               max_shards=args.max_shards, force=args.force)
     health = run_.health()
     print(f"run {run_.path}: {health.status}, {health.images_present}/{health.total_images} images")
     if health.describe() and health.status != "partial":

@@ -85,6 +85,15 @@ split_options = ["all", *dataset["splits"]] if dataset else ["all"]
 split = c2.selectbox("Split", split_options, index=split_options.index("test") if "test" in split_options else 0)
 sentences = c3.number_input("Sentences per image", min_value=4, max_value=256, value=32, step=4,
                             help="The paper samples many; shares settle around 32–64.")
+with st.expander("Scale out on Ray (many GPUs or machines)"):
+    use_ray = st.toggle("Run on Ray Data", key="use_ray",
+                        help="Decoding and word counting run as Ray tasks, the models in a pool of actors (one GPU "
+                             "each where there are GPUs). Same tables as a run in one process.")
+    ray_address = st.text_input("Ray cluster", key="ray_address", placeholder="empty: a Ray started on this machine",
+                                help="'auto' for the cluster already running here, or the head's HOST:6379.",
+                                disabled=not use_ray).strip()
+    ray_workers = st.number_input("Explainer actors", min_value=0, max_value=1024, value=0, key="ray_workers",
+                                  help="0: one per GPU (or per spare CPU without GPUs).", disabled=not use_ray)
 default_name = api.default_run_name(dataset["name"] if dataset else "run", classifier or "classifier",
                                     None if split == "all" else split)
 name = c1.text_input("Run name", value=default_name, help=f"The run goes to {ui.user_runs_root()}/NAME.").strip()
@@ -108,7 +117,9 @@ if start:
             try:
                 jobs.start_explain(out, data_folder, classifier, translator,
                                    split=None if split == "all" else split, sentences=int(sentences),
-                                   lm=lm or None, name=name)
+                                   lm=lm or None, name=name,
+                                   ray=(ray_address or "local") if use_ray else None,
+                                   workers=int(ray_workers) or None)
             except (jobs.JobError, OSError) as exc:
                 st.error(f"The job could not be started: {exc}")
             else:
