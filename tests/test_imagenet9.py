@@ -162,3 +162,34 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(StampWorldError, match="not a general world"):
         gw.build_general_world(tmp_path / "taken", n_images=20)
     assert json.loads(json.dumps(gw.asdict(gw.GeneralWorldSettings())))["n_images"] == 4000
+
+
+def test_the_imagenet9_reading_of_a_classifier_predicts_as_xiao_et_al():
+    """The superclass adapter's argmax is predict_in9's, in both readings; its features and feature
+    identity are the base's (so the base's translator explains it), its identity is not."""
+    import torch
+
+    from core.models.classifier import from_module
+    from core.models.superclass import SuperclassClassifier
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1000))
+    base = from_module(net, [f"c{i}" for i in range(1000)], name="toy")
+    x = torch.randn(64, 3, 2, 2)
+    for restrict in (False, True):
+        clf = in9.in9_classifier(base, restrict=restrict)
+        z, logits = clf.features_and_logits(x)
+        fine = base(x).detach().numpy()
+        pred = logits.argmax(1).numpy()
+        expected = in9.predict_in9(fine, restrict=restrict)
+        if not restrict:
+            expected = np.where(expected < 0, 9, expected)  # "none of the nine" is the tenth class
+        assert (pred == expected).all()
+        assert torch.equal(z, base.features(x)) and clf.feature_identity == base.feature_identity
+        assert clf.identity != base.identity
+        assert clf.class_names[:9] == list(in9.IN9_CLASSES) and len(clf.class_names) == 9 + (not restrict)
+    with pytest.raises(Exception, match="shares fine classes"):
+        SuperclassClassifier(base, {"a": [1, 2], "b": [2, 3]})
+    with pytest.raises(Exception, match="1000-class"):
+        in9.in9_classifier(from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+                                       ["a", "b", "c"]))

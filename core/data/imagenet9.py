@@ -330,3 +330,20 @@ def _write_in9_tables(plan: list[dict], stamps: dict[str, list[gw.Stamp]], out_d
                      "the image; mixed_* paste the foreground at its place on another image's only_bg_t",
     }
     (out_dir / "world.json").write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
+
+
+def in9_classifier(base=None, restrict: bool = False):
+    """An ImageNet classifier read as ImageNet-9 (default: the unmodified EfficientNet-Lite0): the nine
+    classes plus "none of the nine", so its prediction is its top-1 mapped as Xiao et al. do (`restrict`:
+    the best of the nine only). Features are the base's: a translator for the base explains it."""
+    from core.models.classifier import ClassifierLoadError, load_classifier
+    from core.models.superclass import SuperclassClassifier
+
+    base = load_classifier(base or "efficientnet-lite0")
+    if len(base.class_names) != 1000:
+        raise ClassifierLoadError(f"ImageNet-9 reads a 1000-class ImageNet classifier; {base.name!r} has "
+                                  f"{len(base.class_names)} classes")
+    mapping = imagenet_to_in9()
+    groups = {name: np.flatnonzero(mapping == k).tolist() for k, name in enumerate(IN9_CLASSES)}
+    return SuperclassClassifier(base, groups, other=None if restrict else "none of the nine",
+                                name=f"{base.name} (ImageNet-9{', restricted' if restrict else ''})")
