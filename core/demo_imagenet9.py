@@ -143,15 +143,90 @@ def run_experiment(root: str | Path = in9.IMAGENET9_MINI, out_dir: str | Path = 
     return summary
 
 
+# --- the explaining half: a general translator for the unmodified classifier, explanations per variation ---
+
+GENERAL_TRANSLATOR = paths.CHECKPOINTS / "translators" / "general"
+RUN_PREFIX = "imagenet9-"  # shipped runs: checkpoints/runs/imagenet9-<variation>
+
+
+def general_translator_data(classifier, world: str | Path = gw.GENERAL_WORLD, views=None):
+    """(train features (pairs, views, D), captions, val features (images, D), captions) from the general world:
+    every caption of every training image with four views of it, one caption per validation image."""
+    from core.data import load_rgb
+    from core.train import VIEWS, compute_feature_views, compute_features
+
+    caps = gw.read_general_world(world)
+    train = caps[caps["split"] == "train"].reset_index(drop=True)
+    val = caps[caps["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
+    if train.empty or val.empty:
+        raise ValueError(f"{world}: the general world needs train and val images; it has {dict(caps.split.value_counts())}")
+    uniq = sorted(set(train["path"]))
+    row = {p: i for i, p in enumerate(uniq)}
+    feats = compute_feature_views(classifier, uniq, load_rgb, views=views or VIEWS)
+    return (feats[[row[p] for p in train["path"]]], list(train["caption"]),
+            compute_features(classifier, list(val["path"]), load_rgb), list(val["caption"]))
+
+
+def train_general_translator(classifier, lm, out: str | Path = GENERAL_TRANSLATOR, world: str | Path = gw.GENERAL_WORLD,
+                             cfg=None, work: str | Path | None = None, views=None):
+    """Train (or resume) the general translator for `classifier` on the general world; saved float16 to `out`."""
+    import torch
+
+    from core.demo_models import TRANSLATOR_STEPS, _train_config, read_selection
+    from core.train import train_translator
+    from core.translator import Translator
+
+    train_z, train_caps, val_z, val_caps = general_translator_data(classifier, world, views)
+    cfg = cfg or _train_config(read_selection(), TRANSLATOR_STEPS)
+    work = Path(work or paths.ASSETS / "train" / "translator-general")
+    tr = train_translator(classifier, lm, train_z, train_caps, work, val_z, val_caps, cfg,
+                          data_info={"captions": f"general world {Path(world).name}", "train_pairs": len(train_caps),
+                                     "val_pairs": len(val_caps)})
+    tr.save_pretrained(out, dtype=torch.float16)
+    return Translator.from_pretrained(out, classifier, lm)
+
+
+def explain_variations(classifier, translator, lm, root: str | Path = in9.IMAGENET9_MINI,
+                       out_root: str | Path = paths.SHIPPED_RUNS, cfg=None, variations=in9.VARIATIONS,
+                       force: bool = False) -> dict:
+    """One run per variation, `out_root/imagenet9-<variation>`, of `classifier` read as ImageNet-9."""
+    from core.data.readers import open_dataset
+    from core.explain import ExplainConfig, explain_dataset
+
+    cfg = cfg or ExplainConfig(sentences_per_image=16, seed=0)
+    runs = {}
+    for variation in variations:
+        ds = open_dataset(root, variation=variation)
+        runs[variation] = explain_dataset(ds, classifier, translator, lm, Path(out_root) / f"{RUN_PREFIX}{variation}",
+                                          cfg, name=f"ImageNet-9 {variation}", force=force)
+    return runs
+
+
 def build(step: str = "imagenet9", force: bool = False, n_per_class: int = 50, n_images: int = 4000,
           out_dir: str | Path = RESULTS) -> int:
     """`general-world`: build the caption world; `imagenet9`: the caption world, the mini ImageNet-9 and the
-    classifier experiment (each build skipped when current)."""
+    classifier experiment; `general-translator`: the general translator for the unmodified classifier;
+    `imagenet9-runs`: every variation explained with it (each build skipped when current)."""
     gw.build_general_world(n_images=n_images, force=force)
     if step == "general-world":
         return 0
     root = in9.build_imagenet9_mini(n_per_class=n_per_class, force=force)
-    run_experiment(root, out_dir)
+    if step == "imagenet9":
+        run_experiment(root, out_dir)
+        return 0
+    from core.models import load_classifier, load_language_model
+    from core.translator import Translator
+
+    base, lm = load_classifier("efficientnet-lite0"), load_language_model()
+    if step == "general-translator" or not (GENERAL_TRANSLATOR / "config.json").exists():
+        if (GENERAL_TRANSLATOR / "config.json").exists() and not force:
+            print(f"translator general: exists ({GENERAL_TRANSLATOR})")
+        else:
+            tr = train_general_translator(base, lm)
+            print(f"translator general: val loss {tr.config.training.get('best_val_loss')} -> {GENERAL_TRANSLATOR}")
+    if step == "imagenet9-runs":
+        tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
+        explain_variations(in9.in9_classifier(base), tr, lm, root, force=force)
     return 0
 
 

@@ -193,3 +193,34 @@ def test_the_imagenet9_reading_of_a_classifier_predicts_as_xiao_et_al():
     with pytest.raises(Exception, match="1000-class"):
         in9.in9_classifier(from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
                                        ["a", "b", "c"]))
+
+
+@needs_stamps
+def test_general_translator_trains_and_every_variation_is_explained(tmp_path, tiny_lm):
+    """The explaining half end to end on a small build, a toy 1000-class classifier and the tiny LM: the
+    translator trains on the general world's feature views and each variation becomes a complete run whose
+    predictions are the ImageNet-9 reading."""
+    import torch
+
+    from core.demo_imagenet9 import explain_variations, train_general_translator
+    from core.explain import ExplainConfig
+    from core.models.classifier import Preprocessing, from_module
+    from core.train import TrainConfig
+
+    world = gw.build_general_world(tmp_path / "world", seed=1, n_images=40, workers=1, verbose=False)
+    root = in9.build_imagenet9_mini(tmp_path / "in9", seed=1, n_per_class=2, workers=1, verbose=False)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8),
+                              torch.nn.ReLU(), torch.nn.Linear(8, 1000))
+    base = from_module(net, [f"c{i}" for i in range(1000)], preprocessing=Preprocessing(resize=32, crop=32), name="toy")
+    cfg = TrainConfig(epochs=1, max_steps=3, batch_size=4, prefix_length=2, mlp_hidden=16, device="cpu")
+    tr = train_general_translator(base, tiny_lm, tmp_path / "translator", world, cfg, tmp_path / "work",
+                                  views=("identity", "flip"))
+    clf = in9.in9_classifier(base)
+    runs = explain_variations(clf, tr, tiny_lm, root, tmp_path / "runs",
+                              ExplainConfig(sentences_per_image=2, max_new_tokens=4, device="cpu"),
+                              variations=("original", "mixed_rand"))
+    for variation, run in runs.items():
+        images = run.images()
+        assert run.status == "complete" and len(images) == 18, variation
+        assert set(images["prediction_name"]) <= set(clf.class_names)
