@@ -57,7 +57,9 @@ def run(quick: bool = False, images: int | None = None, sentences: int | None = 
     tr = Translator.from_pretrained(tr_dir, clf, lm)
     test = read_waterbirds(paths.DEMO_DATA).split("test")
     ds = test.__class__(test.name, test.kind, test.root, test.records[:images], test.class_names)
-    cfg = ExplainConfig(sentences_per_image=n, shard_size=4, device="cpu", seed=0)
+    # Four images per sampler call and classifier batch in every placement: several actor calls even for a
+    # small run, and the same batches everywhere, so the tables can be compared exactly.
+    cfg = ExplainConfig(sentences_per_image=n, shard_size=4, batch_rows=4 * n, image_batch=4, device="cpu", seed=0)
     files = ModelFiles(classifier=str(clf_dir), translator=str(tr_dir), lm="smollm2-135m-instruct")
     keys = {"images": ["image_id"], "words": ["image_id", "word"], "sentences": ["image_id", "idx"]}
     out: dict = {"images": images, "sentences_per_image": n, "threads": torch.get_num_threads()}

@@ -21,6 +21,7 @@ for Ray, so the dashboard and the CLI start without it.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -320,15 +321,17 @@ def explain_on_ray(dataset, classifier, translator, lm, out_dir: str | Path, cfg
 def _drive(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, models, progress, should_stop,
            show_progress):
     ctx = ray.data.DataContext.get_current()
-    saved = ctx.enable_progress_bars, ctx.execution_options.preserve_order
+    saved = ctx.enable_progress_bars, ctx.execution_options.preserve_order, ctx.target_max_block_size
     ctx.enable_progress_bars = show_progress
+    # A block is one actor call's images, decoded (256 images at 224 px are 150 MB): Ray must not split it.
+    ctx.target_max_block_size = max(ctx.target_max_block_size or 0, 2**31)
     # Shards are assembled by the driver as rows arrive; the order they arrive in does not matter.
     ctx.execution_options.preserve_order = False
     try:
         return _stream(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, models, progress,
                        should_stop)
     finally:  # the caller's Ray session (a notebook's) keeps its own settings
-        ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+        ctx.enable_progress_bars, ctx.execution_options.preserve_order, ctx.target_max_block_size = saved
 
 
 def _stream(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, models, progress, should_stop):
@@ -349,23 +352,27 @@ def _stream(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, m
 
     shape = tuple(preprocess(Image.new("RGB", (64, 64))).shape)  # what an unreadable image's placeholder looks like
     n = cfg.sentences_per_image
-    rows_per_call = cfg.batch_rows or (32768 if per_gpu else 512)
-    # Whole images per actor call: one sampler call's worth, but never so many that a small run leaves
-    # actors idle (batching does not change the tables).
-    per_call = max(1, min(rows_per_call // n, -(-len(items) // workers)))
+    per_call = images_per_call(cfg, per_gpu > 0)
     t0, n_new, stopped = time.time(), 0, False
     sizes = {s: len(shards[s]) for s in todo}
     pending: dict[int, list[dict]] = {}
     run.update_manifest(placement={"ray": ray.get_runtime_context().gcs_address, "workers": workers,
                                    "gpus_per_worker": per_gpu, "cpus_per_worker": opts.cpus_per_worker})
     if items:
-        stream = (ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // per_call), 200)))
+        import pandas as pd
+
+        # One block per actor call, cut where the single-process stream cuts its sampler calls (every
+        # per_call images, across shards): each block is a batch of every stage (batch_size=None), so an
+        # image meets the same neighbours in the classifier and the sampler as in one process, and a
+        # float operation of another batch shape never flips a token.
+        blocks = [pd.DataFrame(items[i:i + per_call]) for i in range(0, len(items), per_call)]
+        stream = (ray.data.from_pandas(blocks)
                   .map_batches(decode_images, fn_kwargs={"preprocess": preprocess, "shape": shape},
-                               batch_size=per_call, num_cpus=1)
+                               batch_size=None, num_cpus=1)
                   .map_batches(Explainer, fn_constructor_kwargs={"models": models, "cfg": cfg},
-                               batch_size=per_call, compute=ray.data.ActorPoolStrategy(size=workers),
+                               batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers),
                                num_gpus=per_gpu, num_cpus=opts.cpus_per_worker)
-                  .map_batches(count_words, fn_kwargs={"extractor": extractor}, batch_size=per_call, num_cpus=1))
+                  .map_batches(count_words, fn_kwargs={"extractor": extractor}, batch_size=None, num_cpus=1))
         # Faults are Ray Data's defaults, kept on purpose: a task whose worker process died runs again
         # (Ray retries system failures 3 times), and a dead actor is restarted, loads its models again
         # and takes back the batches it held (ActorPoolStrategy restarts without limit).
@@ -395,6 +402,14 @@ def _stream(ray, plan, ds, classifier, cfg, opts, workers, per_gpu, extractor, m
                   "ray_workers": workers}
     _end_run(run, len(shards), stopped, rate_images_per_s=round(n_new / elapsed, 3), throughput=throughput)
     return run
+
+
+def images_per_call(cfg: ExplainConfig, on_gpu: bool) -> int:
+    """Images per actor call: one single-process sampler call (batch_rows // n images), widened to a
+    multiple of the classifier's image batch, so both stages see the batches one process would."""
+    per_sampler = max(1, (cfg.batch_rows or (32768 if on_gpu else 512)) // cfg.sentences_per_image)
+    image_batch = cfg.image_batch or (256 if on_gpu else 32)
+    return math.lcm(per_sampler, image_batch)
 
 
 def _write_shard(run, s: int, rows: list[dict], ds, class_names, cfg: ExplainConfig, total: int) -> None:

@@ -23,7 +23,8 @@ ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"images": ["image_id"], "words": ["image_id", "word"], "sentences": ["image_id", "idx"]}
 # Small enough for 2 busy cores; shards of 3 images make several shards and a last, short one.
-CFG = ExplainConfig(sentences_per_image=4, max_new_tokens=5, shard_size=3, batch_rows=8, seed=3, device="cpu")
+CFG = ExplainConfig(sentences_per_image=4, max_new_tokens=5, shard_size=3, batch_rows=8, image_batch=2, seed=3,
+                    device="cpu")
 
 
 class DiesOnce(torch.nn.Module):
