@@ -155,15 +155,17 @@ RUN = paths.SHIPPED_RUNS / "demo-erm-test"
                     reason="the demo world or the LM is missing; run `make setup`")
 def test_shipped_run_is_evaluated_with_real_smollm2():
     ev = evaluate_run(RUN, max_sentences=64)  # a small fluency sample keeps this quick on a CPU
-    assert ev.n_images == 200 and ev.sentences_per_image == 8
+    assert ev.n_images == 200 and ev.sentences_per_image == 16
     assert "lake" in ev.scene_words["water"] and "forest" in ev.scene_words["land"]
     assert {"duck", "penguin"} <= set(ev.object_words["waterbird"]) and "crow" in ev.object_words["landbird"]
     assert ev.n_sentences_scored == ev.n_references_scored == 64
     assert 2 < ev.reference_nll < 8 and 2 < ev.fluency_nll < 8
-    # The captions are English; a sixth of the 160-step translator's sentences hold invented words.
-    assert ev.reference_made_up_share < 0.05 < 0.1 < ev.made_up_share
-    # The scene is there in words for most images; the bird is for landbirds on land, not for waterbirds on land.
-    assert 0.6 < ev.scene_accuracy <= 1 and ev.val_loss == pytest.approx(2.417)
+    # The captions are English; about one in seven of the 2,000-step translator's sentences still holds a
+    # word no dictionary knows (a made-up bird name, mostly).
+    assert ev.reference_made_up_share < 0.05 < ev.made_up_share < 0.25
+    # The scene is in the words for nearly every image (issue 12's target: 90%); the bird is for landbirds on
+    # land, not for waterbirds on land, whose features ERM reads as a landbird's.
+    assert 0.9 <= ev.scene_accuracy <= 1 and ev.val_loss == pytest.approx(1.826, abs=1e-3)
     by_group = ev.by_group.set_index("group")["object_accuracy"]
-    assert by_group["landbird on land"] > 0.8 > 0.2 > by_group["waterbird on land"]
+    assert by_group["landbird · background: land"] > 0.8 > 0.2 > by_group["waterbird · background: land"]
     assert all(len(v) == 8 and all(s.strip() for s in v) for v in ev.examples.values())
