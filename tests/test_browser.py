@@ -261,27 +261,27 @@ def test_choose_two_runs_and_compare(page, server, world):
 
 def test_mark_a_word_spurious_and_see_it_flagged(page, server):
     open_page(page, server, "Spurious_terms")
-    before = flag_count(page, "landbird")
+    before = flag_count(page, "landbird")  # "snow": in the demo run's sentences, not flagged by the analysis
     form = page.locator('[data-testid="stForm"]')
-    form.get_by_role("textbox", name="Word").fill("sky")
+    form.get_by_role("textbox", name="Word").fill("snow")
     form.get_by_text("spurious", exact=True).click()
     form.get_by_role("button", name="Save mark").click()
-    wait_for_text(page, "Saved: 'sky' is now spurious for landbird")
+    wait_for_text(page, "Saved: 'snow' is now spurious for landbird")
     assert_no_exception(page, "Spurious terms after marking")
     marks = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="Your marks")
-    assert "sky" in marks.first.inner_text()
+    assert "snow" in marks.first.inner_text()
     # The analysis now flags it, from the user's mark: one more flag for landbird, and its evidence.
     assert flag_count(page, "landbird") == before + 1
-    pick(page, "Flag", r"^sky \(flagged for landbird\)")
+    pick(page, "Flag", r"^snow \(flagged for landbird\)")
     # Its evidence says it is the user's flag (with its statistics when misread images use it).
-    assert re.search(r"\bsky\b.*marked spurious (for landbird )?by the user", page.inner_text("body"))
+    assert re.search(r"\bsnow\b.*marked spurious (for landbird )?by the user", page.inner_text("body"))
     screenshot(page, "flow_spurious_marked")
     # Undo, so the other tests see the run as it was.
     form = page.locator('[data-testid="stForm"]')
-    form.get_by_role("textbox", name="Word").fill("sky")
+    form.get_by_role("textbox", name="Word").fill("snow")
     form.get_by_text("no mark", exact=True).click()
     form.get_by_role("button", name="Save mark").click()
-    wait_for_text(page, "'sky' is now unmarked for landbird")
+    wait_for_text(page, "'snow' is now unmarked for landbird")
 
 
 def test_download_reports(page, server):

@@ -70,7 +70,7 @@ def test_the_old_entry_points_run_the_same_verbs(tmp_path, capsys):
 def test_pyproject_declares_the_console_script_and_every_pinned_dependency():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["texplain"] == "core.cli:main"
-    pinned = {re.split(r"[=<>~ ]", line.strip())[0].lower()
+    pinned = {re.split(r"[=<>~ \[]", line.strip())[0].lower()  # extras ("ray[data]") name the same package
               for line in (ROOT / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.strip().startswith("#")}
     declared = {re.split(r"[=<>~ \[]", d)[0].lower() for d in project["dependencies"]}

@@ -334,6 +334,8 @@ def test_demo_world_is_deterministic_and_idempotent(small_world, tmp_path):
     assert (other / "metadata.csv").read_text() != (small_world / "metadata.csv").read_text()
     world = json.loads((other / "world.json").read_text())
     assert world["seed"] == 4 and world["version"] == demo.DEMO_VERSION
+    # Built in a temporary folder, described under its final name (runs record it as the dataset's name).
+    assert json.loads((other / "dataset.json").read_text())["name"] == "other"
 
 
 def test_demo_world_refuses_a_foreign_folder(tmp_path):

@@ -16,7 +16,7 @@ needs_demo = pytest.mark.skipif(not (RUN / "manifest.json").exists() or not (pat
 def test_shipped_runs_load_with_their_images():
     for name in ("demo-erm-test", "demo-robust-test"):
         run = Run.open(paths.SHIPPED_RUNS / name)
-        assert run.status == "complete"
+        assert run.status == "complete" and run.manifest["dataset"]["name"] == "waterbirds-mini"
         images = run.images()
         assert len(images) == 200 and set(images["group"]) == {0, 1, 2, 3}
         assert run.image_path(images["path"].iloc[0]).exists(), "run the set-up: the demo world is missing"

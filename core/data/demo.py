@@ -37,7 +37,7 @@ from PIL import Image
 
 from core import paths
 
-DEMO_VERSION = 3  # bump when the output changes for the same seed and settings, so old worlds rebuild
+DEMO_VERSION = 4  # bump when the output changes for the same seed and settings, so old worlds rebuild
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
 
@@ -459,7 +459,7 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
         finally:
             _PHOTOS.clear()
             _BIRDS.clear()
-        _write_tables(plan, tmp, settings)
+        _write_tables(plan, tmp, settings, name=out_dir.name)  # built in a temporary folder, named as the final one
         if out_dir.exists():
             trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(trash)
@@ -473,7 +473,7 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
     return out_dir
 
 
-def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings) -> None:
+def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings, name: str | None = None) -> None:
     plan = sorted(plan, key=lambda item: item["img_id"])
     split_code = {"train": 0, "val": 1, "test": 2}
     meta = pd.DataFrame({
@@ -503,7 +503,7 @@ def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings) -> No
     }
     (out_dir / "world.json").write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
     # What the labels mean, for any reader of the folder (see core.data.description).
-    description = {"name": out_dir.name, "classes": demo_class_names(), "group_by": "place",
+    description = {"name": name or out_dir.name, "classes": demo_class_names(), "group_by": "place",
                    "attributes": {"place": {"name": "background",
                                             "values": {str(p): n for p, n in PLACE_NAMES.items()}}}}
     (out_dir / "dataset.json").write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
