@@ -285,11 +285,21 @@ class MitigationLink:
     after: RunEntry
     record: dict  # the mitigation.json entry whose classifier_after is `after`'s classifier
 
+    @property
+    def clear_gain(self) -> bool:
+        """Whether the worst group clearly improved: its 95% interval lies above zero (the change itself
+        when the record has no interval)."""
+        r = self.record
+        ci = (r.get("intervals") or {}).get("worst_group_change")
+        return (ci[0] > 0) if ci else r["worst_group_after"] > r["worst_group_before"]
+
     def sentence(self) -> str:
         """One line for a page: what was fixed, how, and by how much (with its interval)."""
         r = self.record
         ci = (r.get("intervals") or {}).get("worst_group_change")
         spread = f" (95% interval {100 * ci[0]:+.0f} to {100 * ci[1]:+.0f} pts)" if ci else ""
+        if ci and not self.clear_gain:
+            spread += ", not clearly better"
         how = {"inferred": "groups inferred from its explanations (no group labels)",
                "true": "the true groups", "class": "classes only"}.get(r.get("groups"), f"{r.get('groups')} groups")
         return (f"**{self.after.folder}** is **{self.before.folder}**'s classifier with its last layer refit "

@@ -53,8 +53,10 @@ if not entries or run_a is None:
 else:
     link = api.mitigation_link(run_a, run_b)
     if link is not None:
-        st.success(f":material/build: **Detect, fix, compare.** {link.sentence()} See *Compare classifiers* and "
-                   "*Worst-group accuracy*.")
+        # Green only for a gain whose interval clears zero: a fix that may be noise is shown, not celebrated.
+        show = st.success if link.clear_gain else st.info
+        show(f":material/build: **Detect, fix, compare.** {link.sentence()} See *Compare classifiers* and "
+             "*Worst-group accuracy*.")
     cols = st.columns(2 if run_b else 1, gap="large")
     with cols[0]:
         run_card(run_a, "Run A")

@@ -32,7 +32,7 @@ if mismatch:
 
 link = api.mitigation_link(run_a, run_b)
 if link is not None:
-    st.success(link.sentence())
+    (st.success if link.clear_gain else st.info)(link.sentence())
 sa, sb = ui.summary(path_a), ui.summary(path_b)
 left, right = st.columns(2, gap="large")
 for col, entry, s, other in ((left, run_a, sa, sb), (right, run_b, sb, sa)):
