@@ -150,21 +150,11 @@ RUN_PREFIX = "imagenet9-"  # shipped runs: checkpoints/runs/imagenet9-<variation
 
 
 def general_translator_data(classifier, world: str | Path = gw.GENERAL_WORLD, views=None):
-    """(train features (pairs, views, D), captions, val features (images, D), captions) from the general world:
-    every caption of every training image with four views of it, one caption per validation image."""
+    """The general world's captions as training data (core.train.caption_pairs: four views per training image)."""
     from core.data import load_rgb
-    from core.train import VIEWS, compute_feature_views, compute_features
+    from core.train import VIEWS, caption_pairs
 
-    caps = gw.read_general_world(world)
-    train = caps[caps["split"] == "train"].reset_index(drop=True)
-    val = caps[caps["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
-    if train.empty or val.empty:
-        raise ValueError(f"{world}: the general world needs train and val images; it has {dict(caps.split.value_counts())}")
-    uniq = sorted(set(train["path"]))
-    row = {p: i for i, p in enumerate(uniq)}
-    feats = compute_feature_views(classifier, uniq, load_rgb, views=views or VIEWS)
-    return (feats[[row[p] for p in train["path"]]], list(train["caption"]),
-            compute_features(classifier, list(val["path"]), load_rgb), list(val["caption"]))
+    return caption_pairs(classifier, gw.read_general_world(world), load_rgb, views=views or VIEWS, name=str(world))
 
 
 def train_general_translator(classifier, lm, out: str | Path = GENERAL_TRANSLATOR, world: str | Path = gw.GENERAL_WORLD,

@@ -80,20 +80,11 @@ def build_classifiers(force: bool = False) -> None:
 
 
 def _translator_data(clf):
-    """(train features (pairs, views, D), train captions, val features (images, D), val captions): every
-    caption of every training image, each with the features of four views of its image (identity, mirror,
-    two crops); one caption per validation image, unaugmented."""
+    """The demo world's captions as training data (core.train.caption_pairs: four views per training image)."""
     from core.data import load_rgb, read_caption_csv
-    from core.train import compute_feature_views, compute_features
+    from core.train import caption_pairs
 
-    caps = read_caption_csv(paths.DEMO_DATA / "captions.csv")
-    train = caps[caps["split"] == "train"].reset_index(drop=True)
-    val = caps[caps["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
-    uniq = sorted(set(train["path"]))
-    row = {p: i for i, p in enumerate(uniq)}
-    views = compute_feature_views(clf, uniq, load_rgb)
-    val_feats = compute_features(clf, list(val["path"]), load_rgb)
-    return views[[row[p] for p in train["path"]]], list(train["caption"]), val_feats, list(val["caption"])
+    return caption_pairs(clf, read_caption_csv(paths.DEMO_DATA / "captions.csv"), load_rgb, name="demo world")
 
 
 def _train_config(choice: dict, steps: int):

@@ -123,6 +123,22 @@ def compute_feature_views(classifier, image_paths: Sequence[str | Path], load_im
     return torch.stack(out, dim=1)
 
 
+def caption_pairs(classifier, captions, load_image: Callable, views: Sequence[str] = VIEWS, name: str = "captions"):
+    """A caption table (path, caption, split) as training data: (train features (pairs, views, D), train
+    captions, val features (images, D), val captions). Every caption of every training image comes with
+    the features of each view of its image; validation keeps one caption per image, unaugmented."""
+    train = captions[captions["split"] == "train"].reset_index(drop=True)
+    val = captions[captions["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
+    if train.empty or val.empty:
+        raise ValueError(f"{name}: training a translator needs train and val captions; it has "
+                         f"{dict(captions['split'].value_counts())}")
+    uniq = sorted(set(train["path"]))
+    row = {p: i for i, p in enumerate(uniq)}
+    feats = compute_feature_views(classifier, uniq, load_image, views=views)
+    return (feats[[row[p] for p in train["path"]]], list(train["caption"]),
+            compute_features(classifier, list(val["path"]), load_image), list(val["caption"]))
+
+
 # --- the loss --------------------------------------------------------------------------------
 
 def tokenize_captions(lm, captions: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
