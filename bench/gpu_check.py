@@ -273,6 +273,8 @@ def main(argv=None) -> int:
                     help="tiny sizes on the CPU with a tiny random LM: checks every stage's logic, measures nothing")
     ap.add_argument("--kv-cache", choices=["dynamic", "preallocated"], default=None)
     ap.add_argument("--nucleus", choices=["tiers", "pivot"], default=None)
+    ap.add_argument("--plain-words", action="store_true",
+                    help="count words without stop words or WordNet (a machine without NLTK's data)")
     a = ap.parse_args(argv)
     SAMPLER.update({k: v for k, v in (("kv_cache", a.kv_cache), ("nucleus", a.nucleus)) if v})
     smoke = a.smoke
@@ -291,31 +293,46 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     lm, res["lm"] = _load_lm(a.lm, device, dtype, config)
     print(res, flush=True)
-    if "bf16" not in a.skip:
-        res["bf16_vs_fp32"] = bf16_agreement(device, config)
-        print("bf16_vs_fp32", res["bf16_vs_fp32"], flush=True)
-    if "naive" not in a.skip and not smoke:  # bench_generate's own --quick covers the CPU
-        res["naive_vs_fast"] = run(images=32, n=n, max_new_tokens=max_new, device="cuda",
-                                   random_weights=a.lm is None, batch_rows=2048)
-        print("naive_vs_fast", res["naive_vs_fast"], flush=True)
-    if "scaling" not in a.skip:
-        res["scaling"] = sampler_scaling(lm, device, (16, 64) if smoke else (2048, 8192, 32768),
-                                         8 if smoke else 512, n, max_new)
-    if "nucleus" not in a.skip:
-        res["nucleus"] = nucleus_methods(lm, device, 32 if smoke else 8192)
+
+    def stage(key: str, skip: str, fn) -> None:
+        # One stage's failure (an OOM, a kernel the driver refuses) must not cost the others' figures on a
+        # lease of minutes: it is recorded, and the JSON is rewritten after every stage.
+        if skip in a.skip:
+            return
+        t = time.perf_counter()
+        try:
+            res[key] = fn()
+        except Exception as exc:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            res[key] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        res.setdefault("stage_s", {})[key] = round(time.perf_counter() - t, 1)
+        print(key, res[key], flush=True)
+        if a.out:
+            Path(a.out).write_text(json.dumps(res, indent=2, default=str))
+
+    stage("bf16_vs_fp32", "bf16", lambda: bf16_agreement(device, config))
+    if not smoke:  # bench_generate's own --quick covers the CPU
+        stage("naive_vs_fast", "naive", lambda: run(images=32, n=n, max_new_tokens=max_new, device="cuda",
+                                                    random_weights=a.lm is None, batch_rows=2048))
+    stage("scaling", "scaling", lambda: sampler_scaling(lm, device, (16, 64) if smoke else (2048, 8192, 32768),
+                                                        8 if smoke else 512, n, max_new))
+    stage("nucleus", "nucleus", lambda: nucleus_methods(lm, device, 32 if smoke else 8192))
     with tempfile.TemporaryDirectory() as tmp:
         extractor = None
-        if a.lm is None:  # made-up words, one per token id: count them as they are (no WordNet on the GPU machine)
+        if a.lm is None or a.plain_words:
+            # made-up words (random weights), or no WordNet on the GPU machine: count the words as they are
             from core.words import WordExtractor
 
             extractor = WordExtractor(stop_words=(), lemmatize=False, vocabulary=None)
-        if "e2e" not in a.skip:
-            res["end_to_end"] = end_to_end(lm, device, 24 if smoke else max(a.images, 2000), n, max_new,
-                                           16 if smoke else a.batch_rows, 2 if smoke else a.num_workers,
-                                           Path(tmp) / "e2e", extractor)
-        if "train" not in a.skip:
-            res["training"] = training(lm, device, 64 if smoke else 4096, 8 if smoke else 256, 3 if smoke else 40,
-                                       Path(tmp) / "train")
+        stage("end_to_end", "e2e", lambda: end_to_end(lm, device, 24 if smoke else max(a.images, 2000), n, max_new,
+                                                      16 if smoke else a.batch_rows, 2 if smoke else a.num_workers,
+                                                      Path(tmp) / "e2e", extractor))
+        stage("training", "train", lambda: training(lm, device, 64 if smoke else 4096, 8 if smoke else 256,
+                                                    3 if smoke else 40, Path(tmp) / "train"))
     res["total_s"] = round(time.perf_counter() - t_all, 1)
     print(f"done in {res['total_s']} s", flush=True)
     if a.out:

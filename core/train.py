@@ -127,6 +127,14 @@ def caption_pairs(classifier, captions, load_image: Callable, views: Sequence[st
     """A caption table (path, caption, split) as training data: (train features (pairs, views, D), train
     captions, val features (images, D), val captions). Every caption of every training image comes with
     the features of each view of its image; validation keeps one caption per image, unaugmented."""
+    images, index, train_caps, val_z, val_caps = caption_pairs_compact(classifier, captions, load_image, views, name)
+    return images[index], train_caps, val_z, val_caps
+
+
+def caption_pairs_compact(classifier, captions, load_image: Callable, views: Sequence[str] = VIEWS,
+                          name: str = "captions"):
+    """`caption_pairs` with the training features kept once per image: (features (images, views, D),
+    index (pairs,) into them, train captions, val features, val captions)."""
     train = captions[captions["split"] == "train"].reset_index(drop=True)
     val = captions[captions["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
     if train.empty or val.empty:
@@ -135,8 +143,100 @@ def caption_pairs(classifier, captions, load_image: Callable, views: Sequence[st
     uniq = sorted(set(train["path"]))
     row = {p: i for i, p in enumerate(uniq)}
     feats = compute_feature_views(classifier, uniq, load_image, views=views)
-    return (feats[[row[p] for p in train["path"]]], list(train["caption"]),
+    return (feats, torch.tensor([row[p] for p in train["path"]]), list(train["caption"]),
             compute_features(classifier, list(val["path"]), load_image), list(val["caption"]))
+
+
+# --- training packs: features computed where the images are, the translator trained where the GPU is ---
+
+PACK_FORMAT = "texplain-training-pack/1"
+_PROBE_TEXT = "a small bird standing on a rock near the water"
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """What a translator records of its classifier; stands in for it when training from a pack."""
+    name: str
+    identity: str
+    feature_identity: str
+    feature_dim: int
+
+
+@dataclass
+class TrainingPack:
+    source: FeatureSource
+    train_features: torch.Tensor  # (pairs, views, D) float32
+    train_captions: list[str]
+    val_features: torch.Tensor  # (images, D) float32
+    val_captions: list[str]
+    lm: dict  # name, identity and a probe of the LM the pack was made for
+    data_info: dict
+
+
+def lm_probe(lm) -> dict:
+    """A content check of an LM: a corner of its embedding table and a tokenized sentence. Two copies of
+    the same weights (a local folder, the GGUF de-quantized on another machine) agree on it."""
+    emb = lm.model.get_input_embeddings().weight
+    return {"hidden_size": lm.hidden_size, "vocab_size": int(emb.shape[0]),
+            "embedding_corner": emb[:8, :8].detach().float().cpu().flatten().tolist(),
+            "probe_ids": list(lm.tokenizer(_PROBE_TEXT, add_special_tokens=False).input_ids)}
+
+
+def save_training_pack(path: str | Path, classifier, lm, pairs, data_info: dict | None = None) -> Path:
+    """Write `caption_pairs_compact`'s output as one safetensors file (float16 features: half the bytes,
+    and what a GPU trains in anyway). `train_translator_from_pack` trains from it without the images or
+    the classifier's weights."""
+    from safetensors.torch import save_file
+
+    images, index, train_caps, val_z, val_caps = pairs
+    meta = {"format": PACK_FORMAT, "source": asdict(FeatureSource(classifier.name, classifier.identity,
+                                                                   classifier.feature_identity, classifier.feature_dim)),
+            "lm": {"name": lm.name, "identity": lm.identity, **lm_probe(lm)},
+            "train_captions": list(train_caps), "val_captions": list(val_caps), "data_info": data_info or {}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"images": images.half().contiguous(), "index": index.long().contiguous(),
+               "val": val_z.half().contiguous()}, str(path), metadata={"texplain": json.dumps(meta)})
+    return path
+
+
+def load_training_pack(path: str | Path) -> TrainingPack:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("texplain", "{}"))
+            if meta.get("format") != PACK_FORMAT:
+                raise ValueError(f"its format is {meta.get('format')!r}, not {PACK_FORMAT!r}")
+            t = {k: f.get_tensor(k) for k in ("images", "index", "val")}
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise ValueError(f"{path} is not a training pack: {exc}") from exc
+    if len(t["index"]) != len(meta["train_captions"]) or len(t["val"]) != len(meta["val_captions"]):
+        raise ValueError(f"{path} is damaged: its features and captions disagree in number")
+    return TrainingPack(FeatureSource(**meta["source"]), t["images"].float()[t["index"]], meta["train_captions"],
+                        t["val"].float(), meta["val_captions"], meta["lm"], meta.get("data_info", {}))
+
+
+def adopt_pack_lm(pack: TrainingPack, lm) -> None:
+    """Check that `lm` holds the weights the pack was made for; a copy loaded from elsewhere (a different
+    path, hence identity) takes the pack's identity, so the translator loads beside the original."""
+    probe = lm_probe(lm)
+    want = pack.lm
+    same = (probe["hidden_size"] == want["hidden_size"] and probe["vocab_size"] == want["vocab_size"]
+            and probe["probe_ids"] == want["probe_ids"]
+            and torch.allclose(torch.tensor(probe["embedding_corner"]), torch.tensor(want["embedding_corner"]),
+                               atol=1e-4))
+    if not same:
+        raise ValueError(f"the language model {lm.name!r} is not the one the pack was made for "
+                         f"({want['name']!r}): their weights or tokenizers differ")
+    lm.identity, lm.name = want["identity"], want["name"]
+
+
+def train_translator_from_pack(pack: TrainingPack, lm, out_dir: str | Path, cfg: "TrainConfig | None" = None,
+                               **kw) -> Translator:
+    adopt_pack_lm(pack, lm)
+    return train_translator(pack.source, lm, pack.train_features, pack.train_captions, out_dir, pack.val_features,
+                            pack.val_captions, cfg, data_info=pack.data_info, **kw)
 
 
 # --- the loss --------------------------------------------------------------------------------
