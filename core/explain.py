@@ -116,7 +116,8 @@ def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, u: tor
     vocabulary for every state costs as much as the LM step itself, yet a caption's nucleus is
     usually a few dozen tokens (SmolLM2 on the demo: median 8, 80% under 64). Two ways to find
     a small candidate set that holds the nucleus, both exact (they compute the same numbers as a
-    full sort: same softmax; cumulative sums are sequential prefixes), so the choice is identical:
+    full sort: same softmax; cumulative sums in float64, so their round-off cannot move the nucleus's
+    edge whatever the length of the candidate row), so the choice is identical:
 
     - "tiers" (CPU): each state's nucleus is looked for among its top 64 tokens, then its top
       1024, and only the rest are fully sorted.
@@ -155,7 +156,8 @@ def _sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, u: tor
             # Exact when the first token that ties with the (k+1)-th is already outside the nucleus
             # (and so is every later one): the tokens above it are the reference's, in its order.
             j = (top > top[:, -1:]).sum(-1, keepdim=True)  # (s, 1), <= k
-            fits = (top.cumsum(-1).gather(-1, j) - top.gather(-1, j)).squeeze(-1) > top_p
+            top64 = top.double()
+            fits = (top64.cumsum(-1).gather(-1, j) - top64.gather(-1, j)).squeeze(-1) > top_p
             draw(left[fits], top[fits], idx[fits])
             left = left[~fits]
     if left.numel():
@@ -218,10 +220,13 @@ def _inverse_cdf(sorted_p: torch.Tensor, idx: torch.Tensor, top_p: float, u: tor
                  which: torch.Tensor) -> torch.Tensor:
     """Token ids for uniforms u drawn from states `which`, given each state's probabilities sorted
     descending (all, or a prefix that holds the nucleus) and their token ids."""
+    sorted_p = sorted_p.double()
     if top_p < 1.0:
         # Keep the smallest set of tokens whose mass reaches top_p (the first token always survives).
+        # In float64: a GPU's cumsum is a parallel scan whose float32 round-off depends on the row's
+        # length, which moved the cut between the pivot's and the tiers' candidate rows (seen on an H200).
         sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p > top_p, 0.0)
-    cdf = sorted_p.double().cumsum(-1)[which]  # (R, k)
+    cdf = sorted_p.cumsum(-1)[which]  # (R, k)
     target = (u * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
     choice = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
     return idx[which].gather(-1, choice).squeeze(-1)
