@@ -219,8 +219,11 @@ def test_general_translator_trains_and_every_variation_is_explained(tmp_path, ti
     clf = in9.in9_classifier(base)
     runs = explain_variations(clf, tr, tiny_lm, root, tmp_path / "runs",
                               ExplainConfig(sentences_per_image=2, max_new_tokens=4, device="cpu"),
-                              variations=("original", "mixed_rand"))
+                              variations=("original", "mixed_rand"), per_class=1)
+    ids = {}
     for variation, run in runs.items():
         images = run.images()
-        assert run.status == "complete" and len(images) == 18, variation
+        assert run.status == "complete" and len(images) == 9, variation  # one image of each class
+        ids[variation] = sorted(i.split("/", 1)[1] for i in images["image_id"])  # ids start with the variation
         assert set(images["prediction_name"]) <= set(clf.class_names)
+    assert ids["original"] == ids["mixed_rand"]  # the same photos, other backgrounds
