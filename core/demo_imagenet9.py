@@ -176,6 +176,66 @@ def train_general_translator(classifier, lm, out: str | Path = GENERAL_TRANSLATO
     return Translator.from_pretrained(out, classifier, lm)
 
 
+GENERAL_EVALUATION = GENERAL_TRANSLATOR / "evaluation.json"
+
+
+def _argmax_hits(words: set, vocab: dict) -> object | None:
+    """The value whose vocabulary the words use most; None for no hit or a tie."""
+    hits = {v: len(words & set(ws)) for v, ws in vocab.items()}
+    best = max(hits.values(), default=0)
+    top = [v for v, h in hits.items() if h == best]
+    return top[0] if best > 0 and len(top) == 1 else None
+
+
+def evaluate_general_translator(classifier, translator, lm, world: str | Path = gw.GENERAL_WORLD,
+                                split: str = "test", limit: int | None = 120, cfg=None) -> dict:
+    """Does the general translator describe objects and backgrounds it never saw? On the world's `split`
+    (its stamps are not in training): the share of images whose sentences use more words of their
+    true scene than of any other scene, and of their true object category (`animals/birds`,
+    `food/fruit`, ...) than of any other. Both vocabularies are learnt from the training captions
+    (core.evaluate.contrast_words: words far more frequent in one value's captions than in the rest)."""
+    from core.data import load_rgb
+    from core.evaluate import contrast_words
+    from core.explain import ExplainConfig, explain_images
+    from core.words import WordExtractor
+
+    world = Path(world)
+    meta = pd.read_csv(world / "metadata.csv")
+    meta["kind"] = meta["category"].map(lambda c: "/".join(str(c).split("/")[:2]))
+    caps = pd.read_csv(world / "captions.csv").merge(meta[["img_filename", "scene", "kind"]], on="img_filename")
+    ex = WordExtractor()
+    train = caps[caps["split"] == "train"]
+    words = train["caption"].map(lambda c: set(ex.words(c)))
+    scene_vocab = contrast_words(words, train["scene"], ratio=4.0, min_share=0.05)
+    kind_vocab = contrast_words(words, train["kind"], ratio=4.0, min_share=0.05)
+    test = meta[meta["split"] == split].sort_values("img_filename")
+    if limit is not None:  # spread over the split: every k-th image
+        test = test.iloc[np.linspace(0, len(test) - 1, min(limit, len(test))).round().astype(int)]
+    cfg = cfg or ExplainConfig(sentences_per_image=16, seed=0)
+    rows = []
+    for i in range(0, len(test), 16):
+        part = test.iloc[i:i + 16]
+        out = explain_images([load_rgb(world / f) for f in part["img_filename"]], classifier, translator, lm, cfg,
+                             ex, image_ids=list(part["img_filename"]))
+        for (_, r), res in zip(part.iterrows(), out):
+            said = set(res["words"])
+            rows.append({"image": r["img_filename"], "scene": r["scene"], "kind": r["kind"],
+                         "scene_said": _argmax_hits(said, scene_vocab), "kind_said": _argmax_hits(said, kind_vocab),
+                         "example": res["sentences"][0] if res["sentences"] else ""})
+    df = pd.DataFrame(rows)
+    result = {"split": split, "images": len(df), "unseen_stamps": int(test["stamp"].nunique()),
+              "sentences_per_image": cfg.sentences_per_image,
+              "scene_accuracy": round(float((df["scene_said"] == df["scene"]).mean()), 4),
+              "object_kind_accuracy": round(float((df["kind_said"] == df["kind"]).mean()), 4),
+              "chance": {"scene": round(1 / max(1, meta["scene"].nunique()), 4),
+                         "object_kind": round(1 / max(1, meta["kind"].nunique()), 4)},
+              "vocabulary_sizes": {"scene": {k: len(v) for k, v in scene_vocab.items()},
+                                   "object_kind": {k: len(v) for k, v in kind_vocab.items()}},
+              "by_kind": df.assign(ok=df["kind_said"] == df["kind"]).groupby("kind")["ok"].mean().round(3).to_dict(),
+              "examples": df.head(12)[["image", "scene", "kind", "example"]].to_dict("records")}
+    return result
+
+
 # Explaining is the CPU's slow step (about 0.4 images/s on two cores at 16 sentences): 20 images per class
 # and variation keep the shipped runs to 900 images, enough for per-class word shares.
 RUN_PER_CLASS = 20
@@ -212,7 +272,8 @@ def build(step: str = "imagenet9", force: bool = False, n_per_class: int = 50, n
           out_dir: str | Path = RESULTS) -> int:
     """`general-world`: build the caption world; `imagenet9`: the caption world, the mini ImageNet-9 and the
     classifier experiment; `general-translator`: the general translator for the unmodified classifier;
-    `imagenet9-runs`: every variation explained with it (each build skipped when current)."""
+    `general-evaluation`: its sentences on unseen stamps scored; `imagenet9-runs`: every variation explained
+    with it (each build skipped when current)."""
     gw.build_general_world(n_images=n_images, force=force)
     if step == "general-world":
         return 0
@@ -230,6 +291,15 @@ def build(step: str = "imagenet9", force: bool = False, n_per_class: int = 50, n
         else:
             tr = train_general_translator(base, lm)
             print(f"translator general: val loss {tr.config.training.get('best_val_loss')} -> {GENERAL_TRANSLATOR}")
+    if step == "general-evaluation":
+        if GENERAL_EVALUATION.exists() and not force:
+            print(f"general translator evaluation: exists ({GENERAL_EVALUATION})")
+        else:
+            tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
+            ev = evaluate_general_translator(base, tr, lm)
+            GENERAL_EVALUATION.write_text(json.dumps(ev, indent=2) + "\n")
+            print(f"general translator on {ev['images']} images of {ev['unseen_stamps']} unseen stamps: scene "
+                  f"{ev['scene_accuracy']:.1%}, object kind {ev['object_kind_accuracy']:.1%} -> {GENERAL_EVALUATION}")
     if step == "imagenet9-runs":
         tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
         explain_variations(in9.in9_classifier(base), tr, lm, root, force=force)

@@ -298,7 +298,7 @@ def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
     `keys` (one per image, see `image_key`) fix each image's random stream; by default 0..B-1
     mixed with cfg.seed. `cfg.batch_rows=None` takes the device's default (see `resolve_batch_rows`).
     """
-    model, eos = lm.model, lm.eos_token_id
+    model, stop = lm.model, torch.tensor(lm.stop_token_ids)
     B = prefix.shape[0]
     if keys is None:
         keys = [image_key(i, cfg.seed) for i in range(B)]
@@ -330,7 +330,7 @@ def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
         for step in range(cfg.max_new_tokens):
             u = row_uniforms(row_keys[alive], step)
             tok = _sample_top_p(logits, cfg.top_p, cfg.temperature, u, state, consume=True, method=nucleus).cpu()  # (R,)
-            ended = tok == eos
+            ended = torch.isin(tok, stop)
             keep = (~ended).nonzero().squeeze(-1)
             alive, tok, state = alive[keep], tok[keep], state[keep]
             for r, t in zip(alive.tolist(), tok.tolist()):

@@ -416,3 +416,9 @@ def test_feature_cache_notices_an_image_rewritten_in_place(tmp_path, tiny_classi
     again = compute_features(tiny_classifier, paths, load_rgb, cache_dir=cache, show_progress=False)
     assert torch.equal(again[0], first[0]) and not torch.equal(again[1], first[1])
     assert len(list(cache.iterdir())) == 2
+
+
+def test_sentences_stop_at_any_special_token(tiny_lm):
+    # EOS and the tokenizer's other special tokens (a chat model's turn markers) end a sentence.
+    assert tiny_lm.stop_token_ids == sorted({tiny_lm.eos_token_id, *tiny_lm.tokenizer.all_special_ids})
+    assert tiny_lm.tokenizer.unk_token_id in tiny_lm.stop_token_ids

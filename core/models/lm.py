@@ -33,6 +33,13 @@ class LanguageModel:
     def eos_token_id(self) -> int:
         return self.tokenizer.eos_token_id
 
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end a sentence: EOS and the tokenizer's other special tokens. A chat model's turn
+        markers (SmolLM2: <|im_start|>, <|endoftext|>) never belong to a caption; a translator that
+        misses EOS by one of them would otherwise run on into "assistant"."""
+        return sorted({self.eos_token_id, *getattr(self.tokenizer, "all_special_ids", ())})
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)  # (B, T) -> (B, T, d)
 
