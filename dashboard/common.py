@@ -45,8 +45,8 @@ PAGES = {  # page file -> (label, Material icon, what it is for): Home's shortcu
 DEMOS = {  # Home's demo buttons: title -> (what it shows, run A folder, run B folder)
     "Waterbirds": ("A landbird/waterbird classifier that learnt the background (ERM) next to a more robust one: "
                    "the landbirds it misreads are explained with water words.", "demo-erm-test", "demo-robust-test"),
-    "ImageNet-9 backgrounds": ("An off-the-shelf ImageNet classifier on the Backgrounds Challenge: the same objects on "
-                               "their own and on random backgrounds, accuracy and words side by side.",
+    "ImageNet-9 backgrounds": ("An off-the-shelf ImageNet classifier on the Backgrounds Challenge: the same objects "
+                               "on their own and on random backgrounds (accuracy per background: Worst-group page).",
                                "imagenet9-original", "imagenet9-mixed_rand"),
 }
 HOW_TO_MAKE_A_RUN = (

@@ -29,7 +29,8 @@ if bg is not None:
         gap = bg.bg_gap
         spread = f"95% paired bootstrap interval {100 * gap['low']:+.1f} to {100 * gap['high']:+.1f} pts"
         m1, m2 = st.columns([1, 3])
-        m1.metric("BG-gap (mixed_same − mixed_rand)", f"{100 * gap['gap']:+.1f} pts", help=spread)
+        m1.metric("BG-gap", f"{100 * gap['gap']:+.1f} pts", help=f"Accuracy on mixed_same minus accuracy on "
+                  f"mixed_rand (Xiao et al.); {spread}.")
         m2.markdown(f"{bg.reading()}  \n:gray[{spread}, {gap['n']} photos in both runs.]")
     else:
         st.caption("The BG-gap needs this classifier's mixed_same and mixed_rand runs; one of them is missing.")
