@@ -1,7 +1,8 @@
 """What the dashboard asks of the engine that no other core module answers in one call; no Streamlit here.
 
 Finding runs even when some folders are broken, one-screen summaries of a run (accuracy, worst group,
-flags), true vs. inferred groups, mitigation results, whether two runs are on the same data, which
+flags), true vs. inferred groups, mitigation results, one classifier across the Backgrounds Challenge
+variations (accuracy, BG-gap, the words of its errors), whether two runs are on the same data, which
 models made a run (to explain a new image live), decoding an uploaded image and drawing a word cloud.
 Everything returns plain values, DataFrames or small dataclasses, as the analysis layer does.
 
@@ -24,6 +25,7 @@ from core import paths
 from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
                                   group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
+from core.data.readers import BACKGROUND_VARIATIONS
 from core.store import MANIFEST, MITIGATION_FILE, Run, RunStoreError, describe_gain, read_mitigation_records
 
 DEFAULT_LM = "smollm2-135m-instruct"
@@ -36,7 +38,8 @@ __all__ = ["RunEntry", "discover_runs", "evaluation_tables", "run_summary", "Gro
            "read_mitigation", "dataset_mismatch", "image_word_shares", "counts_frame", "image_set_choices",
            "ModelSources", "live_model_sources", "checkpoint_folders", "decode_image", "word_cloud_image",
            "describe_dataset", "check_run_name", "mitigate_command", "mitigate_argv", "mitigation_pairs",
-           "mitigation_per_group", "MitigationLink", "mitigation_link", "explanations_identical", "UPLOAD_TYPES"]
+           "mitigation_per_group", "MitigationLink", "mitigation_link", "explanations_identical", "UPLOAD_TYPES",
+           "background_variation", "variation_runs", "BackgroundChallenge", "background_challenge"]
 
 
 # --- finding runs ------------------------------------------------------------------------------------
@@ -488,6 +491,155 @@ def compare_sets(tables: RunTables, name_a: str, name_b: str, min_images: int = 
     except ValueError as exc:
         js, note = None, str(exc)
     return SetComparison(table, set_a.n_images, set_b.n_images, js, note)
+
+
+# --- the Backgrounds Challenge: one classifier's runs on the ImageNet-9 variations ----------------------------
+
+IMAGENET9_FOLDER = re.compile(r"^imagenet9-(?P<variation>[A-Za-z0-9_]+)$")  # shipped: imagenet9-<variation>
+
+
+def background_variation(entry: RunEntry) -> str | None:
+    """The Backgrounds Challenge variation a run explains ("mixed_rand"), or None for any other run.
+
+    The manifest's dataset is the key: a `backgrounds_challenge` dataset's root is its variation folder
+    (core.data.readers reads root/<variation>), which holds whatever the run is named; a folder named
+    `imagenet9-<variation>` (the shipped runs) is the fallback for a manifest without it.
+    """
+    if not entry.ok:
+        return None
+    d = entry.dataset or {}
+    if d.get("kind") == "backgrounds_challenge" and d.get("root"):
+        return Path(str(d["root"])).name
+    m = IMAGENET9_FOLDER.match(entry.folder)
+    return m["variation"] if m else None
+
+
+def _classifier_key(entry: RunEntry) -> str | None:
+    return entry.models.get("classifier_identity") or entry.models.get("classifier")
+
+
+def _challenge_root(entry: RunEntry) -> str | None:
+    """The folder above the variation folders (one copy of ImageNet-9), None when the manifest does not say."""
+    d = entry.dataset or {}
+    if d.get("kind") != "backgrounds_challenge" or not d.get("root"):
+        return None
+    return str(Path(_dataset_key({"dataset": {"root": d["root"]}})["root"]).parent)
+
+
+def variation_runs(run: RunEntry, entries: list[RunEntry]) -> dict[str, RunEntry]:
+    """variation -> run, for `run`'s classifier on `run`'s copy of ImageNet-9 ({} when `run` is not such a run).
+
+    A variation explained twice (a shipped run and your own) keeps the first in `entries` (discover_runs puts
+    shipped, complete and newer runs first); `run` itself always stands for its own variation.
+    """
+    own = background_variation(run)
+    if own is None:
+        return {}
+    found = {own: run}
+    for e in entries:
+        v = background_variation(e)
+        if v is None or v in found or _classifier_key(e) != _classifier_key(run) \
+                or _challenge_root(e) != _challenge_root(run):
+            continue
+        found[v] = e
+    order = {v: i for i, v in enumerate(BACKGROUND_VARIATIONS)}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def _photo_ids(image_ids: pd.Series) -> pd.Series:
+    """"mixed_rand/00_dog/x.JPEG" -> "00_dog/x.JPEG": one photo's id across the variations."""
+    return image_ids.astype(str).str.split("/", n=1).str[-1]
+
+
+@dataclass
+class BackgroundChallenge:
+    """One classifier on the Backgrounds Challenge variations, from its runs (Xiao et al. 2020).
+
+    `table`: one row per variation: variation, run (folder), images, correct, accuracy, ci_low, ci_high
+    (95% Wilson). `bg_gap`: accuracy(mixed_same) - accuracy(mixed_rand) with a 95% paired bootstrap
+    interval over the photos both runs hold ({gap, low, high, n}), None unless both runs are there.
+    `words`: the words whose share rises most from the original photos to the mixed_rand images the
+    classifier gets wrong (see background_challenge); empty without both runs or without errors.
+    """
+
+    table: pd.DataFrame
+    bg_gap: dict | None
+    words: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def reading(self) -> str | None:
+        """The BG-gap in one plain sentence."""
+        g = self.bg_gap
+        if g is None:
+            return None
+        if g["low"] > 0:
+            return (f"The classifier is right {100 * g['gap']:.0f} points more often when the background matches "
+                    "the object's class than when it is random: it leans on backgrounds.")
+        if g["high"] < 0:
+            return ("The classifier does better on random backgrounds than on backgrounds of the object's class; "
+                    "a background of the class misleads it.")
+        return ("No clear reliance on backgrounds: swapping in a random background changes accuracy by no more "
+                f"than sampling noise on {g['n']} photos (the interval spans zero).")
+
+
+def background_challenge(run: RunEntry, entries: list[RunEntry], k_words: int = 10,
+                         min_images: int = 2) -> BackgroundChallenge | None:
+    """Accuracy per variation, the BG-gap and the words of mixed_rand errors for `run`'s classifier.
+
+    None when `run` is not a Backgrounds Challenge run. Each run is read on its evaluation split (see
+    evaluation_tables). The words compare the mixed_rand images read wrong with the same photos in the
+    original run (all original images when the ids do not pair): same objects, other backgrounds, so what
+    rises is what the new backgrounds put into the features ("grass", "water"). Columns: word,
+    share_original, share_mixed_rand_errors, rise, images (mixed_rand errors using the word), z (the
+    weighted log-odds of core.analysis.compare_word_sets), largest rise first, only words that rise.
+    """
+    from core.analysis import compare_word_sets, image_set
+    from core.demo_imagenet9 import paired_gap
+
+    runs = variation_runs(run, entries)
+    if not runs:
+        return None
+    tables = {v: evaluation_tables(Run.open(e.path))[0] for v, e in runs.items()}
+    per_run = [t.images.assign(variation_code=i) for i, t in enumerate(tables.values())]
+    table = group_accuracy(pd.concat(per_run, ignore_index=True), groups="variation_code",
+                           group_names=dict(enumerate(tables)))
+    table = table.rename(columns={"group_name": "variation", "n": "images"}).drop(columns="group")
+    table.insert(1, "run", table["variation"].map(lambda v: runs[v].folder))
+    notes = []
+    bg_gap = None
+    if {"mixed_same", "mixed_rand"} <= set(tables):
+        outcome = {}
+        for v in ("mixed_same", "mixed_rand"):
+            scored = scored_images(tables[v].images)
+            outcome[v] = pd.Series((scored["label"] == scored["prediction"]).to_numpy(dtype=float),
+                                   index=_photo_ids(scored["image_id"]))
+        shared = outcome["mixed_same"].index.intersection(outcome["mixed_rand"].index)
+        if len(shared):
+            bg_gap = paired_gap(outcome["mixed_same"].loc[shared].to_numpy(),
+                                outcome["mixed_rand"].loc[shared].to_numpy())
+            accuracy = table.set_index("variation")["accuracy"]
+            if len(shared) < max(len(outcome["mixed_same"]), len(outcome["mixed_rand"])):
+                notes.append(f"Only {len(shared)} photos are in both the mixed_same and the mixed_rand run; the "
+                             "BG-gap's interval is computed on them.")
+            bg_gap["gap"] = float(accuracy["mixed_same"] - accuracy["mixed_rand"])
+        else:
+            notes.append("The mixed_same and mixed_rand runs share no photo, so the BG-gap has no paired interval.")
+    words = pd.DataFrame(columns=["word", "share_original", "share_mixed_rand_errors", "rise", "images", "z"])
+    if {"original", "mixed_rand"} <= set(tables):
+        errors = image_set(tables["mixed_rand"], name="mixed_rand, read wrong", outcome="wrong")
+        original = tables["original"].images
+        same = original[_photo_ids(original["image_id"]).isin(set(_photo_ids(errors.images["image_id"])))]
+        before = image_set(tables["original"], name="original", images=same if len(same) else original)
+        if errors.n_images and before.n_images:
+            cmp = compare_word_sets(errors, before, min_images=min_images)
+            cmp["rise"] = cmp["share_a"] - cmp["share_b"]
+            cmp = cmp[cmp["rise"] > 0].sort_values(["rise", "word"], ascending=[False, True]).head(k_words)
+            words = pd.DataFrame({"word": cmp["word"], "share_original": cmp["share_b"],
+                                  "share_mixed_rand_errors": cmp["share_a"], "rise": cmp["rise"],
+                                  "images": cmp["images_a"], "z": cmp["z"]}).reset_index(drop=True)
+        elif not errors.n_images:
+            notes.append("The classifier reads every mixed_rand image right: no errors to explain.")
+    return BackgroundChallenge(table, bg_gap, words, notes)
 
 
 # --- models for live explanations ----------------------------------------------------------------------------

@@ -31,7 +31,8 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
 ))
 
 __all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart",
-           "flags_chart", "group_accuracy_chart", "mitigation_chart", "run_comparison_chart", "empty_chart"]
+           "flags_chart", "group_accuracy_chart", "variation_accuracy_chart", "mitigation_chart",
+           "run_comparison_chart", "empty_chart"]
 
 
 def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
@@ -201,6 +202,19 @@ def group_accuracy_chart(per_group: pd.DataFrame | list, worst_group: int | None
                       annotation_text=f"average {average:.0%}", annotation_position="top left")
     fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.1])
     return _finish(fig, title, 380)
+
+
+def variation_accuracy_chart(table: pd.DataFrame | list, title: str | None = "Accuracy per background variation"
+                             ) -> go.Figure:
+    """Accuracy per Backgrounds Challenge variation (core.dashboard_api.background_challenge's table) with
+    Wilson intervals, drawn as group_accuracy_chart draws groups; mixed_rand (else the lowest) in red."""
+    df = _frame(table, "table", ("variation", "accuracy"))
+    if df.empty:
+        return empty_chart("No variation runs", title)
+    per_group = df.rename(columns={"variation": "group_name", "images": "n"}).assign(group=range(len(df)))
+    variations = list(df["variation"])
+    highlight = variations.index("mixed_rand") if "mixed_rand" in variations else None
+    return group_accuracy_chart(per_group, highlight, title=title)
 
 
 def mitigation_chart(records: pd.DataFrame | list, title: str | None = "Before and after mitigation") -> go.Figure:

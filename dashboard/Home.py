@@ -65,6 +65,15 @@ else:
             run_card(run_b, "Run B")
     st.caption("Choose the runs in the sidebar; every page follows the choice.")
 
+demos = ui.demo_runs(entries)
+if demos:
+    st.subheader("Demos")
+    for title, (blurb, a, b) in demos.items():
+        text, button = st.columns([4, 1], vertical_alignment="center")
+        text.markdown(f"**{title}** · {blurb}")
+        if button.button("Open as runs A and B", key=f"demo-{title}", width="stretch"):
+            ui.select_runs(a, b)
+
 st.divider()
 st.subheader("Go to")
 links = st.columns(4)

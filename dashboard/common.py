@@ -42,6 +42,13 @@ PAGES = {  # page file -> (label, Material icon, what it is for): Home's shortcu
     "pages/6_Report.py": ("Report", ":material/description:", "download HTML, JSON or Markdown"),
     "pages/7_New_run.py": ("New run", ":material/add_circle:", "explain a dataset with your classifier"),
 }
+DEMOS = {  # Home's demo buttons: title -> (what it shows, run A folder, run B folder)
+    "Waterbirds": ("A landbird/waterbird classifier that learnt the background (ERM) next to a more robust one: "
+                   "the landbirds it misreads are explained with water words.", "demo-erm-test", "demo-robust-test"),
+    "ImageNet-9 backgrounds": ("An off-the-shelf ImageNet classifier on the Backgrounds Challenge: the same objects "
+                               "on their own and on random backgrounds (accuracy per background: Worst-group page).",
+                               "imagenet9-original", "imagenet9-mixed_rand"),
+}
 HOW_TO_MAKE_A_RUN = (
     "Make one on the **New run** page, or from a terminal:\n\n"
     "```\nmake setup                      # offline assets (language model, WordNet, demo world)\n"
@@ -165,6 +172,27 @@ def groups(path: str) -> api.GroupSummary:
     return _groups(path, stamp(path))
 
 
+@st.cache_data(show_spinner="Reading the variation runs…", max_entries=8)
+def _background_challenge(path: str, _stamps: tuple) -> api.BackgroundChallenge | None:
+    entries = run_entries()
+    run = next((e for e in entries if str(e.path) == path), None)
+    return api.background_challenge(run, entries) if run is not None else None
+
+
+def background_challenge(entry: api.RunEntry) -> api.BackgroundChallenge | None:
+    """Accuracy per ImageNet-9 variation and the BG-gap of run `entry`'s classifier (None: not such a run)."""
+    runs = api.variation_runs(entry, run_entries())
+    if not runs:
+        return None
+    try:
+        return _background_challenge(str(entry.path), tuple((str(e.path), stamp(str(e.path))[0])
+                                                            for e in runs.values()))
+    except Exception as exc:  # one of the variation runs is broken
+        if type(exc).__name__ in ("StopException", "RerunException"):
+            raise
+        _fail(str(entry.path), exc)
+
+
 @st.cache_data(show_spinner="Counting words…", max_entries=32)
 def _shares(path: str, _stamp: int, by: str | None, min_images: int) -> pd.DataFrame:
     from core.analysis import word_shares
@@ -276,6 +304,22 @@ def default_runs(entries: list[api.RunEntry]) -> tuple[str | None, str | None]:
     a = by_folder.get(DEFAULT_A) or (str(good[0].path) if good else None)
     b = next((by_folder[f] for f in DEFAULT_B if f in by_folder), None)
     return a, (b if b != a else None)
+
+
+def demo_runs(entries: list[api.RunEntry]) -> dict[str, tuple[str, str, str]]:
+    """The demos of DEMOS whose two runs are here: title -> (what it shows, run A path, run B path)."""
+    by_folder: dict[str, str] = {}
+    for e in entries:  # shipped runs first (discover_runs' order): a run of yours with the same name comes second
+        if e.ok:
+            by_folder.setdefault(e.folder, str(e.path))
+    return {title: (blurb, by_folder[a], by_folder[b]) for title, (blurb, a, b) in DEMOS.items()
+            if a in by_folder and b in by_folder}
+
+
+def select_runs(a: str, b: str | None) -> None:
+    """Make `a` run A and `b` run B on every page (the sidebar pickers read these keys), then rerun."""
+    st.session_state[RUN_A], st.session_state[RUN_B] = a, b or ""
+    st.rerun()
 
 
 HOME = ("TExplain Studio", ":material/visibility:")

@@ -17,6 +17,40 @@ INTRO = ("Average accuracy hides the groups a shortcut fails: landbirds on water
 run_a, _ = ui.page(__file__, INTRO)
 path = ui.require_run(run_a)
 ui.run_caption(path)
+
+bg = ui.background_challenge(run_a)
+if bg is not None:
+    st.subheader("Accuracy by background variation")
+    st.caption("The ImageNet-9 Backgrounds Challenge (Xiao et al. 2020): the same photos as they are (original), the "
+               "object alone (only_fg), the background alone (only_bg_t), the object on a background of its own class "
+               "(mixed_same) or of a random class (mixed_rand). One run per variation of this classifier; intervals "
+               "are 95% Wilson intervals.")
+    if bg.bg_gap is not None:
+        gap = bg.bg_gap
+        spread = f"95% paired bootstrap interval {100 * gap['low']:+.1f} to {100 * gap['high']:+.1f} pts"
+        m1, m2 = st.columns([1, 3])
+        m1.metric("BG-gap", f"{100 * gap['gap']:+.1f} pts", help=f"Accuracy on mixed_same minus accuracy on "
+                  f"mixed_rand (Xiao et al.); {spread}.")
+        m2.markdown(f"{bg.reading()}  \n:gray[{spread}, {gap['n']} photos in both runs.]")
+    else:
+        st.caption("The BG-gap needs this classifier's mixed_same and mixed_rand runs; one of them is missing.")
+    ui.chart(plots.variation_accuracy_chart(bg.table), key="variations")
+    st.dataframe(bg.table, hide_index=True, width="stretch", column_config={
+        "accuracy": st.column_config.NumberColumn(format="percent"),
+        "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
+        "ci_high": st.column_config.NumberColumn("95% high", format="percent")})
+    if len(bg.words):
+        st.markdown("**Words that separate mixed_rand errors**: their share of sentences rises from the original "
+                    "photos to the same objects on random backgrounds that the classifier gets wrong.")
+        st.dataframe(bg.words, hide_index=True, width="stretch", column_config={
+            "share_original": st.column_config.NumberColumn("share, original", format="percent"),
+            "share_mixed_rand_errors": st.column_config.NumberColumn("share, mixed_rand errors", format="percent"),
+            "rise": st.column_config.NumberColumn(format="percent"),
+            "images": "mixed_rand errors using it", "z": st.column_config.NumberColumn(format="%.1f")})
+    for note in bg.notes:
+        st.caption(note)
+    st.divider()
+
 g = ui.groups(path)
 for note in g.notes:
     st.caption(note)

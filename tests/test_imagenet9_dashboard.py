@@ -1,0 +1,201 @@
+"""The ImageNet-9 backgrounds experiment in the dashboard: one classifier's variation runs side by side.
+
+The runs are tiny but real (tests/imagenet9_fixtures.py: a toy classifier read as ImageNet-9, the tiny LM,
+every variation explained through core.demo_imagenet9.explain_variations), next to the synthetic Waterbirds
+demo runs of tests/dashboard_fixtures.py. Every number the page shows is checked against the runs' images.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from core import dashboard_api as api  # noqa: E402
+from core.demo_imagenet9 import wilson_interval  # noqa: E402
+from core.store import Run  # noqa: E402
+from tests.dashboard_fixtures import ERM_ERRORS, ROBUST_ERRORS, make_dataset, make_run  # noqa: E402
+from tests.imagenet9_fixtures import have_stamps, make_variation_runs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ROOT / "dashboard"
+ORDER = ["original", "only_bg_t", "only_fg", "mixed_same", "mixed_rand"]  # the release's order (BACKGROUND_VARIATIONS)
+needs_stamps = pytest.mark.skipif(not have_stamps(), reason="tuxpaint stamps or scene photos are missing; "
+                                                            "run `make setup`")
+
+
+def waterbirds_runs(shipped: Path, data: Path) -> None:
+    make_run(shipped / "demo-erm-test", data, "demo erm (test)", ERM_ERRORS, seed=0)
+    make_run(shipped / "demo-robust-test", data, "demo robust (test)", ROBUST_ERRORS, seed=1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_lm):
+    """Shipped-like runs: imagenet9-<variation> for all five variations and the two Waterbirds demo runs."""
+    if not have_stamps():
+        pytest.skip("tuxpaint stamps or scene photos are missing; run `make setup`")
+    root = tmp_path_factory.mktemp("in9dash")
+    shipped = make_variation_runs(root, tiny_lm)
+    waterbirds_runs(shipped, make_dataset(root / "wb", per_group=10))
+    saved = {k: os.environ.get(k) for k in ("TEXPLAIN_SHIPPED_RUNS", "TEXPLAIN_RUNS")}
+    os.environ["TEXPLAIN_SHIPPED_RUNS"] = str(shipped)
+    os.environ["TEXPLAIN_RUNS"] = str(root / "user")
+    yield shipped
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def accuracy(path: Path) -> tuple[int, int]:
+    """(right, images) straight from a run's images table."""
+    images = Run.open(path).images()
+    return int((images["label"] == images["prediction"]).sum()), len(images)
+
+
+def run_page(page: str, **state) -> AppTest:
+    at = AppTest.from_file(str(PAGES / page), default_timeout=180)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+# --- the API ---------------------------------------------------------------------------------------------
+
+@needs_stamps
+def test_variation_runs_give_accuracy_per_variation_and_the_bg_gap(runs, tmp_path):
+    # Your own copy of the original run, made by another classifier: it must not join this classifier's table.
+    other = tmp_path / "yours" / "other-classifier-original"
+    shutil.copytree(runs / "imagenet9-original", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["models"]["classifier_identity"] = "someone-else"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    entries = api.discover_runs({"shipped": runs, "yours": tmp_path / "yours"})
+    by_folder = {e.folder: e for e in entries}
+    assert {f: api.background_variation(e) for f, e in by_folder.items()} == {
+        **{f"imagenet9-{v}": v for v in ORDER}, "other-classifier-original": "original",
+        "demo-erm-test": None, "demo-robust-test": None}
+    assert api.background_challenge(by_folder["demo-erm-test"], entries) is None
+
+    bc = api.background_challenge(by_folder["imagenet9-mixed_rand"], entries)
+    table = bc.table.set_index("variation")
+    assert list(table.index) == ORDER and list(table["run"]) == [f"imagenet9-{v}" for v in ORDER]
+    for v in ORDER:
+        right, n = accuracy(runs / f"imagenet9-{v}")
+        assert table.loc[v, "images"] == n == 18 and table.loc[v, "correct"] == right
+        assert table.loc[v, "accuracy"] == pytest.approx(right / n)
+        assert (table.loc[v, "ci_low"], table.loc[v, "ci_high"]) == pytest.approx(wilson_interval(right, n), abs=1e-3)
+    assert table["accuracy"].nunique() > 1  # the toy classifier's accuracies differ: a real check, not 0 = 0
+    same, rand = (accuracy(runs / f"imagenet9-{v}")[0] / 18 for v in ("mixed_same", "mixed_rand"))
+    assert bc.bg_gap["gap"] == pytest.approx(same - rand) and bc.bg_gap["n"] == 18
+    assert bc.bg_gap["low"] <= bc.bg_gap["gap"] <= bc.bg_gap["high"]
+    assert bc.reading() and not bc.notes
+    # Any variation run as run A gives the same table (the other classifier's copy stays out either way).
+    again = api.background_challenge(by_folder["imagenet9-original"], entries)
+    assert again.table.equals(bc.table) and again.bg_gap == bc.bg_gap
+    assert list(api.background_challenge(by_folder["other-classifier-original"], entries).table["variation"]) == [
+        "original"]
+
+
+@needs_stamps
+def test_words_of_mixed_rand_errors_rise_from_the_same_photos_in_original(runs):
+    entries = api.discover_runs({"shipped": runs})
+    bc = api.background_challenge(next(e for e in entries if e.folder == "imagenet9-original"), entries)
+    words = bc.words
+    assert len(words) and (words["rise"] > 0).all() and words["rise"].is_monotonic_decreasing
+    assert np.allclose(words["share_mixed_rand_errors"] - words["share_original"], words["rise"])
+    # The shares, counted here by hand: mean over images of (sentences with the word / sentences).
+    def share(run: Path, word: str, wrong_only: bool, ids: set | None = None) -> float:
+        r = Run.open(run)
+        images, w = r.images(), r.words()
+        if wrong_only:
+            images = images[images["label"] != images["prediction"]]
+        if ids is not None:
+            images = images[images["image_id"].str.split("/", n=1).str[1].isin(ids)]
+        per_image = w[w["word"] == word].set_index("image_id")["sentences"]
+        return float((images["image_id"].map(per_image).fillna(0) / images["n_sentences"]).mean())
+
+    mixed = Run.open(runs / "imagenet9-mixed_rand").images()
+    wrong = mixed[mixed["label"] != mixed["prediction"]]
+    photos = set(wrong["image_id"].str.split("/", n=1).str[1])
+    top = words.iloc[0]
+    assert top["share_mixed_rand_errors"] == pytest.approx(share(runs / "imagenet9-mixed_rand", top["word"], True))
+    assert top["share_original"] == pytest.approx(share(runs / "imagenet9-original", top["word"], False, photos))
+    assert (words["images"] <= len(wrong)).all()
+
+
+# --- the Worst-group page -------------------------------------------------------------------------------------
+
+@needs_stamps
+def test_worst_group_page_shows_accuracy_by_background_variation(runs):
+    at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(runs / "imagenet9-original"))
+    assert "Accuracy by background variation" in [s.value for s in at.subheader]
+    same, rand = (accuracy(runs / f"imagenet9-{v}")[0] / 18 for v in ("mixed_same", "mixed_rand"))
+    metric = next(m for m in at.metric if m.label.startswith("BG-gap"))
+    assert metric.value == f"{100 * (same - rand):+.1f} pts"
+    assert "paired bootstrap interval" in texts(at)
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["title"]["text"] == "Accuracy per background variation"
+    assert list(chart["data"][0]["x"]) == ORDER
+    table = at.dataframe[0].value
+    assert table["variation"].tolist() == ORDER
+    assert table["accuracy"].tolist() == pytest.approx([accuracy(runs / f"imagenet9-{v}")[0] / 18 for v in ORDER])
+    assert "Words that separate mixed_rand errors" in texts(at)
+
+
+@needs_stamps
+def test_worst_group_page_is_unchanged_for_a_waterbirds_run(runs):
+    at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(runs / "demo-erm-test"))
+    assert "Accuracy by background variation" not in [s.value for s in at.subheader]
+    assert not [m for m in at.metric if m.label.startswith("BG-gap")]
+    assert any(m.label == "Worst-group accuracy" for m in at.metric)
+
+
+# --- Home's demo buttons ----------------------------------------------------------------------------------------
+
+@needs_stamps
+def test_home_demo_buttons_choose_runs_a_and_b(runs):
+    at = run_page("Home.py")
+    assert at.session_state["run_a"] == str(runs / "demo-erm-test")
+    assert "Demos" in [s.value for s in at.subheader]
+    at.button(key="demo-ImageNet-9 backgrounds").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["run_a"] == str(runs / "imagenet9-original")
+    assert at.session_state["run_b"] == str(runs / "imagenet9-mixed_rand")
+    assert at.sidebar.selectbox[0].value == str(runs / "imagenet9-original")
+    text = texts(at)
+    assert "Run A: imagenet9-original" in text and "Run B: imagenet9-mixed_rand" in text
+    at.button(key="demo-Waterbirds").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (at.session_state["run_a"], at.session_state["run_b"]) == (str(runs / "demo-erm-test"),
+                                                                      str(runs / "demo-robust-test"))
+    assert "Run B: demo-robust-test" in texts(at)
+
+
+def test_home_hides_a_demo_whose_runs_are_absent(tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    waterbirds_runs(shipped, make_dataset(tmp_path / "wb", per_group=5))
+    monkeypatch.setenv("TEXPLAIN_SHIPPED_RUNS", str(shipped))
+    monkeypatch.setenv("TEXPLAIN_RUNS", str(tmp_path / "user"))
+    at = run_page("Home.py")
+    assert [b.key for b in at.button if b.key and b.key.startswith("demo-")] == ["demo-Waterbirds"]
+    shutil.rmtree(shipped / "demo-robust-test")  # a demo with one of its two runs is not offered either
+    at = run_page("Home.py")
+    assert not [b for b in at.button if b.key and b.key.startswith("demo-")]
+    assert "Demos" not in [s.value for s in at.subheader]
