@@ -6,6 +6,10 @@
 # Here (the CPU machine):
 #   bench/gpu_lease.sh bundle PACK_DIR        # tar the LM wheel, wheels (.whl), WordNet and PACK_DIR/*
 #                                             # (packs + PACK.args), split into .gpu/p1 .gpu/p2 ...
+# The tracked tree travels with every call and the shipped checkpoints alone are over 64 MiB: for the
+# lease, take their weights out of the index (`git ls-files 'checkpoints/*.safetensors' | xargs git rm
+# --cached -q`, and list them in .git/info/exclude), and put them back right after (`git add -f` the
+# same files, drop the exclude lines); `git status` must then show nothing staged.
 # There, one call per part, back to back, each carrying its .gpu/pK:
 #   bench/gpu_lease.sh stash                  # calls 1..N-1: keep the carried part in ~/stash
 #   bench/gpu_lease.sh run                    # call N: join, install, gpu_check, train; figures in $OUT
