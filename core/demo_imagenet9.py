@@ -148,7 +148,8 @@ def run_experiment(root: str | Path = in9.IMAGENET9_MINI, out_dir: str | Path = 
 GENERAL_TRANSLATOR = paths.CHECKPOINTS / "translators" / "general"
 # The shipped general translator's recipe (trained on a lent H200 from a training pack, bf16 autocast:
 # 151 steps per epoch; the lease's time ended in epoch 8 of the 10-epoch cosine schedule, and the
-# validation loss was lowest after epoch 4, the epoch kept). On two CPU cores the same recipe is hours; it runs only when the translator is missing.
+# validation loss was lowest after epoch 4, the epoch kept). On two CPU cores the same recipe is hours;
+# it runs only when the translator is missing.
 GENERAL_RECIPE = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "save_every": 50}
 RUN_PREFIX = "imagenet9-"  # shipped runs: checkpoints/runs/imagenet9-<variation>
 
@@ -240,6 +241,72 @@ def evaluate_general_translator(classifier, translator, lm, world: str | Path = 
     return result
 
 
+def superclass_of_words(words) -> dict[str, str]:
+    """{word: ImageNet-9 class} for the words WordNet places under one of the nine synsets, by the word's
+    most common noun sense that lies under one ("cat": the feline before the Caterpillar tractor) and
+    the most specific synset ("terrier" is a dog, not a carnivore); other words are left out."""
+    from nltk.corpus import wordnet as wn
+
+    roots = {wn.synset_from_pos_and_offset("n", off): name for name, off in in9.IN9_SYNSET_OFFSETS.items()}
+    out = {}
+    for w in set(words):
+        for syn in wn.synsets(w, pos="n"):  # WordNet lists senses by frequency
+            path = set(syn.closure(lambda x: x.hypernyms())) | {syn}
+            hits = [roots[r] for r in roots if r in path]
+            if hits:
+                out[w] = "dog" if "dog" in hits else hits[0]  # dogs are carnivores too; ImageNet-9 keeps them apart
+                break
+    return out
+
+
+def superclass_word_accuracy(run, stamps_seen: set | None = None, plan: str | Path | None = None) -> dict:
+    """Per image of an ImageNet-9 run: do its sentences name its class? The share of images whose
+    sentences use words of the right class more often than of any other class, overall and on the
+    stamps the general translator never saw in training (`stamps_seen`: the general world's train stamps)."""
+    from core.store import Run
+
+    run = Run.open(run) if isinstance(run, (str, Path)) else run
+    images, words = run.images(), run.words()
+    sup = superclass_of_words(words["word"].unique())
+    words = words.assign(cls=words["word"].map(sup)).dropna(subset=["cls"])
+    per = words.groupby(["image_id", "cls"])["sentences"].sum().unstack(fill_value=0)
+    plan_df = pd.read_csv(plan or in9.IMAGENET9_MINI / "in9_plan.csv")
+    stamp_of = dict(zip(plan_df["image"], plan_df["stamp"]))
+    rows = []
+    for r in images.itertuples():
+        hits = per.loc[r.image_id] if r.image_id in per.index else pd.Series(dtype=float)
+        best = hits[hits == hits.max()].index.tolist() if len(hits) and hits.max() > 0 else []
+        truth = in9.IN9_CLASSES[int(r.label)]
+        stamp = stamp_of.get(Path(r.image_id).stem)
+        rows.append({"image_id": r.image_id, "class": truth, "stamp": stamp,
+                     "unseen": None if stamps_seen is None else stamp not in stamps_seen,
+                     "right": best == [truth], "named": bool(hits.get(truth, 0) > 0)})
+    df = pd.DataFrame(rows)
+    out = {"images": len(df), "right_superclass": round(float(df["right"].mean()), 4),
+           "names_its_superclass": round(float(df["named"].mean()), 4),
+           "by_class": df.groupby("class")["right"].mean().round(3).to_dict()}
+    if stamps_seen is not None:
+        unseen = df[df["unseen"]]
+        out.update({"unseen_images": len(unseen), "unseen_stamps": int(unseen["stamp"].nunique()),
+                    "right_superclass_unseen": round(float(unseen["right"].mean()), 4) if len(unseen) else None})
+    return out
+
+
+def record_superclass_words(runs_root: str | Path = paths.SHIPPED_RUNS, world: str | Path = gw.GENERAL_WORLD,
+                            out: str | Path = GENERAL_EVALUATION) -> dict:
+    """`superclass_word_accuracy` of every shipped variation run, added to the general translator's
+    evaluation (the stamps it saw in training are the general world's train split)."""
+    meta = pd.read_csv(Path(world) / "metadata.csv")
+    seen = set(meta.loc[meta["split"] == "train", "stamp"])
+    res = {v: superclass_word_accuracy(Path(runs_root) / f"{RUN_PREFIX}{v}", seen)
+           for v in in9.VARIATIONS if (Path(runs_root) / f"{RUN_PREFIX}{v}" / "manifest.json").exists()}
+    out = Path(out)
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    doc["imagenet9_superclass_words"] = res
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    return res
+
+
 # Explaining is the CPU's slow step (about 0.4 images/s on two cores at 16 sentences): 20 images per class
 # and variation keep the shipped runs to 900 images, enough for per-class word shares.
 RUN_PER_CLASS = 20
@@ -307,6 +374,7 @@ def build(step: str = "imagenet9", force: bool = False, n_per_class: int = 50, n
     if step == "imagenet9-runs":
         tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
         explain_variations(in9.in9_classifier(base), tr, lm, root, force=force)
+        record_superclass_words()
     return 0
 
 

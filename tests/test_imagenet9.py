@@ -227,3 +227,32 @@ def test_general_translator_trains_and_every_variation_is_explained(tmp_path, ti
         ids[variation] = sorted(i.split("/", 1)[1] for i in images["image_id"])  # ids start with the variation
         assert set(images["prediction_name"]) <= set(clf.class_names)
     assert ids["original"] == ids["mixed_rand"]  # the same photos, other backgrounds
+
+
+def test_words_map_to_the_imagenet9_class_wordnet_puts_them_under():
+    from core.demo_imagenet9 import superclass_of_words
+
+    got = superclass_of_words(["terrier", "dog", "cat", "lion", "parrot", "bus", "guitar", "gorilla", "salmon",
+                               "beetle", "iguana", "tree", "water"])
+    assert got == {"terrier": "dog", "dog": "dog", "cat": "carnivore", "lion": "carnivore", "parrot": "bird",
+                   "bus": "vehicle", "guitar": "instrument", "gorilla": "primate", "salmon": "fish",
+                   "beetle": "insect", "iguana": "reptile"}  # "tree" and "water" name no class
+
+
+def test_superclass_word_accuracy_counts_the_right_class_and_unseen_stamps(tmp_path):
+    from types import SimpleNamespace
+
+    from core.demo_imagenet9 import superclass_word_accuracy
+
+    images = pd.DataFrame({"image_id": ["original/val/00_dog/a.JPEG", "original/val/01_bird/b.JPEG",
+                                        "original/val/08_fish/c.JPEG"], "label": [0, 1, 8]})
+    words = pd.DataFrame({"image_id": [images.image_id[0]] * 2 + [images.image_id[1]] * 2 + [images.image_id[2]],
+                          "word": ["puppy", "grass", "parrot", "lion", "grass"], "count": [3, 5, 1, 4, 2],
+                          "sentences": [3, 5, 1, 4, 2]})
+    (tmp_path / "plan.csv").write_text("image,stamp\na,dogs/dog\nb,birds/parrot\nc,fish/trout\n")
+    run = SimpleNamespace(images=lambda: images, words=lambda: words)
+    got = superclass_word_accuracy(run, stamps_seen={"dogs/dog"}, plan=tmp_path / "plan.csv")
+    # the dog is named; the bird's sentences say "lion" more often than "parrot"; the fish is not named
+    assert got["right_superclass"] == pytest.approx(1 / 3, abs=1e-4)
+    assert got["names_its_superclass"] == pytest.approx(2 / 3, abs=1e-4)
+    assert got["unseen_images"] == 2 and got["unseen_stamps"] == 2 and got["right_superclass_unseen"] == 0.0
