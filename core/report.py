@@ -38,6 +38,11 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
 - comparison: null, or for a second run on the same data: run, provenance, accuracy, groups, flags
   (by_class), divergence [{class, jensen_shannon}] and changed_words {class: [{word, share_a, share_b,
   change, z}]} (a = this run, b = the other)
+- backgrounds: null, or for a Backgrounds Challenge (ImageNet-9) variation run: the classifier on every
+  variation run beside it: variations [{variation, run, images, correct, accuracy, ci_low, ci_high}],
+  bg_gap ({gap, low, high, n}: mixed_same - mixed_rand, paired bootstrap) or null, reading (one
+  sentence), error_words [{word, share_original, share_mixed_rand_errors, rise, images, z}] (the words
+  that rise most from the original photos to the mixed_rand images read wrong), notes
 - notes: plain-English remarks (e.g. "groups were inferred: the dataset has none")
 
 Numbers are fractions in [0, 1]; missing numbers are null, never NaN.
@@ -195,6 +200,11 @@ REPORT_SCHEMA: dict = {
                                       "changed_words": {"type": "object", "additionalProperties": {
                                           "type": "array",
                                           "items": {"type": "object", "required": ["word", "change"]}}}}},
+        "backgrounds": {"type": ["object", "null"], "required": ["variations", "bg_gap", "reading", "error_words"],
+                        "properties": {"variations": {"type": "array", "items": {
+                            "type": "object", "required": ["variation", "images", "accuracy"]}},
+                            "bg_gap": {"type": ["object", "null"]}, "reading": _STR,
+                            "error_words": {"type": "array", "items": {"type": "object", "required": ["word"]}}}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -371,6 +381,19 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
     return part, evaluated, scorer
 
 
+def _backgrounds(run: Run) -> dict | None:
+    """A Backgrounds Challenge variation run's classifier on every variation run in the same folder."""
+    from core import dashboard_api as api
+
+    entries = api.discover_runs({"runs": run.path.parent})
+    entry = next((e for e in entries if Path(e.path).resolve() == Path(run.path).resolve()), None)
+    bc = api.background_challenge(entry, entries) if entry is not None else None
+    if bc is None:
+        return None
+    return {"variations": bc.table.to_dict("records"), "bg_gap": bc.bg_gap, "reading": bc.reading(),
+            "error_words": bc.words.to_dict("records"), "notes": bc.notes}
+
+
 def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_k: int = 10, flags_k: int = 5,
                  train_group_counts: dict | None = None, scorer_params: dict | None = None) -> dict:
     """The bias report of `run` (a Run or a run folder), optionally compared with a second run.
@@ -406,6 +429,7 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
         "mitigation": _read_mitigation(run, notes),
         "evaluation": _read_evaluation(run, notes),
         "comparison": None,
+        "backgrounds": _backgrounds(run),
         "notes": notes,
     }
     if compare is not None:
@@ -649,6 +673,22 @@ def to_markdown(report: dict) -> str:
             out += [f"### Words that changed most for {cls}", "",
                     _md_table(["word", run["name"], other, "change"], rows, "lrrr"), ""]
 
+    bg = report.get("backgrounds")
+    if bg:
+        out += ["## Background variations (ImageNet-9)", ""]
+        rows = [[v["variation"], v["images"], _pct(v["accuracy"]), _ci(v)] for v in bg["variations"]]
+        out += [_md_table(["variation", "images", "accuracy", "95% CI"], rows, "lrrl"), ""]
+        if bg["bg_gap"]:
+            g = bg["bg_gap"]
+            out += [f"BG-gap (mixed_same − mixed_rand): **{100 * g['gap']:+.1f} points** (95% paired bootstrap "
+                    f"{100 * g['low']:+.1f} to {100 * g['high']:+.1f}, {g['n']} photos). {bg['reading']}", ""]
+        if bg["error_words"]:
+            rows = [[_md_escape(w["word"]), _pct(w["share_original"]), _pct(w["share_mixed_rand_errors"]),
+                     w["images"]] for w in bg["error_words"]]
+            out += ["Words that rise from the original photos to the mixed_rand images read wrong:", "",
+                    _md_table(["word", "original", "mixed_rand errors", "images"], rows, "lrrr"), ""]
+        out += [f"> {n}" for n in bg["notes"]] + ([""] if bg["notes"] else [])
+
     if report.get("evaluation"):
         from core.evaluate import to_markdown as evaluation_markdown
 
@@ -822,6 +862,24 @@ def to_html(report: dict) -> str:
         change_rows = [dict(w, label=c) for c, ws in cmp["changed_words"].items() for w in ws]
         parts.append(chart(plots.run_comparison_chart(pd.DataFrame(change_rows), by="label",
                                                       a_name=run["name"], b_name=other)))
+
+    bg = report.get("backgrounds")
+    if bg:
+        parts.append("<h2>Background variations (ImageNet-9)</h2>")
+        parts.append(_html_table(["variation", "images", "accuracy", "95% CI"],
+                                 [[v["variation"], v["images"], _pct(v["accuracy"]), _ci(v)] for v in bg["variations"]],
+                                 numeric={1, 2}))
+        if bg["bg_gap"]:
+            g = bg["bg_gap"]
+            parts.append(f"<p>BG-gap (mixed_same − mixed_rand): <b>{100 * g['gap']:+.1f} points</b> (95% paired "
+                         f"bootstrap {100 * g['low']:+.1f} to {100 * g['high']:+.1f}, {g['n']} photos). "
+                         f"{_esc(bg['reading'])}</p>")
+        if bg["error_words"]:
+            parts.append("<p>Words that rise from the original photos to the mixed_rand images read wrong:</p>")
+            parts.append(_html_table(["word", "original", "mixed_rand errors", "images"],
+                                     [[w["word"], _pct(w["share_original"]), _pct(w["share_mixed_rand_errors"]),
+                                       w["images"]] for w in bg["error_words"]], numeric={1, 2, 3}))
+        parts += [f"<p class='note'>{_esc(n)}</p>" for n in bg["notes"]]
 
     if report.get("evaluation"):
         from core.evaluate import to_html as evaluation_html

@@ -199,3 +199,24 @@ def test_home_hides_a_demo_whose_runs_are_absent(tmp_path, monkeypatch):
     at = run_page("Home.py")
     assert not [b for b in at.button if b.key and b.key.startswith("demo-")]
     assert "Demos" not in [s.value for s in at.subheader]
+
+
+def test_the_report_of_a_variation_run_covers_every_variation(runs):
+    from core.report import build_report, to_html, to_markdown, validate_report
+
+    report = build_report(runs / "imagenet9-mixed_rand")
+    validate_report(report)
+    bg = report["backgrounds"]
+    got = {v["variation"]: (v["images"], v["accuracy"]) for v in bg["variations"]}
+    from core.data import imagenet9 as in9
+    from core.data.readers import BACKGROUND_VARIATIONS
+
+    assert list(got) == [v for v in BACKGROUND_VARIATIONS if v in in9.VARIATIONS]  # all five, in the usual order
+    for variation, (n, acc) in got.items():
+        right, total = accuracy(runs / f"imagenet9-{variation}")
+        assert n == total and acc == pytest.approx(right / total)
+    assert bg["bg_gap"]["gap"] == pytest.approx(got["mixed_same"][1] - got["mixed_rand"][1])
+    md, html = to_markdown(report), to_html(report)
+    assert "## Background variations (ImageNet-9)" in md and "BG-gap (mixed_same − mixed_rand)" in md
+    assert "Background variations (ImageNet-9)" in html
+    assert build_report(runs / "demo-erm-test")["backgrounds"] is None  # other runs: no such section
