@@ -409,6 +409,13 @@ def dataset_mismatch(manifest_a: dict, manifest_b: dict, name_a: str = "run A", 
     """Why two runs are not on the same data (dataset root, split or classes differ), or None."""
     a, b = _dataset_key(manifest_a), _dataset_key(manifest_b)
     problems = []
+    kinds = {(m.get("dataset") or {}).get("kind") for m in (manifest_a, manifest_b)}
+    if kinds == {"backgrounds_challenge"} and a["root"] and b["root"] \
+            and Path(a["root"]).parent == Path(b["root"]).parent:
+        # Two variations of one Backgrounds Challenge copy: the same photos on other backgrounds, which is
+        # the comparison that experiment is about (what the new backgrounds put into the words).
+        a = {**a, "root": str(Path(a["root"]).parent), "name": None}
+        b = {**b, "root": str(Path(b["root"]).parent), "name": None}
     if a["root"] != b["root"] or a["name"] != b["name"]:
         problems.append(f"{name_a} is on dataset {a['name']!r} ({a['root']}), {name_b} on {b['name']!r} ({b['root']})")
     if a["split"] != b["split"]:

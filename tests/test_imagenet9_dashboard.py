@@ -220,3 +220,41 @@ def test_the_report_of_a_variation_run_covers_every_variation(runs):
     assert "## Background variations (ImageNet-9)" in md and "BG-gap (mixed_same − mixed_rand)" in md
     assert "Background variations (ImageNet-9)" in html
     assert build_report(runs / "demo-erm-test")["backgrounds"] is None  # other runs: no such section
+
+
+@needs_stamps
+def test_explain_and_compare_pages_take_variation_runs(runs):
+    # Explain: a variation run's images have no group (pd.NA), which once ended the page in a TypeError.
+    at = run_page("pages/1_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
+    assert not at.exception and "backgrounds" in texts(at)
+    # Compare: two variations of one copy are the same photos on other backgrounds, so they compare.
+    at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
+                  run_b=str(runs / "imagenet9-mixed_rand"))
+    assert not at.exception and "not on the same data" not in texts(at)
+    at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
+                  run_b=str(runs / "demo-erm-test"))
+    assert "not on the same data" in texts(at)
+
+
+def test_classes_a_classifier_predicts_beyond_the_datasets_follow_them():
+    import pandas as pd
+
+    from core.analysis.tables import RunTables
+
+    images = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "prediction": [2, 1],
+                           "label_name": ["dog", "bird"], "prediction_name": ["none of the nine", "bird"]})
+    tables = RunTables(images, pd.DataFrame(columns=["image_id", "word", "count", "sentences"]),
+                       {"dataset": {"class_names": ["dog", "bird"]}})
+    assert tables.class_names == ["dog", "bird", "none of the nine"]
+
+
+def test_variations_of_one_copy_are_the_same_data_and_other_copies_are_not(tmp_path):
+    from core.dashboard_api import dataset_mismatch
+
+    def manifest(root):
+        return {"dataset": {"kind": "backgrounds_challenge", "name": f"in9/{Path(root).name}", "root": str(root),
+                            "split": None, "class_names": ["dog", "bird"]}}
+
+    a, b = tmp_path / "in9" / "original", tmp_path / "in9" / "mixed_rand"
+    assert dataset_mismatch(manifest(a), manifest(b)) is None
+    assert dataset_mismatch(manifest(a), manifest(tmp_path / "other" / "mixed_rand")) is not None

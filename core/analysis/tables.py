@@ -30,7 +30,11 @@ class RunTables:
     def class_names(self) -> list[str]:
         names = (self.manifest.get("dataset") or {}).get("class_names")
         if names:
-            return [str(n) for n in names]
+            names = [str(n) for n in names]
+            # A classifier may predict classes the dataset has no images of (ImageNet-9's "none of the nine"):
+            # they follow the dataset's, named as the run recorded them.
+            seen = class_names_from_images(self.images)
+            return names + seen[len(names):]
         return class_names_from_images(self.images)
 
     @property
