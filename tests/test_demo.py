@@ -96,3 +96,50 @@ def test_the_fixed_classifier_ships_with_its_record_and_explains_like_erm():
     ours = run.words()[cols].sort_values(cols[:2]).reset_index(drop=True)
     erms = Run.open(RUN).words()[cols].sort_values(cols[:2]).reset_index(drop=True)
     assert ours.equals(erms)
+
+
+IN9_RUNS = [paths.SHIPPED_RUNS / f"imagenet9-{v}" for v in ("original", "only_fg", "only_bg_t", "mixed_same",
+                                                              "mixed_rand")]
+needs_in9 = pytest.mark.skipif(not all((r / "manifest.json").exists() for r in IN9_RUNS)
+                               or not (paths.LM_DIR / "config.json").exists(),
+                               reason="shipped ImageNet-9 runs or the LM are missing; run `make setup`")
+
+
+@needs_in9
+def test_shipped_imagenet9_runs_load_with_their_images():
+    ids = None
+    for path in IN9_RUNS:
+        run = Run.open(path)
+        assert run.status == "complete" and run.manifest["dataset"]["kind"] == "backgrounds_challenge"
+        images = run.images()
+        assert len(images) == 180 and images["label"].value_counts().eq(20).all()  # 20 photos of each class
+        assert run.image_path(images["path"].iloc[0]).exists(), "run the set-up: the mini ImageNet-9 is missing"
+        photos = sorted(i.split("/", 1)[1] for i in images["image_id"])
+        assert ids is None or photos == ids  # the same photos in every variation
+        ids = photos
+
+
+@needs_in9
+def test_reexplaining_an_imagenet9_image_gives_the_stored_counts():
+    from core.data import imagenet9 as in9
+    from core.data import load_rgb
+    from core.demo_imagenet9 import GENERAL_TRANSLATOR
+    from core.explain import ExplainConfig, explain_images
+    from core.models import load_classifier, load_language_model
+    from core.translator import Translator
+    from core.words import WordExtractor
+
+    torch.set_num_threads(2)
+    run = Run.open(IN9_RUNS[-1])
+    settings = run.manifest["settings"]
+    cfg = ExplainConfig(**{k: settings[k] for k in ("sentences_per_image", "top_p", "temperature", "max_new_tokens",
+                                                     "seed")}, device="cpu")
+    base, lm = load_classifier("efficientnet-lite0"), load_language_model()
+    tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
+    row = run.images().sort_values("image_id").iloc[7]
+    out = explain_images([load_rgb(run.image_path(row["path"]))], in9.in9_classifier(base), tr, lm, cfg,
+                         WordExtractor(), image_ids=[row["image_id"]])[0]
+    words = run.words()
+    stored = {w: (c, s) for w, c, s in words[words["image_id"] == row["image_id"]][["word", "count", "sentences"]]
+              .itertuples(index=False)}
+    assert out["prediction"] == row["prediction"] and out["words"] == stored
