@@ -172,6 +172,8 @@ def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict
         "dataset_kind": dataset.get("kind"),
         "split": dataset.get("split") or (", ".join(splits) if splits else None),
         "class_names": tables.class_names,
+        # The dataset's own classes; class_names can hold more that only the classifier predicts.
+        "n_dataset_classes": len(dataset.get("class_names") or tables.class_names),
         "n_images": int(len(images)),
         "n_errors": int(images["error"].notna().sum()) if "error" in images else 0,
         "sentences_per_image": settings.get("sentences_per_image"),

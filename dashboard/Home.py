@@ -33,7 +33,7 @@ def run_card(entry, label: str) -> None:
     split = f" ({s['split']} split)" if s["split"] else ""
     sentences = f", {s['sentences_per_image']} sentences each" if s["sentences_per_image"] else ""
     st.markdown(f"**Classifier** {s['classifier']}  \n**Dataset** {s['dataset']}{split} · "
-                f"{len(s['class_names'])} classes  \n**Sample** {s['n_images']} images{sentences}  \n"
+                f"{s['n_dataset_classes']} classes  \n**Sample** {s['n_images']} images{sentences}  \n"
                 f"**Language model** {s['lm']}")
     if wg:
         st.caption(f"Worst group: **{wg['group_name']}**. Average over groups weighted by the training set: "
