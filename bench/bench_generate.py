@@ -102,7 +102,7 @@ def naive_path(lm, prefix, n: int, cfg: ExplainConfig, seed: int) -> tuple[list[
         out = lm.model.generate(inputs_embeds=p, attention_mask=torch.ones(p.shape[:2], dtype=torch.long, device=p.device),
                                 do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature, top_k=0,
                                 max_new_tokens=cfg.max_new_tokens, num_return_sequences=n,
-                                eos_token_id=lm.eos_token_id if lm.eos_token_id >= 0 else None,
+                                eos_token_id=lm.stop_token_ids if lm.eos_token_id >= 0 else None,
                                 pad_token_id=max(lm.eos_token_id, 0), min_new_tokens=cfg.max_new_tokens if lm.eos_token_id < 0 else 0)
         tokens += int((out != max(lm.eos_token_id, 0)).sum()) if lm.eos_token_id >= 0 else out.numel()
         out_sents.append(lm.tokenizer.batch_decode(out.tolist(), skip_special_tokens=True))
