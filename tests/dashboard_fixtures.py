@@ -162,3 +162,28 @@ def make_world(root: Path, with_models: bool = False, per_group: int = 40) -> di
             "erm": shipped / "demo-erm-test", "robust": shipped / "demo-robust-test",
             "other_run": user / "other-data-run", "broken": broken, "not_a_dataset": root / "not-a-dataset",
             "models": models}
+
+
+# --- running pages (streamlit.testing) -----------------------------------------------------------------------
+
+PAGES = Path(__file__).resolve().parent.parent / "dashboard"
+
+
+def run_page(page: str, timeout: float = 180, **state):
+    """Run a page (a path under dashboard/) once with the given session state; it must not raise."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PAGES / page), default_timeout=timeout)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    """Everything the page wrote as text (markdown, captions, alerts, headings), for content checks."""
+    parts = []
+    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "header", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)

@@ -21,10 +21,9 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import jobs  # noqa: E402
-from tests.dashboard_fixtures import make_world  # noqa: E402
+from tests.dashboard_fixtures import make_world, texts  # noqa: E402
+from tests.dashboard_fixtures import run_page as fixtures_run_page  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-PAGES = ROOT / "dashboard"
 TIMEOUT = 180
 
 
@@ -42,22 +41,8 @@ def world(tmp_path_factory):
             os.environ[key] = value
 
 
-def run_page(page: str, **state) -> AppTest:
-    """Run a page (a path under dashboard/) once with the given session state; it must not raise."""
-    at = AppTest.from_file(str(PAGES / page), default_timeout=TIMEOUT)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    """Everything the page wrote as text (markdown, captions, alerts, headings), for content checks."""
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "header", "subheader"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
+def run_page(page: str, **state):
+    return fixtures_run_page(page, timeout=TIMEOUT, **state)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -180,7 +165,6 @@ def test_class_words_per_class_and_group_and_a_comparison(world):
     assert not at.exception
     at.selectbox(key="set_b").set_value("landbird, misread").run()
     assert "Choose two different sets." in texts(at)
-
 
 
 def test_comparing_an_empty_set_says_so(world):

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import jobs, paths  # noqa: E402
 from core.store import user_file  # noqa: E402
+from tests.dashboard_fixtures import run_page as fixtures_run_page  # noqa: E402
+from tests.dashboard_fixtures import texts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "dashboard"
@@ -48,18 +49,8 @@ def user_runs(tmp_path_factory):
             os.environ[key] = value
 
 
-def run_page(page: str) -> AppTest:
-    at = AppTest.from_file(str(PAGES / page), default_timeout=300)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
+def run_page(page: str, **state):
+    return fixtures_run_page(page, timeout=300, **state)
 
 
 def test_home_and_compare_open_on_erm_and_the_fixed_classifier(user_runs):

@@ -15,16 +15,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import dashboard_api as api  # noqa: E402
 from core.demo_imagenet9 import wilson_interval  # noqa: E402
 from core.store import Run  # noqa: E402
-from tests.dashboard_fixtures import ERM_ERRORS, ROBUST_ERRORS, make_dataset, make_run  # noqa: E402
+from tests.dashboard_fixtures import ERM_ERRORS, ROBUST_ERRORS, make_dataset, make_run, run_page, texts  # noqa: E402
 from tests.imagenet9_fixtures import have_stamps, make_variation_runs  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-PAGES = ROOT / "dashboard"
 ORDER = ["original", "only_bg_t", "only_fg", "mixed_same", "mixed_rand"]  # the release's order (BACKGROUND_VARIATIONS)
 needs_stamps = pytest.mark.skipif(not have_stamps(), reason="tuxpaint stamps or scene photos are missing; "
                                                             "run `make setup`")
@@ -58,22 +55,6 @@ def accuracy(path: Path) -> tuple[int, int]:
     """(right, images) straight from a run's images table."""
     images = Run.open(path).images()
     return int((images["label"] == images["prediction"]).sum()), len(images)
-
-
-def run_page(page: str, **state) -> AppTest:
-    at = AppTest.from_file(str(PAGES / page), default_timeout=180)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
 
 
 # --- the API ---------------------------------------------------------------------------------------------
