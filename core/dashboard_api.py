@@ -411,13 +411,11 @@ def dataset_mismatch(manifest_a: dict, manifest_b: dict, name_a: str = "run A", 
     """Why two runs are not on the same data (dataset root, split or classes differ), or None."""
     a, b = _dataset_key(manifest_a), _dataset_key(manifest_b)
     problems = []
-    kinds = {(m.get("dataset") or {}).get("kind") for m in (manifest_a, manifest_b)}
-    if kinds == {"backgrounds_challenge"} and a["root"] and b["root"] \
-            and Path(a["root"]).parent == Path(b["root"]).parent:
+    copy = _challenge_root(manifest_a.get("dataset") or {})
+    if copy is not None and copy == _challenge_root(manifest_b.get("dataset") or {}):
         # Two variations of one Backgrounds Challenge copy: the same photos on other backgrounds, which is
         # the comparison that experiment is about (what the new backgrounds put into the words).
-        a = {**a, "root": str(Path(a["root"]).parent), "name": None}
-        b = {**b, "root": str(Path(b["root"]).parent), "name": None}
+        a, b = {**a, "root": copy, "name": None}, {**b, "root": copy, "name": None}
     if a["root"] != b["root"] or a["name"] != b["name"]:
         problems.append(f"{name_a} is on dataset {a['name']!r} ({a['root']}), {name_b} on {b['name']!r} ({b['root']})")
     if a["split"] != b["split"]:
@@ -527,12 +525,12 @@ def _classifier_key(entry: RunEntry) -> str | None:
     return entry.models.get("classifier_identity") or entry.models.get("classifier")
 
 
-def _challenge_root(entry: RunEntry) -> str | None:
-    """The folder above the variation folders (one copy of ImageNet-9), None when the manifest does not say."""
-    d = entry.dataset or {}
-    if d.get("kind") != "backgrounds_challenge" or not d.get("root"):
+def _challenge_root(dataset: dict) -> str | None:
+    """The folder above a manifest dataset's variation folder (one copy of ImageNet-9), None when the
+    dataset is not a Backgrounds Challenge variation or does not say where it is."""
+    if dataset.get("kind") != "backgrounds_challenge" or not dataset.get("root"):
         return None
-    return str(Path(_dataset_key({"dataset": {"root": d["root"]}})["root"]).parent)
+    return str(Path(_dataset_key({"dataset": {"root": dataset["root"]}})["root"]).parent)
 
 
 def variation_runs(run: RunEntry, entries: list[RunEntry]) -> dict[str, RunEntry]:
@@ -548,7 +546,7 @@ def variation_runs(run: RunEntry, entries: list[RunEntry]) -> dict[str, RunEntry
     for e in entries:
         v = background_variation(e)
         if v is None or v in found or _classifier_key(e) != _classifier_key(run) \
-                or _challenge_root(e) != _challenge_root(run):
+                or _challenge_root(e.dataset or {}) != _challenge_root(run.dataset or {}):
             continue
         found[v] = e
     order = {v: i for i, v in enumerate(BACKGROUND_VARIATIONS)}

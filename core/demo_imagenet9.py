@@ -184,6 +184,14 @@ def train_general_translator(classifier, lm, out: str | Path = GENERAL_TRANSLATO
 GENERAL_EVALUATION = GENERAL_TRANSLATOR / "evaluation.json"
 
 
+def _update_evaluation(out: str | Path = GENERAL_EVALUATION, **parts) -> None:
+    """Write `parts` into the general translator's evaluation file, keeping what other steps wrote there
+    (general-evaluation and imagenet9-runs each own some of its keys)."""
+    out = Path(out)
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**doc, **parts}, indent=2) + "\n")
+
+
 def _argmax_hits(words: set, vocab: dict) -> object | None:
     """The value whose vocabulary the words use most; None for no hit or a tie."""
     hits = {v: len(words & set(ws)) for v, ws in vocab.items()}
@@ -300,10 +308,7 @@ def record_superclass_words(runs_root: str | Path = paths.SHIPPED_RUNS, world: s
     seen = set(meta.loc[meta["split"] == "train", "stamp"])
     res = {v: superclass_word_accuracy(Path(runs_root) / f"{RUN_PREFIX}{v}", seen)
            for v in in9.VARIATIONS if (Path(runs_root) / f"{RUN_PREFIX}{v}" / "manifest.json").exists()}
-    out = Path(out)
-    doc = json.loads(out.read_text()) if out.exists() else {}
-    doc["imagenet9_superclass_words"] = res
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    _update_evaluation(out, imagenet9_superclass_words=res)
     return res
 
 
@@ -368,7 +373,7 @@ def build(step: str = "imagenet9", force: bool = False, n_per_class: int = 50, n
         else:
             tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
             ev = evaluate_general_translator(base, tr, lm)
-            GENERAL_EVALUATION.write_text(json.dumps(ev, indent=2) + "\n")
+            _update_evaluation(**ev)  # keeps imagenet9_superclass_words, which imagenet9-runs writes
             print(f"general translator on {ev['images']} images of {ev['unseen_stamps']} unseen stamps: scene "
                   f"{ev['scene_accuracy']:.1%}, object kind {ev['object_kind_accuracy']:.1%} -> {GENERAL_EVALUATION}")
     if step == "imagenet9-runs":

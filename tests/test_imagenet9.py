@@ -256,3 +256,14 @@ def test_superclass_word_accuracy_counts_the_right_class_and_unseen_stamps(tmp_p
     assert got["right_superclass"] == pytest.approx(1 / 3, abs=1e-4)
     assert got["names_its_superclass"] == pytest.approx(2 / 3, abs=1e-4)
     assert got["unseen_images"] == 2 and got["unseen_stamps"] == 2 and got["right_superclass_unseen"] == 0.0
+
+
+def test_the_general_evaluation_keeps_what_each_step_wrote(tmp_path):
+    from core.demo_imagenet9 import _update_evaluation
+
+    out = tmp_path / "evaluation.json"
+    _update_evaluation(out, scene_accuracy=0.5, images=10)
+    _update_evaluation(out, imagenet9_superclass_words={"only_fg": {"right_superclass": 0.7}})
+    _update_evaluation(out, scene_accuracy=0.6, images=12)  # general-evaluation run again, after the runs
+    assert json.loads(out.read_text()) == {"scene_accuracy": 0.6, "images": 12,
+                                           "imagenet9_superclass_words": {"only_fg": {"right_superclass": 0.7}}}
