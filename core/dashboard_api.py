@@ -573,6 +573,23 @@ class BackgroundChallenge:
     bg_gap: dict | None
     words: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # class x variation groups: variation, class, images, correct, accuracy, ci_low, ci_high (Wilson)
+    by_class: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def worst_cell(self, min_images: int | None = None) -> dict | None:
+        """The class x variation group read worst among those that show the object (only_bg_* hold no object,
+        so a low accuracy there is the point, not a failure), with at least `min_images` images (None: 5, or
+        the largest group's size when every group is smaller)."""
+        cells = self.by_class
+        if cells.empty:
+            return None
+        cells = cells[~cells["variation"].astype(str).str.startswith("only_bg")]
+        if min_images is None:
+            min_images = min(5, int(cells["images"].max())) if len(cells) else 5
+        cells = cells[cells["images"] >= min_images]
+        if cells.empty:
+            return None
+        return cells.sort_values(["accuracy", "images"], ascending=[True, False]).iloc[0].to_dict()
 
     def reading(self) -> str | None:
         """The BG-gap in one plain sentence."""
@@ -612,6 +629,7 @@ def background_challenge(run: RunEntry, entries: list[RunEntry], k_words: int = 
                            group_names=dict(enumerate(tables)))
     table = table.rename(columns={"group_name": "variation", "n": "images"}).drop(columns="group")
     table.insert(1, "run", table["variation"].map(lambda v: runs[v].folder))
+    by_class = _class_variation_accuracy(tables)
     notes = []
     bg_gap = None
     if {"mixed_same", "mixed_rand"} <= set(tables):
@@ -646,7 +664,27 @@ def background_challenge(run: RunEntry, entries: list[RunEntry], k_words: int = 
                                   "images": cmp["images_a"], "z": cmp["z"]}).reset_index(drop=True)
         elif not errors.n_images:
             notes.append("The classifier reads every mixed_rand image right: no errors to explain.")
-    return BackgroundChallenge(table, bg_gap, words, notes)
+    return BackgroundChallenge(table, bg_gap, words, notes, by_class)
+
+
+def _class_variation_accuracy(tables: dict[str, RunTables]) -> pd.DataFrame:
+    """Accuracy of every class in every variation (one group per class x variation), with Wilson intervals."""
+    frames, names = [], {}
+    for i, (v, t) in enumerate(tables.items()):
+        images = scored_images(t.images)
+        if images.empty:
+            continue
+        classes = t.class_names
+        label = images["label"].astype(int)
+        names.update({i * 10_000 + c: (v, classes[c] if c < len(classes) else str(c)) for c in label.unique()})
+        frames.append(images.assign(cell=i * 10_000 + label))
+    columns = ["variation", "class", "images", "correct", "accuracy", "ci_low", "ci_high"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    acc = group_accuracy(pd.concat(frames, ignore_index=True), groups="cell")
+    acc["variation"] = acc["group"].map(lambda g: names[g][0])
+    acc["class"] = acc["group"].map(lambda g: names[g][1])
+    return acc.rename(columns={"n": "images"})[columns].reset_index(drop=True)
 
 
 # --- models for live explanations ----------------------------------------------------------------------------

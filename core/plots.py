@@ -31,7 +31,7 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
 ))
 
 __all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart",
-           "flags_chart", "group_accuracy_chart", "variation_accuracy_chart", "mitigation_chart",
+           "flags_chart", "group_accuracy_chart", "variation_accuracy_chart", "class_variation_heatmap", "mitigation_chart",
            "run_comparison_chart", "empty_chart"]
 
 
@@ -215,6 +215,33 @@ def variation_accuracy_chart(table: pd.DataFrame | list, title: str | None = "Ac
     variations = list(df["variation"])
     highlight = variations.index("mixed_rand") if "mixed_rand" in variations else None
     return group_accuracy_chart(per_group, highlight, title=title)
+
+
+def class_variation_heatmap(by_class: pd.DataFrame | list, worst: dict | None = None,
+                            title: str | None = "Accuracy per class and background variation") -> go.Figure:
+    """Accuracy of each class (rows) in each variation (columns), red (low) to blue (high), the number of
+    images in the hover; `worst` (a row of by_class, BackgroundChallenge.worst_cell) is outlined."""
+    df = _frame(by_class, "by_class", ("variation", "class", "accuracy"))
+    if df.empty:
+        return empty_chart("No class x variation groups", title)
+    columns = list(dict.fromkeys(df["variation"]))
+    rows = list(dict.fromkeys(df["class"]))  # the dataset's class order
+    grid = df.pivot_table(index="class", columns="variation", values="accuracy", aggfunc="first").reindex(
+        index=rows, columns=columns)
+    n = df.pivot_table(index="class", columns="variation", values="images", aggfunc="first").reindex(
+        index=rows, columns=columns) if "images" in df else grid * float("nan")
+    text = [[f"{v:.0%}" if pd.notna(v) else "" for v in r] for r in grid.to_numpy()]
+    fig = go.Figure(go.Heatmap(
+        z=grid.to_numpy(), x=columns, y=rows, zmin=0, zmax=1, text=text, texttemplate="%{text}",
+        customdata=n.to_numpy(), colorscale=[[0, RED], [0.5, "#f4f1ea"], [1, BLUE]],
+        colorbar=dict(title="accuracy", tickformat=".0%", thickness=12),
+        hovertemplate="<b>%{y}</b> in %{x}<br>accuracy %{z:.1%}<br>%{customdata} images<extra></extra>"))
+    if worst:
+        x, y = columns.index(worst["variation"]), rows.index(worst["class"])
+        fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, line=dict(color="#1f2933", width=3))
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_xaxes(side="top", showgrid=False)
+    return _finish(fig, title, int(max(300, min(900, 140 + 34 * len(rows)))))
 
 
 def mitigation_chart(records: pd.DataFrame | list, title: str | None = "Before and after mitigation") -> go.Figure:

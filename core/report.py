@@ -42,7 +42,9 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
   variation run beside it: variations [{variation, run, images, correct, accuracy, ci_low, ci_high}],
   bg_gap ({gap, low, high, n}: mixed_same - mixed_rand, paired bootstrap) or null, reading (one
   sentence), error_words [{word, share_original, share_mixed_rand_errors, rise, images, z}] (the words
-  that rise most from the original photos to the mixed_rand images read wrong), notes
+  that rise most from the original photos to the mixed_rand images read wrong), by_class [{variation, class,
+  images, correct, accuracy, ci_low, ci_high}] (class x variation groups), worst_cell (the lowest of those
+  groups that show the object, or null), notes
 - notes: plain-English remarks (e.g. "groups were inferred: the dataset has none")
 
 Numbers are fractions in [0, 1]; missing numbers are null, never NaN.
@@ -204,7 +206,10 @@ REPORT_SCHEMA: dict = {
                         "properties": {"variations": {"type": "array", "items": {
                             "type": "object", "required": ["variation", "images", "accuracy"]}},
                             "bg_gap": {"type": ["object", "null"]}, "reading": _STR,
-                            "error_words": {"type": "array", "items": {"type": "object", "required": ["word"]}}}},
+                            "error_words": {"type": "array", "items": {"type": "object", "required": ["word"]}},
+                            "by_class": {"type": "array", "items": {
+                                "type": "object", "required": ["variation", "class", "images", "accuracy"]}},
+                            "worst_cell": {"type": ["object", "null"]}}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -391,7 +396,17 @@ def _backgrounds(run: Run) -> dict | None:
     if bc is None:
         return None
     return {"variations": bc.table.to_dict("records"), "bg_gap": bc.bg_gap, "reading": bc.reading(),
-            "error_words": bc.words.to_dict("records"), "notes": bc.notes}
+            "error_words": bc.words.to_dict("records"), "by_class": bc.by_class.to_dict("records"),
+            "worst_cell": bc.worst_cell(), "notes": bc.notes}
+
+
+def _class_variation_rows(cells: list[dict]) -> tuple[list[str], list[list]]:
+    """by_class records as a table: one row per class, one accuracy column per variation."""
+    variations = list(dict.fromkeys(c["variation"] for c in cells))
+    acc = {(c["class"], c["variation"]): c["accuracy"] for c in cells}
+    rows = [[cls, *(_pct(acc[(cls, v)]) if (cls, v) in acc else "–" for v in variations)]
+            for cls in dict.fromkeys(c["class"] for c in cells)]
+    return ["class", *variations], rows
 
 
 def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_k: int = 10, flags_k: int = 5,
@@ -687,6 +702,14 @@ def to_markdown(report: dict) -> str:
                      w["images"]] for w in bg["error_words"]]
             out += ["Words that rise from the original photos to the mixed_rand images read wrong:", "",
                     _md_table(["word", "original", "mixed_rand errors", "images"], rows, "lrrr"), ""]
+        if bg.get("by_class"):
+            header, rows = _class_variation_rows(bg["by_class"])
+            out += ["Accuracy per class and variation (each a group):", "",
+                    _md_table(header, rows, "l" + "r" * (len(header) - 1)), ""]
+            if bg.get("worst_cell"):
+                w = bg["worst_cell"]
+                out += [f"Worst class × variation: **{w['class']} in {w['variation']}**, {_pct(w['accuracy'])} "
+                        f"({w['correct']} of {w['images']}, 95% CI {_ci(w)}).", ""]
         out += [f"> {n}" for n in bg["notes"]] + ([""] if bg["notes"] else [])
 
     if report.get("evaluation"):
@@ -879,6 +902,15 @@ def to_html(report: dict) -> str:
             parts.append(_html_table(["word", "original", "mixed_rand errors", "images"],
                                      [[w["word"], _pct(w["share_original"]), _pct(w["share_mixed_rand_errors"]),
                                        w["images"]] for w in bg["error_words"]], numeric={1, 2, 3}))
+        if bg.get("by_class"):
+            header, rows = _class_variation_rows(bg["by_class"])
+            parts.append("<p>Accuracy per class and variation (each a group):</p>")
+            parts.append(_html_table(header, rows, numeric=set(range(1, len(header)))))
+            if bg.get("worst_cell"):
+                w = bg["worst_cell"]
+                parts.append(f"<p>Worst class × variation: <b>{_esc(w['class'])} in {_esc(w['variation'])}</b>, "
+                             f"{_pct(w['accuracy'])} ({w['correct']} of {w['images']}, 95% CI {_ci(w)}).</p>")
+            parts.append(chart(plots.class_variation_heatmap(pd.DataFrame(bg["by_class"]), bg.get("worst_cell"))))
         parts += [f"<p class='note'>{_esc(n)}</p>" for n in bg["notes"]]
 
     if report.get("evaluation"):

@@ -121,6 +121,30 @@ def test_words_of_mixed_rand_errors_rise_from_the_same_photos_in_original(runs):
     assert (words["images"] <= len(wrong)).all()
 
 
+@needs_stamps
+def test_class_by_variation_groups_count_each_class_in_each_variation(runs):
+    entries = api.discover_runs({"shipped": runs})
+    bc = api.background_challenge(next(e for e in entries if e.folder == "imagenet9-original"), entries)
+    cells = bc.by_class
+    assert list(cells.columns) == ["variation", "class", "images", "correct", "accuracy", "ci_low", "ci_high"]
+    assert list(dict.fromkeys(cells["variation"])) == ORDER
+    for v in ORDER:  # counted here by hand from each run's images
+        images = Run.open(runs / f"imagenet9-{v}").images()
+        names = Run.open(runs / f"imagenet9-{v}").manifest["dataset"]["class_names"]
+        mine = cells[cells["variation"] == v].set_index("class")
+        for label, part in images.groupby("label"):
+            right = int((part["label"] == part["prediction"]).sum())
+            row = mine.loc[names[int(label)]]
+            assert (row["images"], row["correct"]) == (len(part), right)
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson_interval(right, len(part)), abs=1e-3)
+        assert mine["images"].sum() == len(images)
+    # The worst cell shows the object: only_bg_* are left out, whatever their accuracy.
+    worst = bc.worst_cell(min_images=1)
+    shown = cells[~cells["variation"].str.startswith("only_bg")]
+    assert not worst["variation"].startswith("only_bg") and worst["accuracy"] == shown["accuracy"].min()
+    assert bc.worst_cell(min_images=10_000) is None
+
+
 # --- the Worst-group page -------------------------------------------------------------------------------------
 
 @needs_stamps
@@ -138,6 +162,13 @@ def test_worst_group_page_shows_accuracy_by_background_variation(runs):
     assert table["variation"].tolist() == ORDER
     assert table["accuracy"].tolist() == pytest.approx([accuracy(runs / f"imagenet9-{v}")[0] / 18 for v in ORDER])
     assert "Words that separate mixed_rand errors" in texts(at)
+    heat = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Accuracy per class and background variation")
+    assert list(heat["data"][0]["x"]) == ORDER and heat["data"][0]["type"] == "heatmap"
+    worst = next(m for m in at.metric if m.label == "Worst class × variation")
+    entries = api.discover_runs({"shipped": runs})
+    cell = api.background_challenge(next(e for e in entries if e.folder == "imagenet9-original"), entries).worst_cell()
+    assert worst.value == f"{100 * cell['accuracy']:.1f}%"
 
 
 @needs_stamps
@@ -200,6 +231,12 @@ def test_the_report_of_a_variation_run_covers_every_variation(runs):
     md, html = to_markdown(report), to_html(report)
     assert "## Background variations (ImageNet-9)" in md and "BG-gap (mixed_same − mixed_rand)" in md
     assert "Background variations (ImageNet-9)" in html
+    cells = {(c["class"], c["variation"]): c for c in bg["by_class"]}
+    assert sum(c["images"] for c in bg["by_class"]) == sum(n for n, _ in got.values())  # every image in one cell
+    w = bg["worst_cell"]
+    assert w is not None and cells[(w["class"], w["variation"])]["accuracy"] == w["accuracy"]
+    assert f"Worst class × variation: **{w['class']} in {w['variation']}**" in md
+    assert "Accuracy per class and background variation" in html  # the heatmap
     assert build_report(runs / "demo-erm-test")["backgrounds"] is None  # other runs: no such section
 
 

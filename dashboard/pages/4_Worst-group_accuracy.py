@@ -39,6 +39,24 @@ if bg is not None:
         "accuracy": st.column_config.NumberColumn(format="percent"),
         "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
         "ci_high": st.column_config.NumberColumn("95% high", format="percent")})
+    if not bg.by_class.empty:
+        st.markdown("**Class × variation groups**: each class in each variation is a group, as Waterbirds' "
+                    "class × background groups are.")
+        worst = bg.worst_cell()
+        if worst is not None:
+            m1, m2 = st.columns([1, 3])
+            m1.metric("Worst class × variation", ui.pct(worst["accuracy"], 1),
+                      help=f"{worst['class']} in {worst['variation']}, {int(worst['images'])} images. Among the "
+                           "groups with at least 5 images that show the object (only_bg_* hold none).")
+            m2.markdown(f"Worst group: **{worst['class']} in {worst['variation']}**, {int(worst['correct'])} of "
+                        f"{int(worst['images'])} right  \n:gray[95% Wilson interval {ui.pct(worst['ci_low'], 0)} to "
+                        f"{ui.pct(worst['ci_high'], 0)}.]")
+        ui.chart(plots.class_variation_heatmap(bg.by_class, worst), key="class-variations")
+        with st.expander("Class × variation table"):
+            st.dataframe(bg.by_class, hide_index=True, width="stretch", column_config={
+                "accuracy": st.column_config.NumberColumn(format="percent"),
+                "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
+                "ci_high": st.column_config.NumberColumn("95% high", format="percent")})
     if len(bg.words):
         st.markdown("**Words that separate mixed_rand errors**: their share of sentences rises from the original "
                     "photos to the same objects on random backgrounds that the classifier gets wrong.")
