@@ -15,6 +15,10 @@ Stages (about 6-8 minutes on an H200 at full size):
    translator, prefix queue, sampler, background word counts and shard writes) against the
    sampler alone on the same prefixes; the target is >= 80% of the sampler-only rate.
 5. `training`: translator training samples/s on cached features, bf16 autocast vs float32.
+6. `profile`: torch.profiler over one full sampler call and over explain_dataset on 1,024 JPEGs: the
+   GPU's busy share of the wall time, the top device and CPU ops, and the pipeline's own ranges
+   (texplain.wait_for_images, classify_translate, sample, count_words, write_shard); the op tables
+   are written next to `--out` (profile_sampler.txt, profile_end_to_end.txt).
 
 Without `--lm`, the LM is SmolLM2-135M's architecture with random weights (same cost per token;
 every sentence runs to the maximum length, nuclei are wide). The classifier is a random-weight
@@ -238,6 +242,69 @@ def end_to_end(lm, device, n_images: int, n: int, max_new: int, batch_rows: int 
     return res
 
 
+def _profile_summary(prof, wall_s: float, top: int = 15) -> dict:
+    """What a torch.profiler run spent its time on: the device's busy share of the wall time, the ops with
+    the most device time and the texplain.* ranges (per thread, CPU time)."""
+    events = prof.key_averages()
+    device_attr = next((a for a in ("self_device_time_total", "self_cuda_time_total")
+                        if hasattr(events[0], a)), None) if len(events) else None
+    dev_us = {e.key: getattr(e, device_attr, 0) or 0 for e in events} if device_attr else {}
+    busy = sum(dev_us.values()) / 1e6
+    ops = sorted(((k, v) for k, v in dev_us.items() if v > 0), key=lambda kv: -kv[1])[:top]
+    cpu = sorted(((e.key, e.self_cpu_time_total) for e in events), key=lambda kv: -kv[1])[:top]
+    ranges = {e.key: round(e.cpu_time_total / 1e6, 3) for e in events if e.key.startswith("texplain.")}
+    return {"wall_s": round(wall_s, 3), "device_busy_s": round(busy, 3),
+            "device_busy_share": round(busy / wall_s, 3) if wall_s and dev_us else None,
+            "top_device_ops": [{"op": k, "s": round(v / 1e6, 4), "share_of_busy": round(v / 1e6 / busy, 3)}
+                               for k, v in ops] if busy else [],
+            "top_cpu_ops": [{"op": k, "self_s": round(v / 1e6, 4)} for k, v in cpu],
+            "ranges_s": ranges}
+
+
+def profile(lm, device, prefixes, n: int, max_new: int, rows: int, images: int, workdir: Path, out_dir: Path | None,
+            extractor=None, num_workers: int | None = None) -> dict:
+    """torch.profiler over one full sampler call and over explain_dataset on `images` JPEGs: where the
+    time goes (device busy share, top ops, the pipeline's texplain.* ranges); tables go to out_dir."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from core.data import open_dataset
+    from core.explain import explain_dataset
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prefix = (_tile(prefixes, max(1, rows // n), device, lm.model.dtype) if prefixes is not None
+              else (torch.randn(max(1, rows // n), 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype))
+    cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, **SAMPLER)
+    sample_sentences(lm, prefix, n, cfg)  # warm-up
+    _sync(device)
+    res = {}
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    with torch_profile(activities=activities) as prof:
+        t = time.perf_counter()
+        sample_sentences(lm, prefix, n, cfg)
+        _sync(device)
+        wall = time.perf_counter() - t
+    res["sampler"] = {"rows": rows, **_profile_summary(prof, wall)}
+    if out_dir is not None:
+        (out_dir / "profile_sampler.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
+    ds = open_dataset(synthetic_waterbirds(workdir / "images", images))
+    clf = _random_classifier(device)
+    tr = _translator_for(clf, lm, device)
+    cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, num_workers=num_workers,
+                        device=str(device), dtype=str(lm.model.dtype).removeprefix("torch."), **SAMPLER)
+    with torch_profile(activities=activities) as prof:
+        t = time.perf_counter()
+        run_ = explain_dataset(ds, clf, tr, lm, workdir / "run", cfg, extractor=extractor, show_progress=False)
+        _sync(device)
+        wall = time.perf_counter() - t
+    # the writer thread's stages are outside the profiler's reach (it follows the thread that started it)
+    res["end_to_end"] = {"images": images, "rows": rows, **_profile_summary(prof, wall),
+                         "stage_seconds": (run_.manifest.get("throughput") or {}).get("seconds")}
+    if out_dir is not None:
+        (out_dir / "profile_end_to_end.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
+    return res
+
+
 class _WordTokenizer:
     """Stands in for a real tokenizer with a random-weight LM: whitespace words -> stable ids."""
 
@@ -300,7 +367,10 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=2048, help="images in the end-to-end stage (>= 2,000)")
     ap.add_argument("--batch-rows", type=int, default=None, help="default: what free GPU memory holds")
     ap.add_argument("--num-workers", type=int, default=None, help="decoding processes (default: up to 8)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["bf16", "naive", "scaling", "nucleus", "e2e", "train"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["bf16", "naive", "scaling", "nucleus", "e2e", "train", "profile"])
+    ap.add_argument("--profile-images", type=int, default=1024,
+                    help="images in the profiled explain_dataset (the profile stage runs last; tables next to --out)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes on the CPU with a tiny random LM: checks every stage's logic, measures nothing")
     ap.add_argument("--kv-cache", choices=["dynamic", "preallocated"], default=None)
@@ -378,6 +448,10 @@ def main(argv=None) -> int:
                                                       Path(tmp) / "e2e", extractor))
         stage("training", "train", lambda: training(lm, device, 64 if smoke else 4096, 8 if smoke else 256,
                                                     3 if smoke else 40, Path(tmp) / "train"))
+        stage("profile", "profile", lambda: profile(
+            lm, device, prefixes, n, max_new, 16 if smoke else (a.batch_rows or 32768),
+            24 if smoke else a.profile_images, Path(tmp) / "profile", Path(a.out).parent if a.out else None,
+            extractor, 2 if smoke else a.num_workers))
     res["total_s"] = round(time.perf_counter() - t_all, 1)
     print(f"done in {res['total_s']} s", flush=True)
     if a.out:

@@ -13,12 +13,14 @@ import os
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 import torch
+from torch.profiler import record_function  # named ranges in a profile (bench.gpu_check --profile); no-ops otherwise
 
 from core.device import resolve
 from core.store import Run, dataset_fingerprint, portable_root
@@ -522,7 +524,7 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
                 progress(done_images, len(records), {"shard": s, "images_per_s": rate})
 
     try:
-        for batch in _decode_batches([(s, r) for s in todo for r in shards[s]], ds, classifier, cfg):
+        for batch in _decode_batches([(s, r) for s in todo for r in shards[s]], ds, classifier, cfg, stream.stages):
             if should_stop and should_stop():
                 stopped = True  # images decoded or sampled for unwritten shards are redone on resume
                 break
@@ -539,7 +541,10 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
     throughput = {"images_per_s": round(stream.images / elapsed, 3),
                   "sentences_per_s": round(stream.sentences / elapsed, 1),
                   "mean_rows_per_batch": round(stream.rows / stream.calls, 1) if stream.calls else None,
-                  "batch_rows": cfg.batch_rows, "image_batch": cfg.image_batch, "num_workers": cfg.num_workers}
+                  "batch_rows": cfg.batch_rows, "image_batch": cfg.image_batch, "num_workers": cfg.num_workers,
+                  # where the wall time went: the main thread's stages, then the writer thread's (which overlap)
+                  "seconds": {"total": round(elapsed, 3),
+                              **{k: round(v, 3) for k, v in {**stream.stages.seconds, **writer.stages.seconds}.items()}}}
     _end_run(run, len(shards), stopped, rate_images_per_s=round(n_new / elapsed, 3), throughput=throughput)
     return run
 
@@ -640,7 +645,7 @@ class _RGBTransform:
         return self.transform(image.convert("RGB"))
 
 
-def _decode_batches(items, ds, classifier, cfg: ExplainConfig):
+def _decode_batches(items, ds, classifier, cfg: ExplainConfig, stages: _Stages | None = None):
     """Batches of cfg.image_batch decoded items, in order: [(item, tensor | None, error | None), ...]."""
     transform = getattr(classifier, "_transform", None)
     preprocess = _RGBTransform(transform) if transform is not None else classifier.preprocess
@@ -648,8 +653,28 @@ def _decode_batches(items, ds, classifier, cfg: ExplainConfig):
         _DecodeImages(items, ds.load_image, preprocess), batch_size=cfg.image_batch, shuffle=False,
         num_workers=cfg.num_workers, collate_fn=list, prefetch_factor=4 if cfg.num_workers else None,
         pin_memory=torch.cuda.is_available() and resolve(cfg.device, cfg.dtype).device.type == "cuda")
-    for batch in loader:
+    batches, stages = iter(loader), stages or _Stages()
+    while True:
+        with stages("wait_for_images"):  # decoding itself runs in the loader's workers (num_workers > 0)
+            batch = next(batches, None)
+        if batch is None:
+            return
         yield [(items[i], x, err) for i, x, err in batch]
+
+
+class _Stages:
+    """Wall seconds per pipeline stage, for the manifest's throughput (is the sampler waiting on something?),
+    each stage also a named range in a torch.profiler trace. Stages on the writer thread overlap the rest."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        with record_function(f"texplain.{name}"):
+            yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
 class _ExplainStream:
@@ -663,6 +688,7 @@ class _ExplainStream:
         self.queue: list[tuple] = []  # (shard, record, probabilities)
         self.prefixes: list[torch.Tensor] = []  # (b, k, d) per pushed batch, on the device
         self.images = self.sentences = self.rows = self.calls = 0
+        self.stages = _Stages()
 
     @torch.inference_mode()
     def push(self, batch) -> None:
@@ -671,11 +697,12 @@ class _ExplainStream:
             if err is not None:
                 self.writer.put(("failed", shard, r, err))
         if ok:
-            x = torch.stack([x for _, x in ok]).to(self.compute.device, non_blocking=True)
-            p = next(self.classifier.parameters())
-            z, logits = self.classifier.features_and_logits(x.to(p.dtype))
-            probs = logits.float().softmax(-1).cpu()
-            self.prefixes.append(self.translator(z.float()))
+            with self.stages("classify_translate"):
+                x = torch.stack([x for _, x in ok]).to(self.compute.device, non_blocking=True)
+                p = next(self.classifier.parameters())
+                z, logits = self.classifier.features_and_logits(x.to(p.dtype))
+                probs = logits.float().softmax(-1).cpu()
+                self.prefixes.append(self.translator(z.float()))
             self.queue += [(shard, r, pr) for (shard, r), pr in zip((item for item, _ in ok), probs)]
         while len(self.queue) >= self.per_call:
             self._sample(self.per_call)
@@ -689,8 +716,9 @@ class _ExplainStream:
         take, self.queue = self.queue[:count], self.queue[count:]
         self.prefixes = [prefix[count:]] if len(self.queue) else []
         n = self.cfg.sentences_per_image
-        sentences = sample_sentences(self.lm, prefix[:count], n, self.cfg,
-                                     [image_key(r.image_id, self.cfg.seed) for _, r, _ in take])
+        with self.stages("sample"):
+            sentences = sample_sentences(self.lm, prefix[:count], n, self.cfg,
+                                         [image_key(r.image_id, self.cfg.seed) for _, r, _ in take])
         self.images += count
         self.sentences += count * n
         self.rows += count * n
@@ -708,6 +736,7 @@ class _ShardWriter:
     def __init__(self, run: Run, shard_sizes: dict[int, int], total_images: int, ds, classifier, cfg, extractor):
         self.run, self.sizes, self.total = run, shard_sizes, total_images
         self.ds, self.classifier, self.cfg, self.extractor = ds, classifier, cfg, extractor
+        self.stages = _Stages()
         self.inbox: queue.Queue = queue.Queue(maxsize=8)  # bounded: a slow disk holds the GPU back, not memory
         self.pending: dict[int, dict] = {}
         self.written: queue.Queue = queue.Queue()
@@ -765,7 +794,8 @@ class _ShardWriter:
             self._done(s, 1)
             return
         _, take, sentences = item
-        counts = self.extractor.count_many(sentences)
+        with self.stages("count_words"):
+            counts = self.extractor.count_many(sentences)
         for (s, r, p), sents, cnt in zip(take, sentences, counts):
             sh = self._shard(s)
             sh["images"].append(_image_row(r, p, sents, self.ds, self.classifier))
@@ -778,8 +808,9 @@ class _ShardWriter:
         sh = self.pending[s]
         sh["n"] += k
         if sh["n"] == self.sizes[s]:
-            self.run.write_shard(s, *_shard_tables(sh["images"] + sh["failed"], sh["words"], sh["sentences"]),
-                                 total_images=self.total)
+            with self.stages("write_shard"):
+                self.run.write_shard(s, *_shard_tables(sh["images"] + sh["failed"], sh["words"], sh["sentences"]),
+                                     total_images=self.total)
             self.images_written += self.sizes[s]
             # Read by the dashboard's job list for its time-left estimate (this thread owns the manifest now).
             self.run.update_manifest(rate_images_per_s=round(self.images_written / max(time.time() - self.t0, 1e-9), 3))

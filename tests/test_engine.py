@@ -217,6 +217,10 @@ def test_explain_tables_do_not_depend_on_batching_shards_or_workers(tmp_path, ti
         per_call = max(1, layout["batch_rows"] // 6)
         calls = -(-15 // per_call)  # 15 readable images
         assert tp["mean_rows_per_batch"] == round(15 * 6 / calls, 1)
+        # Where the time went, per stage (the sampler's share is what a starved GPU shows as low).
+        sec = tp["seconds"]
+        assert {"total", "wait_for_images", "classify_translate", "sample", "count_words", "write_shard"} <= set(sec)
+        assert 0 < sec["sample"] <= sec["total"] and all(v >= 0 for v in sec.values())
     for other in tables[1:]:
         for t in ("images", "words", "sentences"):
             pd.testing.assert_frame_equal(tables[0][t], other[t], check_exact=True)
