@@ -258,6 +258,47 @@ def test_superclass_word_accuracy_counts_the_right_class_and_unseen_stamps(tmp_p
     assert got["unseen_images"] == 2 and got["unseen_stamps"] == 2 and got["right_superclass_unseen"] == 0.0
 
 
+def test_unseen_superclass_words_are_scored_per_stamp_as_well_as_per_photo(tmp_path):
+    """One stamp with many photos (the mini ImageNet-9's only dog) must not stand for all unseen stamps."""
+    from types import SimpleNamespace
+
+    from core.demo_imagenet9 import superclass_word_accuracy
+
+    ids = [f"only_fg/val/00_dog/d{i}.JPEG" for i in range(3)] + ["only_fg/val/01_bird/b.JPEG"]
+    images = pd.DataFrame({"image_id": ids, "label": [0, 0, 0, 1]})
+    words = pd.DataFrame({"image_id": ids, "word": ["cow", "cow", "cow", "parrot"], "count": 1, "sentences": 1})
+    (tmp_path / "plan.csv").write_text("image,stamp\nd0,dogs/dog\nd1,dogs/dog\nd2,dogs/dog\nb,birds/parrot\n")
+    run = SimpleNamespace(images=lambda: images, words=lambda: words)
+    got = superclass_word_accuracy(run, stamps_seen=set(), plan=tmp_path / "plan.csv")
+    assert got["right_superclass_unseen"] == 0.25  # photos: 1 of 4
+    assert got["right_superclass_unseen_per_stamp"] == 0.5  # stamps: the parrot right, the dog not
+    assert got["unseen_by_stamp"]["dogs/dog"] == {"class": "dog", "images": 3, "right": 0.0}
+
+
+def test_general_evaluation_reads_each_image_by_its_most_frequent_words():
+    from core.demo_imagenet9 import score_general_split
+
+    scene_vocab = {"lake": ["lake", "water"], "plain-red": ["red"], "plain-pink": ["pink"]}
+    kind_vocab = {"animals/birds": ["heron"], "food/fruit": ["apple"]}
+    explained = pd.DataFrame([
+        # red in every sentence, pink once: red (presence alone would call it a tie)
+        {"image": "a", "stamp": "s1", "scene": "plain-red", "kind": "animals/birds", "sentences": ["x"],
+         "counts": {"red": (15, 15), "pink": (1, 1), "heron": (3, 3)}},
+        # lake words 4 times against red 4 times: a tie reads as nothing
+        {"image": "b", "stamp": "s2", "scene": "lake", "kind": "food/fruit", "sentences": ["y"],
+         "counts": {"lake": (2, 2), "water": (2, 2), "red": (4, 4)}},
+        {"image": "c", "stamp": "s2", "scene": "lake", "kind": "food/fruit", "sentences": [],
+         "counts": {"water": (5, 5), "apple": (1, 1)}},
+    ])
+    got = score_general_split(explained, scene_vocab, kind_vocab)
+    assert got["scene_accuracy"] == pytest.approx(2 / 3, abs=1e-4) and got["images"] == 3 and got["unseen_stamps"] == 2
+    assert got["scene_accuracy_plain"] == 1.0 and got["scene_accuracy_photos"] == 0.5
+    assert got["object_kind_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert got["scene_confusions"] == [{"truth": "lake", "said": None, "images": 1}]
+    lo, hi = got["scene_accuracy_ci95"]
+    assert lo < 2 / 3 < hi
+
+
 def test_the_general_evaluation_keeps_what_each_step_wrote(tmp_path):
     from core.demo_imagenet9 import _update_evaluation
 

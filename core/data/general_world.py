@@ -279,8 +279,9 @@ PLAIN = {
     "blue": (60, 100, 190), "light blue": (170, 205, 235), "green": (70, 140, 80), "yellow": (235, 210, 90),
     "red": (185, 50, 45), "beige": (225, 210, 180), "brown": (120, 85, 55), "pink": (235, 170, 190),
 }
+PLAIN_PREFIX = "plain-"  # scene names of the plain backgrounds: plain-white, plain-light-grey, ...
 for _name, _rgb in PLAIN.items():
-    SCENES[f"plain-{_name.replace(' ', '-')}"] = Scene(
+    SCENES[f"{PLAIN_PREFIX}{_name.replace(' ', '-')}"] = Scene(
         "", frozenset({"plain"}), (f"a plain {_name} background", f"an empty {_name} backdrop"), _rgb)
 
 TEMPLATES = (
