@@ -284,6 +284,46 @@ def score_general_split(explained: pd.DataFrame, scene_vocab: dict, kind_vocab: 
                           "example": r.sentences[0] if r.sentences else ""} for r in df.head(12).itertuples()]}
 
 
+def scene_probe(classifier, world: str | Path = gw.GENERAL_WORLD, split: str = "test", batch_size: int = 32,
+                seed: int = 0) -> dict:
+    """How much of the scene the classifier's features hold, whatever the translator: a logistic-regression
+    probe trained on the features of the world's training images to name their scene, scored on `split`
+    (unseen stamps), over all scenes and over the plain colours alone (a probe of those twelve only).
+
+    The translator can only say what the features carry, so its scene accuracy next to the probe's tells
+    a weak translator (far below the probe) from features that lose the scene (both low)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from core.data import load_rgb
+    from core.explain import classify_images
+
+    world = Path(world)
+    meta = pd.read_csv(world / "metadata.csv")
+    meta = meta[meta["split"].isin(["train", split])].reset_index(drop=True)
+    device = next(classifier.parameters()).device
+    feats = []
+    for i in range(0, len(meta), batch_size):
+        z, _ = classify_images(classifier, [load_rgb(world / f) for f in meta["img_filename"].iloc[i:i + batch_size]],
+                               device)
+        feats.append(z.float().cpu().numpy())
+    z = np.concatenate(feats)
+    train, test = (meta["split"] == "train").to_numpy(), (meta["split"] == split).to_numpy()
+    plain = meta["scene"].astype(str).str.startswith(gw.PLAIN_PREFIX).to_numpy()
+
+    def probe(rows_train, rows_test) -> float:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
+        model.fit(z[rows_train], meta["scene"][rows_train])
+        return round(float((model.predict(z[rows_test]) == meta["scene"][rows_test]).mean()), 4)
+
+    all_scenes = probe(train, test)
+    return {"split": split, "images": int(test.sum()), "features": int(z.shape[1]),
+            "model": "standardised features, logistic regression (C 0.1), trained on the training images",
+            "scene_accuracy": all_scenes, "plain_colour_accuracy": probe(train & plain, test & plain),
+            "photo_scene_accuracy": probe(train & ~plain, test & ~plain)}
+
+
 def evaluate_general_translator(classifier, translator, lm, world: str | Path = gw.GENERAL_WORLD,
                                 split: str = "test", limit: int | None = None, cfg=None) -> dict:
     """Does the general translator describe objects and backgrounds it never saw? On the world's `split`
@@ -429,9 +469,13 @@ def build(step: str = "imagenet9", force: bool = False, n_per_class: int = 50, n
         else:
             tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
             ev = evaluate_general_translator(base, tr, lm)
-            _update_evaluation(**ev)  # keeps imagenet9_superclass_words, which imagenet9-runs writes
+            probe = scene_probe(base)
+            _update_evaluation(**ev, feature_probe=probe)  # keeps imagenet9_superclass_words (imagenet9-runs')
             print(f"general translator on {ev['images']} images of {ev['unseen_stamps']} unseen stamps: scene "
-                  f"{ev['scene_accuracy']:.1%}, object kind {ev['object_kind_accuracy']:.1%} -> {GENERAL_EVALUATION}")
+                  f"{ev['scene_accuracy']:.1%} (photos {ev['scene_accuracy_photos']:.1%}, plain colours "
+                  f"{ev['scene_accuracy_plain']:.1%}; a linear probe of the classifier's features: "
+                  f"{probe['photo_scene_accuracy']:.1%} and {probe['plain_colour_accuracy']:.1%}), object kind "
+                  f"{ev['object_kind_accuracy']:.1%} -> {GENERAL_EVALUATION}")
     if step == "imagenet9-runs":
         tr = Translator.from_pretrained(GENERAL_TRANSLATOR, base, lm)
         explain_variations(in9.in9_classifier(base), tr, lm, root, force=force)

@@ -299,6 +299,34 @@ def test_general_evaluation_reads_each_image_by_its_most_frequent_words():
     assert lo < 2 / 3 < hi
 
 
+@needs_stamps
+def test_scene_probe_finds_what_the_features_hold(tmp_path):
+    """Pooled pixels hold a plain background's colour; features that ignore the image hold nothing."""
+    import torch
+
+    from core.demo_imagenet9 import scene_probe
+    from core.models.classifier import Preprocessing, from_module
+
+    world = gw.build_general_world(tmp_path / "world", seed=3, n_images=120, plain_share=0.7, workers=1,
+                                   verbose=False)
+
+    class Blind(torch.nn.Module):  # features from a fixed random stream, whatever the image
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(48, 1000)
+            self.g = torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            return self.head(torch.randn(x.shape[0], 48, generator=self.g))
+
+    pixels = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 1000))
+    pre = Preprocessing(resize=32, crop=32)
+    seeing = scene_probe(from_module(pixels, [f"c{i}" for i in range(1000)], preprocessing=pre, name="px"), world)
+    blind = scene_probe(from_module(Blind(), [f"c{i}" for i in range(1000)], preprocessing=pre, name="blind"), world)
+    assert seeing["images"] == blind["images"] > 0 and seeing["features"] == 48
+    assert seeing["plain_colour_accuracy"] >= 0.5 > blind["plain_colour_accuracy"] + 0.2
+
+
 def test_the_general_evaluation_keeps_what_each_step_wrote(tmp_path):
     from core.demo_imagenet9 import _update_evaluation
 
