@@ -533,6 +533,18 @@ def _challenge_root(dataset: dict) -> str | None:
     return str(Path(_dataset_key({"dataset": {"root": dataset["root"]}})["root"]).parent)
 
 
+def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | None:
+    """A warning when the worst group is too small to read much into (its accuracy is the worst partly
+    because small groups scatter most), with its size and 95% Wilson interval; None otherwise."""
+    row = wga.per_group[wga.per_group["group"] == wga.worst_group]
+    if row.empty or int(row["n"].iloc[0]) >= min_images:
+        return None
+    r = row.iloc[0]
+    return (f"The worst group, {r['group_name']}, holds only {int(r['n'])} image{'s' if int(r['n']) != 1 else ''} "
+            f"({int(r['correct'])} right; 95% interval {as_percent(r['ci_low'])} to {as_percent(r['ci_high'])}): the "
+            "smallest groups scatter most, so read the chart's intervals rather than this one number.")
+
+
 def variation_runs(run: RunEntry, entries: list[RunEntry]) -> dict[str, RunEntry]:
     """variation -> run, for `run`'s classifier on `run`'s copy of ImageNet-9 ({} when `run` is not such a run).
 

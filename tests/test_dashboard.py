@@ -440,3 +440,20 @@ def test_new_run_page_stops_and_resumes_a_job(world):
     finally:
         jobs.stop(out)
         shutil.rmtree(out)
+
+
+def test_a_worst_group_of_a_few_images_comes_with_a_caution():
+    import pandas as pd
+
+    from core import dashboard_api as api
+    from core.analysis.groups import worst_group_accuracy
+
+    big = [{"image_id": f"b{i}", "label": 0, "prediction": int(i % 4 == 0), "group": 0} for i in range(40)]
+    small = [{"image_id": f"s{i}", "label": 1, "prediction": 0, "group": 1} for i in range(2)]
+    wga = worst_group_accuracy(pd.DataFrame(big + small), group_names={0: "large", 1: "tiny"})
+    assert wga.worst_group == 1
+    note = api.small_worst_group(wga)
+    assert note.startswith("The worst group, tiny, holds only 2 images (0 right; 95% interval 0% to ")
+    # a worst group of 40 images needs no caution
+    wga = worst_group_accuracy(pd.DataFrame(big), group_names={0: "large"})
+    assert api.small_worst_group(wga) is None

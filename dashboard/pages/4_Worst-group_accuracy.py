@@ -83,6 +83,8 @@ if g.true is not None:
               help="Weighted by the training set's group shares, as the Waterbirds literature reports it.")
     m4.metric("Mean over groups", ui.pct(g.true.average_unweighted, 1))
     st.caption(f"Worst group: **{g.true.worst_group_name}**.")
+    if (caution := api.small_worst_group(g.true)) is not None:
+        st.caption(caution)
     ui.chart(plots.group_accuracy_chart(g.true.per_group, g.true.worst_group, g.true.average_weighted), key="true")
 
 st.subheader("Groups inferred from the explanations")
@@ -93,6 +95,8 @@ else:
                "words: " + "; ".join(f"{c}: {', '.join(ws)}" for c, ws in g.inferred_words.items()) + ".")
     m1, m2, m3 = st.columns(3)
     m1.metric("Worst inferred-group accuracy", ui.pct(g.inferred.worst, 1), help=g.inferred.worst_group_name)
+    if (caution := api.small_worst_group(g.inferred)) is not None:
+        st.caption(caution)
     if g.agreement is not None:
         m2.metric("Agreement with true groups", ui.pct(g.agreement.accuracy, 1),
                   help="Share of images whose inferred group matches their true group (best one-to-one matching).")
