@@ -285,43 +285,55 @@ def score_general_split(explained: pd.DataFrame, scene_vocab: dict, kind_vocab: 
 
 
 def scene_probe(classifier, world: str | Path = gw.GENERAL_WORLD, split: str = "test", batch_size: int = 32,
-                seed: int = 0) -> dict:
+                strengths=(0.1, 1.0, 10.0)) -> dict:
     """How much of the scene the classifier's features hold, whatever the translator: a logistic-regression
-    probe trained on the features of the world's training images to name their scene, scored on `split`
-    (unseen stamps), over all scenes and over the plain colours alone (a probe of those twelve only).
+    probe trained on the features of the world's training images to name their scene (its inverse
+    regularisation C chosen on the val split from `strengths`), scored on `split` (unseen stamps): over
+    all scenes, and, each with its own probe, over the photo backgrounds and over the plain colours.
 
     The translator can only say what the features carry, so its scene accuracy next to the probe's tells
     a weak translator (far below the probe) from features that lose the scene (both low)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from core.data import load_rgb
     from core.explain import classify_images
 
     world = Path(world)
     meta = pd.read_csv(world / "metadata.csv")
-    meta = meta[meta["split"].isin(["train", split])].reset_index(drop=True)
+    meta = meta[meta["split"].isin(["train", "val", split])].reset_index(drop=True)
     device = next(classifier.parameters()).device
     feats = []
     for i in range(0, len(meta), batch_size):
         z, _ = classify_images(classifier, [load_rgb(world / f) for f in meta["img_filename"].iloc[i:i + batch_size]],
                                device)
         feats.append(z.float().cpu().numpy())
-    z = np.concatenate(feats)
-    train, test = (meta["split"] == "train").to_numpy(), (meta["split"] == split).to_numpy()
+    z, scene = np.concatenate(feats), meta["scene"].to_numpy()
+    part = {k: (meta["split"] == k).to_numpy() for k in ("train", "val", split)}
     plain = meta["scene"].astype(str).str.startswith(gw.PLAIN_PREFIX).to_numpy()
 
-    def probe(rows_train, rows_test) -> float:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
-        model.fit(z[rows_train], meta["scene"][rows_train])
-        return round(float((model.predict(z[rows_test]) == meta["scene"][rows_test]).mean()), 4)
+    def probe(rows) -> dict:
+        fits = []
+        for c in strengths:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model = LogisticRegression(max_iter=3000, C=c).fit(z[part["train"] & rows], scene[part["train"] & rows])
+            val = part["val"] & rows
+            fits.append(((model.predict(z[val]) == scene[val]).mean() if val.any() else 0.0, c, model))
+        _, c, model = max(fits, key=lambda f: f[0])  # the first of equals: the strongest regularisation
+        test = part[split] & rows
+        return {"accuracy": round(float((model.predict(z[test]) == scene[test]).mean()), 4) if test.any() else None,
+                "C": c}
 
-    all_scenes = probe(train, test)
-    return {"split": split, "images": int(test.sum()), "features": int(z.shape[1]),
-            "model": "standardised features, logistic regression (C 0.1), trained on the training images",
-            "scene_accuracy": all_scenes, "plain_colour_accuracy": probe(train & plain, test & plain),
-            "photo_scene_accuracy": probe(train & ~plain, test & ~plain)}
+    every, photos, colours = probe(np.ones_like(plain)), probe(~plain), probe(plain)
+    return {"split": split, "images": int(part[split].sum()), "features": int(z.shape[1]),
+            "model": "logistic regression on the classifier's features, trained on the training images, C chosen "
+                     "on the val split",
+            "scene_accuracy": every["accuracy"], "photo_scene_accuracy": photos["accuracy"],
+            "plain_colour_accuracy": colours["accuracy"], "C": {"all": every["C"], "photos": photos["C"],
+                                                               "plain": colours["C"]}}
 
 
 def evaluate_general_translator(classifier, translator, lm, world: str | Path = gw.GENERAL_WORLD,
