@@ -30,6 +30,24 @@ def _timed(fn) -> float:
     return run.manifest["progress"]["done_images"] / (time.perf_counter() - t0)
 
 
+def _table_differences(a, b) -> dict:
+    """Where two runs' table differ: {column: largest absolute difference (numbers) or rows that differ}."""
+    import pandas as pd
+
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return {"shape": f"{list(a.columns)} x {len(a)} vs {list(b.columns)} x {len(b)}"}
+    out = {}
+    for c in a.columns:
+        x, y = a[c], b[c]
+        if x.equals(y):
+            continue
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            out[c] = float((x.astype(float) - y.astype(float)).abs().max())
+        else:
+            out[c] = f"{int((x.astype(str) != y.astype(str)).sum())} rows"
+    return out
+
+
 def _same_sentences(a, b) -> float:
     """Share of (image, idx) sentences that are the same text in two runs."""
     m = a.merge(b, on=["image_id", "idx"], suffixes=("_a", "_b"))
@@ -86,7 +104,11 @@ def run(quick: bool = False, images: int | None = None, sentences: int | None = 
 
                 rate = _timed(on_ray_files)
                 r = Run.open(folder / f"ray{w}")
-                same = all(r.table(t).sort_values(k).reset_index(drop=True).equals(single[t]) for t, k in keys.items())
+                tables = {t: r.table(t).sort_values(k).reset_index(drop=True) for t, k in keys.items()}
+                same = all(tables[t].equals(single[t]) for t in keys)
+                diffs = {t: d for t in keys if (d := _table_differences(single[t], tables[t]))}
+                if diffs:  # e.g. a confidence one float apart: the classifier ran with another thread count
+                    out[f"ray_{w}_differences"] = diffs
                 out[f"ray_{w}_images_per_s"] = round(rate, 3)
                 out[f"ray_{w}_vs_single"] = round(rate / base, 2)
                 out[f"ray_{w}_tables_identical"] = bool(same)
