@@ -106,6 +106,15 @@ def top_words_chart(shares: pd.DataFrame | list, k: int = 15, title: str | None 
     return _finish(fig, title, _bar_height(len(df)))
 
 
+def _panels(titles: list[str], per_row: int = 4) -> tuple[go.Figure, int, int]:
+    """A grid of subplots, at most `per_row` across (nine classes side by side are unreadable)."""
+    cols = max(1, min(len(titles), per_row))
+    rows = -(-len(titles) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12,
+                        vertical_spacing=0.12 if rows > 1 else 0.0)
+    return fig, rows, cols
+
+
 def class_words_chart(shares: pd.DataFrame | list, by: str = "label", k: int = 10,
                       title: str | None = "Top words per class") -> go.Figure:
     """Side-by-side panels, one per value of `by` (e.g. class), each with its top `k` words."""
@@ -113,10 +122,7 @@ def class_words_chart(shares: pd.DataFrame | list, by: str = "label", k: int = 1
     if df.empty:
         return empty_chart("No words to show", title)
     values = list(dict.fromkeys(df[by]))
-    cols = min(len(values), 4)
-    rows = -(-len(values) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[str(v) for v in values], horizontal_spacing=0.12,
-                        vertical_spacing=0.12 if rows > 1 else 0.0)
+    fig, rows, cols = _panels([str(v) for v in values])
     for i, value in enumerate(values):
         part = df[df[by] == value].sort_values("share", ascending=False).head(k)
         fig.add_trace(_share_bars(part, PALETTE[i % len(PALETTE)], name=str(value)), row=i // cols + 1,
@@ -156,8 +162,7 @@ def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spu
     if df.empty:
         return empty_chart("No word was flagged", title)
     classes = list(dict.fromkeys(df["class"]))
-    fig = make_subplots(rows=1, cols=len(classes), subplot_titles=[f"flags for {c}" for c in classes],
-                        horizontal_spacing=0.12)
+    fig, rows, cols = _panels([f"flags for {c}" for c in classes])
     for i, cls in enumerate(classes):
         part = df[df["class"] == cls].head(k).iloc[::-1]
         targets = part["predicted_as"].dropna() if "predicted_as" in part else pd.Series(dtype=object)
@@ -169,10 +174,10 @@ def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spu
                                  hovertemplate=f"<b>%{{y}}</b><br>{cls} images {label}"
                                                f"{' (as ' + str(target) + ')' if column == 'share_wrong' else ''}"
                                                ": %{x:.1%}<extra></extra>"),
-                          row=1, col=i + 1)
-    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero", nticks=4)
     fig.update_layout(barmode="group")
-    return _finish(fig, title, _bar_height(2 * min(k, len(df))))
+    return _finish(fig, title, _bar_height(2 * min(k, len(df)), rows))
 
 
 def group_accuracy_chart(per_group: pd.DataFrame | list, worst_group: int | None = None,

@@ -172,6 +172,17 @@ def test_worst_group_page_shows_accuracy_by_background_variation(runs):
 
 
 @needs_stamps
+def test_association_tables_leave_out_group_columns_without_groups(runs):
+    at = run_page("pages/3_Spurious_terms.py", run_a=str(runs / "imagenet9-original"))
+    assert not at.exception
+    tables = [d.value for d in at.dataframe if "share_class" in d.value.columns]
+    assert tables, "no association table to check"
+    assert all(not {"group_high", "share_group_high", "confirmed"} & set(t.columns) for t in tables)
+    waterbirds = run_page("pages/3_Spurious_terms.py", run_a=str(runs / "demo-erm-test"))
+    assert any("group_high" in d.value.columns for d in waterbirds.dataframe if "share_class" in d.value.columns)
+
+
+@needs_stamps
 def test_worst_group_page_is_unchanged_for_a_waterbirds_run(runs):
     at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(runs / "demo-erm-test"))
     assert "Accuracy by background variation" not in [s.value for s in at.subheader]

@@ -139,6 +139,13 @@ def test_plots_build_from_analysis_tables(runs):
     assert "misread" in butterfly.layout.title.text and max(butterfly.data[0].x) == cmp["z"].max()
     flags = SpuriousTermScorer().fit(erm).flags_
     assert len(plots.flags_chart(flags).data) == 4
+    # Nine classes' flags wrap at four panels a row (side by side, the last panel fell off the page).
+    nine = pd.DataFrame([{"class": f"class {c}", "word": w, "share_wrong": 0.5, "share_right": 0.1}
+                         for c in range(9) for w in ("a", "b")])
+    wrapped = plots.flags_chart(nine)
+    rows = {tuple(wrapped.layout[f"yaxis{i if i > 1 else ''}"].domain) for i in range(1, 10)}
+    cols = {tuple(wrapped.layout[f"xaxis{i if i > 1 else ''}"].domain) for i in range(1, 10)}
+    assert len(rows) == 3 and len(cols) == 4 and wrapped.layout.height > plots.flags_chart(flags).layout.height
     per_group = pd.DataFrame({"group": [0, 1], "group_name": ["a", "b"], "accuracy": [0.9, 0.4], "n": [10, 10]})
     bars = plots.group_accuracy_chart(per_group)
     assert list(bars.data[0].marker.color) == [plots.GREY, plots.RED]

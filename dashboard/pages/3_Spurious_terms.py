@@ -78,8 +78,12 @@ for tab, cls in zip(assoc_tabs, classes):
             reason = scorer.note_for(cls, "association")
             st.info(f"No word is associated with {cls}" + (f": {reason}." if reason else "."))
             continue
-        table = rows[["rank", "word", "share_class", "share_other", "z", "group_high", "share_group_high",
-                      "group_low", "share_group_low", "confirmed", "images_misread", "n_misread"]]
+        columns = ["rank", "word", "share_class", "share_other", "z", "group_high", "share_group_high",
+                   "group_low", "share_group_low", "confirmed", "images_misread", "n_misread"]
+        if rows[["group_high", "group_low"]].isna().all().all():  # no true groups: nothing to confirm against
+            columns = [c for c in columns if c not in ("group_high", "share_group_high", "group_low",
+                                                       "share_group_low", "confirmed")]
+        table = rows[columns]
         st.dataframe(table, hide_index=True, width="stretch", column_config={
             "share_class": st.column_config.ProgressColumn(f"predicted {cls}", format="percent", min_value=0,
                                                            max_value=1),
