@@ -533,6 +533,16 @@ def _challenge_root(dataset: dict) -> str | None:
     return str(Path(_dataset_key({"dataset": {"root": dataset["root"]}})["root"]).parent)
 
 
+def variation_pair(run_a: RunEntry, run_b: RunEntry) -> tuple[str, str] | None:
+    """(variation of A, variation of B) when both runs explain variations of one Backgrounds Challenge copy:
+    the same photos on other backgrounds, whose image ids differ only by the variation folder."""
+    va, vb = background_variation(run_a), background_variation(run_b)
+    if va is None or vb is None:
+        return None
+    copy = _challenge_root(run_a.dataset or {})
+    return (va, vb) if copy is not None and copy == _challenge_root(run_b.dataset or {}) else None
+
+
 def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | None:
     """A warning when the worst group is too small to read much into (its accuracy is the worst partly
     because small groups scatter most), with its size and 95% Wilson interval; None otherwise."""

@@ -67,7 +67,7 @@ def _finish(fig: go.Figure, title: str | None, height: int) -> go.Figure:
 
 
 def _bar_height(n_bars: int, rows: int = 1) -> int:
-    return int(max(260, min(900, 120 + 24 * n_bars * rows)))
+    return int(max(260, min(900 * rows, 120 + 24 * n_bars * rows)))
 
 
 def empty_chart(message: str, title: str | None = None) -> go.Figure:
@@ -116,13 +116,13 @@ def _panels(titles: list[str], per_row: int = 4) -> tuple[go.Figure, int, int]:
 
 
 def class_words_chart(shares: pd.DataFrame | list, by: str = "label", k: int = 10,
-                      title: str | None = "Top words per class") -> go.Figure:
-    """Side-by-side panels, one per value of `by` (e.g. class), each with its top `k` words."""
+                      title: str | None = "Top words per class", per_row: int = 4) -> go.Figure:
+    """Panels, one per value of `by` (e.g. class), `per_row` across, each with its top `k` words."""
     df = _frame(shares, "shares", (by, "word", "share"))
     if df.empty:
         return empty_chart("No words to show", title)
     values = list(dict.fromkeys(df[by]))
-    fig, rows, cols = _panels([str(v) for v in values])
+    fig, rows, cols = _panels([str(v) for v in values], per_row)
     for i, value in enumerate(values):
         part = df[df[by] == value].sort_values("share", ascending=False).head(k)
         fig.add_trace(_share_bars(part, PALETTE[i % len(PALETTE)], name=str(value)), row=i // cols + 1,
@@ -156,13 +156,15 @@ def log_odds_chart(comparison: pd.DataFrame | list, k: int = 12, a_name: str | N
     return _finish(fig, title, _bar_height(len(both)))
 
 
-def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spurious-term flags") -> go.Figure:
-    """Per class, the top `k` flagged words: share in misread images (orange) vs. correctly read (blue)."""
+def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spurious-term flags",
+                per_row: int = 4) -> go.Figure:
+    """Per class (`per_row` panels across), the top `k` flagged words: share in misread images (orange)
+    vs. correctly read (blue)."""
     df = _frame(flags, "flags", ("class", "word", "share_wrong", "share_right"))
     if df.empty:
         return empty_chart("No word was flagged", title)
     classes = list(dict.fromkeys(df["class"]))
-    fig, rows, cols = _panels([f"flags for {c}" for c in classes])
+    fig, rows, cols = _panels([f"flags for {c}" for c in classes], per_row)
     for i, cls in enumerate(classes):
         part = df[df["class"] == cls].head(k).iloc[::-1]
         targets = part["predicted_as"].dropna() if "predicted_as" in part else pd.Series(dtype=object)
@@ -282,8 +284,9 @@ def mitigation_chart(records: pd.DataFrame | list, title: str | None = "Before a
 
 
 def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int = 8, a_name: str | None = None,
-                         b_name: str | None = None, title: str | None = None) -> go.Figure:
-    """Per value of `by`, the `k` words whose share changed most between run a (blue) and run b (orange)."""
+                         b_name: str | None = None, title: str | None = None, per_row: int = 4) -> go.Figure:
+    """Per value of `by` (`per_row` panels across), the `k` words whose share changed most between run a
+    (blue) and run b (orange)."""
     df = _frame(changes, "changes", (by, "word", "share_a", "share_b"))
     attrs = getattr(changes, "attrs", {}) or {}
     a_name, b_name = a_name or attrs.get("a", "run a"), b_name or attrs.get("b", "run b")
@@ -291,7 +294,7 @@ def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int
     if df.empty:
         return empty_chart("No shared classes to compare", title)
     values = list(dict.fromkeys(df[by]))
-    fig = make_subplots(rows=1, cols=len(values), subplot_titles=[str(v) for v in values], horizontal_spacing=0.12)
+    fig, rows, cols = _panels([str(v) for v in values], per_row)
     for i, value in enumerate(values):
         part = df[df[by] == value]
         part = part.reindex((part["share_b"] - part["share_a"]).abs().sort_values(ascending=False).index).head(k)
@@ -300,7 +303,7 @@ def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int
             fig.add_trace(go.Bar(x=part[column], y=part["word"], orientation="h", marker_color=colour, name=label,
                                  legendgroup=label, showlegend=i == 0,
                                  hovertemplate=f"<b>%{{y}}</b><br>{label}: %{{x:.1%}}<extra></extra>"),
-                          row=1, col=i + 1)
-    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero", nticks=4)
     fig.update_layout(barmode="group")
-    return _finish(fig, title, _bar_height(2 * k))
+    return _finish(fig, title, _bar_height(2 * k, rows))

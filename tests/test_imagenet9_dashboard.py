@@ -260,6 +260,9 @@ def test_explain_and_compare_pages_take_variation_runs(runs):
     at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
                   run_b=str(runs / "imagenet9-mixed_rand"))
     assert not at.exception and "not on the same data" not in texts(at)
+    # ... whose ids differ by the variation folder: said as such, not as "no shared image"
+    assert "original and mixed_rand variations of the same ImageNet-9 photos" in texts(at)
+    assert "share no image id" not in texts(at)
     at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
                   run_b=str(runs / "demo-erm-test"))
     assert "not on the same data" in texts(at)

@@ -73,7 +73,10 @@ def changes(a: str, b: str, _stamps: tuple, by: str):
 
 changed = changes(path_a, path_b, (ui.stamp(path_a), ui.stamp(path_b)), by)
 ui.chart(plots.run_comparison_chart(changed, by=by, k=k, a_name=run_a.folder, b_name=run_b.folder), key="changes")
-if changed.attrs.get("shared_images", 1) == 0:
+if (pair := api.variation_pair(run_a, run_b)) is not None:
+    st.info(f"A and B are the {pair[0]} and {pair[1]} variations of the same ImageNet-9 photos: the objects are "
+            "the same, the backgrounds differ, so the words that change are what the backgrounds bring.")
+elif changed.attrs.get("shared_images", 1) == 0:
     st.warning("The runs share no image id: the comparison is between different images.")
 with st.expander("Table"):
     st.dataframe(changed, hide_index=True, width="stretch")
@@ -83,12 +86,12 @@ side_by = "prediction" if same_words else "label"
 left, right = st.columns(2, gap="large")
 for col, entry, path in ((left, run_a, path_a), (right, run_b, path_b)):
     with col:
-        ui.chart(plots.class_words_chart(ui.shares(path, by=side_by), by=side_by, k=8, title=entry.folder),
+        ui.chart(plots.class_words_chart(ui.shares(path, by=side_by), by=side_by, k=8, title=entry.folder, per_row=2),
                  key=f"words-{entry.folder}")
 
 st.subheader("Flags, side by side")
 left, right = st.columns(2, gap="large")
 for col, entry, path in ((left, run_a, path_a), (right, run_b, path_b)):
     with col:
-        ui.chart(plots.flags_chart(ui.scorer(path).flags_, k=5, title=f"Flags: {entry.folder}"),
+        ui.chart(plots.flags_chart(ui.scorer(path).flags_, k=5, title=f"Flags: {entry.folder}", per_row=2),
                  key=f"flags-{entry.folder}")
