@@ -691,21 +691,20 @@ def background_challenge(run: RunEntry, entries: list[RunEntry], k_words: int = 
 
 def _class_variation_accuracy(tables: dict[str, RunTables]) -> pd.DataFrame:
     """Accuracy of every class in every variation (one group per class x variation), with Wilson intervals."""
-    frames, names = [], {}
-    for i, (v, t) in enumerate(tables.items()):
-        images = scored_images(t.images)
-        if images.empty:
-            continue
-        classes = t.class_names
-        label = images["label"].astype(int)
-        names.update({i * 10_000 + c: (v, classes[c] if c < len(classes) else str(c)) for c in label.unique()})
-        frames.append(images.assign(cell=i * 10_000 + label))
     columns = ["variation", "class", "images", "correct", "accuracy", "ci_low", "ci_high"]
-    if not frames:
+    frames = []
+    for v, t in tables.items():
+        images = scored_images(t.images)
+        names = images["label"].astype(int).map(lambda c, names=t.class_names: names[c] if c < len(names) else str(c))
+        frames.append(images.assign(variation=v, class_name=names))
+    images = pd.concat(frames, ignore_index=True)
+    if images.empty:
         return pd.DataFrame(columns=columns)
-    acc = group_accuracy(pd.concat(frames, ignore_index=True), groups="cell")
-    acc["variation"] = acc["group"].map(lambda g: names[g][0])
-    acc["class"] = acc["group"].map(lambda g: names[g][1])
+    cells = pd.Series(list(zip(images["variation"], images["class_name"])))
+    codes, cell_names = pd.factorize(cells)  # in order of appearance: variations as given, classes as read
+    acc = group_accuracy(images.assign(cell=codes), groups="cell")
+    acc["variation"] = acc["group"].map(lambda g: cell_names[g][0])
+    acc["class"] = acc["group"].map(lambda g: cell_names[g][1])
     return acc.rename(columns={"n": "images"})[columns].reset_index(drop=True)
 
 

@@ -645,6 +645,21 @@ class _RGBTransform:
         return self.transform(image.convert("RGB"))
 
 
+class _Stages:
+    """Wall seconds per pipeline stage, for the manifest's throughput (is the sampler waiting on something?),
+    each stage also a named range in a torch.profiler trace. Stages on the writer thread overlap the rest."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        with record_function(f"texplain.{name}"):
+            yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
 def _decode_batches(items, ds, classifier, cfg: ExplainConfig, stages: _Stages | None = None):
     """Batches of cfg.image_batch decoded items, in order: [(item, tensor | None, error | None), ...]."""
     transform = getattr(classifier, "_transform", None)
@@ -660,21 +675,6 @@ def _decode_batches(items, ds, classifier, cfg: ExplainConfig, stages: _Stages |
         if batch is None:
             return
         yield [(items[i], x, err) for i, x, err in batch]
-
-
-class _Stages:
-    """Wall seconds per pipeline stage, for the manifest's throughput (is the sampler waiting on something?),
-    each stage also a named range in a torch.profiler trace. Stages on the writer thread overlap the rest."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t = time.perf_counter()
-        with record_function(f"texplain.{name}"):
-            yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
 class _ExplainStream:
