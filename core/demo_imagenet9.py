@@ -208,9 +208,15 @@ def _plurality(counts: dict, vocab: dict) -> object | None:
 def _confusions(df: pd.DataFrame, truth: str, said: str, top: int = 10) -> list[dict]:
     """The most frequent wrong readings: [{truth, said, images}], "said" None when no value won."""
     wrong = df[df[said] != df[truth]]
-    said_values = wrong[said].map(lambda v: "(none)" if v is None or (isinstance(v, float) and np.isnan(v)) else v)
-    counts = wrong.assign(**{said: said_values}).groupby([truth, said]).size().sort_values(ascending=False)
-    return [{"truth": t, "said": None if s == "(none)" else s, "images": int(n)} for (t, s), n in counts.head(top).items()]
+    counts = wrong.assign(**{said: wrong[said].fillna("(none)")}).groupby([truth, said]).size()
+    counts = counts.sort_values(ascending=False)
+    return [{"truth": t, "said": None if s == "(none)" else s, "images": int(n)}
+            for (t, s), n in counts.head(top).items()]
+
+
+def _object_kind(category) -> str:
+    """A stamp's object kind, the first two levels of its category ("animals/mammals/cats" -> "animals/mammals")."""
+    return "/".join(str(category).split("/")[:2])
 
 
 def general_vocabularies(world: str | Path = gw.GENERAL_WORLD) -> tuple[dict, dict]:
@@ -221,7 +227,7 @@ def general_vocabularies(world: str | Path = gw.GENERAL_WORLD) -> tuple[dict, di
 
     world = Path(world)
     meta = pd.read_csv(world / "metadata.csv")
-    meta["kind"] = meta["category"].map(lambda c: "/".join(str(c).split("/")[:2]))
+    meta["kind"] = meta["category"].map(_object_kind)
     caps = pd.read_csv(world / "captions.csv").merge(meta[["img_filename", "scene", "kind"]], on="img_filename")
     ex = WordExtractor()
     train = caps[caps["split"] == "train"]
@@ -231,16 +237,16 @@ def general_vocabularies(world: str | Path = gw.GENERAL_WORLD) -> tuple[dict, di
 
 
 def explain_general_split(classifier, translator, lm, world: str | Path = gw.GENERAL_WORLD, split: str = "test",
-                          limit: int | None = 120, cfg=None) -> pd.DataFrame:
-    """The translator's sentences on `limit` images spread over the world's `split`: one row per image with
-    image, stamp, scene, kind, sentences and counts (WordExtractor.count)."""
+                          limit: int | None = None, cfg=None) -> pd.DataFrame:
+    """The translator's sentences on the world's `split` (or `limit` images spread over it): one row per image
+    with image, stamp, scene, kind, sentences and counts (WordExtractor.count)."""
     from core.data import load_rgb
     from core.explain import ExplainConfig, explain_images
     from core.words import WordExtractor
 
     world = Path(world)
     meta = pd.read_csv(world / "metadata.csv")
-    meta["kind"] = meta["category"].map(lambda c: "/".join(str(c).split("/")[:2]))
+    meta["kind"] = meta["category"].map(_object_kind)
     test = meta[meta["split"] == split].sort_values("img_filename")
     if limit is not None:  # spread over the split: every k-th image
         test = test.iloc[np.linspace(0, len(test) - 1, min(limit, len(test))).round().astype(int)]
@@ -347,7 +353,9 @@ def evaluate_general_translator(classifier, translator, lm, world: str | Path = 
     cfg = cfg or ExplainConfig(sentences_per_image=16, seed=0)
     scene_vocab, kind_vocab = general_vocabularies(world)
     explained = explain_general_split(classifier, translator, lm, world, split, limit, cfg)
-    return score_general_split(explained, scene_vocab, kind_vocab, split, cfg.sentences_per_image)
+    meta = pd.read_csv(Path(world) / "metadata.csv")
+    return score_general_split(explained, scene_vocab, kind_vocab, split, cfg.sentences_per_image,
+                               n_scenes=meta["scene"].nunique(), n_kinds=meta["category"].map(_object_kind).nunique())
 
 
 def superclass_of_words(words) -> dict[str, str]:

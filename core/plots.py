@@ -31,8 +31,8 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
 ))
 
 __all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart",
-           "flags_chart", "group_accuracy_chart", "variation_accuracy_chart", "class_variation_heatmap", "mitigation_chart",
-           "run_comparison_chart", "empty_chart"]
+           "flags_chart", "group_accuracy_chart", "variation_accuracy_chart", "class_variation_heatmap",
+           "mitigation_chart", "run_comparison_chart", "empty_chart"]
 
 
 def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
