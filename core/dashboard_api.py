@@ -543,6 +543,37 @@ def variation_pair(run_a: RunEntry, run_b: RunEntry) -> tuple[str, str] | None:
     return (va, vb) if copy is not None and copy == _challenge_root(run_b.dataset or {}) else None
 
 
+def general_translator_tip(models: dict) -> str | None:
+    """How far to trust a run's words (`models`: its manifest's), from its translator's evaluation.json
+    (`python -m core demo general-evaluation` and `imagenet9-runs`); None when there is no such evaluation."""
+    folder = _as_folder((models or {}).get("translator"))
+    try:
+        ev = json.loads((folder / "evaluation.json").read_text()) if folder is not None else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(ev, dict) or ev.get("scene_accuracy_photos") is None:
+        return None
+    text = (f"The general translator names **backgrounds** better than **objects**. On {ev.get('unseen_stamps')} "
+            f"stamps it never saw in training, it names the photo background for "
+            f"{as_percent(ev['scene_accuracy_photos'])} of the images but a plain background's colour for only "
+            f"{as_percent(ev.get('scene_accuracy_plain'))}.")
+    only_fg = (ev.get("imagenet9_superclass_words") or {}).get("only_fg") or {}
+    if only_fg.get("right_superclass_unseen_per_stamp") is not None:
+        text += (f" Shown an unseen object alone (only_fg), it names the right ImageNet-9 class "
+                 f"{as_percent(only_fg['right_superclass_unseen_per_stamp'])} of the time (per stamp).")
+        never = [c for c, v in (only_fg.get("by_class") or {}).items() if v == 0]
+        if never:  # e.g. a class no training caption names: the translator has no word for it
+            text += f" It never names {', '.join(never)} right there."
+    return text + f" Read the scene words first (`{_rel_to_root(folder / 'evaluation.json')}`)."
+
+
+def _rel_to_root(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(paths.ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | None:
     """A warning when the worst group is too small to read much into (its accuracy is the worst partly
     because small groups scatter most), with its size and 95% Wilson interval; None otherwise."""

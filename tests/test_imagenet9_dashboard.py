@@ -255,7 +255,21 @@ def test_the_report_of_a_variation_run_covers_every_variation(runs):
 def test_explain_and_compare_pages_take_variation_runs(runs):
     # Explain: a variation run's images have no group (pd.NA), which once ended the page in a TypeError.
     at = run_page("pages/1_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
-    assert not at.exception and "backgrounds" in texts(at)
+    assert not at.exception and "names **backgrounds**" not in texts(at)  # its translator has no evaluation
+    # With the translator's evaluation, the page says how far to trust the words, in its numbers.
+    translator = runs.parent / "translator"
+    (translator / "evaluation.json").write_text(json.dumps({
+        "unseen_stamps": 7, "scene_accuracy_photos": 0.91, "scene_accuracy_plain": 0.25,
+        "imagenet9_superclass_words": {"only_fg": {"right_superclass_unseen_per_stamp": 0.6,
+                                                   "by_class": {"dog": 0.0, "bird": 0.5}}}}))
+    try:
+        at = run_page("pages/1_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
+        tip = texts(at)
+        assert not at.exception and "On 7 stamps it never saw in training" in tip
+        assert "photo background for 91%" in tip and "colour for only 25%" in tip and "class 60% of the time" in tip
+        assert "It never names dog right there." in tip
+    finally:
+        (translator / "evaluation.json").unlink()
     # Compare: two variations of one copy are the same photos on other backgrounds, so they compare.
     at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
                   run_b=str(runs / "imagenet9-mixed_rand"))

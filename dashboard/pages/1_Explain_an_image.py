@@ -21,11 +21,8 @@ if run_a is not None and run_a.folder.startswith("demo-"):  # the Waterbirds dem
     st.info("On the demo, **species words for unseen birds are often wrong** (the translator saw 35 birds), while "
             "**scene words** (water, lake, forest, grass…) are reliable: read the scene words first.",
             icon=":material/lightbulb:")
-elif _dataset.get("kind") == "backgrounds_challenge":
-    st.info("The general translator names **backgrounds** far better than **objects**: on objects it never saw in "
-            "training it gets the scene right about 7 times in 10 and the ImageNet-9 class 4 times in 10 "
-            "(`checkpoints/translators/general/evaluation.json`). Read the scene words first.",
-            icon=":material/lightbulb:")
+elif _dataset.get("kind") == "backgrounds_challenge" and (tip := api.general_translator_tip(run_a.models)):
+    st.info(tip, icon=":material/lightbulb:")
 
 source = st.radio("Image", ["From the run", "Upload an image"], horizontal=True, label_visibility="collapsed")
 
