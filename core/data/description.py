@@ -218,7 +218,7 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
                      "(and attribute columns such as Waterbirds' place)")
     root = csv_file.parent
     required = ("img_filename", "y", "split", "place") if waterbirds else ("img_filename", "y", "split")
-    meta = _read_csv(csv_file, required)
+    meta = _read_csv(csv_file, required, text=("img_filename",))
     desc = read_description(root)
     wb = bool(waterbirds) or (waterbirds is None and not desc and is_waterbirds(meta))
     spec = {**WATERBIRDS_DESCRIPTION, **desc} if wb else desc
@@ -357,7 +357,7 @@ def attach_attributes(dataset, attributes_csv: str | Path, group_by: str | None 
     csv_file = Path(attributes_csv).expanduser()
     if not csv_file.is_absolute() and not csv_file.exists():
         csv_file = dataset.root / csv_file
-    frame = _read_csv(csv_file, ())
+    frame = _read_csv(csv_file, (), text=PATH_COLUMNS)
     key = next((c for c in PATH_COLUMNS if c in frame.columns), None)
     if key is None:
         raise _error(f"{csv_file} needs a column naming each image ({' or '.join(PATH_COLUMNS)}); "

@@ -120,10 +120,13 @@ def _as_dir(root: str | Path, what: str) -> Path:
     return root
 
 
-def _read_csv(csv_file: Path, required: tuple[str, ...] | list[str]) -> pd.DataFrame:
+def _read_csv(csv_file: Path, required: tuple[str, ...] | list[str], text: tuple[str, ...] | list[str] = ()
+              ) -> pd.DataFrame:
+    """A CSV with its `required` columns; the `text` columns (file names, captions) stay exactly as written."""
     try:
-        # Only an empty cell is missing: a caption or file named "NA", "None" or "null" is text.
-        frame = pd.read_csv(csv_file, keep_default_na=False, na_values=[""])
+        # Only an empty cell is missing: a caption or file named "NA", "None" or "null" is text; and a text
+        # column is never parsed as a number (a caption "00" would come back as "0", a file "001" as "1").
+        frame = pd.read_csv(csv_file, keep_default_na=False, na_values=[""], dtype={c: str for c in text})
     except FileNotFoundError:
         raise DatasetError(f"{csv_file} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -401,7 +404,7 @@ def read_caption_csv(csv_file: str | Path, check_files: bool = True) -> pd.DataF
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{csv_file} is not a readable CSV file: {exc}") from exc
     path_col = "path" if "path" in head.columns or "img_filename" not in head.columns else "img_filename"
-    frame = _read_csv(csv_file, [path_col, "caption"])
+    frame = _read_csv(csv_file, [path_col, "caption"], text=[path_col, "caption", "split"])
     empty = frame["caption"].isna() | (frame["caption"].astype(str).str.strip() == "")
     if empty.any():
         rows = [int(i) + 2 for i in frame.index[empty][:MAX_LISTED]]  # +2: header line, 1-based
