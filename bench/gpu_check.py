@@ -82,6 +82,13 @@ def bf16_agreement(device, config: dict) -> dict:
             "total_variation_mean": float(0.5 * (p32 - p16).abs().sum(-1).mean())}
 
 
+def _prefix_batch(lm, device, images: int, prefixes: torch.Tensor | None = None) -> torch.Tensor:
+    """`images` prefixes in the LM's dtype: the carried demo prefixes tiled, else small random ones."""
+    if prefixes is not None:
+        return _tile(prefixes, images, device, lm.model.dtype)
+    return (torch.randn(images, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype)
+
+
 @torch.inference_mode()
 def _tile(prefixes: torch.Tensor, images: int, device, dtype) -> torch.Tensor:
     """`images` prefixes from the carried ones, repeated as needed (same cost per image as new photos)."""
@@ -114,8 +121,7 @@ def save_demo_prefixes(path: str | Path, images: int = 200) -> Path:
 
 def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int,
                     prefixes: torch.Tensor | None = None) -> list[dict]:
-    prefix = (_tile(prefixes, images, device, lm.model.dtype) if prefixes is not None
-              else (torch.randn(images, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype))
+    prefix = _prefix_batch(lm, device, images, prefixes)
     out = []
     for rows in rows_list:
         cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, **SAMPLER)
@@ -135,8 +141,7 @@ def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int,
 @torch.inference_mode()
 def nucleus_methods(lm, device, states: int, repeats: int = 5, prefixes: torch.Tensor | None = None) -> dict:
     """The pivot search against the top-k tiers on the same next-token logits (the LM's, on the prefixes)."""
-    prefix = (_tile(prefixes, states, device, lm.model.dtype) if prefixes is not None
-              else (torch.randn(states, 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype))
+    prefix = _prefix_batch(lm, device, states, prefixes)
     logits = lm.model(inputs_embeds=prefix, logits_to_keep=1).logits[:, -1]
     u = row_uniforms(torch.arange(states), 0)
     res = {"states": states}
@@ -272,8 +277,7 @@ def profile(lm, device, prefixes, n: int, max_new: int, rows: int, images: int, 
     from core.explain import explain_dataset
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    prefix = (_tile(prefixes, max(1, rows // n), device, lm.model.dtype) if prefixes is not None
-              else (torch.randn(max(1, rows // n), 10, lm.hidden_size, device=device) * 0.02).to(lm.model.dtype))
+    prefix = _prefix_batch(lm, device, max(1, rows // n), prefixes)
     cfg = ExplainConfig(sentences_per_image=n, max_new_tokens=max_new, batch_rows=rows, **SAMPLER)
     sample_sentences(lm, prefix, n, cfg)  # warm-up
     _sync(device)

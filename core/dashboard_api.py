@@ -564,14 +564,7 @@ def general_translator_tip(models: dict) -> str | None:
         never = [c for c, v in (only_fg.get("by_class") or {}).items() if v == 0]
         if never:  # e.g. a class no training caption names: the translator has no word for it
             text += f" It never names {', '.join(never)} right there."
-    return text + f" Read the scene words first (`{_rel_to_root(folder / 'evaluation.json')}`)."
-
-
-def _rel_to_root(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(paths.ROOT.resolve()).as_posix()
-    except ValueError:
-        return str(path)
+    return text + f" Read the scene words first (`{_rel(folder / 'evaluation.json')}`)."
 
 
 def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | None:
