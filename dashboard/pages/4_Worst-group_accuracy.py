@@ -14,6 +14,9 @@ from dashboard import common as ui  # noqa: E402
 
 INTRO = ("Average accuracy hides the groups a shortcut fails: landbirds on water, waterbirds on land. The "
          "worst group is what a fix must raise.")
+ACCURACY_COLUMNS = {"accuracy": st.column_config.NumberColumn(format="percent"),
+                    "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
+                    "ci_high": st.column_config.NumberColumn("95% high", format="percent")}
 run_a, _ = ui.page(__file__, INTRO)
 path = ui.require_run(run_a)
 ui.run_caption(path)
@@ -35,10 +38,7 @@ if bg is not None:
     else:
         st.caption("The BG-gap needs this classifier's mixed_same and mixed_rand runs; one of them is missing.")
     ui.chart(plots.variation_accuracy_chart(bg.table), key="variations")
-    st.dataframe(bg.table, hide_index=True, width="stretch", column_config={
-        "accuracy": st.column_config.NumberColumn(format="percent"),
-        "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
-        "ci_high": st.column_config.NumberColumn("95% high", format="percent")})
+    st.dataframe(bg.table, hide_index=True, width="stretch", column_config=ACCURACY_COLUMNS)
     if not bg.by_class.empty:
         st.markdown("**Class × variation groups**: each class in each variation is a group, as Waterbirds' "
                     "class × background groups are.")
@@ -53,10 +53,7 @@ if bg is not None:
                         f"{ui.pct(worst['ci_high'], 0)}.]")
         ui.chart(plots.class_variation_heatmap(bg.by_class, worst), key="class-variations")
         with st.expander("Class × variation table"):
-            st.dataframe(bg.by_class, hide_index=True, width="stretch", column_config={
-                "accuracy": st.column_config.NumberColumn(format="percent"),
-                "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
-                "ci_high": st.column_config.NumberColumn("95% high", format="percent")})
+            st.dataframe(bg.by_class, hide_index=True, width="stretch", column_config=ACCURACY_COLUMNS)
     if len(bg.words):
         st.markdown("**Words that separate mixed_rand errors**: their share of sentences rises from the original "
                     "photos to the same objects on random backgrounds that the classifier gets wrong.")
