@@ -43,6 +43,9 @@ class TrainConfig:
     save_every: int = 25  # steps between resumable states (also saved at each epoch's end)
     seed: int = 0
     device: str = "auto"
+    # Warm start: a saved translator folder for the same classifier and LM (its weights and feature
+    # statistics), e.g. a second, low learning-rate stage after a first run stopped at its best epoch.
+    init_from: str | None = None
 
 
 # --- features, computed once -----------------------------------------------------------------
@@ -344,7 +347,15 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                             classifier_feature_identity=classifier.feature_identity,
                             classifier_name=classifier.name, lm_identity=lm.identity, lm_name=lm.name)
     translator = Translator(tcfg)
-    translator.set_feature_stats(train_features.reshape(-1, train_features.shape[-1]))
+    if cfg.init_from:
+        start = Translator.from_pretrained(cfg.init_from, classifier, lm)  # refuses another classifier's or LM's
+        shape = {k: getattr(start.config, k) for k in ("prefix_length", "mapper", "mlp_hidden", "normalize_features")}
+        if shape != {k: getattr(tcfg, k) for k in shape}:
+            raise ValueError(f"init_from {cfg.init_from} is a translator of another shape ({shape}); the training "
+                             "settings ask for " + str({k: getattr(tcfg, k) for k in shape}))
+        translator.load_state_dict(start.state_dict())
+    else:
+        translator.set_feature_stats(train_features.reshape(-1, train_features.shape[-1]))
     translator.to(dev).train()
     ids, mask = tokenize_captions(lm, train_captions, cfg.max_caption_tokens)
     has_val = val_features is not None and val_captions is not None and len(val_captions) > 0

@@ -103,6 +103,36 @@ def test_training_on_feature_views_resumes_to_the_same_weights(tmp_path, tiny_lm
                          show_progress=False)
 
 
+def test_warm_start_continues_from_a_saved_translator(tmp_path, tiny_lm, tiny_classifier):
+    """init_from: a second stage starts from the saved weights and feature statistics (not fresh ones), and a
+    translator of another shape is refused before any step."""
+    from core.train import caption_loss, tokenize_captions
+
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    caps = [CAPTIONS[int(y)] for y in labels]
+    base = dict(batch_size=16, warmup_steps=2, prefix_length=2, mlp_hidden=32, lr=3e-3)
+    first = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "a", z[:16], caps[:16],
+                             TrainConfig(epochs=4, **base), show_progress=False)
+    ids, mask = tokenize_captions(tiny_lm, caps[:16], 24)
+    with torch.no_grad():
+        saved_loss = caption_loss(first, tiny_lm, z[:16], ids, mask).item()
+    starts = []
+    cold = TrainConfig(epochs=1, max_steps=1, **base)
+    warm = TrainConfig(epochs=1, max_steps=1, init_from=str(tmp_path / "a" / "best"), **base)
+    for name, cfg in (("cold", cold), ("warm", warm)):
+        train_translator(tiny_classifier, tiny_lm, z + 1.0, caps, tmp_path / name, cfg=cfg, show_progress=False,
+                         progress=lambda info: starts.append(info["loss"]))
+    warm_tr = Translator.from_pretrained(tmp_path / "warm" / "best", tiny_classifier, tiny_lm)
+    # Warm: the statistics are the first stage's (z), not the shifted features of the second stage.
+    assert torch.allclose(warm_tr.feature_mean, first.feature_mean)
+    assert starts[1] < 0.5 * starts[0], starts  # the first step's loss is the trained one's, not a fresh one's
+    assert saved_loss < 0.5 * starts[0]
+    with pytest.raises(ValueError, match="another shape"):
+        train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "b",
+                         cfg=TrainConfig(epochs=1, max_steps=1, init_from=str(tmp_path / "a" / "best"),
+                                         **{**base, "prefix_length": 3}), show_progress=False)
+
+
 def test_augmented_views_are_deterministic_and_distinct():
     from PIL import Image
 
