@@ -22,11 +22,7 @@ and `world.json` (seed, version, settings, counts). Everything follows from the 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from core import paths
+from core.data.render import building, run_jobs
 
 DEMO_VERSION = 4  # bump when the output changes for the same seed and settings, so old worlds rebuild
 IMAGE_SIZE = 256
@@ -441,33 +438,16 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
             sizes[name] = im.size
     plan = _plan(settings, sizes, stamps)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
+    with building(out_dir) as tmp:
         for bird in {item["bird"] for item in plan}:
             (tmp / "images" / bird).mkdir(parents=True)
-        workers = workers or min(2, os.cpu_count() or 1)
-        jobs = [(plan[i::workers * 4], str(tmp)) for i in range(workers * 4)]
         _load_photos(str(birds_dir), str(scenes_dir))  # once, before forking: workers share it
         try:
-            if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-                with multiprocessing.get_context("fork").Pool(workers) as pool:
-                    sum(pool.imap_unordered(_render_chunk, jobs))
-            else:
-                for job in jobs:
-                    _render_chunk(job)
+            run_jobs(_render_chunk, plan, tmp, workers)
         finally:
             _PHOTOS.clear()
             _BIRDS.clear()
         _write_tables(plan, tmp, settings, name=out_dir.name)  # built in a temporary folder, named as the final one
-        if out_dir.exists():
-            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(trash)
-            shutil.rmtree(trash)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if verbose:
         print(f"[demo] built the demo world ({len(plan)} images) in {time.time() - t0:.1f} s -> {out_dir}", flush=True)
     return out_dir

@@ -28,11 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +38,7 @@ import pandas as pd
 from PIL import Image
 
 from core import paths
+from core.data.render import building, run_jobs
 from core.errors import StampWorldError
 
 GENERAL_WORLD_VERSION = 1  # bump when the output changes for the same seed and settings
@@ -380,26 +377,6 @@ def render_stamp(item: dict) -> tuple[Image.Image, tuple[int, int]]:
     return stamp, (int(fx * (IMAGE_SIZE - stamp.size[0])), int(fy * (IMAGE_SIZE - stamp.size[1])))
 
 
-def run_jobs(render_chunk, plan: list[dict], out_dir: Path, workers: int | None) -> None:
-    """Render `plan` in chunks, forked over at most `workers` processes (sources loaded before the fork)."""
-    workers = max(1, workers or min(2, os.cpu_count() or 1))
-    jobs = [(plan[i::workers * 4], str(out_dir)) for i in range(workers * 4)]
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            sum(pool.imap_unordered(render_chunk, jobs))
-    else:
-        for job in jobs:
-            render_chunk(job)
-
-
-def replace_folder(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(trash)
-        shutil.rmtree(trash)
-    tmp.rename(out_dir)
-
-
 def is_current(out_dir: Path, version: int, settings: dict) -> bool:
     try:
         world = json.loads((out_dir / "world.json").read_text())
@@ -504,9 +481,7 @@ def build_general_world(out_dir: str | Path = GENERAL_WORLD, seed: int = 0, forc
     sizes = scene_sizes(scenes_dir, SCENES)
     plan = _plan_general(settings, stamps, sizes)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
+    with building(out_dir) as tmp:
         (tmp / "images").mkdir()
         load_sources(scenes_dir, SCENES, {s.key: s.path for s in stamps})
         try:
@@ -514,10 +489,6 @@ def build_general_world(out_dir: str | Path = GENERAL_WORLD, seed: int = 0, forc
         finally:
             clear_sources()
         _write_general_tables(plan, stamps, excluded, tmp, as_dict)
-        replace_folder(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if verbose:
         print(f"[general-world] {len(plan)} images of {len(stamps)} stamps in {time.time() - t0:.1f} s -> {out_dir}",
               flush=True)

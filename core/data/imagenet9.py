@@ -24,8 +24,6 @@ so an image's variants pair up. `in9_plan.csv` records each image's stamp, scene
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from PIL import Image
 
 from core import paths
 from core.data import general_world as gw
+from core.data.render import building, run_jobs
 from core.errors import StampWorldError
 
 IMAGENET9_VERSION = 1
@@ -288,24 +287,18 @@ def build_imagenet9_mini(out_dir: str | Path = IMAGENET9_MINI, seed: int = 0, fo
     stamps = in9_stamps(stamps_dir)
     plan = _plan_in9(settings, stamps, gw.scene_sizes(scenes_dir, scene_names))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
+    with building(out_dir) as tmp:
         for variation in VARIATIONS:
             for label in range(len(IN9_CLASSES)):
                 (tmp / variation / "val" / in9_folder(label)).mkdir(parents=True)
         gw.load_sources(scenes_dir, scene_names, {s.key: s.path for ss in stamps.values() for s in ss})
         _PLAN[:] = plan
         try:
-            gw.run_jobs(_render_in9_chunk, plan, tmp, workers)
+            run_jobs(_render_in9_chunk, plan, tmp, workers)
         finally:
             gw.clear_sources()
             _PLAN.clear()
         _write_in9_tables(plan, stamps, tmp, as_dict)
-        gw.replace_folder(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if verbose:
         print(f"[imagenet9] {len(plan)} images x {len(VARIATIONS)} variations in {time.time() - t0:.1f} s -> {out_dir}",
               flush=True)
