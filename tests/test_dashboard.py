@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -30,15 +29,10 @@ TIMEOUT = 180
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     made = make_world(tmp_path_factory.mktemp("dashboard"), with_models=True)
-    saved = {k: os.environ.get(k) for k in ("TEXPLAIN_SHIPPED_RUNS", "TEXPLAIN_RUNS")}
-    os.environ["TEXPLAIN_SHIPPED_RUNS"] = str(made["shipped"])
-    os.environ["TEXPLAIN_RUNS"] = str(made["user"])
-    yield made
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:  # restored however the module's tests end
+        env.setenv("TEXPLAIN_SHIPPED_RUNS", str(made["shipped"]))
+        env.setenv("TEXPLAIN_RUNS", str(made["user"]))
+        yield made
 
 
 def run_page(page: str, **state):

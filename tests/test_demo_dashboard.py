@@ -36,17 +36,12 @@ def git_status() -> str:
 
 @pytest.fixture(scope="module")
 def user_runs(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("TEXPLAIN_SHIPPED_RUNS", "TEXPLAIN_RUNS")}
-    os.environ.pop("TEXPLAIN_SHIPPED_RUNS", None)
-    os.environ["TEXPLAIN_RUNS"] = str(tmp_path_factory.mktemp("user") / "runs")
-    before = git_status()
-    yield Path(os.environ["TEXPLAIN_RUNS"])
-    assert git_status() == before, "using the dashboard changed files under checkpoints/"
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:  # restored however the module's tests end
+        env.delenv("TEXPLAIN_SHIPPED_RUNS", raising=False)
+        env.setenv("TEXPLAIN_RUNS", str(tmp_path_factory.mktemp("user") / "runs"))
+        before = git_status()
+        yield Path(os.environ["TEXPLAIN_RUNS"])
+        assert git_status() == before, "using the dashboard changed files under checkpoints/"
 
 
 def run_page(page: str, **state):

@@ -7,7 +7,6 @@ demo runs of tests/dashboard_fixtures.py. Every number the page shows is checked
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -40,15 +39,10 @@ def runs(tmp_path_factory, tiny_lm):
     root = tmp_path_factory.mktemp("in9dash")
     shipped = make_variation_runs(root, tiny_lm)
     waterbirds_runs(shipped, make_dataset(root / "wb", per_group=10))
-    saved = {k: os.environ.get(k) for k in ("TEXPLAIN_SHIPPED_RUNS", "TEXPLAIN_RUNS")}
-    os.environ["TEXPLAIN_SHIPPED_RUNS"] = str(shipped)
-    os.environ["TEXPLAIN_RUNS"] = str(root / "user")
-    yield shipped
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:  # restored however the module's tests end
+        env.setenv("TEXPLAIN_SHIPPED_RUNS", str(shipped))
+        env.setenv("TEXPLAIN_RUNS", str(root / "user"))
+        yield shipped
 
 
 def accuracy(path: Path) -> tuple[int, int]:
