@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from core import paths
-from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
-                                  group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
+from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, describe_group_words,
+                                  group_accuracy, group_agreement, train_group_counts_from_manifest,
+                                  worst_group_accuracy)
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
 from core.data.readers import BACKGROUND_VARIATIONS
 from core.store import MANIFEST, MITIGATION_FILE, Run, RunStoreError, describe_gain, read_mitigation_records
@@ -201,6 +202,11 @@ class GroupSummary:
     agreement: GroupAgreement | None
     crosstab: pd.DataFrame | None  # rows: inferred group names, columns: true group names, image counts
     notes: list[str] = field(default_factory=list)
+    inferred_word_views: dict = field(default_factory=dict)  # class -> "error" / "association": where its words came from
+
+    @property
+    def inferred_words_text(self) -> str:
+        return describe_group_words(self.inferred_words, self.inferred_word_views)
 
 
 def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
@@ -224,11 +230,11 @@ def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
     else:
         notes.append("This dataset has no group labels; the groups below are inferred from the flagged words.")
     inferred = agreement = crosstab = None
-    words, thresholds = {}, {}
-    if scorer is not None and any(scorer.flagged_words(5).values()):
+    words, thresholds, views = {}, {}, {}
+    if scorer is not None and any(scorer.group_words(5)[0].values()):
         inferrer = GroupInferrer().fit(tables, scorer)
         predicted = inferrer.predict()
-        words, thresholds = inferrer.spurious_words_, inferrer.thresholds_
+        words, thresholds, views = inferrer.spurious_words_, inferrer.thresholds_, inferrer.word_views_
         inferred = worst_group_accuracy(images, weights="test", groups=predicted, group_names=inferrer.group_names_)
         if has_groups:
             true_groups = images.set_index("image_id")["group"]
@@ -240,7 +246,7 @@ def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
             crosstab.index.name, crosstab.columns.name = "inferred group", "true group"
     else:
         notes.append("No word is flagged for any class, so no groups can be inferred from the explanations.")
-    return GroupSummary(true, train, inferred, words, thresholds, agreement, crosstab, notes)
+    return GroupSummary(true, train, inferred, words, thresholds, agreement, crosstab, notes, views)
 
 
 def read_mitigation(run_path: str | Path) -> tuple[pd.DataFrame | None, str | None]:

@@ -207,6 +207,7 @@ def _mitigate(args) -> int:
     import torch
 
     from core.analysis import GroupInferrer, SpuriousTermScorer, group_agreement
+    from core.analysis.groups import describe_group_words
     from core.mitigate import (LastLayerReweighting, MaskTune, evaluate_mitigation, features_and_logits,
                                results_table, write_mitigation_json)
     from core.models.classifier import from_pretrained
@@ -242,7 +243,7 @@ def _mitigate(args) -> int:
     inferrer = GroupInferrer().fit(val_run, scorer)
     inferred = inferrer.predict().reindex(val["image_id"]).to_numpy()
     words = {c: ws for c, ws in inferrer.spurious_words_.items()}
-    _say("flagged words: " + ("; ".join(f"{c}: {', '.join(ws)}" for c, ws in words.items()) or "none"))
+    _say("words that split the classes: " + (describe_group_words(words, inferrer.word_views_) or "none"))
     agreement = None
     if not true_val.isna().all():
         agreement = group_agreement(pd.Series(true_val.to_numpy(), index=val["image_id"]),
@@ -295,6 +296,7 @@ def _mitigate(args) -> int:
             details = {**dfr.summary(), "val_images": len(val)}
             if src == "inferred":
                 details["spurious_words"] = words
+                details["word_views"] = inferrer.word_views_
                 details["inferred_group_names"] = {str(k): v for k, v in inferrer.group_names_.items()}
                 if agreement is not None:
                     details["group_agreement"] = agreement.to_dict()

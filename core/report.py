@@ -64,8 +64,8 @@ import pandas as pd
 
 from core.analysis.compare import compare_runs, divergence, image_set
 from core.analysis.distributions import top_words, word_shares
-from core.analysis.groups import (GroupInferrer, group_accuracy, group_agreement, train_group_counts_from_manifest,
-                                  worst_group_accuracy)
+from core.analysis.groups import (GroupInferrer, describe_group_words, group_accuracy, group_agreement,
+                                  train_group_counts_from_manifest, worst_group_accuracy)
 from core.analysis.spurious import SpuriousTermScorer
 from core.analysis.tables import RunTables, evaluation_split, load_tables, scored_images, select_images
 from core.store import Run, RunStoreError, describe_gain, read_mitigation_records
@@ -348,8 +348,7 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
     groups = _group_block(images, "group", tables.group_names, "true", train_counts) if has_groups else None
 
     inferred = None
-    words = scorer.flagged_words(5)
-    if any(words.values()):
+    if any(scorer.group_words(5)[0].values()):
         inferrer = GroupInferrer().fit(evaluated, scorer)
         predicted = inferrer.predict()
         block = _group_block(images, predicted, inferrer.group_names_, "inferred", None)
@@ -357,7 +356,8 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
         if has_groups:
             agreement = group_agreement(images.set_index("image_id")["group"], predicted).to_dict()
             agreement.pop("mapping", None)
-        inferred = {"words": inferrer.spurious_words_, "thresholds": inferrer.thresholds_,
+        inferred = {"words": inferrer.spurious_words_, "word_views": inferrer.word_views_,
+                    "thresholds": inferrer.thresholds_,
                     "per_group": block["per_group"], "worst": block["worst"],
                     "worst_group_name": block["worst_group_name"], "agreement": agreement}
         if groups is None:
@@ -640,7 +640,7 @@ def to_markdown(report: dict) -> str:
     if inferred and report["groups"] and report["groups"]["source"] == "true":
         out += ["## Inferred groups", "",
                 "Class × whether an image's explanations carry its class's flagged words: "
-                + "; ".join(f"{c}: {', '.join(ws)}" for c, ws in inferred["words"].items()) + ".", ""]
+                + describe_group_words(inferred["words"], inferred.get("word_views")) + ".", ""]
         rows = [[g["group_name"], g["n"], _pct(g["accuracy"])] for g in inferred["per_group"]]
         out += [_md_table(["inferred group", "images", "accuracy"], rows, "lrr"), ""]
         if inferred["agreement"]:
@@ -839,7 +839,7 @@ def to_html(report: dict) -> str:
     if inferred and groups and groups["source"] == "true":
         parts.append("<h2>Inferred groups</h2>")
         parts.append("<p>Class × whether an image's explanations carry its class's flagged words ("
-                     + _esc("; ".join(f"{c}: {', '.join(ws)}" for c, ws in inferred["words"].items())) + ").</p>")
+                     + _esc(describe_group_words(inferred["words"], inferred.get("word_views"))) + ").</p>")
         parts.append(chart(plots.group_accuracy_chart(pd.DataFrame(inferred["per_group"]),
                                                       title="Accuracy per inferred group")))
         if inferred["agreement"]:

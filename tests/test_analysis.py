@@ -18,6 +18,7 @@ from core.analysis import (CoreWordList, GroupInferrer, RunTables, SpuriousTermS
                            compare_word_sets, concept_words, divergence, flag_examples, group_accuracy,
                            group_agreement, image_set, select_images, subset_word_shares, top_words,
                            word_shares, worst_group_accuracy)
+from core.analysis.groups import describe_group_words
 from core.store import IMAGE_COLUMNS, Run
 
 CLASSES = ["landbird", "waterbird"]
@@ -373,6 +374,28 @@ def test_group_inference_works_when_the_dataset_has_no_groups(tmp_path):
     inferred = GroupInferrer().fit(run, scorer).predict()
     truth = pd.Series([int(i[1]) for i in inferred.index], index=inferred.index)  # ids are g<group>-...
     assert group_agreement(truth, inferred).accuracy > 0.9
+
+
+def test_a_class_without_misreads_is_split_by_its_association_words(tmp_path):
+    """A held-out split where the classifier still reads waterbirds right (as the demo's val split): no error-view
+    flags for waterbird, so the group inference falls back to the words its predictions go with (water), and
+    waterbirds on land become a group of their own instead of staying merged with those on water."""
+    run = make_waterbirds_run(tmp_path / "fewmisread", error_rates=(0.03, 0.55, 0.0, 0.0))
+    scorer = SpuriousTermScorer(core_words=CoreWordList()).fit(run)
+    assert scorer.flags_for("waterbird").empty and not scorer.associations_for("waterbird").empty
+    words, views = scorer.group_words(5)
+    assert views == {"landbird": "error", "waterbird": "association"}
+    assert set(words["waterbird"]) & WATER_WORDS and not set(words["waterbird"]) & LAND_WORDS
+    inferrer = GroupInferrer().fit(run, scorer)
+    assert inferrer.word_views_ == views
+    images = run.images().set_index("image_id")
+    inferred = inferrer.predict()
+    waterbirds = images["label"] == 1
+    assert group_agreement(images.loc[waterbirds, "group"], inferred[waterbirds]).accuracy > 0.9
+    assert "association view" in describe_group_words(inferrer.spurious_words_, inferrer.word_views_)
+    # The error view alone leaves waterbirds in one group: nothing to balance them by.
+    error_only = GroupInferrer().fit(run, scorer.flags_).predict()
+    assert error_only[waterbirds].nunique() == 1
 
 
 def test_group_agreement_ignores_label_names():

@@ -26,7 +26,7 @@ from core.analysis.spurious import SpuriousTermScorer, spurious_share
 from core.analysis.tables import RunTables, isin, load_tables, scored_images
 
 __all__ = ["group_accuracy", "worst_group_accuracy", "WorstGroupAccuracy", "train_group_counts_from_manifest",
-           "GroupInferrer", "group_agreement", "GroupAgreement", "otsu_threshold"]
+           "GroupInferrer", "group_agreement", "GroupAgreement", "otsu_threshold", "describe_group_words"]
 
 
 def _wilson(correct: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -173,8 +173,20 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float((v[i] + v[i + 1]) / 2)
 
 
+def describe_group_words(words: dict, views: dict | None = None) -> str:
+    """The words each class is split by, for a caption or a report: "landbird: lake, blue; waterbird: lake,
+    misty (association view: too few misread to flag)"."""
+    views = views or {}
+    return "; ".join(f"{c}: {', '.join(ws)}" + (" (association view: too few misread to flag)"
+                                                  if views.get(c) == "association" else "")
+                     for c, ws in words.items())
+
+
 class GroupInferrer:
     """Infers groups as class x "explanations carry that class's flagged words".
+
+    Given a fitted SpuriousTermScorer, a class's words are its error-view flags, or, when it has none (too
+    few of its images are misread), its association-view flags (SpuriousTermScorer.group_words).
 
     Parameters:
         threshold: "otsu" learns, per class, the cut of the images' spurious share (see
@@ -182,9 +194,10 @@ class GroupInferrer:
             sets it. An image carries its class's flags when its share is above the threshold.
         words_per_class: use the top this many flags of each class (None = all).
 
-    Learned: spurious_words_ (class -> words), thresholds_ (class -> float), classes_, group_names_
-    (inferred group id -> name). Inferred group id = 2 * label + carries (so on Waterbirds a landbird with
-    water words is group 1, as in the true groups; for waterbirds the carried words are land words).
+    Learned: spurious_words_ (class -> words), word_views_ (class -> "error", "association" or "given": where
+    its words came from), thresholds_ (class -> float), classes_, group_names_ (inferred group id -> name).
+    Inferred group id = 2 * label + carries (so on Waterbirds a landbird with water words is group 1, as in
+    the true groups).
     """
 
     def __init__(self, threshold: str | float | dict = "otsu", words_per_class: int | None = 5):
@@ -199,7 +212,9 @@ class GroupInferrer:
             raise ValueError(f"words_per_class must be >= 1 or None, got {self.words_per_class!r}")
         tables = load_tables(run_or_tables)
         self.classes_ = tables.class_names
+        self.word_views_ = {}
         self.spurious_words_ = self._words(flags)
+        self.word_views_ = {c: self.word_views_.get(c, "given") for c in self.spurious_words_}
         share = spurious_share(tables, self.spurious_words_)
         labels = tables.images["label"]
         self.thresholds_ = {}
@@ -223,7 +238,8 @@ class GroupInferrer:
     def _words(self, flags: Any) -> dict[str, list[str]]:
         k = self.words_per_class
         if isinstance(flags, SpuriousTermScorer):
-            return {c: ws for c, ws in flags.flagged_words(k).items() if ws}
+            words, self.word_views_ = flags.group_words(k)
+            return words
         if isinstance(flags, dict):
             unknown = [c for c in flags if c not in self.classes_]
             if unknown:

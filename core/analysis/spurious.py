@@ -951,6 +951,24 @@ class SpuriousTermScorer:
         self._check_fitted()
         return {c: self.flags_for(c, k=k)["word"].tolist() for c in self.classes_}
 
+    def group_words(self, k: int | None = None) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """(class -> the words that split its images into groups, class -> "error" or "association": the view
+        they come from). A class's error-view flags when it has some; else its association-view flags, the
+        words its predictions go with. A class the classifier rarely misreads here (a held-out split where it
+        still gets the minority group right) has no error-view flags, yet its explanations already carry the
+        bias: without the fallback its minority group would stay merged with the majority and could not be
+        balanced."""
+        self._check_fitted()
+        errors, words, views = self.flagged_words(k), {}, {}
+        for c in self.classes_:
+            if errors[c]:
+                words[c], views[c] = errors[c], "error"
+            else:
+                assoc = self.associations_for(c, k=k)["word"].tolist() if hasattr(self, "associations_") else []
+                if assoc:
+                    words[c], views[c] = assoc, "association"
+        return words, views
+
     def transform(self, run_or_tables: Any, k: int | None = None) -> pd.DataFrame:
         """Per image: how much its explanations use its own class's flagged words (see spurious_share)."""
         self._check_fitted()

@@ -89,7 +89,7 @@ if g.inferred is None:
     st.info("No group could be inferred: no word is flagged for any class (see Spurious terms).")
 else:
     st.caption("Each image is put in a group by its class and whether its explanations carry that class's flagged "
-               "words: " + "; ".join(f"{c}: {', '.join(ws)}" for c, ws in g.inferred_words.items()) + ".")
+               "words: " + g.inferred_words_text + ".")
     m1, m2, m3 = st.columns(3)
     m1.metric("Worst inferred-group accuracy", ui.pct(g.inferred.worst, 1), help=g.inferred.worst_group_name)
     if (caution := api.small_worst_group(g.inferred)) is not None:
