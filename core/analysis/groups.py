@@ -174,12 +174,13 @@ def otsu_threshold(values: np.ndarray) -> float:
 
 
 def describe_group_words(words: dict, views: dict | None = None) -> str:
-    """The words each class is split by, for a caption or a report: "landbird: lake, blue; waterbird: lake,
-    misty (association view: too few misread to flag)"."""
+    """The words each class is split by, for a caption or a report: "landbird: lake, blue; waterbird*: lake,
+    misty (* association view: too few of its images are misread to flag words)"."""
     views = views or {}
-    return "; ".join(f"{c}: {', '.join(ws)}" + (" (association view: too few misread to flag)"
-                                                  if views.get(c) == "association" else "")
-                     for c, ws in words.items())
+    text = "; ".join(f"{c}{'*' if views.get(c) == 'association' else ''}: {', '.join(ws)}" for c, ws in words.items())
+    if any(views.get(c) == "association" for c in words):
+        text += " (* association view: words the class's predictions go with, as too few of its images are misread to flag words)"
+    return text
 
 
 class GroupInferrer:
