@@ -563,6 +563,11 @@ def general_translator_tip(models: dict) -> str | None:
             f"stamps it never saw in training, it names the photo background for "
             f"{as_percent(ev['scene_accuracy_photos'])} of the images but a plain background's colour for only "
             f"{as_percent(ev.get('scene_accuracy_plain'))}.")
+    plain = ev.get("background_called_plain") or {}
+    if plain.get("plain_scenes") is not None:
+        text += (f" It does see that a background is plain (most sentences say so for "
+                 f"{as_percent(plain['plain_scenes'])} of the plain backgrounds, {as_percent(plain.get('photo_scenes'))} "
+                 "of the photos): it misnames the colour.")
     only_fg = (ev.get("imagenet9_superclass_words") or {}).get("only_fg") or {}
     if only_fg.get("right_superclass_unseen_per_stamp") is not None:
         text += (f" Shown an unseen object alone (only_fg), it names the right ImageNet-9 class "

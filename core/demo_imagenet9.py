@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,9 @@ def _plurality(counts: dict, vocab: dict) -> object | None:
     return top[0] if best > 0 and len(top) == 1 else None
 
 
+_PLAIN_SAID = re.compile(r"\b(plain|empty)\b", re.IGNORECASE)
+
+
 def _confusions(df: pd.DataFrame, truth: str, said: str, top: int = 10) -> list[dict]:
     """The most frequent wrong readings: [{truth, said, images}], "said" None when no value won."""
     wrong = df[df[said] != df[truth]]
@@ -271,6 +275,9 @@ def score_general_split(explained: pd.DataFrame, scene_vocab: dict, kind_vocab: 
                           kind_said=explained["counts"].map(lambda c: _plurality(c, kind_vocab)))
     df["scene_ok"], df["kind_ok"] = df["scene_said"] == df["scene"], df["kind_said"] == df["kind"]
     plain = df["scene"].astype(str).str.startswith(gw.PLAIN_PREFIX)
+    # Whether most sentences call the background plain or empty: does the translator see *that* a background
+    # is plain, apart from which colour it says?
+    calls_plain = df["sentences"].map(lambda ss: bool(ss) and np.mean([bool(_PLAIN_SAID.search(t)) for t in ss]) > 0.5)
     return {"split": split, "images": len(df), "unseen_stamps": int(df["stamp"].nunique()),
             "sentences_per_image": sentences_per_image,
             "rule": "the value whose vocabulary words occur most often in the image's sentences (ties: none)",
@@ -279,6 +286,10 @@ def score_general_split(explained: pd.DataFrame, scene_vocab: dict, kind_vocab: 
             "scene_accuracy_photos": round(float(df.loc[~plain, "scene_ok"].mean()), 4) if (~plain).any() else None,
             "scene_accuracy_plain": round(float(df.loc[plain, "scene_ok"].mean()), 4) if plain.any() else None,
             "object_kind_accuracy": round(float(df["kind_ok"].mean()), 4),
+            "background_called_plain": {
+                "rule": "share of images most of whose sentences call the background plain or empty",
+                "plain_scenes": round(float(calls_plain[plain].mean()), 4) if plain.any() else None,
+                "photo_scenes": round(float(calls_plain[~plain].mean()), 4) if (~plain).any() else None},
             "chance": {"scene": round(1 / max(1, n_scenes or len(scene_vocab)), 4),
                        "object_kind": round(1 / max(1, n_kinds or len(kind_vocab)), 4)},
             "vocabulary_sizes": {"scene": {k: len(v) for k, v in scene_vocab.items()},

@@ -282,10 +282,11 @@ def test_general_evaluation_reads_each_image_by_its_most_frequent_words():
     kind_vocab = {"animals/birds": ["heron"], "food/fruit": ["apple"]}
     explained = pd.DataFrame([
         # red in every sentence, pink once: red (presence alone would call it a tie)
-        {"image": "a", "stamp": "s1", "scene": "plain-red", "kind": "animals/birds", "sentences": ["x"],
+        {"image": "a", "stamp": "s1", "scene": "plain-red", "kind": "animals/birds",
+         "sentences": ["A heron on a plain red background.", "An empty backdrop.", "A heron."],
          "counts": {"red": (15, 15), "pink": (1, 1), "heron": (3, 3)}},
         # lake words 4 times against red 4 times: a tie reads as nothing
-        {"image": "b", "stamp": "s2", "scene": "lake", "kind": "food/fruit", "sentences": ["y"],
+        {"image": "b", "stamp": "s2", "scene": "lake", "kind": "food/fruit", "sentences": ["A plainly red lake.", "y"],
          "counts": {"lake": (2, 2), "water": (2, 2), "red": (4, 4)}},
         {"image": "c", "stamp": "s2", "scene": "lake", "kind": "food/fruit", "sentences": [],
          "counts": {"water": (5, 5), "apple": (1, 1)}},
@@ -295,6 +296,9 @@ def test_general_evaluation_reads_each_image_by_its_most_frequent_words():
     assert got["scene_accuracy_plain"] == 1.0 and got["scene_accuracy_photos"] == 0.5
     assert got["object_kind_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
     assert got["scene_confusions"] == [{"truth": "lake", "said": None, "images": 1}]
+    # Most of a's sentences call its background plain or empty; "plainly" is not "plain", and c has none.
+    assert got["background_called_plain"]["plain_scenes"] == 1.0
+    assert got["background_called_plain"]["photo_scenes"] == 0.0
     lo, hi = got["scene_accuracy_ci95"]
     assert lo < 2 / 3 < hi
 

@@ -254,6 +254,7 @@ def test_explain_and_compare_pages_take_variation_runs(runs):
     translator = runs.parent / "translator"
     (translator / "evaluation.json").write_text(json.dumps({
         "unseen_stamps": 7, "scene_accuracy_photos": 0.91, "scene_accuracy_plain": 0.25,
+        "background_called_plain": {"plain_scenes": 0.97, "photo_scenes": 0.04},
         "imagenet9_superclass_words": {"only_fg": {"right_superclass_unseen_per_stamp": 0.6,
                                                    "by_class": {"dog": 0.0, "bird": 0.5}}}}))
     try:
@@ -262,6 +263,7 @@ def test_explain_and_compare_pages_take_variation_runs(runs):
         assert not at.exception and "On 7 stamps it never saw in training" in tip
         assert "photo background for 91%" in tip and "colour for only 25%" in tip and "class 60% of the time" in tip
         assert "It never names dog right there." in tip
+        assert "say so for 97% of the plain backgrounds, 4% of the photos" in tip
     finally:
         (translator / "evaluation.json").unlink()
     # Compare: two variations of one copy are the same photos on other backgrounds, so they compare.
