@@ -349,7 +349,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     translator = Translator(tcfg)
     if cfg.init_from:
         start = Translator.from_pretrained(cfg.init_from, classifier, lm)  # refuses another classifier's or LM's
-        shape = {k: getattr(start.config, k) for k in ("prefix_length", "mapper", "mlp_hidden", "normalize_features")}
+        shape = {k: getattr(start.config, k) for k in ("prefix_length", "mapper", "mlp_hidden", "num_layers",
+                                                         "num_heads", "normalize_features")}
         if shape != {k: getattr(tcfg, k) for k in shape}:
             raise ValueError(f"init_from {cfg.init_from} is a translator of another shape ({shape}); the training "
                              "settings ask for " + str({k: getattr(tcfg, k) for k in shape}))

@@ -86,5 +86,13 @@ def test_cli_trains_from_a_pack(tmp_path, tiny_classifier, tiny_lm, tiny_lm_dir,
     assert main(["train", "--pack", str(path), "--lm", str(tiny_lm_dir), "--out", str(out), "--epochs", "1",
                  "--max-steps", "2", "--batch-size", "4", "--device", "cpu"]) == 0
     assert (out / "best" / "config.json").exists()
+    # A second stage from the first's weights; one of another shape is refused with the reason.
+    common = ["train", "--pack", str(path), "--lm", str(tiny_lm_dir), "--epochs", "1", "--max-steps", "1",
+              "--batch-size", "4", "--device", "cpu", "--init-from", str(out / "best")]
+    assert main([*common, "--out", str(tmp_path / "stage2")]) == 0
+    assert (tmp_path / "stage2" / "best" / "config.json").exists()
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "stage2b"), "--prefix-length", "3"]) != 0
+    assert "another shape" in capsys.readouterr().err
     assert main(["train", "--out", str(out)]) != 0
     assert "name a --classifier" in capsys.readouterr().err

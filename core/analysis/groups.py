@@ -179,7 +179,8 @@ def describe_group_words(words: dict, views: dict | None = None) -> str:
     views = views or {}
     text = "; ".join(f"{c}{'*' if views.get(c) == 'association' else ''}: {', '.join(ws)}" for c, ws in words.items())
     if any(views.get(c) == "association" for c in words):
-        text += " (* association view: words the class's predictions go with, as too few of its images are misread to flag words)"
+        text += (" (* association view: words the class's predictions go with, as too few of its images are "
+                 "misread to flag words)")
     return text
 
 

@@ -37,6 +37,9 @@ def add_parser(subparsers) -> None:
                    help="bf16 autocast (default: on for CUDA, off on CPU; fast on GPUs and AMX CPUs)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    t.add_argument("--init-from", default=None, metavar="FOLDER",
+                   help="start from this translator's weights (same classifier, LM and shape), e.g. a second, "
+                        "low learning-rate stage")
     t.set_defaults(func=run)
 
 
@@ -110,7 +113,7 @@ def run(args) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       max_steps=args.max_steps, save_every=args.save_every,
                       prefix_length=args.prefix_length, mapper=args.mapper, seed=args.seed, device=args.device,
-                      autocast_bf16=args.bf16)
+                      autocast_bf16=args.bf16, init_from=args.init_from)
     if args.pack:
         pack = load_training_pack(args.pack)
         lm = load_language_model(args.lm)
