@@ -202,7 +202,7 @@ class GroupSummary:
     agreement: GroupAgreement | None
     crosstab: pd.DataFrame | None  # rows: inferred group names, columns: true group names, image counts
     notes: list[str] = field(default_factory=list)
-    inferred_word_views: dict = field(default_factory=dict)  # class -> "error" / "association": where its words came from
+    inferred_word_views: dict = field(default_factory=dict)  # class -> "error" / "association": its words' view
 
     @property
     def inferred_words_text(self) -> str:
@@ -566,8 +566,8 @@ def general_translator_tip(models: dict) -> str | None:
     plain = ev.get("background_called_plain") or {}
     if plain.get("plain_scenes") is not None:
         text += (f" It does see that a background is plain (most sentences say so for "
-                 f"{as_percent(plain['plain_scenes'])} of the plain backgrounds, {as_percent(plain.get('photo_scenes'))} "
-                 "of the photos): it misnames the colour.")
+                 f"{as_percent(plain['plain_scenes'])} of the plain backgrounds, "
+                 f"{as_percent(plain.get('photo_scenes'))} of the photos): it misnames the colour.")
     only_fg = (ev.get("imagenet9_superclass_words") or {}).get("only_fg") or {}
     if only_fg.get("right_superclass_unseen_per_stamp") is not None:
         text += (f" Shown an unseen object alone (only_fg), it names the right ImageNet-9 class "
