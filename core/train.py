@@ -38,7 +38,7 @@ class TrainConfig:
     mapper: str = "mlp"
     mlp_hidden: int = 1536
     normalize_features: bool = True
-    autocast_bf16: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU (slow on CPUs without AMX)
+    autocast_bf16: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU (slow without bf16 units)
     max_steps: int | None = None  # stop early (tests, smoke runs)
     save_every: int = 25  # steps between resumable states (also saved at each epoch's end)
     seed: int = 0
@@ -355,6 +355,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
             raise ValueError(f"init_from {cfg.init_from} is a translator of another shape ({shape}); the training "
                              "settings ask for " + str({k: getattr(tcfg, k) for k in shape}))
         translator.load_state_dict(start.state_dict())
+        # Provenance: the start's own training (its history, data, settings, its own start) stays on record.
+        data_info = {**(data_info or {}), "started_from": start.config.training}
     else:
         translator.set_feature_stats(train_features.reshape(-1, train_features.shape[-1]))
     translator.to(dev).train()

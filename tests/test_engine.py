@@ -125,6 +125,9 @@ def test_warm_start_continues_from_a_saved_translator(tmp_path, tiny_lm, tiny_cl
     warm_tr = Translator.from_pretrained(tmp_path / "warm" / "best", tiny_classifier, tiny_lm)
     # Warm: the statistics are the first stage's (z), not the shifted features of the second stage.
     assert torch.allclose(warm_tr.feature_mean, first.feature_mean)
+    # ...and the first stage's training stays on record under the second's.
+    assert warm_tr.config.training["started_from"]["history"] == first.config.training["history"]
+    assert warm_tr.config.training["settings"]["init_from"] == str(tmp_path / "a" / "best")
     assert starts[1] < 0.5 * starts[0], starts  # the first step's loss is the trained one's, not a fresh one's
     assert saved_loss < 0.5 * starts[0]
     with pytest.raises(ValueError, match="another shape"):
