@@ -216,6 +216,17 @@ def test_general_translator_trains_and_every_variation_is_explained(tmp_path, ti
     cfg = TrainConfig(epochs=1, max_steps=3, batch_size=4, prefix_length=2, mlp_hidden=16, device="cpu")
     tr = train_general_translator(base, tiny_lm, tmp_path / "translator", world, cfg, tmp_path / "work",
                                   views=("identity", "flip"))
+    # The refinement ran from the first stage, on every plain-background pair and as many photo pairs.
+    from core.demo_imagenet9 import GENERAL_REFINE, general_refine_pairs
+
+    refine = general_refine_pairs(world)
+    meta = pd.read_csv(world / "metadata.csv")
+    on_plain = {str(world / f) for f in meta.loc[meta["scene"].str.startswith(gw.PLAIN_PREFIX), "img_filename"]}
+    plain = gw.read_general_world(world).query("split == 'train'")["path"].isin(on_plain).to_numpy()
+    assert plain[refine].sum() == plain.sum() == len(refine) // 2 and len(refine) < len(plain)
+    assert tr.config.training["refine_stage"] == 1 and tr.config.training["train_pairs"] == len(refine)
+    assert tr.config.training["settings"]["lr"] == GENERAL_REFINE["lr"]
+    assert tr.config.training["started_from"]["settings"]["max_steps"] == 3  # the first stage's
     clf = in9.in9_classifier(base)
     runs = explain_variations(clf, tr, tiny_lm, root, tmp_path / "runs",
                               ExplainConfig(sentences_per_image=2, max_new_tokens=4, device="cpu"),
