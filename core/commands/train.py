@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--prefix-length", type=int, default=10)
     t.add_argument("--mapper", choices=["mlp", "transformer"], default="mlp")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for CUDA, off on CPU; fast on GPUs and AMX CPUs)")
+                   help="bf16 autocast (default: on for CUDA, off on CPU; faster on GPUs and on CPUs with "
+                        "bf16 units, AVX512-BF16 or AMX: `python -m bench.bench_train` measures it)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--init-from", default=None, metavar="FOLDER",
