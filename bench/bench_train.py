@@ -18,6 +18,15 @@ import core  # noqa: F401
 from core import paths
 
 
+def _cpu_has_bf16_units() -> bool | None:
+    """Whether oneDNN finds native bf16 on this CPU (AVX512-BF16 or AMX); None where torch cannot say
+    (the check is a private op)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def run(quick: bool = False, steps: int | None = None, batch_size: int = 16) -> dict:
     from core.data import load_rgb, read_caption_csv
     from core.models.classifier import efficientnet_lite0, from_pretrained
@@ -61,7 +70,7 @@ def run(quick: bool = False, steps: int | None = None, batch_size: int = 16) -> 
     return {"batch_size": batch_size, "steps": steps, "cached_samples_per_s": round(fast, 2),
             "recompute_samples_per_s": round(slow, 2), "speedup": round(fast / slow, 2),
             "bf16_samples_per_s": round(bf16, 2), "bf16_speedup": round(bf16 / fast, 2),
-            "bf16_units": torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+            "bf16_units": _cpu_has_bf16_units(),
             "threads": torch.get_num_threads()}
 
 
@@ -76,7 +85,7 @@ def main(argv=None) -> int:
     print(f"  features recomputed: {r['recompute_samples_per_s']:7.2f} samples/s")
     print(f"  speed-up: {r['speedup']}x")
     print(f"  bf16 autocast, cached: {r['bf16_samples_per_s']:7.2f} samples/s ({r['bf16_speedup']}x float32; "
-          f"CPU bf16 units: {'yes' if r['bf16_units'] else 'no'})")
+          f"CPU bf16 units: {({True: 'yes', False: 'no'}).get(r['bf16_units'], 'unknown')})")
     return 0
 
 
