@@ -587,6 +587,7 @@ def _start_run(dataset, ds, records, classifier, translator, lm, out_dir, cfg: E
                    "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity},
         "dataset": {"name": dataset.name, "kind": dataset.kind, "root": portable_root(dataset.root), "split": split,
                     "class_names": list(dataset.class_names),
+                    **({"class_synsets": list(dataset.class_synsets)} if dataset.class_synsets else {}),
                     "group_names": {str(k): v for k, v in (dataset.group_names or {}).items()} or None,
                     "train_group_counts": _train_group_counts(dataset)},
         "settings": settings,

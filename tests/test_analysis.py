@@ -237,6 +237,31 @@ def test_concept_words_know_birds_but_not_backgrounds():
     assert concept_words("tabby, tabby cat") >= {"tabby", "cat"}
 
 
+def test_a_datasets_wordnet_synset_settles_a_class_names_sense():
+    """"primate" is first an archbishop in WordNet: a tamarin is no concept word of it unless the dataset
+    says which primate it means, and then a tamarin in misread primates' sentences is not a flag."""
+    assert "tamarin" not in concept_words("primate")
+    assert {"primate", "tamarin", "chimpanzee", "gorilla"} <= concept_words("primate", synset="n02469914")
+    assert "guitar" in concept_words("instrument", synset="n03800933")  # the musical one
+    with pytest.raises(ValueError, match="WordNet noun id"):
+        concept_words("primate", synset="primate.n.02")
+    rng = np.random.default_rng(0)
+    images, words = [], []
+    for i in range(300):
+        label = i % 2
+        pred = label if rng.random() < 0.7 else 1 - label
+        images.append({"image_id": f"i{i}", "label": label, "prediction": pred, "n_sentences": 10})
+        said = {"tamarin": 8} if label == 0 and pred != label else {"fish": 6}
+        words += [{"image_id": f"i{i}", "word": w, "count": k, "sentences": k} for w, k in said.items()]
+    names = ["primate", "fish"]
+    for synsets, flagged in ((None, True), (["n02469914", "n02512053"], False)):
+        dataset = {"class_names": names, **({"class_synsets": synsets} if synsets else {})}
+        tables = RunTables(pd.DataFrame(images), pd.DataFrame(words), {"dataset": dataset})
+        assert tables.class_synsets == (dict(zip(names, synsets)) if synsets else {})
+        scorer = SpuriousTermScorer(core_words=CoreWordList()).fit(tables)
+        assert ("tamarin" in set(scorer.flags_for("primate")["word"])) is flagged, synsets
+
+
 def test_water_words_are_the_top_flags_for_landbird(erm_scorer):
     landbird = erm_scorer.flags_for("landbird")
     assert set(landbird["word"].head(3)) == WATER_WORDS
@@ -453,7 +478,8 @@ def test_concept_words_are_kept_on_disk_for_the_installed_wordnet(tmp_path, monk
         assert spurious.concept_words("pelican") == pelican  # a new process: no WordNet load
     # Another WordNet, or a damaged file, means computing afresh (and the file is repaired).
     calls = []
-    monkeypatch.setattr(spurious, "_concept_words", lambda name, wn: calls.append(name) or (frozenset({name}), True))
+    monkeypatch.setattr(spurious, "_concept_words",
+                        lambda name, wn, synset=None: calls.append(name) or (frozenset({name}), True))
     for damage in (lambda: monkeypatch.setattr(spurious, "_wordnet_stamp", lambda: "another wordnet"),
                    lambda: cache.write_text("{not json")):
         spurious.concept_words.cache_clear()

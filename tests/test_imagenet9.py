@@ -122,6 +122,7 @@ def test_imagenet9_variations_read_back_through_open_dataset(tmp_path):
         ds = open_dataset(root, variation=variation)
         assert ds.kind == "backgrounds_challenge" and len(ds) == 27
         assert ds.class_names == list(in9.IN9_CLASSES)
+        assert ds.class_synsets == list(in9.IN9_SYNSETS)  # the senses the concept words use
         frame = ds.to_frame()
         assert frame.groupby("label").size().tolist() == [3] * 9
         names[variation] = {(r.path.stem, ds.class_names[r.label]) for r in ds}

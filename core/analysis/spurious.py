@@ -144,7 +144,7 @@ def _write_concept_cache(stamp: str, class_name: str, words: frozenset[str]) -> 
 
 
 @lru_cache(maxsize=4096)
-def concept_words(class_name: str, use_wordnet: bool = True) -> frozenset[str]:
+def concept_words(class_name: str, use_wordnet: bool = True, synset: str | None = None) -> frozenset[str]:
     """Words that describe the object of a class: the name, its head noun and, from WordNet, their
     synonyms, hyponyms (kinds of it), hypernyms (what it is a kind of) and parts.
 
@@ -152,21 +152,28 @@ def concept_words(class_name: str, use_wordnet: bool = True) -> frozenset[str]:
     WordNet knows ("bird"); the modifier ("water", "land") is deliberately left out. ImageNet-style names
     ("tabby, tabby cat") are split at commas. Without WordNet only the names themselves are returned.
 
+    A name's first WordNet sense is not always the one a dataset means ("primate" is first an archbishop):
+    `synset`, a noun synset's id ("n02469914") from a dataset that knows its classes' synsets, replaces
+    the name's senses (the name itself stays a concept word).
+
     Loading WordNet takes ~10 s, which made the dashboard's first page slow; the result for each
     class name is therefore kept in `.assets/cache/concept_words.json`, tied to the installed WordNet.
     """
     if not isinstance(class_name, str) or not class_name.strip():
         raise ValueError(f"class_name must be a non-empty string, got {class_name!r}")
+    if synset is not None and not re.fullmatch(r"n\d{8}", synset):
+        raise ValueError(f"synset must be a WordNet noun id like 'n02469914', got {synset!r}")
+    key = f"{class_name}|{synset}" if synset else class_name
     stamp = _wordnet_stamp() if use_wordnet else None
-    if stamp and class_name in (cached := _read_concept_cache(stamp)):
-        return frozenset(cached[class_name])
-    words, from_wordnet = _concept_words(class_name, use_wordnet)
+    if stamp and key in (cached := _read_concept_cache(stamp)):
+        return frozenset(cached[key])
+    words, from_wordnet = _concept_words(class_name, use_wordnet, synset)
     if stamp and from_wordnet:
-        _write_concept_cache(stamp, class_name, words)
+        _write_concept_cache(stamp, key, words)
     return words
 
 
-def _concept_words(class_name: str, use_wordnet: bool) -> tuple[frozenset[str], bool]:
+def _concept_words(class_name: str, use_wordnet: bool, synset: str | None = None) -> tuple[frozenset[str], bool]:
     """concept_words computed afresh, and whether WordNet was used."""
     words: set[str] = set()
     try:
@@ -182,6 +189,9 @@ def _concept_words(class_name: str, use_wordnet: bool) -> tuple[frozenset[str], 
         words.add(tokens[-1])
         if wn is None:
             continue
+        if synset:  # the dataset's sense, not the name's
+            words |= _synset_words(wn.synset_from_pos_and_offset("n", int(synset[1:])))
+            continue
         synsets = wn.synsets("_".join(tokens), pos="n")[:1]
         if len(tokens) > 1:
             head = tokens[-1]
@@ -191,19 +201,24 @@ def _concept_words(class_name: str, use_wordnet: bool) -> tuple[frozenset[str], 
         if head:
             words.add(head)
             synsets += wn.synsets(head, pos="n")[:1]
-        for synset in synsets:
-            words |= _single_words(synset.lemma_names())
-            for kind in synset.closure(lambda s: s.hyponyms()):
-                words |= _single_words(kind.lemma_names())
-            ancestors = [s for path in synset.hypernym_paths() for s in path]
-            for ancestor in ancestors:
-                words |= _single_words(ancestor.lemma_names())
-            # Parts of the thing and of its nearest ancestors ("waterfowl" has a bird's wings).
-            for near in [synset, *[p[-2] for p in synset.hypernym_paths() if len(p) > 1],
-                         *[p[-3] for p in synset.hypernym_paths() if len(p) > 2]]:
-                for part in near.part_meronyms() + near.substance_meronyms() + near.member_meronyms():
-                    words |= _single_words(part.lemma_names())
+        for sense in synsets:
+            words |= _synset_words(sense)
     return frozenset(words), wn is not None
+
+
+def _synset_words(synset) -> set[str]:
+    """A sense's lemmas, its hyponyms' (kinds of it), its hypernyms' (what it is a kind of) and parts."""
+    words = set(_single_words(synset.lemma_names()))
+    for kind in synset.closure(lambda s: s.hyponyms()):
+        words |= _single_words(kind.lemma_names())
+    for ancestor in (s for path in synset.hypernym_paths() for s in path):
+        words |= _single_words(ancestor.lemma_names())
+    # Parts of the thing and of its nearest ancestors ("waterfowl" has a bird's wings).
+    for near in [synset, *[p[-2] for p in synset.hypernym_paths() if len(p) > 1],
+                 *[p[-3] for p in synset.hypernym_paths() if len(p) > 2]]:
+        for part in near.part_meronyms() + near.substance_meronyms() + near.member_meronyms():
+            words |= _single_words(part.lemma_names())
+    return words
 
 
 # --- does a word name something visible? -------------------------------------------------------------
@@ -539,7 +554,8 @@ class SpuriousTermScorer:
         self.has_groups_ = bool(has_groups)
         self.group_names_ = tables.group_names if has_groups else {}
         self.core_words_ = self._core_list(tables)
-        self.concept_words_ = {n: concept_words(n, self.use_wordnet) for n in names}
+        synsets = tables.class_synsets
+        self.concept_words_ = {n: concept_words(n, self.use_wordnet, synsets.get(n)) for n in names}
         words = tables.words[isin(tables.words["image_id"], images["image_id"])]
         # One (image, word) table for every contrast below; contrasts are then masks on label/prediction.
         keep = ("label", "prediction", "group") if has_groups else ("label", "prediction")

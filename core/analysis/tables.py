@@ -38,6 +38,12 @@ class RunTables:
         return class_names_from_images(self.images)
 
     @property
+    def class_synsets(self) -> dict[str, str]:
+        """class name -> WordNet noun synset ("n02469914"), for the classes the dataset gave one."""
+        ds = self.manifest.get("dataset") or {}
+        return {str(n): str(s) for n, s in zip(ds.get("class_names") or [], ds.get("class_synsets") or []) if s}
+
+    @property
     def group_names(self) -> dict[int, str]:
         names = (self.manifest.get("dataset") or {}).get("group_names") or {}
         if isinstance(names, list):

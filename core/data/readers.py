@@ -60,6 +60,9 @@ class ImageDataset:
     class_names: list[str]
     group_names: dict[int, str] | None = None
     attribute: Attribute | None = None  # the attribute groups are made from (names its values)
+    # Each class's WordNet noun synset ("n02469914"), where the dataset knows it: it settles a name's sense
+    # for the concept words ("primate" the animal, not the archbishop; "instrument" the musical one).
+    class_synsets: list[str | None] | None = None
     _by_split: dict[str, list[ImageRecord]] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -295,8 +298,12 @@ def read_backgrounds_challenge(root: str | Path, variation: str = "mixed_rand") 
     records, class_names = _read_class_folders(root / variation, lambda f: re.sub(r"^\d+_", "", f))
     for r in records:
         r.image_id = f"{variation}/{r.image_id}"
+    from core.data.imagenet9 import IN9_CLASSES, IN9_SYNSETS
+
+    synsets = dict(zip(IN9_CLASSES, IN9_SYNSETS))
     return ImageDataset(name=f"{root.name}/{variation}", kind="backgrounds_challenge", root=root / variation,
-                        records=records, class_names=class_names, group_names=None)
+                        records=records, class_names=class_names, group_names=None,
+                        class_synsets=[synsets.get(c) for c in class_names])
 
 
 # --- auto-detection --------------------------------------------------------------------------
