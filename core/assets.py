@@ -231,12 +231,14 @@ def prepare_all(steps: list[str] | None = None) -> None:
     except ImportError:
         return
     build_demo_world(paths.DEMO_DATA)
-    from core.data.imagenet9 import build_imagenet9_mini
+    from core.data.imagenet9 import IN9_CLASSES, IN9_SYNSETS, build_imagenet9_mini
 
     build_imagenet9_mini()  # the second demo's images (checkpoints/runs/imagenet9-*); a no-op when current
-    # Kept on disk: the dashboard's first page then scores the demo without a 10 s WordNet load.
+    # Kept on disk: the dashboard's first page then scores the demos without a 10 s WordNet load.
     for name in demo_class_names():
         concept_words(name)
+    for name, synset in zip(IN9_CLASSES, IN9_SYNSETS):
+        concept_words(name, synset=synset)
 
 
 def main(argv: list[str] | None = None) -> int:
