@@ -367,7 +367,7 @@ def test_mitigate_command_end_to_end(tmp_path, tiny_waterbirds, lite, capsys, mo
     from core.models.classifier import LITE_MEAN, LITE_STD, from_pretrained
 
     # Seconds, not minutes: 64-pixel inputs, and class-name concept words without loading WordNet.
-    monkeypatch.setattr(spurious, "concept_words", lambda name, use_wordnet=True: frozenset({name}))
+    monkeypatch.setattr(spurious, "concept_words", lambda name, use_wordnet=True, synset=None: frozenset({name}))
     small = clone_adapter(lite)
     small.preprocessing = Preprocessing(resize=64, crop=64, mean=LITE_MEAN, std=LITE_STD)
     small._transform = small.preprocessing.transform()
