@@ -214,9 +214,8 @@ class GroupInferrer:
             raise ValueError(f"words_per_class must be >= 1 or None, got {self.words_per_class!r}")
         tables = load_tables(run_or_tables)
         self.classes_ = tables.class_names
-        self.word_views_ = {}
-        self.spurious_words_ = self._words(flags)
-        self.word_views_ = {c: self.word_views_.get(c, "given") for c in self.spurious_words_}
+        self.spurious_words_, views = self._words(flags)
+        self.word_views_ = {c: views.get(c, "given") for c in self.spurious_words_}
         share = spurious_share(tables, self.spurious_words_)
         labels = tables.images["label"]
         self.thresholds_ = {}
@@ -237,16 +236,16 @@ class GroupInferrer:
         self._tables = tables
         return self
 
-    def _words(self, flags: Any) -> dict[str, list[str]]:
+    def _words(self, flags: Any) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """(class -> words, class -> the scorer's view of them; empty for flags given as a table or dict)."""
         k = self.words_per_class
         if isinstance(flags, SpuriousTermScorer):
-            words, self.word_views_ = flags.group_words(k)
-            return words
+            return flags.group_words(k)
         if isinstance(flags, dict):
             unknown = [c for c in flags if c not in self.classes_]
             if unknown:
                 raise ValueError(f"flags has classes {unknown} that the run lacks; classes: {self.classes_}")
-            return {c: list(ws)[:k] if k else list(ws) for c, ws in flags.items() if ws}
+            return {c: list(ws)[:k] if k else list(ws) for c, ws in flags.items() if ws}, {}
         if isinstance(flags, pd.DataFrame):
             missing = [c for c in ("class", "word") if c not in flags]
             if missing:
@@ -256,7 +255,7 @@ class GroupInferrer:
             for c, rows in ordered.groupby("class", sort=False):
                 words = list(dict.fromkeys(rows["word"]))
                 out[str(c)] = words[:k] if k else words
-            return out
+            return out, {}
         raise TypeError("flags must be SpuriousTermScorer.flags_ (a DataFrame), a fitted SpuriousTermScorer or a "
                         f"dict class -> words, got {type(flags).__name__}")
 
