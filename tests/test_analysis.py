@@ -245,6 +245,8 @@ def test_a_datasets_wordnet_synset_settles_a_class_names_sense():
     assert "guitar" in concept_words("instrument", synset="n03800933")  # the musical one
     with pytest.raises(ValueError, match="WordNet noun id"):
         concept_words("primate", synset="primate.n.02")
+    with pytest.raises(ValueError, match="n99999999 is no WordNet noun synset"):
+        concept_words("primate", synset="n99999999")
     rng = np.random.default_rng(0)
     images, words = [], []
     for i in range(300):

@@ -153,3 +153,36 @@ def test_image_folder_with_an_attributes_csv(tmp_path):
     pd.DataFrame({"path": ["cat/a.png"], "place": ["indoor"]}).to_csv(root / "attributes.csv", index=False)
     with pytest.raises(DatasetError, match=r"no row for 2 of 3 images: cat/b.png, dog/c.png"):
         read_image_folder(root, attributes=root / "attributes.csv", group_by="place")
+
+
+def test_dataset_json_gives_each_class_its_wordnet_synset(tmp_path):
+    root = _shapes(tmp_path / "senses")
+    (root / "dataset.json").write_text(json.dumps({"classes": ["crane", "square"], "synsets": ["n02012849", None]}))
+    assert open_dataset(root).class_synsets == ["n02012849", None]  # the bird, not the writer listed first
+    (root / "dataset.json").write_text(json.dumps({"classes": ["crane", "square"], "synsets": {"square": "n13878634"}}))
+    assert open_dataset(root).class_synsets == [None, "n13878634"]
+    (root / "dataset.json").write_text(json.dumps({"classes": ["crane", "square"]}))
+    assert open_dataset(root).class_synsets is None
+    for synsets, message in ((["n02012849"], r"lists 1 ids for 2 classes"),
+                             ({"heron": "n02012849"}, r"names classes the dataset does not have: \['heron'\]"),
+                             (["crane.n.05", None], r"WordNet noun id like \"n02469914\""),
+                             (["n99999999", None], r"no WordNet noun synset: \['n99999999'\]")):
+        (root / "dataset.json").write_text(json.dumps({"classes": ["crane", "square"], "synsets": synsets}))
+        with pytest.raises(DatasetError, match=message):
+            open_dataset(root)
+
+
+def test_imagenet_style_folders_name_their_classes_and_give_their_synsets(tmp_path):
+    root = tmp_path / "imagenet"
+    for wnid in ("n01440764", "n02012849", "n03126707"):  # tench, crane (the bird), crane (the machine)
+        _image(root / "val" / wnid / "a.png")
+    ds = open_dataset(root)
+    assert ds.class_synsets == ["n01440764", "n02012849", "n03126707"]
+    assert ds.class_names == ["tench", "crane (n02012849)", "crane (n03126707)"]  # WordNet's names, kept apart
+    # ImageNet's own synset file, where it is there, names them (no WordNet needed).
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn02012849 crane\n"
+                                                 "n03126707 crane\nn99999999 not a class here\n")
+    (root / "dataset.json").write_text(json.dumps({"name": "three of ImageNet"}))
+    assert read_image_folder(root).class_names == ["tench", "crane (n02012849)", "crane (n03126707)"]
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tinca\nn02012849 crane bird\nn03126707 crane machine\n")
+    assert read_image_folder(root).class_names == ["tinca", "crane bird", "crane machine"]

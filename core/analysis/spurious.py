@@ -190,7 +190,11 @@ def _concept_words(class_name: str, use_wordnet: bool, synset: str | None = None
         if wn is None:
             continue
         if synset:  # the dataset's sense, not the name's
-            words |= _synset_words(wn.synset_from_pos_and_offset("n", int(synset[1:])))
+            from core.data.description import wordnet_synset
+
+            if (sense := wordnet_synset(wn, synset)) is None:
+                raise ValueError(f"class {class_name!r}: {synset} is no WordNet noun synset")
+            words |= _synset_words(sense)
             continue
         synsets = wn.synsets("_".join(tokens), pos="n")[:1]
         if len(tokens) > 1:

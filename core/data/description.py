@@ -8,11 +8,20 @@ A dataset says what its labels are in one of these ways; the first that applies 
         "attributes": {"texture": {"name": "texture", "values": {"0": "plain", "1": "striped"}}},
         "group_by": "texture"}
 
+   and, optionally, each class's WordNet noun synset: `"synsets": ["n13873502", "n13878634"]` in the
+   classes' order (null for none), or `{"circle": "n13873502"}` by class name. It settles which sense a
+   name has ("crane" the bird, not the writer WordNet lists first) for the words that describe the
+   class's own object (the concept words);
+
 2. `classes.txt` (line i names label i), or a `class_name` column beside `y` in metadata.csv;
 3. Waterbirds' own metadata (it has a `place_filename` column: the Places photo each bird was pasted
    on), or `read_waterbirds` called explicitly: classes landbird / waterbird, `place` = background:
    land / water;
 4. otherwise "class 0", "class 1", ... and each attribute is named after its column.
+
+An ImageFolder tree whose class folders are ImageNet ids (`n01440764/`, ...) names its classes itself: from
+ImageNet's synset file beside them (`LOC_synset_mapping.txt` or `synset_words.txt`: "n01440764 tench,
+Tinca tinca"), else from WordNet; the ids are the classes' synsets.
 
 A group is a class crossed with the values of one attribute (the `group_by` column):
 group = label x n_values + value code, so Waterbirds keeps its 2·y + place. Group names read
@@ -46,6 +55,10 @@ CELEBA_PARTITIONS = ("list_eval_partition.csv", "list_eval_partition.txt")
 CELEBA_IMAGE_DIRS = ("img_align_celeba/img_align_celeba", "img_align_celeba", "images", ".")
 PATH_COLUMNS = ("path", "image_id", "filename", "img_filename", "file")
 _BOOLEAN_SETS = ({-1, 1}, {0, 1}, {False, True})
+# ImageNet's list of its classes' synsets and names ("n01440764 tench, Tinca tinca"): the Kaggle copy's
+# and the devkit's names for it.
+SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
+_WNID = re.compile(r"n\d{8}")
 
 
 def _error(message: str) -> Exception:
@@ -102,7 +115,87 @@ def read_description(folder: Path) -> dict:
         raise _error(f"{path}: 'classes' must be a list of class names, got {classes!r}")
     if not isinstance(desc.get("attributes", {}), dict):
         raise _error(f"{path}: 'attributes' must map a column to {{'name': ..., 'values': {{code: name}}}}")
+    synsets = desc.get("synsets")
+    given = synsets.values() if isinstance(synsets, dict) else synsets if isinstance(synsets, list) else None
+    if synsets is not None and (given is None or not all(s is None or is_wnid(s) for s in given)):
+        raise _error(f"{path}: 'synsets' must list each class's WordNet noun id like \"n02469914\" (null for none), "
+                     f"in the classes' order or as {{class name: id}}; got {synsets!r}")
     return desc
+
+
+def is_wnid(name: Any) -> bool:
+    """Whether `name` is a WordNet noun synset id as ImageNet writes them ("n01440764")."""
+    return isinstance(name, str) and _WNID.fullmatch(name) is not None
+
+
+def _wordnet():
+    """NLTK's WordNet, or None where it is not installed (names and checks then do without it)."""
+    import core  # noqa: F401  (points NLTK at the project's WordNet)
+
+    try:
+        from nltk.corpus import wordnet as wn
+
+        wn.ensure_loaded()
+    except (ImportError, LookupError):
+        return None
+    return wn
+
+
+def wordnet_synset(wn, wnid: str):
+    """The noun synset with id `wnid`, or None (NLTK versions differ: a warning and None, or an error)."""
+    import warnings
+
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return wn.synset_from_pos_and_offset("n", int(wnid[1:]))
+    except WordNetError:
+        return None
+
+
+def class_synsets_from(desc: dict, class_names: list[str], where: str) -> list[str | None] | None:
+    """Each class's synset from the description's "synsets" (a list in the classes' order or {class name: id});
+    None when it gives none. Ids WordNet does not know are an error (when WordNet is installed)."""
+    spec = desc.get("synsets")
+    if not spec:
+        return None
+    if isinstance(spec, list):
+        if len(spec) != len(class_names):
+            raise _error(f"{where}: 'synsets' lists {len(spec)} ids for {len(class_names)} classes {class_names}; "
+                         "give one per class (null for none), or map class names to ids")
+        synsets = list(spec)
+    else:
+        unknown = sorted(set(spec) - set(class_names))
+        if unknown:
+            raise _error(f"{where}: 'synsets' names classes the dataset does not have: {unknown}; "
+                         f"its classes are {class_names}")
+        synsets = [spec.get(c) for c in class_names]
+    wn = _wordnet()
+    missing = [s for s in synsets if s and wn is not None and wordnet_synset(wn, s) is None]
+    if missing:
+        raise _error(f"{where}: 'synsets' holds ids that are no WordNet noun synset: {missing}")
+    return synsets if any(synsets) else None
+
+
+def wnid_class_names(folder: Path, wnids: list[str]) -> list[str]:
+    """Readable names for ImageNet-style class folders named by synset id: the first name ImageNet's synset
+    file in `folder` gives (SYNSET_FILES), else WordNet's first lemma, else the id itself. A name two
+    classes share (ImageNet's "crane" is a bird and a machine) keeps its id: "crane (n03126707)"."""
+    named: dict[str, str] = {}
+    file = next((folder / f for f in SYNSET_FILES if (folder / f).exists()), None)
+    if file is not None:
+        for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+            wnid, _, names = line.strip().partition(" ")
+            if is_wnid(wnid) and names.strip():
+                named[wnid] = names.split(",")[0].strip()
+    if any(w not in named for w in wnids) and (wn := _wordnet()) is not None:
+        for w in wnids:
+            if w not in named and (syn := wordnet_synset(wn, w)) is not None:
+                named[w] = syn.lemma_names()[0].replace("_", " ")
+    names = [named.get(w, w) for w in wnids]
+    return [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, wnids)]
 
 
 def _sort_key(value: Any) -> tuple:
@@ -259,7 +352,8 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
                for i, p, s, lab, c in zip(ids, paths, splits, labels, codes)]
     return ImageDataset(name=str(desc.get("name") or root.name), kind="waterbirds" if wb else "metadata_csv",
                         root=root, records=records, class_names=class_names,
-                        group_names=group_names_for(class_names, attribute), attribute=attribute)
+                        group_names=group_names_for(class_names, attribute), attribute=attribute,
+                        class_synsets=class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE)))
 
 
 # --- CelebA-style attribute tables ----------------------------------------------------------
@@ -344,7 +438,8 @@ def read_attribute_table(root: str | Path, target: str | None = None, group_by: 
                for n, p, lab, c in zip(names, paths, labels, codes)]
     return ImageDataset(name=str(desc.get("name") or root.name), kind="attribute_table", root=root,
                         records=records, class_names=class_names,
-                        group_names=group_names_for(class_names, attribute), attribute=attribute)
+                        group_names=group_names_for(class_names, attribute), attribute=attribute,
+                        class_synsets=class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE)))
 
 
 # --- an attributes CSV for an ImageFolder tree ----------------------------------------------

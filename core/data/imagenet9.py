@@ -46,8 +46,7 @@ IN9_CLASSES = ("dog", "bird", "vehicle", "reptile", "carnivore", "insect", "inst
 # Each class's WordNet noun synset (offsets as in the module docstring).
 IN9_SYNSET_OFFSETS = {"dog": 2084071, "bird": 1503061, "vehicle": 4576211, "reptile": 1661091, "carnivore": 2075296,
                       "insect": 2159955, "instrument": 3800933, "primate": 2469914, "fish": 2512053}
-IN9_SYNSETS = ("n02084071", "n01503061", "n04576211", "n01661091", "n02075296", "n02159955", "n03800933",
-               "n02469914", "n02512053")
+IN9_SYNSETS = tuple(f"n{IN9_SYNSET_OFFSETS[c]:08d}" for c in IN9_CLASSES)  # as wnids, in IN9_CLASSES' order
 IN9_RANGES: dict[str, tuple[tuple[int, int], ...]] = {  # ImageNet class indices, inclusive
     "dog": ((151, 170), (173, 268)),
     "bird": ((7, 24), (87, 100), (127, 146)),

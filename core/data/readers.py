@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from core.data.description import (Attribute, attach_attributes, find_attribute_table, read_attribute_table,
-                                   read_description, read_metadata_csv)
+from core.data.description import (DESCRIPTION_FILE, Attribute, attach_attributes, class_synsets_from,
+                                   find_attribute_table, is_wnid, read_attribute_table, read_description,
+                                   read_metadata_csv, wnid_class_names)
 
 # torchvision's ImageFolder extensions.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -251,16 +252,19 @@ def read_image_folder(root: str | Path, attributes: str | Path | None = None,
                       group_by: str | None = None) -> ImageDataset:
     """Any ImageFolder tree: root/<class>/<images>, or root/{train,val,test}/<class>/<images>.
 
-    Classes are the folder names in sorted order (labels match torchvision's ImageFolder);
-    without split folders every image is in split "all". `attributes` is a CSV with one row per
-    image (its path relative to root, or its file name) and attribute columns; groups are made
-    from its `group_by` column. A dataset.json in root may name both ("attributes_file", "group_by").
+    Classes are the folder names in sorted order (labels match torchvision's ImageFolder; folders named by
+    ImageNet synset id get their classes' names, see core.data.description); without split folders every
+    image is in split "all". `attributes` is a CSV with one row per image (its path relative to root,
+    or its file name) and attribute columns; groups are made from its `group_by` column. A dataset.json in root may name both ("attributes_file", "group_by").
     """
     root = _as_dir(root, "image folder")
     records, class_names = _read_class_folders(root)
     desc = read_description(root)
+    synsets = class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE))
+    if synsets is None and all(is_wnid(c) for c in class_names):  # ImageNet's layout: n01440764/, ...
+        synsets, class_names = list(class_names), wnid_class_names(root, class_names)
     ds = ImageDataset(name=str(desc.get("name") or root.name), kind="image_folder", root=root, records=records,
-                      class_names=class_names, group_names=None)
+                      class_names=class_names, group_names=None, class_synsets=synsets)
     attributes = attributes or desc.get("attributes_file")
     if attributes is not None:
         ds = attach_attributes(ds, attributes, group_by)
