@@ -567,7 +567,14 @@ def general_translator_tip(models: dict) -> str | None:
     if plain.get("plain_scenes") is not None:
         text += (f" It does see that a background is plain (most sentences say so for "
                  f"{as_percent(plain['plain_scenes'])} of the plain backgrounds, "
-                 f"{as_percent(plain.get('photo_scenes'))} of the photos): it misnames the colour.")
+                 f"{as_percent(plain.get('photo_scenes'))} of the photos); it is the colour it gets wrong")
+        slips = [f"{_plain_colour(c['truth'])} as {_plain_colour(c['said'])}" for c in ev.get("scene_confusions") or []
+                 if _plain_colour(c.get("truth")) and _plain_colour(c.get("said"))][:2]
+        text += f", mostly by a shade ({' and '.join(slips)})." if slips else "."
+        probe = (ev.get("feature_probe") or {}).get("plain_colour_accuracy")
+        if probe is not None:
+            text += (f" A linear probe of the classifier's features names the colour for only {as_percent(probe)}: "
+                     "the classifier itself keeps little of it.")
     only_fg = (ev.get("imagenet9_superclass_words") or {}).get("only_fg") or {}
     if only_fg.get("right_superclass_unseen_per_stamp") is not None:
         text += (f" Shown an unseen object alone (only_fg), it names the right ImageNet-9 class "
@@ -576,6 +583,15 @@ def general_translator_tip(models: dict) -> str | None:
         if never:  # e.g. a class no training caption names: the translator has no word for it
             text += f" It never names {', '.join(never)} right there."
     return text + f" Read the scene words first (`{_rel(folder / 'evaluation.json')}`)."
+
+
+def _plain_colour(scene) -> str | None:
+    """"plain-light-grey" -> "light grey"; None for a photo scene (the general world's scene names)."""
+    from core.data.general_world import PLAIN_PREFIX
+
+    if not isinstance(scene, str) or not scene.startswith(PLAIN_PREFIX):
+        return None
+    return scene[len(PLAIN_PREFIX):].replace("-", " ")
 
 
 def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | None:

@@ -300,3 +300,23 @@ def test_variations_of_one_copy_are_the_same_data_and_other_copies_are_not(tmp_p
     a, b = tmp_path / "in9" / "original", tmp_path / "in9" / "mixed_rand"
     assert dataset_mismatch(manifest(a), manifest(b)) is None
     assert dataset_mismatch(manifest(a), manifest(tmp_path / "other" / "mixed_rand")) is not None
+
+
+def test_the_general_translators_tip_says_where_its_colours_go_wrong(tmp_path):
+    """The Explain page's tip reads the translator's evaluation.json: the shade slips it makes most and how
+    little of a plain colour the classifier's own features keep, only when the evaluation has them."""
+    ev = {"unseen_stamps": 35, "scene_accuracy_photos": 0.97, "scene_accuracy_plain": 0.38,
+          "background_called_plain": {"plain_scenes": 0.99, "photo_scenes": 0.03},
+          "scene_confusions": [{"truth": "plain-white", "said": "plain-light-grey", "images": 6},
+                               {"truth": "plain-green", "said": "Dragonfly", "images": 5},
+                               {"truth": "plain-black", "said": "plain-dark-grey", "images": 5}],
+          "feature_probe": {"plain_colour_accuracy": 0.46}}
+    (tmp_path / "config.json").write_text("{}")  # a translator folder has one
+    (tmp_path / "evaluation.json").write_text(json.dumps(ev))
+    tip = api.general_translator_tip({"translator": str(tmp_path)})
+    assert "mostly by a shade (white as light grey and black as dark grey)." in tip  # not the photo slip
+    assert "names the colour for only 46%" in tip
+    del ev["scene_confusions"], ev["feature_probe"]
+    (tmp_path / "evaluation.json").write_text(json.dumps(ev))
+    tip = api.general_translator_tip({"translator": str(tmp_path)})
+    assert "it is the colour it gets wrong." in tip and "shade" not in tip and "probe" not in tip
