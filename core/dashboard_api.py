@@ -880,12 +880,27 @@ def word_cloud_image(frequencies: dict[str, float], width: int = 640, height: in
 # --- new runs ------------------------------------------------------------------------------------------------------
 
 def describe_dataset(dataset) -> dict:
-    """What a user should see before explaining a dataset: kind, size per split, classes, groups."""
+    """What a user should see before explaining a dataset: kind, size per split, classes, groups (and, for the
+    Backgrounds Challenge, its variation folders)."""
     frame = dataset.to_frame()
     per_split = frame.groupby("split").size().reindex(dataset.splits).astype(int).to_dict()
-    return {"name": dataset.name, "kind": dataset.kind, "root": str(dataset.root), "n_images": len(frame),
-            "splits": per_split, "class_names": list(dataset.class_names),
-            "group_names": dict(dataset.group_names or {})}
+    out = {"name": dataset.name, "kind": dataset.kind, "root": str(dataset.root), "n_images": len(frame),
+           "splits": per_split, "class_names": list(dataset.class_names),
+           "group_names": dict(dataset.group_names or {})}
+    if dataset.kind == "backgrounds_challenge":
+        from core.data.readers import background_variations
+
+        out["variations"] = background_variations(Path(dataset.root).parent)
+    return out
+
+
+def classes_note(classifier, dataset) -> str | None:
+    """How a run of `classifier` on `dataset` counts its predictions in the dataset's classes (None: they are
+    its own classes); ClassifierLoadError when they cannot be (core.models.label_space)."""
+    from core.models.label_space import dataset_label_space
+
+    space = dataset_label_space(classifier, dataset)
+    return None if space is None else f"The classifier's {len(classifier.class_names)} classes are {space.describe()}."
 
 
 def check_run_name(name: str, root: str | Path) -> Path:

@@ -169,12 +169,17 @@ class ModelFiles:
     translator: str
     lm: str
     checkpoint: str | None = None  # weights for a torchvision:ARCH classifier
+    label_space: object = None  # core.models.label_space.LabelSpace: read the classifier in the dataset's classes
 
     def load(self):
         from core.models import load_classifier, load_language_model
         from core.translator import Translator
 
         classifier = load_classifier(self.classifier, **({"checkpoint": self.checkpoint} if self.checkpoint else {}))
+        if self.label_space is not None:
+            from core.models.label_space import wrap
+
+            classifier = wrap(classifier, self.label_space)
         lm = load_language_model(self.lm)
         return classifier, Translator.from_pretrained(self.translator, classifier, lm), lm
 
@@ -288,8 +293,12 @@ def explain_on_ray(dataset, classifier, translator, lm, out_dir: str | Path, cfg
     default, the in-memory `classifier`, `translator` and `lm` (shipped once per actor). The driver's
     copies are used only to check compatibility and describe the run.
     """
+    from core.models.label_space import read_in_dataset_classes
     from core.words import WordExtractor
 
+    classifier = read_in_dataset_classes(classifier, dataset)  # as explain_dataset; the actors read it so too
+    if isinstance(models, ModelFiles):
+        models = replace(models, label_space=getattr(classifier, "label_space", None))
     cfg = cfg or ExplainConfig()
     extractor = extractor or WordExtractor()
     opts = as_ray_options(ray)

@@ -474,11 +474,17 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
 
     `ray` runs the same stages on Ray Data instead (a local Ray, a running cluster's address, or
     `core.distributed.RayOptions`): same tables, same run folder; see `core.distributed`.
+
+    A classifier whose classes are not the dataset's (an ImageNet classifier on ImageNet-9 or on ImageNet
+    class folders) is read in the dataset's classes first (core.models.label_space; the manifest says how),
+    and one that cannot be is refused: its predictions could not be scored against the labels.
     """
     from tqdm.auto import tqdm
 
+    from core.models.label_space import read_in_dataset_classes
     from core.words import WordExtractor
 
+    classifier = read_in_dataset_classes(classifier, dataset)
     cfg = cfg or ExplainConfig()
     extractor = extractor or WordExtractor()
     if ray is not None and ray is not False:
@@ -584,7 +590,9 @@ def _start_run(dataset, ds, records, classifier, translator, lm, out_dir, cfg: E
         "models": {"classifier": classifier.name, "classifier_identity": classifier.identity,
                    "classifier_source": portable_root(classifier.source) if classifier.source else None,
                    "translator": portable_root(translator.source) if translator.source else "in-memory",
-                   "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity},
+                   "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity,
+                   **({"label_space": space.describe()} if (space := getattr(classifier, "label_space", None))
+                      else {})},
         "dataset": {"name": dataset.name, "kind": dataset.kind, "root": portable_root(dataset.root), "split": split,
                     "class_names": list(dataset.class_names),
                     **({"class_synsets": list(dataset.class_synsets)} if dataset.class_synsets else {}),

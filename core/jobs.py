@@ -66,14 +66,17 @@ def _read_json(path: Path) -> dict | None:
 def explain_command(dataset: str | Path, classifier: str | Path, translator: str | Path, out: str | Path,
                     split: str | None = None, sentences: int | None = None, lm: str | None = None,
                     name: str | None = None, python: str | None = None, extra: list[str] | None = None,
-                    ray: str | None = None, workers: int | None = None) -> list[str]:
+                    ray: str | None = None, workers: int | None = None, variation: str | None = None) -> list[str]:
     """The argv of `python -m core explain ...` for these settings.
 
     `ray` runs it on Ray Data: "local" (a Ray started for the run), "auto" or a cluster's HOST:PORT;
-    `workers` is its number of explainer actors (None: one per GPU, or per spare CPU).
+    `workers` is its number of explainer actors (None: one per GPU, or per spare CPU). `variation`: the
+    Backgrounds Challenge folder to explain.
     """
     cmd = [python or sys.executable, "-m", "core", "explain", "--dataset", str(dataset), "--classifier",
            str(classifier), "--translator", str(translator), "--out", str(out)]
+    if variation:
+        cmd += ["--variation", str(variation)]
     if split:
         cmd += ["--split", str(split)]
     if sentences is not None:
@@ -262,10 +265,11 @@ def start(out: str | Path, command: list[str], cwd: str | Path | None = None, en
 def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, translator: str | Path,
                   split: str | None = None, sentences: int | None = None, lm: str | None = None,
                   name: str | None = None, extra: list[str] | None = None, ray: str | None = None,
-                  workers: int | None = None) -> JobStatus:
+                  workers: int | None = None, variation: str | None = None) -> JobStatus:
     """Start `python -m core explain` for these settings in the background (see the module docstring)."""
     command = explain_command(dataset, classifier, translator, Path(out).resolve(), split=split,
-                              sentences=sentences, lm=lm, name=name, extra=extra, ray=ray, workers=workers)
+                              sentences=sentences, lm=lm, name=name, extra=extra, ray=ray, workers=workers,
+                              variation=variation)
     return start(out, command)
 
 

@@ -320,3 +320,39 @@ def test_the_general_translators_tip_says_where_its_colours_go_wrong(tmp_path):
     (tmp_path / "evaluation.json").write_text(json.dumps(ev))
     tip = api.general_translator_tip({"translator": str(tmp_path)})
     assert "it is the colour it gets wrong." in tip and "shade" not in tip and "probe" not in tip
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "checkpoints/translators/general/config.json").exists(),
+                    reason="the shipped general translator is missing")
+def test_new_run_explains_the_off_the_shelf_classifier_on_a_chosen_variation(tmp_path):
+    """New run offers the ImageNet classifier as it comes and, on a Backgrounds Challenge folder, a variation;
+    Check models says how its 1,000 classes count as the dataset's, or why they cannot (Waterbirds' classes)."""
+    from PIL import Image
+
+    from tests.dashboard_fixtures import run_page, texts
+
+    challenge = tmp_path / "bg"
+    for variation in ("original", "mixed_rand"):
+        for folder in ("00_dog", "01_bird"):
+            (challenge / variation / "val" / folder).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (120, 90, 60)).save(challenge / variation / "val" / folder / "a.png")
+    at = run_page("pages/7_New_run.py")
+    at.text_input(key="dataset_folder").set_value(str(challenge)).run()
+    assert at.selectbox(key="variation").options == ["mixed_rand", "original"]
+    assert at.selectbox(key="variation").value == "mixed_rand"
+    at.selectbox(key="variation").set_value("original").run()
+    assert "**bg/original** (backgrounds_challenge)" in texts(at)
+    at.selectbox(key="classifier_choice").set_value("efficientnet-lite0").run()
+    general = [str(f) for f in api.checkpoint_folders("translators") if f.name == "general"][0]
+    at.selectbox(key="translator_choice").set_value(general).run()
+    [b for b in at.button if b.label == "Check models"][0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "The translator fits the classifier and the language model." in texts(at)
+    assert any("1000 classes are read in the dataset's 2 classes by ImageNet-9's class ranges" in i.value
+               and "dog (116), bird (52)" in i.value for i in at.info), texts(at)
+    assert "efficientnet-lite0 (ImageNet, off the shelf)" in at.selectbox(key="classifier_choice").options
+    birds = make_dataset(tmp_path / "wb", per_group=1)  # Waterbirds' classes: none of ImageNet's
+    at.text_input(key="dataset_folder").set_value(str(birds)).run()
+    [b for b in at.button if b.label == "Check models"][0].click().run()
+    assert any("The classifier's classes are not the dataset's" in e.value and "synsets" in e.value
+               for e in at.error), texts(at)

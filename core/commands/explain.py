@@ -57,6 +57,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from core.explain import ExplainConfig, explain_dataset
     from core.models import load_language_model
+    from core.models.label_space import read_in_dataset_classes
     from core.translator import Translator
 
     if args.keep_sentences is not None and args.keep_sentences < 0:
@@ -73,7 +74,10 @@ def run(args) -> int:
         raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
                          "this process (see --num-workers for its image-decoding processes)")
     dataset = open_dataset_from(args)
-    classifier = load_classifier_arg(args)
+    # Before the LM loads: a classifier whose classes cannot be matched to the dataset's fails at once.
+    classifier = read_in_dataset_classes(load_classifier_arg(args), dataset)
+    if (space := getattr(classifier, "label_space", None)) is not None:
+        print(f"classifier {classifier.name}: {space.describe()}")
     lm = load_language_model(args.lm)
     translator = Translator.from_pretrained(args.translator, classifier, lm)
     cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,

@@ -12,12 +12,16 @@ def add_dataset_options(p) -> None:
                    help="for a CelebA-style attribute table: the attribute that is the class")
     p.add_argument("--attributes", metavar="CSV", default=None,
                    help="for an ImageFolder tree: a CSV of attributes per image (path + columns)")
+    p.add_argument("--variation", default="mixed_rand",
+                   help="for the Backgrounds Challenge (ImageNet-9): which variation folder (original, only_fg, "
+                        "mixed_same, mixed_rand, ...; default mixed_rand)")
 
 
 def open_dataset_from(args):
     from core.data import open_dataset
 
-    return open_dataset(args.dataset, group_by=args.group_by, target=args.target, attributes=args.attributes)
+    return open_dataset(args.dataset, variation=args.variation, group_by=args.group_by, target=args.target,
+                        attributes=args.attributes)
 
 
 def add_parser(subparsers) -> None:

@@ -128,7 +128,7 @@ def is_wnid(name: Any) -> bool:
     return isinstance(name, str) and _WNID.fullmatch(name) is not None
 
 
-def _wordnet():
+def load_wordnet():
     """NLTK's WordNet, or None where it is not installed (names and checks then do without it)."""
     import core  # noqa: F401  (points NLTK at the project's WordNet)
 
@@ -172,7 +172,7 @@ def class_synsets_from(desc: dict, class_names: list[str], where: str) -> list[s
             raise _error(f"{where}: 'synsets' names classes the dataset does not have: {unknown}; "
                          f"its classes are {class_names}")
         synsets = [spec.get(c) for c in class_names]
-    wn = _wordnet()
+    wn = load_wordnet()
     missing = [s for s in synsets if s and wn is not None and wordnet_synset(wn, s) is None]
     if missing:
         raise _error(f"{where}: 'synsets' holds ids that are no WordNet noun synset: {missing}")
@@ -190,7 +190,7 @@ def wnid_class_names(folder: Path, wnids: list[str]) -> list[str]:
             wnid, _, names = line.strip().partition(" ")
             if is_wnid(wnid) and names.strip():
                 named[wnid] = names.split(",")[0].strip()
-    if any(w not in named for w in wnids) and (wn := _wordnet()) is not None:
+    if any(w not in named for w in wnids) and (wn := load_wordnet()) is not None:
         for w in wnids:
             if w not in named and (syn := wordnet_synset(wn, w)) is not None:
                 named[w] = syn.lemma_names()[0].replace("_", " ")

@@ -276,6 +276,11 @@ def read_image_folder(root: str | Path, attributes: str | Path | None = None,
 
 # --- the Backgrounds Challenge (ImageNet-9) --------------------------------------------------
 
+def background_variations(root: str | Path) -> list[str]:
+    """The variation folders of a Backgrounds Challenge copy at `root` that hold images (original, mixed_rand, ...)."""
+    return _background_variations(Path(root).expanduser())
+
+
 def _background_variations(root: Path) -> list[str]:
     """Subfolders of root that hold ImageNet-9 images (directly or under train/val)."""
     found = []
@@ -286,14 +291,17 @@ def _background_variations(root: Path) -> list[str]:
     return found
 
 
-def read_backgrounds_challenge(root: str | Path, variation: str = "mixed_rand") -> ImageDataset:
+def read_backgrounds_challenge(root: str | Path, variation: str | None = "mixed_rand") -> ImageDataset:
     """The Backgrounds Challenge / ImageNet-9 (Xiao et al. 2020): root/<variation>/val/<00_dog>/...
 
-    `variation` is one of its folders: original, mixed_same, mixed_rand, only_fg, no_fg, ...
-    Class names come from the folders with their number prefix dropped ("00_dog" -> "dog").
+    `variation` is one of its folders: original, mixed_same, mixed_rand, only_fg, no_fg, ... (None: mixed_rand
+    where the copy has it, else its first). Class names come from the folders with their number prefix dropped
+    ("00_dog" -> "dog").
     """
     root = _as_dir(root, "Backgrounds Challenge")
     available = _background_variations(root)
+    if variation is None and available:
+        variation = "mixed_rand" if "mixed_rand" in available else available[0]
     if variation not in available:
         hint = f"available variations: {available}" if available else (
             "it holds no variation folders with images; expected e.g. "
@@ -312,7 +320,7 @@ def read_backgrounds_challenge(root: str | Path, variation: str = "mixed_rand") 
 
 # --- auto-detection --------------------------------------------------------------------------
 
-def open_dataset(root: str | Path, variation: str = "mixed_rand", group_by: str | None = None,
+def open_dataset(root: str | Path, variation: str | None = "mixed_rand", group_by: str | None = None,
                  target: str | None = None, attributes: str | Path | None = None) -> ImageDataset:
     """Read whatever dataset is at `root`: a metadata.csv (Waterbirds' format, any classes and
     attributes), a CelebA-style attribute table (`target` = the class attribute), the Backgrounds

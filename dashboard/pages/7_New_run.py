@@ -9,6 +9,7 @@ import streamlit as st  # noqa: E402
 from core import dashboard_api as api  # noqa: E402
 from core import jobs, paths  # noqa: E402
 from core.data import DatasetError, open_dataset  # noqa: E402
+from core.errors import ClassifierLoadError  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 OTHER = "Another folder…"
@@ -20,14 +21,16 @@ ui.page(__file__, INTRO)
 
 
 @st.cache_data(ttl=30, show_spinner="Reading the dataset…", max_entries=8)
-def read_dataset(folder: str) -> dict:
-    return api.describe_dataset(open_dataset(folder))
+def read_dataset(folder: str, variation: str | None = None) -> dict:
+    return api.describe_dataset(open_dataset(folder, variation=variation))
 
 
-def folder_picker(label: str, kind: str, key: str, help: str) -> str:
+def folder_picker(label: str, kind: str, key: str, help: str, builtin: dict[str, str] | None = None) -> str:
+    """A shipped checkpoint folder, a built-in model (`builtin`: spec -> label) or a folder the user types."""
     shipped = [str(p) for p in api.checkpoint_folders(kind)]
-    choice = st.selectbox(label, [*shipped, OTHER], key=f"{key}_choice", help=help,
-                          format_func=lambda p: p if p == OTHER else f"{Path(p).name} (shipped)")
+    builtin = builtin or {}
+    choice = st.selectbox(label, [*shipped, *builtin, OTHER], key=f"{key}_choice", help=help,
+                          format_func=lambda p: p if p == OTHER else builtin.get(p) or f"{Path(p).name} (shipped)")
     if choice == OTHER:
         return st.text_input(f"{label} folder", key=f"{key}_folder", placeholder="/path/to/checkpoint folder").strip()
     return choice
@@ -38,10 +41,16 @@ default_data = str(paths.DEMO_DATA) if (paths.DEMO_DATA / "metadata.csv").exists
 data_folder = st.text_input("Dataset folder", value=default_data, key="dataset_folder",
                             help="A Waterbirds folder (metadata.csv), a Backgrounds Challenge folder or an ImageFolder "
                                  "tree (one folder of images per class, optionally under train/ val/ test/).").strip()
-dataset = None
+dataset, variation = None, None
 if data_folder:
     try:
         dataset = read_dataset(data_folder)
+        if dataset.get("variations"):  # the Backgrounds Challenge: one run per variation folder
+            variation = st.selectbox("Variation", dataset["variations"], key="variation",
+                                     index=dataset["variations"].index(Path(dataset["root"]).name),
+                                     help="The same objects as they are (original), alone (only_fg), on a background "
+                                          "of their own class (mixed_same) or of a random class (mixed_rand).")
+            dataset = read_dataset(data_folder, variation)
     except DatasetError as exc:
         st.error(f"**This folder is not a dataset TExplain can read.** {exc}")
     else:
@@ -54,7 +63,10 @@ st.subheader("2 · Models")
 c1, c2 = st.columns(2)
 with c1:
     classifier = folder_picker("Classifier", "classifiers", "classifier",
-                               "A classifier checkpoint folder (config.json + model.safetensors).")
+                               "A classifier checkpoint folder (config.json + model.safetensors), or the ImageNet "
+                               "EfficientNet-Lite0 as it comes (explain it with the general translator; its "
+                               "1,000 classes are read in the dataset's).",
+                               builtin={"efficientnet-lite0": "efficientnet-lite0 (ImageNet, off the shelf)"})
 with c2:
     translator = folder_picker("Translator", "translators", "translator",
                                "A translator trained for this classifier and language model.")
@@ -76,6 +88,15 @@ def check_models() -> bool:
         st.error(f"**{kind}.** {exc}")
         return False
     st.success("The translator fits the classifier and the language model.")
+    if dataset is None:
+        return True
+    try:  # predictions must count the dataset's classes, or every accuracy on the run is wrong
+        note = api.classes_note(ui.classifier(classifier), open_dataset(data_folder, variation=variation))
+    except (ClassifierLoadError, DatasetError) as exc:
+        st.error(f"**The classifier's classes are not the dataset's.** {exc}")
+        return False
+    if note:
+        st.info(note)
     return True
 
 
@@ -119,7 +140,7 @@ if start:
                                    split=None if split == "all" else split, sentences=int(sentences),
                                    lm=lm or None, name=name,
                                    ray=(ray_address or "local") if use_ray else None,
-                                   workers=int(ray_workers) or None)
+                                   workers=int(ray_workers) or None, variation=variation)
             except (jobs.JobError, OSError) as exc:
                 st.error(f"The job could not be started: {exc}")
             else:
