@@ -761,16 +761,43 @@ def _class_variation_accuracy(tables: dict[str, RunTables]) -> pd.DataFrame:
 
 # --- models for live explanations ----------------------------------------------------------------------------
 
+# Classifiers load_classifier builds without a folder; a run of one records its identity as "<name>:<hash>".
+BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
+
+
 @dataclass
 class ModelSources:
-    """Where the models of a run are: a classifier folder, a translator folder, an LM name or folder."""
+    """Where the models of a run are: a classifier folder (or built-in name), a translator folder, an LM name
+    or folder, and the run's dataset (its classes, kind and synsets), in whose classes the run read the
+    classifier (core.models.label_space)."""
 
     classifier: str
     translator: str
     lm: str
+    dataset: dict | None = None
 
     def describe(self) -> str:
         return f"classifier {self.classifier}, translator {self.translator}, language model {self.lm}"
+
+
+def classifier_for_run(classifier, sources: ModelSources):
+    """`classifier` read in the run's dataset classes, as the run read it (an ImageNet classifier on ImageNet-9
+    predicts "dog", not "Siberian Husky"); as is when it predicts them already or they cannot be matched
+    (a run made before runs were read so)."""
+    from types import SimpleNamespace
+
+    from core.errors import ClassifierLoadError
+    from core.models.label_space import read_in_dataset_classes
+
+    ds = sources.dataset or {}
+    if not ds.get("class_names"):
+        return classifier
+    view = SimpleNamespace(class_names=[str(n) for n in ds["class_names"]], kind=ds.get("kind"),
+                           class_synsets=ds.get("class_synsets"))
+    try:
+        return read_in_dataset_classes(classifier, view)
+    except ClassifierLoadError:
+        return classifier
 
 
 def checkpoint_folders(kind: str) -> list[Path]:
@@ -813,6 +840,9 @@ def live_model_sources(manifest: dict) -> ModelSources:
             if name in (_config_name(folder), folder.name, f"demo-{folder.name}"):
                 classifier = folder
                 break
+    builtin = str(models.get("classifier_identity") or "").split(">")[0].split(":")[0]
+    if classifier is None and builtin in BUILTIN_CLASSIFIERS:  # e.g. the ImageNet-9 runs' unmodified classifier
+        classifier = builtin
     translator = _as_folder(models.get("translator"))
     if translator is None and models.get("translator"):
         candidate = TRANSLATORS_DIR / Path(str(models["translator"])).name
@@ -827,7 +857,8 @@ def live_model_sources(manifest: dict) -> ModelSources:
         raise ValueError("Cannot explain new images with this run's models: " + "; ".join(problems)
                          + ". Pick a run whose models ship with the project (the demo runs), or start a run "
                            "from the New run page.")
-    return ModelSources(str(classifier), str(translator), str(models.get("lm") or DEFAULT_LM))
+    return ModelSources(str(classifier), str(translator), str(models.get("lm") or DEFAULT_LM),
+                        dataset=manifest.get("dataset"))
 
 
 def prepare_for_inference(classifier, translator, lm, device: str = "auto"):

@@ -274,7 +274,7 @@ def load_models(sources: api.ModelSources):
     tr = translator(sources.translator, sources.classifier, sources.lm,
                     _mtime(Path(sources.translator) / "model.safetensors"))
     api.prepare_for_inference(clf, tr, lm)
-    return clf, tr, lm
+    return api.classifier_for_run(clf, sources), tr, lm
 
 
 # --- page frame --------------------------------------------------------------------------------------

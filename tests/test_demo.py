@@ -143,3 +143,35 @@ def test_reexplaining_an_imagenet9_image_gives_the_stored_counts():
     stored = {w: (c, s) for w, c, s in words[words["image_id"] == row["image_id"]][["word", "count", "sentences"]]
               .itertuples(index=False)}
     assert out["prediction"] == row["prediction"] and out["words"] == stored
+
+
+@needs_in9
+def test_an_upload_on_the_imagenet9_demo_is_explained_with_its_unmodified_classifier():
+    """The ImageNet-9 runs' classifier is the built-in EfficientNet-Lite0, not a checkpoint folder: an upload is
+    explained with it, read in the nine classes as the runs read it (its identity is theirs)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core import dashboard_api as api
+    from core.models import load_classifier
+    from tests.dashboard_fixtures import run_page, texts
+
+    manifest = Run.open(IN9_RUNS[0]).manifest
+    sources = api.live_model_sources(manifest)
+    assert sources.classifier == "efficientnet-lite0" and sources.translator.endswith("general")
+    clf = api.classifier_for_run(load_classifier(sources.classifier), sources)
+    assert clf.identity == manifest["models"]["classifier_identity"] and clf.class_names[-1] == "none of the nine"
+    photo = Run.open(IN9_RUNS[0]).images().sort_values("image_id").iloc[0]
+    buf = io.BytesIO()
+    Image.open(Run.open(IN9_RUNS[0]).image_path(photo["path"])).convert("RGB").save(buf, format="PNG")
+    at = run_page("pages/1_Explain_an_image.py", run_a=str(IN9_RUNS[0]))
+    at.radio[0].set_value("Upload an image").run()
+    at.slider[0].set_value(8)
+    at.file_uploader[0].upload("dog.png", buf.getvalue(), "image/png").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Prediction"] == photo["prediction_name"] and "Models: classifier efficientnet-lite0" in texts(at)
+    assert np.isfinite(float(shown["Confidence"].rstrip("%")))
