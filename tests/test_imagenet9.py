@@ -336,6 +336,24 @@ def test_general_evaluation_reads_each_image_by_its_most_frequent_words():
 
 
 @needs_stamps
+def test_scene_vocabularies_hold_only_words_of_the_scenes_own_descriptions(tmp_path):
+    """In a small world chance pairings abound (a stamp drawn on one colour more often than elsewhere): its
+    caption words pass the contrast but are no scene words, and they are left out."""
+    from core.demo_imagenet9 import general_vocabularies
+    from core.words import WordExtractor
+
+    world = gw.build_general_world(tmp_path / "w", seed=3, n_images=120, workers=1, verbose=False)
+    raw, _ = general_vocabularies(world, scene_words_from_descriptions=False)
+    kept, kinds = general_vocabularies(world)
+    ex = WordExtractor()
+    described = {n: {w for d in sc.descriptions for w in ex.words(d)} for n, sc in gw.SCENES.items()}
+    assert any(set(ws) - described[n] for n, ws in raw.items())  # the pairings contrast alone lets in
+    assert all(set(ws) <= described[n] for n, ws in kept.items())
+    assert all(kept[n] == [w for w in raw[n] if w in described[n]] for n in raw)  # nothing else changes
+    assert kept["plain-red"] == ["red"] and kinds
+
+
+@needs_stamps
 def test_scene_probe_finds_what_the_features_hold(tmp_path):
     """Pooled pixels hold a plain background's colour; features that ignore the image hold nothing."""
     import torch
