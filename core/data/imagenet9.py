@@ -327,6 +327,12 @@ def _write_in9_tables(plan: list[dict], stamps: dict[str, list[gw.Stamp]], out_d
     (out_dir / "world.json").write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
 
 
+def in9_superclasses() -> dict[str, list[int]]:
+    """{ImageNet-9 class: its ImageNet class indices} (the ranges), in IN9_CLASSES' order."""
+    mapping = imagenet_to_in9()
+    return {name: np.flatnonzero(mapping == k).tolist() for k, name in enumerate(IN9_CLASSES)}
+
+
 def in9_classifier(base=None, restrict: bool = False):
     """An ImageNet classifier read as ImageNet-9 (default: the unmodified EfficientNet-Lite0): the nine
     classes plus "none of the nine", so its prediction is its top-1 mapped as Xiao et al. do (`restrict`:
@@ -338,7 +344,5 @@ def in9_classifier(base=None, restrict: bool = False):
     if len(base.class_names) != 1000:
         raise ClassifierLoadError(f"ImageNet-9 reads a 1000-class ImageNet classifier; {base.name!r} has "
                                   f"{len(base.class_names)} classes")
-    mapping = imagenet_to_in9()
-    groups = {name: np.flatnonzero(mapping == k).tolist() for k, name in enumerate(IN9_CLASSES)}
-    return SuperclassClassifier(base, groups, other=None if restrict else "none of the nine",
+    return SuperclassClassifier(base, in9_superclasses(), other=None if restrict else "none of the nine",
                                 name=f"{base.name} (ImageNet-9{', restricted' if restrict else ''})")

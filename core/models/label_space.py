@@ -115,14 +115,11 @@ def dataset_label_space(classifier, dataset) -> LabelSpace | None:
     other = f"none of these {len(names)}"
     if _is_imagenet(classifier):
         if getattr(dataset, "kind", None) == "backgrounds_challenge":
-            from core.data.imagenet9 import IN9_CLASSES, imagenet_to_in9
+            from core.data.imagenet9 import in9_superclasses
 
-            if set(names) <= set(IN9_CLASSES):
-                import numpy as np
-
-                mapping = imagenet_to_in9()
-                groups = {n: np.flatnonzero(mapping == IN9_CLASSES.index(n)).tolist() for n in names}
-                return LabelSpace("imagenet9", groups, "none of the nine")
+            ranges = in9_superclasses()
+            if set(names) <= set(ranges):
+                return LabelSpace("imagenet9", {n: ranges[n] for n in names}, "none of the nine")
         synsets = list(getattr(dataset, "class_synsets", None) or [])
         if synsets and all(synsets):
             return LabelSpace("wordnet", _wordnet_superclasses(names, synsets), other)
