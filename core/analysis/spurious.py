@@ -161,7 +161,9 @@ def concept_words(class_name: str, use_wordnet: bool = True, synset: str | None 
     """
     if not isinstance(class_name, str) or not class_name.strip():
         raise ValueError(f"class_name must be a non-empty string, got {class_name!r}")
-    if synset is not None and not re.fullmatch(r"n\d{8}", synset):
+    from core.data.description import is_wnid
+
+    if synset is not None and not is_wnid(synset):
         raise ValueError(f"synset must be a WordNet noun id like 'n02469914', got {synset!r}")
     key = f"{class_name}|{synset}" if synset else class_name
     stamp = _wordnet_stamp() if use_wordnet else None
