@@ -170,14 +170,19 @@ def general_translator_data(classifier, world: str | Path = gw.GENERAL_WORLD, vi
     return caption_pairs(classifier, gw.read_general_world(world), load_rgb, views=views or VIEWS, name=str(world))
 
 
-def general_refine_pairs(world: str | Path = gw.GENERAL_WORLD, seed: int = 0) -> np.ndarray:
-    """Indices into general_translator_data's training pairs for the refinement: every pair whose image is on
-    a plain background and as many of the rest, drawn once with `seed` (sorted)."""
+def general_train_scenes(world: str | Path = gw.GENERAL_WORLD) -> np.ndarray:
+    """The scene of each of general_translator_data's training pairs (its captions' order)."""
     world = Path(world)
     train = gw.read_general_world(world).query("split == 'train'").reset_index(drop=True)
     meta = pd.read_csv(world / "metadata.csv")
     scene = dict(zip((str(world / f) for f in meta["img_filename"]), meta["scene"]))
-    plain = train["path"].map(scene).str.startswith(gw.PLAIN_PREFIX).to_numpy()
+    return train["path"].map(scene).to_numpy()
+
+
+def general_refine_pairs(world: str | Path = gw.GENERAL_WORLD, seed: int = 0) -> np.ndarray:
+    """Indices into general_translator_data's training pairs for the refinement: every pair whose image is on
+    a plain background and as many of the rest, drawn once with `seed` (sorted)."""
+    plain = pd.Series(general_train_scenes(world)).str.startswith(gw.PLAIN_PREFIX).to_numpy()
     photos = np.flatnonzero(~plain)
     drawn = np.random.default_rng(seed).choice(photos, min(int(plain.sum()), len(photos)), replace=False)
     return np.sort(np.concatenate([np.flatnonzero(plain), drawn]))
@@ -226,6 +231,8 @@ def refine_general_translator(classifier, lm, start: str | Path, out: str | Path
     train_z, train_caps, val_z, val_caps = data or general_translator_data(classifier, world)
     keep = general_refine_pairs(world)
     z, caps = train_z[keep], [train_caps[i] for i in keep]
+    scenes = general_train_scenes(world)[keep]
+    emphasis = [gw.scene_span(c, sc) for c, sc in zip(caps, scenes)]  # used where cfg.emphasis_weight != 1
     if cfg is None:  # the start's shape: a warm start must match it
         shape = Translator.from_pretrained(start, classifier, lm).config
         cfg = TrainConfig(**GENERAL_REFINE, **{k: getattr(shape, k) for k in ("prefix_length", "mapper", "mlp_hidden",
@@ -237,7 +244,10 @@ def refine_general_translator(classifier, lm, start: str | Path, out: str | Path
         tr = train_translator(classifier, lm, z, caps, folder, val_z, val_caps, replace(cfg, init_from=str(previous)),
                               data_info={"captions": f"general world {Path(world).name}", "train_pairs": len(caps),
                                          "val_pairs": len(val_caps), "refine_stage": stage,
-                                         "pairs": "every plain-background pair and as many photo pairs"})
+                                         "pairs": "every plain-background pair and as many photo pairs",
+                                         **({"emphasis": "the scene description's tokens"}
+                                            if cfg.emphasis_weight != 1 else {})},
+                              train_emphasis=emphasis)
         previous = folder / "translator"
         tr.save_pretrained(previous, dtype=torch.float16)
     Translator.from_pretrained(previous, classifier, lm).save_pretrained(out, dtype=torch.float16)

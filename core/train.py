@@ -46,6 +46,10 @@ class TrainConfig:
     # Warm start: a saved translator folder for the same classifier and LM (its weights and feature
     # statistics), e.g. a second, low learning-rate stage after a first run stopped at its best epoch.
     init_from: str | None = None
+    # Loss weight of the caption tokens inside each caption's emphasised span (train_translator's
+    # `train_emphasis`; 1: a plain mean). A word the translator must get right can be one token of
+    # twenty: the colour in "a fox against a plain white background" weighs little in a plain mean.
+    emphasis_weight: float = 1.0
 
 
 # --- features, computed once -----------------------------------------------------------------
@@ -257,8 +261,29 @@ def tokenize_captions(lm, captions: Sequence[str], max_tokens: int) -> tuple[tor
     return out, mask
 
 
-def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of the captions given the translator's prefix."""
+def emphasis_weights(lm, captions: Sequence[str], spans: Sequence[tuple[int, int] | None], weight: float,
+                     max_tokens: int) -> torch.Tensor:
+    """Per-token loss weights aligned with tokenize_captions: `weight` for a token that overlaps its caption's
+    character span (start, end) of the stripped caption, 1 elsewhere (EOS and padding included: the mask
+    drops padding), 1 everywhere for a caption whose span is None."""
+    if len(spans) != len(captions):
+        raise ValueError(f"{len(spans)} emphasis spans for {len(captions)} captions")
+    tok = lm.tokenizer
+    rows = []
+    for c, span in zip(captions, spans):
+        enc = tok(c.strip(), add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"][:max_tokens - 1]
+        rows.append([weight if span and a < span[1] and b > span[0] else 1.0 for a, b in offsets] + [1.0])
+    out = torch.ones((len(rows), max(len(r) for r in rows)))
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r)
+    return out
+
+
+def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of the captions given the translator's prefix; with `weights` (N, T),
+    emphasis_weights', the weighted mean over the real tokens."""
     prefix = translator(z)  # (B, k, d)
     k = prefix.shape[1]
     emb = lm.embed(ids)  # (B, T, d)
@@ -267,8 +292,12 @@ def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor,
     # Position k-1+t predicts caption token t; the head (49k-word vocabulary) runs only on those T+1 positions.
     logits = lm.model(inputs_embeds=x, attention_mask=attn, logits_to_keep=ids.shape[1] + 1).logits  # (B, T+1, V)
     pred = logits[:, :-1]  # (B, T, V)
-    return F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.masked_fill(~mask, -100).reshape(-1),
-                           ignore_index=-100)
+    if weights is None:
+        return F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.masked_fill(~mask, -100).reshape(-1),
+                               ignore_index=-100)
+    ce = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
+    w = weights.to(ce.dtype).reshape(-1) * mask.reshape(-1)
+    return (ce * w).sum() / w.sum().clamp_min(1e-12)
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -301,13 +330,16 @@ def _save_state(path: Path, translator, opt, step: int, best: float, history: li
 
 
 def _fingerprint(classifier, lm, cfg: "TrainConfig", features: Sequence[torch.Tensor | None],
-                 captions: Sequence[Sequence[str] | None]) -> str:
+                 captions: Sequence[Sequence[str] | None], weights: torch.Tensor | None = None) -> str:
     """What a training run is: models, settings that change the result, data. A saved state resumes only
     into the same run."""
-    h = hashlib.sha256(json.dumps({"classifier": classifier.identity, "lm": lm.identity,
-                                   "config": {k: v for k, v in asdict(cfg).items()
-                                              if k not in ("save_every", "device", "max_steps")}},
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("save_every", "device", "max_steps")}
+    if weights is None:  # unweighted runs keep the fingerprints they had before emphasis existed
+        config.pop("emphasis_weight")
+    h = hashlib.sha256(json.dumps({"classifier": classifier.identity, "lm": lm.identity, "config": config},
                                   sort_keys=True).encode())
+    if weights is not None:
+        h.update(weights.float().contiguous().numpy().tobytes())
     for f in features:
         if f is not None:
             h.update(f.detach().float().cpu().contiguous().numpy().tobytes())
@@ -320,8 +352,11 @@ def _fingerprint(classifier, lm, cfg: "TrainConfig", features: Sequence[torch.Te
 def train_translator(classifier, lm, train_features: torch.Tensor, train_captions: Sequence[str], out_dir: str | Path,
                      val_features: torch.Tensor | None = None, val_captions: Sequence[str] | None = None,
                      cfg: TrainConfig | None = None, data_info: dict | None = None,
-                     progress: Callable[[dict], None] | None = None, show_progress: bool = True) -> Translator:
-    """Train a translator for (classifier, lm) on precomputed features; resumes from `out_dir/train_state.pt`."""
+                     progress: Callable[[dict], None] | None = None, show_progress: bool = True,
+                     train_emphasis: Sequence[tuple[int, int] | None] | None = None) -> Translator:
+    """Train a translator for (classifier, lm) on precomputed features; resumes from `out_dir/train_state.pt`.
+    `train_emphasis`: per training caption, a character span whose tokens weigh `cfg.emphasis_weight` in
+    the training loss (emphasis_weights); validation loss stays the plain mean, comparable across runs."""
     from tqdm.auto import tqdm
 
     cfg = cfg or TrainConfig()
@@ -361,6 +396,9 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
         translator.set_feature_stats(train_features.reshape(-1, train_features.shape[-1]))
     translator.to(dev).train()
     ids, mask = tokenize_captions(lm, train_captions, cfg.max_caption_tokens)
+    weights = None
+    if train_emphasis is not None and cfg.emphasis_weight != 1.0:
+        weights = emphasis_weights(lm, train_captions, train_emphasis, cfg.emphasis_weight, cfg.max_caption_tokens)
     has_val = val_features is not None and val_captions is not None and len(val_captions) > 0
     if has_val:
         v_ids, v_mask = tokenize_captions(lm, val_captions, cfg.max_caption_tokens)
@@ -373,7 +411,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     state_path = out_dir / "train_state.pt"
     step, best, history = 0, float("inf"), []
     fingerprint = _fingerprint(classifier, lm, cfg, (train_features, val_features if has_val else None),
-                               (list(train_captions), list(val_captions) if has_val else None))
+                               (list(train_captions), list(val_captions) if has_val else None), weights)
     if state_path.exists():
         # Our own file, but still read weights-only: it holds tensors and plain numbers.
         try:
@@ -395,6 +433,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     # The cached features and tokenized captions live on the device for the whole run: a step then
     # only indexes them (on a GPU, a host-to-device copy per step would leave it waiting).
     train_features, ids, mask = train_features.to(dev), ids.to(dev), mask.to(dev)
+    weights = weights.to(dev) if weights is not None else None
     bar = tqdm(total=total, initial=step, desc="train translator", unit="step", disable=not show_progress)
     t0, start_step = time.time(), step
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16)
@@ -414,7 +453,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                     cfg.seed * 1_000_003 + step)).to(dev)
                 z = z[torch.arange(len(idx), device=dev), pick]
             with autocast:
-                loss = caption_loss(translator, lm, z, ids[idx], mask[idx])
+                loss = caption_loss(translator, lm, z, ids[idx], mask[idx], None if weights is None else weights[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(translator.parameters(), cfg.grad_clip)

@@ -7,6 +7,7 @@ from core.data import open_dataset
 from core.explain import ExplainConfig, explain_dataset, sample_sentences
 from core.models.classifier import ClassifierLoadError, load_classifier, torchvision_classifier
 from core.store import Run
+from core.errors import TrainStateError
 from core.train import TrainConfig, train_translator
 from core.translator import Translator, TranslatorConfig, TranslatorMismatchError
 from tests.conftest import CAPTIONS
@@ -101,6 +102,42 @@ def test_training_on_feature_views_resumes_to_the_same_weights(tmp_path, tiny_lm
     with pytest.raises(ValueError, match=r"\(N, D\) or \(N, views, D\)"):
         train_translator(tiny_classifier, tiny_lm, views[None], caps, tmp_path / "d", cfg=TrainConfig(**base),
                          show_progress=False)
+
+
+def test_emphasis_weights_the_span_tokens_and_changes_training(tmp_path, tiny_lm, tiny_classifier):
+    """emphasis_weights marks exactly the tokens of each caption's span; with weight 1 the weighted loss is the
+    plain mean, with more it is another loss (and another training run, not a resumable one)."""
+    from core.train import caption_loss, emphasis_weights, tokenize_captions
+
+    caps = ["a small bird on the water", "a bird in the forest"]
+    spans = [(caps[0].index("the water"), len(caps[0])), None]
+    w = emphasis_weights(tiny_lm, caps, spans, 4.0, 24)
+    ids, mask = tokenize_captions(tiny_lm, caps, 24)
+    assert w.shape == ids.shape
+    assert w[0, :len(caps[0].split()) + 1].tolist() == [1, 1, 1, 1, 4, 4, 1]  # "the water" weighed, then EOS
+    assert (w[1] == 1).all()
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    tr = Translator(TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size,
+                                     prefix_length=2, mlp_hidden=16))
+    with torch.no_grad():
+        plain = caption_loss(tr, tiny_lm, z[:2], ids, mask)
+        same = caption_loss(tr, tiny_lm, z[:2], ids, mask, emphasis_weights(tiny_lm, caps, spans, 1.0, 24))
+        weighted = caption_loss(tr, tiny_lm, z[:2], ids, mask, w)
+    assert torch.allclose(plain, same) and not torch.allclose(plain, weighted)
+    with pytest.raises(ValueError, match="1 emphasis spans for 2 captions"):
+        emphasis_weights(tiny_lm, caps, spans[:1], 4.0, 24)
+    train_caps = [CAPTIONS[int(y)] for y in labels]
+    train_spans = [(0, len(c.split()[0])) for c in train_caps]
+    base = dict(epochs=1, max_steps=2, batch_size=16, warmup_steps=1, prefix_length=2, mlp_hidden=16)
+    a = train_translator(tiny_classifier, tiny_lm, z, train_caps, tmp_path / "a", cfg=TrainConfig(**base),
+                         show_progress=False, train_emphasis=train_spans)  # weight 1: spans unused
+    b = train_translator(tiny_classifier, tiny_lm, z, train_caps, tmp_path / "b",
+                         cfg=TrainConfig(**base, emphasis_weight=5.0), show_progress=False, train_emphasis=train_spans)
+    assert not torch.allclose(a.state_dict()["mapper.net.0.weight"], b.state_dict()["mapper.net.0.weight"])
+    with pytest.raises(TrainStateError, match="different training run"):  # b's saved state is not a's
+        train_translator(tiny_classifier, tiny_lm, z, train_caps, tmp_path / "b",
+                         cfg=TrainConfig(**{**base, "max_steps": 3}, emphasis_weight=5.0), show_progress=False,
+                         train_emphasis=[None] * len(train_caps))
 
 
 def test_warm_start_continues_from_a_saved_translator(tmp_path, tiny_lm, tiny_classifier):

@@ -98,6 +98,12 @@ def test_general_world_splits_are_disjoint_by_stamp_and_deterministic(tmp_path):
     assert not stamps["val"] & stamps["test"]
     captions = pd.read_csv(a / "captions.csv")
     assert set(captions.img_filename) == set(meta.img_filename) and len(captions) == 3 * len(meta)
+    # Every caption names its scene by one of the scene's descriptions, where scene_span finds it.
+    named = captions.merge(meta[["img_filename", "scene"]], on="img_filename")
+    spans = [gw.scene_span(c, sc) for c, sc in zip(named.caption, named.scene)]
+    assert all(spans) and all(c[a:b].lower() in [d.lower() for d in gw.SCENES[sc].descriptions]
+                              for (a, b), c, sc in zip(spans, named.caption, named.scene))
+    assert gw.scene_span("A fox in the snow.", "plain-white") is None
     ds = open_dataset(a)
     assert len(ds) == 120 and set(ds.splits) == {"train", "val", "test"}
     # Same seed, same world; another seed, another one.

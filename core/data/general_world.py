@@ -315,6 +315,17 @@ def make_captions(rng: np.random.Generator, stamp: Stamp, scene: str, k: int) ->
     return out
 
 
+def scene_span(caption: str, scene: str) -> tuple[int, int] | None:
+    """Where `caption` (make_captions') names its scene: the character span of the scene's description in it
+    (capitalised at a sentence start or not); None if it names none of them."""
+    low = caption.lower()
+    for d in sorted(SCENES[scene].descriptions, key=len, reverse=True):
+        i = low.find(d.lower())
+        if i >= 0:
+            return i, i + len(d)
+    return None
+
+
 # --- shared rendering: one stamp on one background -------------------------------------------
 
 def scene_sizes(scenes_dir: Path, names) -> dict[str, tuple[int, int]]:
