@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,13 +144,6 @@ def contrast_words(words: pd.Series, values: pd.Series, strata: pd.Series | None
     return vocab
 
 
-def _wordnet():
-    from nltk.corpus import wordnet as wn
-
-    wn.ensure_loaded()
-    return wn
-
-
 def _kinds(wn, word: str, root) -> set:
     """Every kind (the synset itself and its hypernyms) of `word`'s noun senses that lie under `root`."""
     out = set()
@@ -193,10 +187,14 @@ class ObjectKinds:
         self.coverage = coverage
 
     def fit(self, words_by_class: dict[Any, list[str]]) -> "ObjectKinds":
-        wn = _wordnet()
+        from core.data.description import load_wordnet
+
+        wn = load_wordnet()
+        if wn is None:
+            warnings.warn("WordNet is not installed; object words are read by the caption words alone")
         self.words_ = {c: set(ws) for c, ws in words_by_class.items()}
         every = sorted(set().union(*self.words_.values())) if self.words_ else []
-        self.root_ = _common_root(wn, every, self.coverage)
+        self.root_ = _common_root(wn, every, self.coverage) if wn is not None else None
         self.kinds_: dict = {}
         if self.root_ is not None:
             # Only words that name a kind of the object count ("dock" may be class-distinctive by accident),
@@ -220,7 +218,9 @@ class ObjectKinds:
         if word not in self._cache:
             owners = [c for c, ws in self.words_.items() if word in ws]
             if not owners and self.root_ is not None:
-                hits = [k for k in _kinds(_wordnet(), word, self.root_) if k in self.kinds_]
+                from core.data.description import load_wordnet
+
+                hits = [k for k in _kinds(load_wordnet(), word, self.root_) if k in self.kinds_]
                 if hits:
                     depth = max(k.min_depth() for k in hits)
                     owners = sorted({self.kinds_[k] for k in hits if k.min_depth() == depth}, key=str)

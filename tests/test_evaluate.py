@@ -99,6 +99,20 @@ def test_contrast_words_hold_the_other_attribute_fixed():
         contrast_words(pd.Series(words), pd.Series(place[:3]))
 
 
+def test_object_kinds_without_wordnet_read_the_caption_words_alone(monkeypatch):
+    """Where WordNet is not installed, object words are the caption words (with a warning), not a crash."""
+    import core.data.description as description
+    from core.evaluate import ObjectKinds
+
+    words = {"landbird": ["sparrow", "robin", "finch"], "waterbird": ["gull", "swan", "duck"]}
+    with_wn = ObjectKinds().fit(words)
+    assert with_wn.classify("goose") == "waterbird"  # not a caption word: WordNet's kinds place it
+    monkeypatch.setattr(description, "load_wordnet", lambda: None)
+    with pytest.warns(UserWarning, match="WordNet is not installed"):
+        kinds = ObjectKinds().fit(words)
+    assert kinds.root_ is None and kinds.classify("gull") == "waterbird" and kinds.classify("goose") is None
+
+
 def test_scene_and_object_accuracy_on_a_hand_checked_run(captioned_run):
     ev = evaluate_run(captioned_run, max_sentences=None)
     assert ev.scene_words == {"land": ["forest", "grass"], "water": ["lake", "water"]}

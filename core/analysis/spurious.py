@@ -82,14 +82,6 @@ __all__ = ["SpuriousTermScorer", "CoreWordList", "concept_words", "visual_meanin
 
 # --- the concept of a class ------------------------------------------------------------------------
 
-def _wordnet():
-    import core  # noqa: F401  (points NLTK at the project's WordNet)
-    from nltk.corpus import wordnet as wn
-
-    wn.ensure_loaded()
-    return wn
-
-
 def _single_words(lemmas: Iterable[str]) -> set[str]:
     # Multi-word lemmas are skipped on purpose: "sea_gull" must not make "sea" a bird word.
     return {name.lower() for name in lemmas if name.isalpha()}
@@ -178,11 +170,11 @@ def concept_words(class_name: str, use_wordnet: bool = True, synset: str | None 
 def _concept_words(class_name: str, use_wordnet: bool, synset: str | None = None) -> tuple[frozenset[str], bool]:
     """concept_words computed afresh, and whether WordNet was used."""
     words: set[str] = set()
-    try:
-        wn = _wordnet() if use_wordnet else None
-    except (LookupError, ImportError) as exc:
-        warnings.warn(f"WordNet is not available ({exc}); concept words fall back to the class name only")
-        wn = None
+    from core.data.description import load_wordnet, wordnet_synset
+
+    wn = load_wordnet() if use_wordnet else None
+    if use_wordnet and wn is None:
+        warnings.warn("WordNet is not installed; concept words fall back to the class name only")
     for alternative in (a.strip().lower() for a in class_name.split(",")):
         tokens = re.findall(r"[a-z]+", alternative)
         if not tokens:
@@ -192,8 +184,6 @@ def _concept_words(class_name: str, use_wordnet: bool, synset: str | None = None
         if wn is None:
             continue
         if synset:  # the dataset's sense, not the name's
-            from core.data.description import wordnet_synset
-
             if (sense := wordnet_synset(wn, synset)) is None:
                 raise ValueError(f"class {class_name!r}: {synset} is no WordNet noun synset")
             words |= _synset_words(sense)
@@ -311,9 +301,9 @@ def visual_meaning(words: Iterable[str], use_wordnet: bool = True) -> dict[str, 
     out.update({w: bool(cached[w]) for w in todo if w in cached})
     todo = [w for w in todo if w not in cached]
     if todo:
-        try:
-            wn = _wordnet()
-        except (LookupError, ImportError):
+        from core.data.description import load_wordnet
+
+        if (wn := load_wordnet()) is None:
             return {**out, **{w: True for w in todo}}
         fresh = {w: _visual_verdict(wn, w) for w in todo}
         _write_cache(stamp, _VISUAL_CACHE_KEY, fresh)
