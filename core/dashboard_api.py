@@ -373,6 +373,22 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def mitigation_blocker(run: RunEntry) -> str | None:
+    """Why no mitigation can start from `run` at all (not merely: its val run is missing yet), or None."""
+    from core.models.classifier import builtin_for
+
+    if builtin := builtin_for(run.models.get("classifier_identity")):
+        return (f"This run's classifier is the unmodified built-in **{builtin}**, read in the dataset's classes: it "
+                "has no last layer of these classes to refit. Fine-tune one on the dataset first (`python -m core "
+                "finetune --dataset FOLDER --out FOLDER`), explain its val and test splits with a translator for "
+                "it, and mitigate that run.")
+    if not run.dataset.get("split"):
+        return (f"Mitigation refits the last layer on a **validation** split and scores it on a test split; "
+                f"**{run.dataset.get('name', 'this dataset')}** is one set without splits, so there is nothing to "
+                "fit on. Give the dataset train/val/test splits (folders or a metadata CSV) to mitigate.")
+    return None
+
+
 def mitigation_pairs(run: RunEntry, entries: list[RunEntry]) -> tuple[RunEntry | None, RunEntry | None]:
     """(validation run, test run) of `run`'s classifier on `run`'s dataset: what a mitigation reads."""
     def same_model(e: RunEntry) -> bool:
@@ -761,10 +777,6 @@ def _class_variation_accuracy(tables: dict[str, RunTables]) -> pd.DataFrame:
 
 # --- models for live explanations ----------------------------------------------------------------------------
 
-# Classifiers load_classifier builds without a folder; a run of one records its identity as "<name>:<hash>".
-BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
-
-
 @dataclass
 class ModelSources:
     """Where the models of a run are: a classifier folder (or built-in name), a translator folder, an LM name
@@ -840,9 +852,10 @@ def live_model_sources(manifest: dict) -> ModelSources:
             if name in (_config_name(folder), folder.name, f"demo-{folder.name}"):
                 classifier = folder
                 break
-    builtin = str(models.get("classifier_identity") or "").split(">")[0].split(":")[0]
-    if classifier is None and builtin in BUILTIN_CLASSIFIERS:  # e.g. the ImageNet-9 runs' unmodified classifier
-        classifier = builtin
+    if classifier is None:  # e.g. the ImageNet-9 runs' unmodified classifier
+        from core.models.classifier import builtin_for
+
+        classifier = builtin_for(models.get("classifier_identity"))
     translator = _as_folder(models.get("translator"))
     if translator is None and models.get("translator"):
         candidate = TRANSLATORS_DIR / Path(str(models["translator"])).name

@@ -163,6 +163,9 @@ def test_worst_group_page_shows_accuracy_by_background_variation(runs):
     entries = api.discover_runs({"shipped": runs})
     cell = api.background_challenge(next(e for e in entries if e.folder == "imagenet9-original"), entries).worst_cell()
     assert worst.value == f"{100 * cell['accuracy']:.1f}%"
+    # One set per variation, no splits: mitigation says why it cannot run instead of asking for a val run.
+    assert "there is nothing to fit on" in texts(at) and "Explain the val split" not in texts(at)
+    assert not at.get("form")
 
 
 @needs_stamps

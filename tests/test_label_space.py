@@ -114,3 +114,21 @@ def test_classes_match_by_name_by_position_for_placeholders_or_not_at_all():
                           kind="image_folder")
     with pytest.raises(ClassifierLoadError, match=r"no ImageNet class lies under the synset of \[.cloud.\]"):
         dataset_label_space(_imagenet_toy(), sky)
+
+
+def test_builtin_for_knows_the_unmodified_classifier_by_its_weights_and_mitigation_says_why_not():
+    """A run of the built-in classifier (read in a dataset's classes or not) is known by its weights' hash; a
+    checkpoint fine-tuned from it shares only the architecture prefix and is not mistaken for it. Mitigating
+    such a run is refused with what to do, not 'cannot find the classifier'."""
+    from core.mitigate_cli import resolve_classifier
+    from core.models.classifier import builtin_for, load_classifier
+
+    ident = load_classifier("efficientnet-lite0").identity
+    assert builtin_for(ident) == "efficientnet-lite0"
+    assert builtin_for(f"{ident}>superclasses:40ae8102") == "efficientnet-lite0"
+    assert builtin_for("efficientnet-lite0:61e21c40e4e6") is None  # the demo's fine-tuned ERM classifier
+    assert builtin_for(None) is None and builtin_for("tinynet:abc") is None
+    manifest = {"models": {"classifier": "efficientnet-lite0 (ImageNet-9)",
+                           "classifier_identity": f"{ident}>superclasses:40ae8102"}}
+    with pytest.raises(ValueError, match="unmodified built-in 'efficientnet-lite0' read in the dataset's classes"):
+        resolve_classifier(manifest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -343,6 +344,29 @@ def from_pretrained(folder: str | Path) -> ClassifierAdapter:
                                 cfg.get("feature_layer"), name=cfg.get("name") or folder.name, backend=backend)
     adapter.source = str(folder)
     return adapter
+
+
+# Classifiers load_classifier builds without a folder.
+BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
+
+
+@lru_cache(maxsize=None)
+def _builtin_identity(spec: str) -> str | None:
+    try:
+        return load_classifier(spec).identity
+    except Exception:  # its weights are not installed: nothing can be that classifier here
+        return None
+
+
+def builtin_for(identity: str | None) -> str | None:
+    """The built-in classifier (a load_classifier spec) whose weights `identity` names, also when it was read
+    in a dataset's classes ("efficientnet-lite0:005bdebd355e>superclasses:..."); None for anything else. A
+    checkpoint fine-tuned from it shares the architecture prefix, not the weights, so the hash decides."""
+    base = str(identity or "").split(">")[0]
+    for spec in BUILTIN_CLASSIFIERS:
+        if base.split(":")[0] == spec and base == _builtin_identity(spec):
+            return spec
+    return None
 
 
 def load_classifier(spec: str | Path | nn.Module, **kwargs) -> ClassifierAdapter:

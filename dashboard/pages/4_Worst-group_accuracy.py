@@ -150,7 +150,9 @@ if records is not None:
 st.markdown("**Run the mitigation on this run**")
 entries = ui.run_entries()
 val, test = api.mitigation_pairs(run_a, entries)
-if val is None:
+if blocker := api.mitigation_blocker(run_a):
+    st.info(blocker)
+elif val is None:
     st.info(f"Mitigation fits on a run of the same classifier on the **validation** split; there is none for "
             f"**{run_a.models.get('classifier', '?')}**. Explain the val split on the New run page, then come back. "
             f"From a terminal:\n\n```\n{api.mitigate_command(run_a, entries)}\n```")
