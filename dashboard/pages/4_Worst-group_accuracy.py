@@ -12,8 +12,8 @@ from core import dashboard_api as api  # noqa: E402
 from core import jobs, plots  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
-INTRO = ("Average accuracy hides the groups a shortcut fails: landbirds on water, waterbirds on land. The "
-         "worst group is what a fix must raise.")
+INTRO = ("Average accuracy hides the groups a shortcut fails (on Waterbirds: landbirds on water, waterbirds on "
+         "land; on ImageNet-9: objects on another class's background). The worst group is what a fix must raise.")
 ACCURACY_COLUMNS = {"accuracy": st.column_config.NumberColumn(format="percent"),
                     "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
                     "ci_high": st.column_config.NumberColumn("95% high", format="percent")}
