@@ -375,13 +375,10 @@ def _rel(path: Path) -> str:
 
 def mitigation_blocker(run: RunEntry) -> str | None:
     """Why no mitigation can start from `run` at all (not merely: its val run is missing yet), or None."""
-    from core.models.classifier import builtin_for
+    from core.mitigate_cli import builtin_refusal
 
-    if builtin := builtin_for(run.models.get("classifier_identity")):
-        return (f"This run's classifier is the unmodified built-in **{builtin}**, read in the dataset's classes: it "
-                "has no last layer of these classes to refit. Fine-tune one on the dataset first (`python -m core "
-                "finetune --dataset FOLDER --out FOLDER`), explain its val and test splits with a translator for "
-                "it, and mitigate that run.")
+    if reason := builtin_refusal(run.models.get("classifier_identity")):
+        return reason[0].upper() + reason[1:] + "."
     if not run.dataset.get("split"):
         return (f"Mitigation refits the last layer on a **validation** split and scores it on a test split; "
                 f"**{run.dataset.get('name', 'this dataset')}** is one set without splits, so there is nothing to "

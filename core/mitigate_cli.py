@@ -69,9 +69,22 @@ def classifier_candidates(manifest: dict) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
+def builtin_refusal(identity: str | None) -> str | None:
+    """Why a run of `identity` cannot be mitigated because it is the unmodified built-in classifier, or None."""
+    from core.models.classifier import builtin_for
+
+    if not (builtin := builtin_for(identity)):
+        return None
+    return (f"this run's classifier is the unmodified built-in {builtin!r}"
+            + (" read in the dataset's classes" if ">" in str(identity) else "") + ", which has no last layer of "
+            "the dataset's classes to refit. Fine-tune one on the dataset first (`python -m core finetune "
+            "--dataset FOLDER --out FOLDER`), explain its val and test splits with a translator for it, and "
+            "mitigate that run")
+
+
 def resolve_classifier(manifest: dict, explicit: str | None = None):
     """The run's classifier: (adapter, folder or spec, note). Checks its identity against the manifest."""
-    from core.models.classifier import ClassifierLoadError, builtin_for, load_classifier
+    from core.models.classifier import ClassifierLoadError, load_classifier
 
     want = (manifest.get("models") or {}).get("classifier_identity")
     if explicit:
@@ -96,12 +109,8 @@ def resolve_classifier(manifest: dict, explicit: str | None = None):
         return adapter, str(folder), (f"no checkpoint has the run's classifier identity {want}; using {_rel(folder)} "
                                       f"({adapter.identity}), found by name")
     name = (manifest.get("models") or {}).get("classifier")
-    if builtin := builtin_for(want):
-        raise ValueError(f"this run's classifier is the unmodified built-in {builtin!r}"
-                         + (" read in the dataset's classes" if ">" in str(want) else "") + ", which has no last "
-                         "layer of the dataset's classes to refit. Fine-tune one on the dataset first (python -m "
-                         "core finetune --dataset FOLDER --out FOLDER), explain its val and test splits with a "
-                         "translator for it, and mitigate that run")
+    if reason := builtin_refusal(want):
+        raise ValueError(reason)
     raise ValueError(f"cannot find the classifier {name!r} of this run under {_rel(CLASSIFIER_DIR)} or "
                      f"{_rel(paths.user_classifiers())}; pass --classifier FOLDER")
 
