@@ -179,10 +179,12 @@ def general_train_scenes(world: str | Path = gw.GENERAL_WORLD) -> np.ndarray:
     return train["path"].map(scene).to_numpy()
 
 
-def general_refine_pairs(world: str | Path = gw.GENERAL_WORLD, seed: int = 0) -> np.ndarray:
+def general_refine_pairs(world: str | Path = gw.GENERAL_WORLD, seed: int = 0, scenes=None) -> np.ndarray:
     """Indices into general_translator_data's training pairs for the refinement: every pair whose image is on
-    a plain background and as many of the rest, drawn once with `seed` (sorted)."""
-    plain = pd.Series(general_train_scenes(world)).str.startswith(gw.PLAIN_PREFIX).to_numpy()
+    a plain background and as many of the rest, drawn once with `seed` (sorted). `scenes`:
+    general_train_scenes(world), when the caller has it."""
+    scenes = general_train_scenes(world) if scenes is None else scenes
+    plain = pd.Series(scenes).str.startswith(gw.PLAIN_PREFIX).to_numpy()
     photos = np.flatnonzero(~plain)
     drawn = np.random.default_rng(seed).choice(photos, min(int(plain.sum()), len(photos)), replace=False)
     return np.sort(np.concatenate([np.flatnonzero(plain), drawn]))
@@ -229,9 +231,10 @@ def refine_general_translator(classifier, lm, start: str | Path, out: str | Path
     from core.translator import Translator
 
     train_z, train_caps, val_z, val_caps = data or general_translator_data(classifier, world)
-    keep = general_refine_pairs(world)
+    all_scenes = general_train_scenes(world)
+    keep = general_refine_pairs(world, scenes=all_scenes)
     z, caps = train_z[keep], [train_caps[i] for i in keep]
-    scenes = general_train_scenes(world)[keep]
+    scenes = all_scenes[keep]
     emphasis = [gw.scene_span(c, sc) for c, sc in zip(caps, scenes)]  # used where cfg.emphasis_weight != 1
     if cfg is None:  # the start's shape: a warm start must match it
         shape = Translator.from_pretrained(start, classifier, lm).config
