@@ -50,6 +50,9 @@ class TrainConfig:
     # `train_emphasis`; 1: a plain mean). A word the translator must get right can be one token of
     # twenty: the colour in "a fox against a plain white background" weighs little in a plain mean.
     emphasis_weight: float = 1.0
+    # Dropout inside the mapper while training (0: none). Templated captions are easy to memorise: the
+    # general refinement ends at a training loss of 0.24 against a validation loss of 1.78.
+    dropout: float = 0.0
 
 
 # --- features, computed once -----------------------------------------------------------------
@@ -336,6 +339,8 @@ def _fingerprint(classifier, lm, cfg: "TrainConfig", features: Sequence[torch.Te
     config = {k: v for k, v in asdict(cfg).items() if k not in ("save_every", "device", "max_steps")}
     if weights is None:  # unweighted runs keep the fingerprints they had before emphasis existed
         config.pop("emphasis_weight")
+    if not config["dropout"]:  # and runs without dropout the ones they had before it existed
+        config.pop("dropout")
     h = hashlib.sha256(json.dumps({"classifier": classifier.identity, "lm": lm.identity, "config": config},
                                   sort_keys=True).encode())
     if weights is not None:
@@ -378,7 +383,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     lm.model.to(dev, torch.float32)  # LM weights stay float32; bf16 autocast (optional) covers the matmuls
     tcfg = TranslatorConfig(feature_dim=classifier.feature_dim, hidden_size=lm.hidden_size,
                             prefix_length=cfg.prefix_length, mapper=cfg.mapper, mlp_hidden=cfg.mlp_hidden,
-                            normalize_features=cfg.normalize_features, classifier_identity=classifier.identity,
+                            normalize_features=cfg.normalize_features, dropout=cfg.dropout,
+                            classifier_identity=classifier.identity,
                             classifier_feature_identity=classifier.feature_identity,
                             classifier_name=classifier.name, lm_identity=lm.identity, lm_name=lm.name)
     translator = Translator(tcfg)

@@ -1,4 +1,8 @@
 """The TExplain engine end to end on tiny local models: adapters, translator, training, sampling, run store."""
+import hashlib
+import json
+from dataclasses import asdict
+
 import pandas as pd
 import pytest
 import torch
@@ -138,6 +142,34 @@ def test_emphasis_weights_the_span_tokens_and_changes_training(tmp_path, tiny_lm
         train_translator(tiny_classifier, tiny_lm, z, train_caps, tmp_path / "b",
                          cfg=TrainConfig(**{**base, "max_steps": 3}, emphasis_weight=5.0), show_progress=False,
                          train_emphasis=[None] * len(train_caps))
+
+
+def test_dropout_regularises_training_and_keeps_old_fingerprints(tmp_path, tiny_lm, tiny_classifier):
+    """TrainConfig.dropout: the mapper drops units while training (another run, not resumable as one without),
+    never at inference, and runs without it keep the fingerprint they had before the setting existed."""
+    from core.train import _fingerprint
+
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    caps = [CAPTIONS[int(y)] for y in labels]
+    base = dict(epochs=1, max_steps=2, batch_size=16, warmup_steps=1, prefix_length=2, mlp_hidden=16)
+    a = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "a", cfg=TrainConfig(**base), show_progress=False)
+    b = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "b", cfg=TrainConfig(**base, dropout=0.5),
+                         show_progress=False)
+    assert b.config.dropout == 0.5 and a.config.dropout == 0.0
+    assert not torch.allclose(a.state_dict()["mapper.net.0.weight"], b.state_dict()["mapper.net.0.weight"])
+    b.eval()
+    with torch.no_grad():
+        assert torch.equal(b.mapper(z[:4]), b.mapper(z[:4]))  # no dropout at inference
+    with pytest.raises(TrainStateError, match="different training run"):
+        train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "b", cfg=TrainConfig(**{**base, "max_steps": 3}),
+                         show_progress=False)
+    cfg = TrainConfig(**base)
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("save_every", "device", "max_steps", "emphasis_weight",
+                                                              "dropout")}
+    h = hashlib.sha256(json.dumps({"classifier": tiny_classifier.identity, "lm": tiny_lm.identity, "config": old},
+                                  sort_keys=True).encode())
+    h.update("\n".join(caps).encode() + b"\0")
+    assert _fingerprint(tiny_classifier, tiny_lm, cfg, (), [caps]) == h.hexdigest()[:16]
 
 
 def test_warm_start_continues_from_a_saved_translator(tmp_path, tiny_lm, tiny_classifier):
