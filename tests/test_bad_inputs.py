@@ -444,6 +444,8 @@ def test_cli_user_errors_are_one_line_with_exit_2(tmp_path, finished_run, capsys
         (["train", "--classifier", "nonsense", "--out", str(tmp_path / "t")], "unknown classifier 'nonsense'"),
         (["train", "--classifier", "efficientnet-lite0", "--captions", "xml:f", "--out", str(tmp_path / "t"),
           "--lm", str(tmp_path / "no-lm")], "language model folder"),
+        (["train", "--classifier", "efficientnet-lite0", "--out", str(tmp_path / "t"), "--dropout", "1"],
+         "--dropout must be in [0, 1), got 1.0"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

@@ -1,4 +1,5 @@
 """Training packs: features computed where the images are, the translator trained elsewhere from one file."""
+import json
 import shutil
 
 import pandas as pd
@@ -89,8 +90,9 @@ def test_cli_trains_from_a_pack(tmp_path, tiny_classifier, tiny_lm, tiny_lm_dir,
     # A second stage from the first's weights; one of another shape is refused with the reason.
     common = ["train", "--pack", str(path), "--lm", str(tiny_lm_dir), "--epochs", "1", "--max-steps", "1",
               "--batch-size", "4", "--device", "cpu", "--init-from", str(out / "best")]
-    assert main([*common, "--out", str(tmp_path / "stage2")]) == 0
-    assert (tmp_path / "stage2" / "best" / "config.json").exists()
+    assert main([*common, "--out", str(tmp_path / "stage2"), "--dropout", "0.1"]) == 0
+    stage2 = json.loads((tmp_path / "stage2" / "best" / "config.json").read_text())
+    assert stage2["dropout"] == 0.1 and stage2["training"]["settings"]["dropout"] == 0.1
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "stage2b"), "--prefix-length", "3"]) != 0
     assert "another shape" in capsys.readouterr().err

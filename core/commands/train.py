@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA, off on CPU; faster on GPUs and on CPUs with "
                         "bf16 units, AVX512-BF16 or AMX: `python -m bench.bench_train` measures it)")
+    t.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout in the mapper while training, in [0, 1) (default 0); templated captions are "
+                        "easy to memorise")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--init-from", default=None, metavar="FOLDER",
@@ -111,10 +114,12 @@ def run(args) -> int:
         raise ValueError(f"--save-every must be >= 1, got {args.save_every}")
     if args.warmup_steps < 0:
         raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    if not 0 <= args.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       max_steps=args.max_steps, save_every=args.save_every,
                       prefix_length=args.prefix_length, mapper=args.mapper, seed=args.seed, device=args.device,
-                      autocast_bf16=args.bf16, init_from=args.init_from)
+                      autocast_bf16=args.bf16, init_from=args.init_from, dropout=args.dropout)
     if args.pack:
         pack = load_training_pack(args.pack)
         lm = load_language_model(args.lm)
