@@ -1,17 +1,22 @@
-# The two commands: `make run` (dashboard on the demo, real models) and `make test`.
+# The two commands: `make run` (the dashboard on the demo, real models) and `make test` (everything; what CI runs).
 SHELL := /bin/bash
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PY := .venv/bin/python
 PORT ?= 8501
+FAST := not browser and not ray and not demo and not gpu
 
-.PHONY: run test setup setup-dev bench demo clean-assets
+.PHONY: run test test-fast setup setup-dev bench clean-assets
 
 run: setup
-	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --server.port $(PORT)
+	.venv/bin/texplain ui --port $(PORT)
 
 test: setup-dev
 	$(PY) -m pytest -q tests
+
+# The unit and AppTest tier: no browser, no Ray cluster, no real models (a few minutes).
+test-fast: setup-dev
+	$(PY) -m pytest -q tests -m "$(FAST)"
 
 setup:
 	@scripts/setup.sh

@@ -24,7 +24,7 @@ RUN = paths.SHIPPED_RUNS / "demo-erm-test"
 
 
 def run(quick: bool = False, run_path=RUN) -> dict:
-    from core.evaluate import _subsample, evaluate_run, mean_token_nll, token_nll
+    from core.evaluation.captions import evaluate_run, mean_token_nll, subsample, token_nll
     from core.models.lm import load_language_model
     from core.store import Run
 
@@ -34,7 +34,7 @@ def run(quick: bool = False, run_path=RUN) -> dict:
     ev = evaluate_run(run_path, lm, max_sentences=n)
     evaluate_s = time.perf_counter() - t
 
-    texts = _subsample([s for s in Run.open(run_path).sentences()["text"].astype(str) if s.strip()], n, 0)
+    texts = subsample([s for s in Run.open(run_path).sentences()["text"].astype(str) if s.strip()], n, 0)
     token_nll(lm, texts[:8])  # warm-up
     t = time.perf_counter()
     batched = mean_token_nll(token_nll(lm, texts, batch_size=32))

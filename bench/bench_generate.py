@@ -20,7 +20,8 @@ import torch
 
 import core  # noqa: F401  (offline environment)
 from core import paths
-from core.explain import ExplainConfig, sample_sentences
+from core.engine.config import ExplainConfig
+from core.engine.sampling import sample_sentences
 
 WATER = {"water", "lake", "sea", "ocean", "shore", "beach", "river", "pond", "wave", "waves", "coast"}
 
@@ -73,9 +74,9 @@ def _prefixes(lm, n_images: int, device, dtype, random_weights: bool):
     """Real prefixes from the shipped demo translator on real demo images when available."""
     if not random_weights and (paths.CHECKPOINTS / "translators" / "erm" / "config.json").exists():
         from core.data import read_waterbirds
-        from core.explain import classify_images
+        from core.engine.explainer import classify_images
         from core.models.classifier import from_pretrained
-        from core.translator import Translator
+        from core.models.translator import Translator
 
         clf = from_pretrained(paths.CHECKPOINTS / "classifiers" / "erm")
         tr = Translator.from_pretrained(paths.CHECKPOINTS / "translators" / "erm", clf, lm)

@@ -27,10 +27,11 @@ def run(quick: bool = False, images: int | None = None) -> dict:
 
     import core  # noqa: F401
     from core.data import open_dataset
-    from core.explain import ExplainConfig, explain_dataset
+    from core.engine.config import ExplainConfig
+    from core.engine.pipeline import explain_dataset
     from core.models.classifier import Preprocessing, from_module
     from core.models.lm import load_language_model
-    from core.translator import Translator, TranslatorConfig
+    from core.models.translator import Translator, TranslatorConfig
     from tests import tiny
 
     images = images or (2000 if quick else 10000)

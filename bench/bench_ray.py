@@ -7,7 +7,7 @@ loads them from disk as `explain --ray` does. Ray is started once, on this machi
 per actor plus one for decoding and counting; CPU actors get one torch thread each (Ray sets
 OMP_NUM_THREADS from their CPUs), the single-process run keeps torch's default threads. Every Ray run's
 tables are compared with the single-process run's: exactly equal with the tiny models of the tests; with
-the real SmolLM2 a batch of another size may round one float differently (BLAS blocking, see README), so
+the real SmolLM2 a batch of another size may round one float differently (BLAS blocking, see docs/performance.md), so
 the share of identical sentences is printed. Images/s is over the whole call, actor start and model
 loading included (a long run amortises them).
 """
@@ -60,12 +60,13 @@ def run(quick: bool = False, images: int | None = None, sentences: int | None = 
     import torch
 
     from core.data import read_waterbirds
-    from core.distributed import ModelFiles, RayOptions, explain_on_ray
-    from core.explain import ExplainConfig, explain_dataset
+    from core.engine.config import ExplainConfig
+    from core.engine.pipeline import explain_dataset
+    from core.engine.ray import ModelFiles, RayPlacement
     from core.models import load_language_model
     from core.models.classifier import from_pretrained
+    from core.models.translator import Translator
     from core.store import Run
-    from core.translator import Translator
 
     images = images or (16 if quick else 32)
     n = sentences or (8 if quick else 16)
@@ -99,8 +100,8 @@ def run(quick: bool = False, images: int | None = None, sentences: int | None = 
         try:
             for w in workers:
                 def on_ray_files(w=w):
-                    return explain_on_ray(ds, clf, tr, lm, folder / f"ray{w}", cfg, ray=RayOptions(workers=w),
-                                          show_progress=False, models=files)
+                    return explain_dataset(ds, clf, tr, lm, folder / f"ray{w}", cfg, show_progress=False,
+                                           placement=RayPlacement(workers=w, models=files))
 
                 rate = _timed(on_ray_files)
                 r = Run.open(folder / f"ray{w}")

@@ -14,7 +14,8 @@ import torch
 
 from bench.bench_generate import _prefixes
 from core.device import resolve
-from core.explain import ExplainConfig, sample_sentences
+from core.engine.config import ExplainConfig
+from core.engine.sampling import sample_sentences
 
 
 def run(quick: bool = False, images=None, ns=None, device: str = "auto") -> dict:

@@ -29,10 +29,10 @@ def _cpu_has_bf16_units() -> bool | None:
 
 def run(quick: bool = False, steps: int | None = None, batch_size: int = 16) -> dict:
     from core.data import load_rgb, read_caption_csv
+    from core.engine.train import caption_loss, compute_features, tokenize_captions
     from core.models.classifier import efficientnet_lite0, from_pretrained
     from core.models.lm import load_language_model
-    from core.train import caption_loss, compute_features, tokenize_captions
-    from core.translator import Translator, TranslatorConfig
+    from core.models.translator import Translator, TranslatorConfig
 
     steps = steps or (2 if quick else 4)
     ckpt = paths.CHECKPOINTS / "classifiers" / "erm"

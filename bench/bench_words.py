@@ -16,7 +16,7 @@ import random
 import sys
 import time
 
-from core.words import NaiveWordExtractor, WordExtractor
+from core.engine.words import NaiveWordExtractor, WordExtractor
 
 SENTENCES_PER_IMAGE = 32  # what an explain run samples per image by default
 

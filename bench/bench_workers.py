@@ -28,10 +28,11 @@ TINY_LM = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidde
 def run(quick: bool = False, images: int | None = None, workers: int = 2, repeats: int = 1) -> dict:
     from bench.bench_generate import _RandomLM
     from core.data import read_waterbirds
-    from core.explain import ExplainConfig, explain_dataset
+    from core.engine.config import ExplainConfig
+    from core.engine.pipeline import explain_dataset
+    from core.engine.words import WordExtractor
     from core.models.classifier import from_pretrained
-    from core.translator import Translator, TranslatorConfig
-    from core.words import WordExtractor
+    from core.models.translator import Translator, TranslatorConfig
 
     images = images or (32 if quick else 96)
     lm = _RandomLM("cpu", torch.float32, TINY_LM)

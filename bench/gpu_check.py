@@ -45,7 +45,8 @@ from types import SimpleNamespace
 import torch
 
 from bench.bench_generate import SMOLLM2_CONFIG, _RandomLM, run
-from core.explain import ExplainConfig, _sample_top_p, row_uniforms, sample_sentences
+from core.engine.config import ExplainConfig
+from core.engine.sampling import row_uniforms, sample_sentences, sample_top_p
 
 PEAK_BF16 = 989e12  # H100/H200 dense bf16 FLOP/s, the issue's yardstick
 SAMPLER = {}  # --kv-cache / --nucleus overrides for every ExplainConfig below (default: the device's choice)
@@ -146,11 +147,11 @@ def nucleus_methods(lm, device, states: int, repeats: int = 5, prefixes: torch.T
     u = row_uniforms(torch.arange(states), 0)
     res = {"states": states}
     for method in ("tiers", "pivot"):
-        _sample_top_p(logits.clone(), 0.9, 0.9, u, consume=True, method=method)
+        sample_top_p(logits.clone(), 0.9, 0.9, u, consume=True, method=method)
         _sync(device)
         t = time.perf_counter()
         for _ in range(repeats):
-            choice = _sample_top_p(logits.clone(), 0.9, 0.9, u, consume=True, method=method)
+            choice = sample_top_p(logits.clone(), 0.9, 0.9, u, consume=True, method=method)
         _sync(device)
         res[f"{method}_ms"] = round((time.perf_counter() - t) / repeats * 1000, 2)
         res[f"{method}_choice"] = choice.cpu()
@@ -195,7 +196,7 @@ def _random_classifier(device):
 
 
 def _translator_for(classifier, lm, device):
-    from core.translator import Translator, TranslatorConfig
+    from core.models.translator import Translator, TranslatorConfig
 
     torch.manual_seed(0)
     cfg = TranslatorConfig(feature_dim=classifier.feature_dim, hidden_size=lm.hidden_size, prefix_length=10,
@@ -208,7 +209,9 @@ def end_to_end(lm, device, n_images: int, n: int, max_new: int, batch_rows: int 
                workdir: Path, extractor=None) -> dict:
     """explain_dataset over n_images against the sampler alone on the same prefixes, same settings."""
     from core.data import open_dataset
-    from core.explain import classify_images, explain_dataset, image_key, resolve_batch_rows
+    from core.engine.explainer import classify_images
+    from core.engine.pipeline import explain_dataset
+    from core.engine.sampling import image_key, resolve_batch_rows
 
     t = time.perf_counter()
     ds = open_dataset(synthetic_waterbirds(workdir / "images", n_images))
@@ -274,7 +277,7 @@ def profile(lm, device, prefixes, n: int, max_new: int, rows: int, images: int, 
     from torch.profiler import profile as torch_profile
 
     from core.data import open_dataset
-    from core.explain import explain_dataset
+    from core.engine.pipeline import explain_dataset
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     prefix = _prefix_batch(lm, device, max(1, rows // n), prefixes)
@@ -330,7 +333,8 @@ class _WordTokenizer:
 
 def training(lm, device, samples: int, batch_size: int, steps: int, workdir: Path) -> dict:
     """Translator training samples/s on cached (here: random) features, bf16 autocast vs float32."""
-    from core.train import TrainConfig, train_translator
+    from core.engine.config import TrainConfig
+    from core.engine.train import train_translator
 
     clf = _random_classifier(device)
     if not callable(lm.tokenizer):  # the random-weight LM: words -> ids, and an EOS id to end captions with
@@ -444,7 +448,7 @@ def main(argv=None) -> int:
         extractor = None
         if a.lm is None or a.plain_words:
             # made-up words (random weights), or no WordNet on the GPU machine: count the words as they are
-            from core.words import WordExtractor
+            from core.engine.words import WordExtractor
 
             extractor = WordExtractor(stop_words=(), lemmatize=False, vocabulary=None)
         stage("end_to_end", "e2e", lambda: end_to_end(lm, device, 24 if smoke else max(a.images, 2000), n, max_new,

@@ -58,7 +58,7 @@ run)
       --out "/tmp/train/$name" --device "${TRAIN_DEVICE:-cuda}" $(cat "$args") 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -20
     python3 - "$name" <<'EOF'
 import sys, torch, os, json
-from core.translator import Translator
+from core.models.translator import Translator
 name = sys.argv[1]
 tr = Translator.from_pretrained(f"/tmp/train/{name}/best")
 tr.save_pretrained(f"/tmp/half/{name}", dtype=torch.float16)

@@ -1,4 +1,4 @@
-"""Background jobs: start `python -m core explain` (or `mitigate`) detached, read its progress, stop and resume it.
+"""Background jobs: start `texplain explain` (or `mitigate`) detached, read its progress, stop and resume it.
 
 An explain job lives in its run folder, beside the run store it writes:
 
@@ -32,17 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import paths
+from core.errors import JobError
+from core.store import MANIFEST, MITIGATION_FILE, SHIPPED_OVERLAY, process_alive, user_file
 
 JOB_FILE = "job.json"
 LOG_FILE = "explain.log"
-MANIFEST = "manifest.json"
 KINDS = {"explain": (JOB_FILE, LOG_FILE), "mitigate": ("mitigate-job.json", "mitigate.log")}  # kind -> files
-MITIGATION_FILE = "mitigation.json"
 # The states a job can be in, as `job_status` reports them.
 STATES = ("starting", "running", "stopping", "complete", "partial", "stopped", "failed", "unknown")
-
-
-from core.errors import JobError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 def _now() -> str:
@@ -67,7 +64,7 @@ def explain_command(dataset: str | Path, classifier: str | Path, translator: str
                     split: str | None = None, sentences: int | None = None, lm: str | None = None,
                     name: str | None = None, python: str | None = None, extra: list[str] | None = None,
                     ray: str | None = None, workers: int | None = None, variation: str | None = None) -> list[str]:
-    """The argv of `python -m core explain ...` for these settings.
+    """The argv of `texplain explain ...` for these settings.
 
     `ray` runs it on Ray Data: "local" (a Ray started for the run), "auto" or a cluster's HOST:PORT;
     `workers` is its number of explainer actors (None: one per GPU, or per spare CPU). `variation`: the
@@ -106,9 +103,8 @@ def _alive(pid: int | None) -> bool:
         pass  # not our child (started by an earlier dashboard process): ask the kernel below
     except OSError:
         return False
-    from core.store import _process_alive  # the run lock asks the same question
 
-    return _process_alive(pid)
+    return process_alive(pid)
 
 
 def _same_process(job: dict) -> bool:
@@ -142,6 +138,7 @@ class JobStatus:
     started: str | None = None
     log_tail: str = ""
     message: str = ""  # a plain-English line about the state
+    kind: str = "explain"  # one of KINDS
 
     @property
     def fraction(self) -> float:
@@ -160,9 +157,14 @@ class JobStatus:
         return not self.running and self.state in ("partial", "stopped", "failed") and bool(self.command)
 
 
+def log_path(out: str | Path, kind: str = "explain") -> Path:
+    """Where the `kind` job of folder `out` writes what its command prints."""
+    return Path(out) / _files(kind)[1]
+
+
 def log_tail(out: str | Path, lines: int = 15, kind: str = "explain") -> str:
     """The last `lines` lines of a job's log, with progress-bar carriage returns resolved."""
-    path = Path(out) / _files(kind)[1]
+    path = log_path(out, kind)
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -234,7 +236,7 @@ def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
         }[state]
     return JobStatus(out=out, state=state, running=running, pid=job.get("pid"), command=list(job.get("command", [])),
                      done_images=done, total_images=total, rate_images_per_s=manifest.get("rate_images_per_s"),
-                     manifest_status=mstatus, started=job.get("started"), log_tail=tail, message=message)
+                     manifest_status=mstatus, started=job.get("started"), log_tail=tail, message=message, kind=kind)
 
 
 def start(out: str | Path, command: list[str], cwd: str | Path | None = None, env: dict | None = None,
@@ -266,7 +268,7 @@ def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, 
                   split: str | None = None, sentences: int | None = None, lm: str | None = None,
                   name: str | None = None, extra: list[str] | None = None, ray: str | None = None,
                   workers: int | None = None, variation: str | None = None) -> JobStatus:
-    """Start `python -m core explain` for these settings in the background (see the module docstring)."""
+    """Start `texplain explain` for these settings in the background (see the module docstring)."""
     command = explain_command(dataset, classifier, translator, Path(out).resolve(), split=split,
                               sentences=sentences, lm=lm, name=name, extra=extra, ray=ray, workers=workers,
                               variation=variation)
@@ -275,9 +277,7 @@ def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, 
 
 def start_mitigate(run_val: str | Path, run_test: str | Path | None = None, method: str = "dfr",
                    groups: str = "all") -> JobStatus:
-    """Start `python -m core mitigate` in the background; its job lives where its results go (see above)."""
-    from core.store import user_file
-
+    """Start `texplain mitigate` in the background; its job lives where its results go (see above)."""
     argv = ["mitigate", str(Path(run_val).resolve())]
     if run_test:
         argv += ["--test-run", str(Path(run_test).resolve())]
@@ -291,7 +291,7 @@ def resume(out: str | Path) -> JobStatus:
     job = _read_json(Path(out) / JOB_FILE)
     if not job or not job.get("command"):
         raise JobError(f"{out} has no {JOB_FILE} with a command to resume; start it from the New run page "
-                       "or run `python -m core explain ... --out` with the same settings")
+                       "or run `texplain explain ... --out` with the same settings")
     return start(out, job["command"], cwd=job.get("cwd"))
 
 
@@ -331,10 +331,15 @@ def stop(out: str | Path, timeout: float = 10.0, kind: str = "explain") -> JobSt
     return job_status(out, kind)
 
 
-def list_jobs(root: str | Path) -> list[JobStatus]:
-    """Every folder directly under `root` with a job file, newest first."""
+def job_kind(out: str | Path) -> str | None:
+    """The kind of job whose files a folder holds (explain before mitigate), or None."""
+    return next((kind for kind, (job_file, _) in KINDS.items() if (Path(out) / job_file).exists()), None)
+
+
+def list_jobs(root: str | Path, kinds: tuple[str, ...] = ("explain",)) -> list[JobStatus]:
+    """Every job of `kinds` in a folder directly under `root` (or, for shipped runs, under its overlay
+    root/.shipped/), newest first."""
     root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if (p / JOB_FILE).exists()]
-    return sorted((job_status(p) for p in found), key=lambda s: s.started or "", reverse=True)
+    folders = [p for base in (root, root / SHIPPED_OVERLAY) if base.is_dir() for p in base.iterdir() if p.is_dir()]
+    found = [job_status(p, kind) for p in folders for kind in kinds if (p / _files(kind)[0]).exists()]
+    return sorted(found, key=lambda s: s.started or "", reverse=True)

@@ -11,8 +11,9 @@ CHECKPOINTS = ROOT / "checkpoints"
 SHIPPED_RUNS = CHECKPOINTS / "runs"
 USER_RUNS = Path(os.environ.get("TEXPLAIN_RUNS", ROOT / "runs"))
 
+DEFAULT_LM = "smollm2-135m-instruct"  # the language model every command uses unless told otherwise
 NLTK_DATA = ASSETS / "nltk_data"
-LM_DIR = ASSETS / "models" / "smollm2-135m-instruct"
+LM_DIR = ASSETS / "models" / DEFAULT_LM
 PHOTOS = ASSETS / "photos"
 BIRD_PHOTOS = PHOTOS / "birds"
 SCENE_PHOTOS = PHOTOS / "scenes"

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 INTRO = ("A translator maps a frozen classifier's features into a language model's input; the language model "

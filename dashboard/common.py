@@ -7,7 +7,6 @@ marked core/spurious is picked up on the next rerun. All computation is a call i
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -18,11 +17,13 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/Home.py` puts only das
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
-from core import paths  # noqa: E402
+from core import store  # noqa: E402
+from core.analysis import backgrounds  # noqa: E402
 from core.analysis.spurious import ANNOTATIONS_FILE  # noqa: E402
-from core.analysis.tables import RunTables  # noqa: E402
+from core.analysis.tables import RunTables, evaluation_tables  # noqa: E402
+from core.models import registry  # noqa: E402
 from core.store import MANIFEST, Run, user_file  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 
 RUN_A, RUN_B = "run_a", "run_b"  # session-state keys: the chosen runs' folder paths ("" for no run B)
 DEFAULT_A = "demo-erm-test"
@@ -51,9 +52,8 @@ DEMOS = {  # Home's demo buttons: title -> (what it shows, run A folder, run B f
 }
 HOW_TO_MAKE_A_RUN = (
     "Make one on the **New run** page, or from a terminal:\n\n"
-    "```\nmake setup                      # offline assets (language model, WordNet, demo world)\n"
-    "python -m core demo all         # the demo's classifiers, translators and runs\n"
-    "python -m core explain --dataset DATA --classifier CLASSIFIER --translator TRANSLATOR --out runs/NAME\n```")
+    "```\nmake setup        # offline assets (language model, WordNet, demo worlds) and the texplain command\n"
+    ".venv/bin/texplain explain --dataset DATA --classifier CLASSIFIER --translator TRANSLATOR --out runs/NAME\n```")
 
 _CSS = """
 <style>
@@ -69,21 +69,15 @@ _CSS = """
 
 # --- where runs are --------------------------------------------------------------------------------
 
-def run_roots() -> dict[str, Path]:
-    """The folders runs are listed from, read from the environment on every call (tests change it).
-
-    TEXPLAIN_RUNS: your runs (default runs/); TEXPLAIN_SHIPPED_RUNS: the demo runs (default checkpoints/runs).
-    """
-    shipped = os.environ.get("TEXPLAIN_SHIPPED_RUNS") or str(paths.SHIPPED_RUNS)
-    return {"shipped": Path(shipped), "yours": paths.user_runs()}
+run_roots = store.run_roots  # {"shipped": ..., "yours": ...}, read from the environment on every call
 
 
 def user_runs_root() -> Path:
     return run_roots()["yours"]
 
 
-def run_entries() -> list[api.RunEntry]:
-    return api.discover_runs(run_roots())
+def run_entries() -> list[store.RunEntry]:
+    return store.discover_runs(run_roots())
 
 
 def _mtime(path: Path) -> int:
@@ -109,7 +103,7 @@ def _load_tables(path: str, _stamp: int) -> tuple[pd.DataFrame, pd.DataFrame, di
 
 def _fail(path: str, exc: Exception) -> None:
     st.error(f"**The run at `{path}` cannot be read.** {exc}\n\nPick another run in the sidebar; to rebuild this "
-             "one, run its `python -m core explain ... --out` command again (it resumes) or delete the folder.")
+             "one, run its `texplain explain ... --out` command again (it resumes) or delete the folder.")
     st.stop()
 
 
@@ -124,7 +118,7 @@ def tables(path: str) -> RunTables:
 
 def eval_tables(path: str) -> tuple[RunTables, str | None]:
     """The run's tables on its evaluation split (test when present, else all images)."""
-    return api.evaluation_tables(tables(path))
+    return evaluation_tables(tables(path))
 
 
 @st.cache_resource(show_spinner="Scoring spurious terms (the first time also loads WordNet)…", max_entries=16)
@@ -173,15 +167,15 @@ def groups(path: str) -> api.GroupSummary:
 
 
 @st.cache_data(show_spinner="Reading the variation runs…", max_entries=8)
-def _background_challenge(path: str, _stamps: tuple) -> api.BackgroundChallenge | None:
+def _background_challenge(path: str, _stamps: tuple) -> backgrounds.BackgroundChallenge | None:
     entries = run_entries()
     run = next((e for e in entries if str(e.path) == path), None)
-    return api.background_challenge(run, entries) if run is not None else None
+    return backgrounds.background_challenge(run, entries) if run is not None else None
 
 
-def background_challenge(entry: api.RunEntry) -> api.BackgroundChallenge | None:
+def background_challenge(entry: store.RunEntry) -> backgrounds.BackgroundChallenge | None:
     """Accuracy per ImageNet-9 variation and the BG-gap of run `entry`'s classifier (None: not such a run)."""
-    runs = api.variation_runs(entry, run_entries())
+    runs = backgrounds.variation_runs(entry, run_entries())
     if not runs:
         return None
     try:
@@ -236,7 +230,7 @@ def device_label() -> str:
 def asset_status() -> list[dict]:
     from dataclasses import asdict
 
-    from core.assets import status
+    from core.demo.assets import status
 
     return [asdict(s) for s in status()]
 
@@ -260,21 +254,21 @@ def classifier(folder: str, _stamp: int = 0):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def translator(folder: str, classifier_folder: str, lm_name: str, _stamp: int = 0):
     """A translator folder loaded against its classifier and LM (TranslatorMismatchError when they differ)."""
-    from core.translator import Translator
+    from core.models.translator import Translator
 
     return Translator.from_pretrained(folder, classifier(classifier_folder, _mtime(Path(classifier_folder)
                                                                                    / "model.safetensors")),
                                       language_model(lm_name))
 
 
-def load_models(sources: api.ModelSources):
+def load_models(sources: registry.ModelSources):
     """(classifier, translator, lm) for live explanations, cached across reruns and pages."""
     clf = classifier(sources.classifier, _mtime(Path(sources.classifier) / "model.safetensors"))
     lm = language_model(sources.lm)
     tr = translator(sources.translator, sources.classifier, sources.lm,
                     _mtime(Path(sources.translator) / "model.safetensors"))
     api.prepare_for_inference(clf, tr, lm)
-    return api.classifier_for_run(clf, sources), tr, lm
+    return registry.classifier_for_run(clf, sources), tr, lm
 
 
 # --- page frame --------------------------------------------------------------------------------------
@@ -297,7 +291,7 @@ def _pick(label: str, slot: str, options: list, default, entries: dict, help: st
     st.session_state[slot] = st.session_state[widget]
 
 
-def default_runs(entries: list[api.RunEntry]) -> tuple[str | None, str | None]:
+def default_runs(entries: list[store.RunEntry]) -> tuple[str | None, str | None]:
     """Run A: the shipped demo-erm-test when present, else the first good run; run B: the first of DEFAULT_B."""
     good = [e for e in entries if e.ok]
     by_folder = {e.folder: str(e.path) for e in good if e.location == "shipped"}
@@ -306,7 +300,7 @@ def default_runs(entries: list[api.RunEntry]) -> tuple[str | None, str | None]:
     return a, (b if b != a else None)
 
 
-def demo_runs(entries: list[api.RunEntry]) -> dict[str, tuple[str, str, str]]:
+def demo_runs(entries: list[store.RunEntry]) -> dict[str, tuple[str, str, str]]:
     """The demos of DEMOS whose two runs are here: title -> (what it shows, run A path, run B path)."""
     by_folder: dict[str, str] = {}
     for e in entries:  # shipped runs first (discover_runs' order): a run of yours with the same name comes second
@@ -325,7 +319,7 @@ def select_runs(a: str, b: str | None) -> None:
 HOME = ("TExplain Studio", ":material/visibility:")
 
 
-def page(script: str, intro: str | None = None) -> tuple[api.RunEntry | None, api.RunEntry | None]:
+def page(script: str, intro: str | None = None) -> tuple[store.RunEntry | None, store.RunEntry | None]:
     """Set up the page `script` (its __file__): config, style, sidebar run pickers, title; returns runs A and B."""
     name = Path(script).name
     title, icon = HOME if name == "Home.py" else PAGES[f"pages/{name}"][:2]
@@ -367,12 +361,12 @@ def short_path(path: Path) -> str:
         return str(path)
 
 
-def mitigation_job_folder(entry: api.RunEntry) -> Path:
+def mitigation_job_folder(entry: store.RunEntry) -> Path:
     """Where a mitigation job for this run keeps its log and results (outside checkpoints/ for shipped runs)."""
     return user_file(entry.path, "mitigation.json").parent
 
 
-def require_run(entry: api.RunEntry | None, which: str = "run A") -> str:
+def require_run(entry: store.RunEntry | None, which: str = "run A") -> str:
     """The chosen run's path, or stop the page with what to do when there is none."""
     if entry is None:
         st.info(f"**No run is chosen** ({which}). There is no run to show yet.\n\n{HOW_TO_MAKE_A_RUN}")

@@ -34,6 +34,13 @@ if [[ $DEV == 1 && ! -f "$VENV/.complete-dev" ]]; then
   touch "$VENV/.complete-dev"
 fi
 ln -sfn "$VENV" .venv
+# The package itself, editable, so `texplain` is on the venv's PATH. The venv is shared by clones (keyed by the
+# requirements), so it is pointed at this clone whenever it points elsewhere.
+installed=$(cd / && "$VENV/bin/python" -c 'import core, pathlib; print(pathlib.Path(core.__file__).resolve().parent.parent)' 2>/dev/null || true)
+if [[ "$installed" != "$(pwd -P)" || ! -x "$VENV/bin/texplain" ]]; then
+  say "installing this checkout as the texplain package (editable)"
+  pipq --no-deps --no-build-isolation -e .
+fi
 
 if [[ $DEV == 1 ]] && ! command -v chromium >/dev/null && [[ ! -x /usr/bin/chromium ]]; then
   say "installing Debian's chromium for the browser tests"
@@ -42,4 +49,4 @@ if [[ $DEV == 1 ]] && ! command -v chromium >/dev/null && [[ ! -x /usr/bin/chrom
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$VENV/bin/python" -m core.assets
+"$VENV/bin/texplain" setup

@@ -6,7 +6,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import core  # noqa: E402,F401  (offline environment before any transformers import)
-
 from tests import tiny  # noqa: E402
 
 CAPTIONS = {0: "a bird near water by the lake", 1: "a bird in the green forest with tree and grass"}

@@ -115,7 +115,7 @@ def make_tiny_models(root: Path) -> dict[str, str]:
 
     from core.models.classifier import ClassifierAdapter, Preprocessing, from_pretrained
     from core.models.lm import load_language_model
-    from core.translator import Translator, TranslatorConfig
+    from core.models.translator import Translator, TranslatorConfig
     from tests import tiny
 
     root.mkdir(parents=True, exist_ok=True)

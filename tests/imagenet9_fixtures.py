@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core import paths
-from core.data import general_world as gw
-from core.data import imagenet9 as in9
+from core.demo.worlds import general as gw
+from core.demo.worlds import imagenet9_mini as mini
 
 
 def have_stamps() -> bool:
@@ -26,14 +26,13 @@ def make_variation_runs(root: Path, lm, per_class: int = 2, seed: int = 2) -> Pa
     """Every ImageNet-9 variation explained under root/runs (see the module docstring); returns that folder."""
     import torch
 
-    from core.demo_imagenet9 import explain_variations, train_general_translator
-    from core.explain import ExplainConfig
+    from core.demo.imagenet9 import explain_variations, train_general_translator
+    from core.engine.config import ExplainConfig, TrainConfig
     from core.models.classifier import Preprocessing, from_module
-    from core.train import TrainConfig
 
     root = Path(root)
     world = gw.build_general_world(root / "world", seed=1, n_images=40, workers=1, verbose=False)
-    data = in9.build_imagenet9_mini(root / "in9", seed=1, n_per_class=per_class, workers=1, verbose=False)
+    data = mini.build_imagenet9_mini(root / "in9", seed=1, n_per_class=per_class, workers=1, verbose=False)
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8),
                               torch.nn.ReLU(), torch.nn.Linear(8, 1000))
@@ -42,6 +41,6 @@ def make_variation_runs(root: Path, lm, per_class: int = 2, seed: int = 2) -> Pa
     cfg = TrainConfig(epochs=1, max_steps=3, batch_size=4, prefix_length=2, mlp_hidden=16, device="cpu")
     tr = train_general_translator(base, lm, root / "translator", world, cfg, root / "work",
                                   views=("identity", "flip"))
-    explain_variations(in9.in9_classifier(base, restrict=True), tr, lm, data, root / "runs",
+    explain_variations(mini.in9_classifier(base, restrict=True), tr, lm, data, root / "runs",
                        ExplainConfig(sentences_per_image=4, max_new_tokens=6, device="cpu"), per_class=per_class)
     return root / "runs"

@@ -130,7 +130,7 @@ def test_16_bit_images_are_scaled_not_clipped_to_white(tmp_path):
 
 
 def test_one_minimum_size_rule_for_datasets_and_uploads(tmp_path):
-    from core.dashboard_api import decode_image
+    from dashboard.backend import decode_image
 
     tiny_png = png((1, 1))
     (tmp_path / "dot.png").write_bytes(tiny_png)
@@ -211,8 +211,8 @@ def test_a_run_missing_a_shard_is_labelled_damaged_everywhere(finished_run, caps
     assert len(Run.open(finished_run.path).images()) == 8
     assert len(set(Run.open(finished_run.path).words()["image_id"])) <= 8
     # ... and say so: report header and notes, the CLI, the dashboard's run list.
-    from core.dashboard_api import discover_runs
     from core.report import build_report, to_markdown
+    from core.store import discover_runs
 
     report = build_report(finished_run.path)
     assert report["run"]["status"] == "damaged" and report["notes"][0].startswith("This run is damaged: ")
@@ -253,13 +253,13 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     run = Run.create(tmp_path / "run", {"name": "x"})
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from core.store import _process_start
+        from core.store.run import process_start
 
         lock = json.loads((run.path / LOCK_FILE).read_text())
         assert lock["pid"] == os.getpid()
         # Another live process holds the lock: this one must not write.
         (run.path / LOCK_FILE).write_text(json.dumps({**lock, "pid": sleeper.pid,
-                                                      "started": _process_start(sleeper.pid)}))
+                                                      "started": process_start(sleeper.pid)}))
         with pytest.raises(RunLockedError, match=rf"is being written by another process \(pid {sleeper.pid} on "):
             Run.create(tmp_path / "run", {"name": "x"})
     finally:
@@ -278,7 +278,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
 def models(tmp_path_factory):
     from core.models.classifier import Preprocessing, from_module
     from core.models.lm import load_language_model
-    from core.translator import Translator, TranslatorConfig
+    from core.models.translator import Translator, TranslatorConfig
 
     lm = load_language_model(tiny.save_tiny_lm(tmp_path_factory.mktemp("lm") / "lm"))  # untrained: fast
     torch.manual_seed(0)
@@ -290,7 +290,8 @@ def models(tmp_path_factory):
 
 
 def _explain(models, dataset_root, out, **kw):
-    from core.explain import ExplainConfig, explain_dataset
+    from core.engine.config import ExplainConfig
+    from core.engine.pipeline import explain_dataset
 
     clf, tr, lm = models
     cfg = ExplainConfig(sentences_per_image=2, max_new_tokens=3, shard_size=4, device="cpu")
@@ -354,10 +355,10 @@ def test_a_second_explain_process_on_the_same_out_is_refused(tmp_path, models):
     try:
         import socket
 
-        from core.store import _process_start
+        from core.store.run import process_start
 
         (out / LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
-                                                 "started": _process_start(sleeper.pid), "since": "now"}))
+                                                 "started": process_start(sleeper.pid), "since": "now"}))
         with pytest.raises(RunLockedError, match="is being written by another process"):
             _explain(models, data, out)
     finally:
@@ -379,7 +380,8 @@ class _Payload:
 
 
 def test_a_malicious_train_state_is_refused(tmp_path, models):
-    from core.train import TrainConfig, train_translator
+    from core.engine.config import TrainConfig
+    from core.engine.train import train_translator
 
     clf, _, lm = models
     marker = tmp_path / "pwned"
@@ -426,8 +428,8 @@ def test_a_classifier_file_points_to_the_checkpoint_option(tmp_path, capsys):
 # --- 5. the command line: one line, exit 2; --debug shows the traceback -------------------------------------
 
 def test_every_project_error_is_a_texplain_error_and_what_it_was_before():
-    from core.assets import AssetError
-    from core.data import DemoWorldError
+    from core.demo.assets import AssetError
+    from core.errors import DemoWorldError
 
     for cls, legacy in ((DatasetError, ValueError), (ImageDecodeError, ValueError), (ClassifierLoadError, ValueError),
                         (LanguageModelError, ValueError), (TranslatorMismatchError, ValueError),
@@ -465,7 +467,7 @@ def test_cli_user_errors_are_one_line_with_exit_2(tmp_path, finished_run, capsys
 
 
 def test_an_unexpected_bug_is_one_line_with_exit_1(monkeypatch, capsys):
-    from core.commands import report
+    from core.cli.commands import report
 
     monkeypatch.setattr(report, "run", lambda args: {}["boom"])  # a bug inside a verb
     assert cli.main(["report", "x"]) == 1

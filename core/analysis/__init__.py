@@ -9,11 +9,11 @@ the store: nothing in this package loads a model.
 """
 from __future__ import annotations
 
-from core.analysis.compare import (ImageSet, Divergence, compare_runs, compare_word_sets, divergence, image_set,
+from core.analysis.compare import (Divergence, ImageSet, compare_runs, compare_word_sets, divergence, image_set,
                                    word_totals)
 from core.analysis.distributions import subset_word_shares, top_words, word_shares
-from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy,
-                                  group_agreement, train_group_counts_from_manifest, worst_group_accuracy)
+from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, group_accuracy, group_agreement,
+                                  train_group_counts_from_manifest, worst_group_accuracy)
 from core.analysis.spurious import CoreWordList, SpuriousTermScorer, concept_words, flag_examples, spurious_share
 from core.analysis.tables import RunTables, add_outcome, load_tables, select_images
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.analysis.distributions import BY_OPTIONS, _key_column, image_share_matrix
+from core.analysis.distributions import BY_OPTIONS, image_share_matrix, key_column
 from core.analysis.tables import isin, load_tables, select_images
 
 UNITS = ("sentences", "count")
@@ -208,8 +208,8 @@ def compare_runs(run_a: Any, run_b: Any, by: str = "label", split: str | list[st
     images_a, images_b = ta.images, tb.images
     if split is not None:
         images_a, images_b = select_images(images_a, split=split), select_images(images_b, split=split)
-    keys_a, order = _key_column(images_a, by, ta)
-    keys_b, order_b = _key_column(images_b, by, tb)
+    keys_a, order = key_column(images_a, by, ta)
+    keys_b, order_b = key_column(images_b, by, tb)
     for key, pos in order_b.items():
         order.setdefault(key, len(order) + pos)
     frames = []

@@ -26,7 +26,7 @@ __all__ = ["word_shares", "subset_word_shares", "top_words", "select_images", "i
            "BY_OPTIONS", "SHARE_COLUMNS"]
 
 
-def _key_column(images: pd.DataFrame, by: str | None, tables: RunTables) -> tuple[pd.Series, dict]:
+def key_column(images: pd.DataFrame, by: str | None, tables: RunTables) -> tuple[pd.Series, dict]:
     """Per image, the value of `by` as a readable string, and each value's sort position."""
     if by is None:
         return pd.Series("all", index=images.index), {"all": 0}
@@ -85,7 +85,7 @@ def word_shares(run_or_tables: Any, by: str | None = "label", split: str | list[
     if split is not None:
         imgs = select_images(imgs, split=split)
     imgs = imgs[imgs["n_sentences"].fillna(0) > 0]
-    keys, order = _key_column(imgs, by, tables)
+    keys, order = key_column(imgs, by, tables)
     col = by or "_all"
     imgs = imgs[["image_id", "n_sentences"]].assign(**{col: keys.values})
     imgs = imgs[imgs[col].notna()]

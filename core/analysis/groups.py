@@ -23,19 +23,11 @@ import numpy as np
 import pandas as pd
 
 from core.analysis.spurious import SpuriousTermScorer, spurious_share
+from core.analysis.stats import wilson_bounds
 from core.analysis.tables import RunTables, isin, load_tables, scored_images
 
 __all__ = ["group_accuracy", "worst_group_accuracy", "WorstGroupAccuracy", "train_group_counts_from_manifest",
            "GroupInferrer", "group_agreement", "GroupAgreement", "otsu_threshold", "describe_group_words"]
-
-
-def _wilson(correct: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    n = np.asarray(n, dtype=float)
-    p = np.divide(correct, n, out=np.zeros_like(n), where=n > 0)
-    denom = 1 + z ** 2 / np.maximum(n, 1)
-    centre = (p + z ** 2 / (2 * np.maximum(n, 1))) / denom
-    half = z * np.sqrt(p * (1 - p) / np.maximum(n, 1) + z ** 2 / (4 * np.maximum(n, 1) ** 2)) / denom
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
 def _group_values(images: pd.DataFrame, groups: str | pd.Series) -> pd.Series:
@@ -73,7 +65,7 @@ def group_accuracy(images: pd.DataFrame, groups: str | pd.Series = "group",
                           "correct": (images.loc[known, "label"] == images.loc[known, "prediction"]).astype(int)})
     out = frame.groupby("group").agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
     out["accuracy"] = out["correct"] / out["n"]
-    out["ci_low"], out["ci_high"] = _wilson(out["correct"].to_numpy(), out["n"].to_numpy(), z)
+    out["ci_low"], out["ci_high"] = wilson_bounds(out["correct"].to_numpy(), out["n"].to_numpy(), z)
     names = {int(k): str(v) for k, v in (group_names or {}).items()}
     out.insert(1, "group_name", out["group"].map(lambda g: names.get(int(g), f"group {int(g)}")))
     return out

@@ -96,8 +96,9 @@ def _concept_cache_file() -> Path:
 def _wordnet_stamp() -> str | None:
     """Which WordNet is installed (path, size and mtime of its noun data), without loading it."""
     try:
-        import core  # noqa: F401
         import nltk
+
+        import core  # noqa: F401
 
         data = Path(str(nltk.data.find("corpora/wordnet"))) / "data.noun"
         st = data.stat()

@@ -192,3 +192,11 @@ def evaluation_split(images: pd.DataFrame, split: str | None = "auto") -> str | 
     if "split" in images and (images["split"] == "test").any():
         return "test"
     return None
+
+
+def evaluation_tables(run_or_tables: Any, split: str | None = "auto") -> tuple[RunTables, str | None]:
+    """The run's tables restricted to the evaluation split ("auto": test when present, else all images)."""
+    tables = load_tables(run_or_tables)
+    used = evaluation_split(tables.images, split)
+    images = select_images(tables.images, split=used) if used else tables.images
+    return RunTables(images.reset_index(drop=True), tables.words, tables.manifest, tables.run), used

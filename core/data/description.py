@@ -35,12 +35,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from core.data.records import (MAX_LISTED, Attribute, ImageDataset, ImageRecord, as_dir, check_files_exist, is_inside,
+                               read_csv, waterbirds_split)
+from core.errors import DatasetError
 
 DESCRIPTION_FILE = "dataset.json"
 CLASSES_FILE = "classes.txt"
@@ -61,33 +64,9 @@ SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
 _WNID = re.compile(r"n\d{8}")
 
 
-def _error(message: str) -> Exception:
-    from core.data.readers import DatasetError
-
-    return DatasetError(message)
-
-
 def readable(column: str) -> str:
     """A column name as words: "Blond_Hair" -> "blond hair"."""
     return re.sub(r"[_\s]+", " ", str(column)).strip().lower()
-
-
-@dataclass(frozen=True)
-class Attribute:
-    """One named attribute of the images (the one groups are made from)."""
-
-    column: str               # where it lives in the metadata
-    name: str                 # what it is, in words ("background")
-    values: tuple[str, ...]   # value names; a value's code is its index
-    boolean: bool = False     # a yes/no attribute: values are ("not <name>", "<name>")
-
-    def group_name(self, class_name: str, code: int) -> str:
-        if self.boolean:
-            return f"{class_name} · {self.name}" if code == 1 else f"{class_name} · not {self.name}"
-        return f"{class_name} · {self.name}: {self.values[code]}"
-
-    def to_dict(self) -> dict:
-        return {"column": self.column, "name": self.name, "values": list(self.values), "boolean": self.boolean}
 
 
 def group_names_for(class_names: list[str], attribute: Attribute | None) -> dict[int, str] | None:
@@ -106,19 +85,19 @@ def read_description(folder: Path) -> dict:
     try:
         desc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _error(f"{path} is not valid JSON ({exc}); fix it or delete it") from None
+        raise DatasetError(f"{path} is not valid JSON ({exc}); fix it or delete it") from None
     if not isinstance(desc, dict):
-        raise _error(f"{path} must hold a JSON object with keys like 'classes', 'attributes', 'group_by'")
+        raise DatasetError(f"{path} must hold a JSON object with keys like 'classes', 'attributes', 'group_by'")
     classes = desc.get("classes")
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) and c.strip()
                                                                          for c in classes)):
-        raise _error(f"{path}: 'classes' must be a list of class names, got {classes!r}")
+        raise DatasetError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
     if not isinstance(desc.get("attributes", {}), dict):
-        raise _error(f"{path}: 'attributes' must map a column to {{'name': ..., 'values': {{code: name}}}}")
+        raise DatasetError(f"{path}: 'attributes' must map a column to {{'name': ..., 'values': {{code: name}}}}")
     synsets = desc.get("synsets")
     given = synsets.values() if isinstance(synsets, dict) else synsets if isinstance(synsets, list) else None
     if synsets is not None and (given is None or not all(s is None or is_wnid(s) for s in given)):
-        raise _error(f"{path}: 'synsets' must list each class's WordNet noun id like \"n02469914\" (null for none), "
+        raise DatasetError(f"{path}: 'synsets' must list each class's WordNet noun id like \"n02469914\" (null for none), "
                      f"in the classes' order or as {{class name: id}}; got {synsets!r}")
     return desc
 
@@ -163,19 +142,19 @@ def class_synsets_from(desc: dict, class_names: list[str], where: str) -> list[s
         return None
     if isinstance(spec, list):
         if len(spec) != len(class_names):
-            raise _error(f"{where}: 'synsets' lists {len(spec)} ids for {len(class_names)} classes {class_names}; "
+            raise DatasetError(f"{where}: 'synsets' lists {len(spec)} ids for {len(class_names)} classes {class_names}; "
                          "give one per class (null for none), or map class names to ids")
         synsets = list(spec)
     else:
         unknown = sorted(set(spec) - set(class_names))
         if unknown:
-            raise _error(f"{where}: 'synsets' names classes the dataset does not have: {unknown}; "
+            raise DatasetError(f"{where}: 'synsets' names classes the dataset does not have: {unknown}; "
                          f"its classes are {class_names}")
         synsets = [spec.get(c) for c in class_names]
     wn = load_wordnet()
     missing = [s for s in synsets if s and wn is not None and wordnet_synset(wn, s) is None]
     if missing:
-        raise _error(f"{where}: 'synsets' holds ids that are no WordNet noun synset: {missing}")
+        raise DatasetError(f"{where}: 'synsets' holds ids that are no WordNet noun synset: {missing}")
     return synsets if any(synsets) else None
 
 
@@ -229,7 +208,7 @@ def encode_attribute(values: pd.Series, column: str, spec: dict | None, where: s
     spec = spec or {}
     if values.isna().any():
         rows = [int(i) + 2 for i in values.index[values.isna()][:5]]
-        raise _error(f"{where}: column {column!r} (the group attribute) is empty on lines {rows}")
+        raise DatasetError(f"{where}: column {column!r} (the group attribute) is empty on lines {rows}")
     raw = sorted(pd.unique(values), key=_sort_key)
     names = spec.get("values")
     name = str(spec.get("name") or readable(column))
@@ -237,7 +216,7 @@ def encode_attribute(values: pd.Series, column: str, spec: dict | None, where: s
         named = {str(k): str(v) for k, v in names.items()}
         unknown = [_raw_key(v) for v in raw if _raw_key(v) not in named]
         if unknown:
-            raise _error(f"{where}: column {column!r} holds {unknown[:5]}, which the dataset description does not "
+            raise DatasetError(f"{where}: column {column!r} holds {unknown[:5]}, which the dataset description does not "
                          f"name (it names {sorted(named)})")
         keys = sorted(named, key=lambda k: _sort_key(float(k)) if re.fullmatch(r"-?\d+(\.\d+)?", k) else _sort_key(k))
         code_of = {k: i for i, k in enumerate(keys)}
@@ -269,7 +248,7 @@ def class_names_from(folder: Path, desc: dict, meta: pd.DataFrame | None, labels
         pairs = meta[["y", col]].dropna().drop_duplicates()
         clash = pairs[pairs["y"].duplicated(keep=False)]
         if len(clash):
-            raise _error(f"{where}: label {int(clash['y'].iloc[0])} has several names in column {col!r}: "
+            raise DatasetError(f"{where}: label {int(clash['y'].iloc[0])} has several names in column {col!r}: "
                          f"{sorted(clash[col].astype(str).unique())[:5]}")
         by_label = dict(zip(pairs["y"].astype(int), pairs[col].astype(str)))
         names = [by_label.get(i, f"class {i}") for i in range(n_labels)]
@@ -279,9 +258,9 @@ def class_names_from(folder: Path, desc: dict, meta: pd.DataFrame | None, labels
     if names is None:
         return [f"class {i}" for i in range(n_labels)]
     if len(names) < n_labels:
-        raise _error(f"{source or where} names {len(names)} classes, but the labels go up to {n_labels - 1}")
+        raise DatasetError(f"{source or where} names {len(names)} classes, but the labels go up to {n_labels - 1}")
     if len(set(names)) < len(names):
-        raise _error(f"{source or where}: class names repeat: {names}")
+        raise DatasetError(f"{source or where}: class names repeat: {names}")
     return names
 
 
@@ -301,17 +280,15 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
     `group_by`, else `place` when present, else no groups). `waterbirds=True` reads it as Waterbirds
     (class and attribute names) even without Waterbirds' place_filename column; None decides from the file.
     """
-    from core.data.readers import (MAX_LISTED, ImageDataset, ImageRecord, _check_files_exist, _inside, _read_csv,
-                                   _waterbirds_split)
 
     root = Path(root).expanduser()
     csv_file = root if root.suffix.lower() == ".csv" else root / "metadata.csv"
     if not csv_file.exists():
-        raise _error(f"{csv_file} does not exist; a metadata.csv dataset holds columns img_filename, y, split "
+        raise DatasetError(f"{csv_file} does not exist; a metadata.csv dataset holds columns img_filename, y, split "
                      "(and attribute columns such as Waterbirds' place)")
     root = csv_file.parent
     required = ("img_filename", "y", "split", "place") if waterbirds else ("img_filename", "y", "split")
-    meta = _read_csv(csv_file, required, text=("img_filename",))
+    meta = read_csv(csv_file, required, text=("img_filename",))
     desc = read_description(root)
     wb = bool(waterbirds) or (waterbirds is None and not desc and is_waterbirds(meta))
     spec = {**WATERBIRDS_DESCRIPTION, **desc} if wb else desc
@@ -319,31 +296,31 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
     y = pd.to_numeric(meta["y"], errors="coerce")
     bad = sorted(map(str, meta.loc[y.isna() | (y < 0) | (y % 1 != 0), "y"].unique()))
     if bad:
-        raise _error(f"{csv_file}: column 'y' must hold class indices 0, 1, ...; found {bad[:MAX_LISTED]}")
+        raise DatasetError(f"{csv_file}: column 'y' must hold class indices 0, 1, ...; found {bad[:MAX_LISTED]}")
     labels = y.astype(int).to_numpy()
     where = str(csv_file)
     class_names = class_names_from(root, desc, meta, labels, where, default=spec.get("classes"))
 
-    splits = meta["split"].map(_waterbirds_split)  # 0/1/2 as numbers or text, or train/val/test
+    splits = meta["split"].map(waterbirds_split)  # 0/1/2 as numbers or text, or train/val/test
     if splits.isna().any():
         bad = sorted({"empty" if pd.isna(v) else str(v) for v in meta.loc[splits.isna(), "split"]})
-        raise _error(f"{csv_file}: column 'split' must be 0/1/2 (train/val/test); found {bad[:MAX_LISTED]}")
-    outside = [f for f in meta["img_filename"].astype(str) if not _inside(f)]
+        raise DatasetError(f"{csv_file}: column 'split' must be 0/1/2 (train/val/test); found {bad[:MAX_LISTED]}")
+    outside = [f for f in meta["img_filename"].astype(str) if not is_inside(f)]
     if outside:
-        raise _error(f"{csv_file}: img_filename must be a path inside {root}; {len(outside)} are not "
+        raise DatasetError(f"{csv_file}: img_filename must be a path inside {root}; {len(outside)} are not "
                      f"(absolute, or leaving the folder with '..'), e.g. {outside[:MAX_LISTED]}")
     ids = meta["img_id"].astype(str) if "img_id" in meta.columns else meta["img_filename"].astype(str)
     if ids.duplicated().any():
-        raise _error(f"{csv_file}: image ids repeat, e.g. {ids[ids.duplicated()].iloc[0]!r}")
+        raise DatasetError(f"{csv_file}: image ids repeat, e.g. {ids[ids.duplicated()].iloc[0]!r}")
     paths = [root / f for f in meta["img_filename"].astype(str)]
     if check_files:
-        _check_files_exist(paths, csv_file)
+        check_files_exist(paths, csv_file)
 
     column = group_by or spec.get("group_by") or ("place" if "place" in meta.columns else None)
     attribute, codes = None, [None] * len(meta)
     if column is not None:
         if column not in meta.columns:
-            raise _error(f"{csv_file} has no column {column!r} to group by; it has {list(meta.columns)}")
+            raise DatasetError(f"{csv_file} has no column {column!r} to group by; it has {list(meta.columns)}")
         codes, attribute = encode_attribute(meta[column], column, (spec.get("attributes") or {}).get(column), where)
         codes = [int(c) for c in codes]
     n_values = len(attribute.values) if attribute else 0
@@ -374,7 +351,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         rows = [ln.split() for ln in body if ln.strip()]
         return pd.DataFrame(rows, columns=header).apply(_numeric_if_possible)
     except (OSError, ValueError, IndexError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise _error(f"{path} is not a readable attribute table: {exc}") from None
+        raise DatasetError(f"{path} is not a readable attribute table: {exc}") from None
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
@@ -395,21 +372,20 @@ def read_attribute_table(root: str | Path, target: str | None = None, group_by: 
     from list_eval_partition (0/1/2), else every image is in "all". Images are looked for under
     `images`, else img_align_celeba/ (or the Kaggle copy's nested folder), else the root.
     """
-    from core.data.readers import ImageDataset, ImageRecord, _as_dir, _check_files_exist
 
-    root = _as_dir(root, "attribute-table dataset")
+    root = as_dir(root, "attribute-table dataset")
     table_file = find_attribute_table(root)
     if table_file is None:
-        raise _error(f"{root} has no attribute table ({' or '.join(CELEBA_TABLES)})")
+        raise DatasetError(f"{root} has no attribute table ({' or '.join(CELEBA_TABLES)})")
     table = _read_table(table_file)
     key = next((c for c in PATH_COLUMNS if c in table.columns), table.columns[0])
     attributes = [c for c in table.columns if c != key]
     if target is None or target not in table.columns:
         got = "no target was given" if target is None else f"it has no column {target!r}"
-        raise _error(f"{table_file}: choose the attribute that is the class with target=COLUMN ({got}); "
+        raise DatasetError(f"{table_file}: choose the attribute that is the class with target=COLUMN ({got}); "
                      f"its attributes: {attributes[:40]}")
     if group_by is not None and group_by not in table.columns:
-        raise _error(f"{table_file} has no column {group_by!r} to group by; its attributes: {attributes[:40]}")
+        raise DatasetError(f"{table_file} has no column {group_by!r} to group by; its attributes: {attributes[:40]}")
     desc = read_description(root)
     specs = desc.get("attributes") or {}
     labels, target_attr = encode_attribute(table[target], target, specs.get(target), str(table_file))
@@ -430,7 +406,7 @@ def read_attribute_table(root: str | Path, target: str | None = None, group_by: 
     names = table[key].astype(str)
     paths = [folder / n for n in names]
     if check_files:
-        _check_files_exist(paths, table_file)
+        check_files_exist(paths, table_file)
     n_values = len(attribute.values) if attribute else 0
     records = [ImageRecord(image_id=n, path=p, split=split_of.get(n, "all"), label=int(lab),
                            group=None if c is None else int(lab) * n_values + int(c),
@@ -447,21 +423,20 @@ def read_attribute_table(root: str | Path, target: str | None = None, group_by: 
 def attach_attributes(dataset, attributes_csv: str | Path, group_by: str | None = None):
     """The dataset with groups from an attributes CSV: one row per image, keyed by its path relative to the
     dataset root (column path / image_id / filename; a bare file name works when names are unique)."""
-    from core.data.readers import MAX_LISTED, _read_csv
 
     csv_file = Path(attributes_csv).expanduser()
     if not csv_file.is_absolute() and not csv_file.exists():
         csv_file = dataset.root / csv_file
-    frame = _read_csv(csv_file, (), text=PATH_COLUMNS)
+    frame = read_csv(csv_file, (), text=PATH_COLUMNS)
     key = next((c for c in PATH_COLUMNS if c in frame.columns), None)
     if key is None:
-        raise _error(f"{csv_file} needs a column naming each image ({' or '.join(PATH_COLUMNS)}); "
+        raise DatasetError(f"{csv_file} needs a column naming each image ({' or '.join(PATH_COLUMNS)}); "
                      f"it has {list(frame.columns)}")
     others = [c for c in frame.columns if c != key]
     desc = read_description(dataset.root)
     column = group_by or desc.get("group_by") or (others[0] if len(others) == 1 else None)
     if column is None or column not in frame.columns:
-        raise _error(f"{csv_file}: say which column to group by (group_by=COLUMN); it has {others}")
+        raise DatasetError(f"{csv_file}: say which column to group by (group_by=COLUMN); it has {others}")
     keys = frame[key].astype(str).str.replace("\\", "/", regex=False)
     by_path = dict(zip(keys, frame.index))
     by_name = dict(zip(keys.map(lambda k: k.rsplit("/", 1)[-1]), frame.index))
@@ -473,7 +448,7 @@ def attach_attributes(dataset, attributes_csv: str | Path, group_by: str | None 
         (missing.append(r.image_id) if i is None else rows.append(i))
     if missing:
         more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-        raise _error(f"{csv_file} has no row for {len(missing)} of {len(dataset)} images: "
+        raise DatasetError(f"{csv_file} has no row for {len(missing)} of {len(dataset)} images: "
                      f"{', '.join(missing[:MAX_LISTED])}{more}")
     values = frame.loc[rows, column].reset_index(drop=True)
     codes, attribute = encode_attribute(values, column, (desc.get("attributes") or {}).get(column), str(csv_file))

@@ -10,24 +10,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
-from core.data.description import (DESCRIPTION_FILE, Attribute, attach_attributes, class_synsets_from,
-                                   find_attribute_table, is_wnid, read_attribute_table, read_description,
-                                   read_metadata_csv, wnid_class_names)
-
-# torchvision's ImageFolder extensions.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SPLIT_ORDER = ("train", "val", "test", "all")
-# Folder names accepted as splits of an ImageFolder tree, and what they are called here.
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+from core.data.description import (DESCRIPTION_FILE, attach_attributes, class_synsets_from, find_attribute_table,
+                                   is_wnid, read_attribute_table, read_description, read_metadata_csv, wnid_class_names)
+from core.data.records import (IMAGE_EXTENSIONS, MAX_LISTED, SPLIT_FOLDERS, ImageDataset, ImageRecord, as_dir,
+                               check_files_exist, is_image, is_inside, read_csv)
+from core.errors import DatasetError
 
 WATERBIRDS_COLUMNS = ("img_filename", "y", "split", "place")
-WATERBIRDS_SPLITS = {0: "train", 1: "val", 2: "test"}
 WATERBIRDS_CLASSES = ["landbird", "waterbird"]
 # Group names of runs made before class and attribute names came from the data (their manifests keep them).
 WATERBIRDS_GROUPS_V1 = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
@@ -35,123 +28,11 @@ WATERBIRDS_GROUPS_V1 = {0: "landbird on land", 1: "landbird on water", 2: "water
 # The Backgrounds Challenge (Xiao et al. 2020) ships ImageNet-9 in these variations; fg_mask holds masks.
 BACKGROUND_VARIATIONS = ("original", "only_bg_b", "only_bg_t", "no_fg", "only_fg",
                          "mixed_same", "mixed_rand", "mixed_next")
-MAX_LISTED = 5  # how many missing files an error message names
 
 
-from core.data.images import load_rgb  # noqa: E402,F401  (decoding rules: core.data.images; re-exported)
-from core.errors import DatasetError  # noqa: E402,F401  (defined with the other errors; re-exported)
-
-
-@dataclass
-class ImageRecord:
-    image_id: str            # unique within its dataset (Waterbirds' img_id, else the relative path)
-    path: Path
-    split: str               # "train", "val", "test", or "all" when the dataset has no splits
-    label: int               # index into ImageDataset.class_names
-    group: int | None = None  # label * n_values + place (Waterbirds: 2 * label + place)
-    place: int | None = None  # code of the group attribute's value (Waterbirds: 0 land, 1 water)
-
-
-@dataclass
-class ImageDataset:
-    name: str
-    kind: str                 # "waterbirds", "metadata_csv", "attribute_table", "image_folder", "backgrounds_challenge"
-    root: Path
-    records: list[ImageRecord]
-    class_names: list[str]
-    group_names: dict[int, str] | None = None
-    attribute: Attribute | None = None  # the attribute groups are made from (names its values)
-    # Each class's WordNet noun synset ("n02469914"), where the dataset knows it: it settles a name's sense
-    # for the concept words ("primate" the animal, not the archbishop; "instrument" the musical one).
-    class_synsets: list[str | None] | None = None
-    _by_split: dict[str, list[ImageRecord]] = field(default=None, init=False, repr=False, compare=False)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self):
-        return iter(self.records)
-
-    def __getitem__(self, i: int) -> ImageRecord:
-        return self.records[i]
-
-    @property
-    def splits(self) -> list[str]:
-        """Split names present, in the order train, val, test, then any others."""
-        present = {r.split for r in self.records}
-        known = [s for s in SPLIT_ORDER if s in present]
-        return known + sorted(present - set(known))
-
-    def split(self, name: str) -> ImageDataset:
-        """The records of one split, as a dataset of their own."""
-        if self._by_split is None:
-            self._by_split = {}
-            for r in self.records:
-                self._by_split.setdefault(r.split, []).append(r)
-        if name not in self._by_split:
-            raise DatasetError(f"{self.name} has no split {name!r}; its splits are {self.splits}")
-        return replace(self, records=list(self._by_split[name]))
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per image: image_id, path, split, label, class_name, group, group_name, place."""
-        rows = [{
-            "image_id": r.image_id, "path": str(r.path), "split": r.split, "label": r.label,
-            "class_name": self.class_names[r.label], "group": r.group,
-            "group_name": (self.group_names or {}).get(r.group) if r.group is not None else None,
-            "place": r.place,
-        } for r in self.records]
-        frame = pd.DataFrame(rows, columns=["image_id", "path", "split", "label", "class_name",
-                                            "group", "group_name", "place"])
-        for col in ("group", "place"):
-            frame[col] = frame[col].astype("Int64")
-        return frame
-
-    def load_image(self, record: ImageRecord | int) -> Image.Image:
-        """The image as RGB; an unreadable file raises DatasetError naming it."""
-        if isinstance(record, int):
-            record = self.records[record]
-        return load_rgb(record.path)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def _as_dir(root: str | Path, what: str) -> Path:
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{what} folder {root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{what} expects a folder, got the file {root}")
-    return root
-
-
-def _read_csv(csv_file: Path, required: tuple[str, ...] | list[str], text: tuple[str, ...] | list[str] = ()
-              ) -> pd.DataFrame:
-    """A CSV with its `required` columns; the `text` columns (file names, captions) stay exactly as written."""
-    try:
-        # Only an empty cell is missing: a caption or file named "NA", "None" or "null" is text; and a text
-        # column is never parsed as a number (a caption "00" would come back as "0", a file "001" as "1").
-        frame = pd.read_csv(csv_file, keep_default_na=False, na_values=[""], dtype={c: str for c in text})
-    except FileNotFoundError:
-        raise DatasetError(f"{csv_file} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{csv_file} is not a readable CSV file: {exc}") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise DatasetError(f"{csv_file} lacks the column(s) {missing}; it has {list(frame.columns)}")
-    return frame
-
-
-def _check_files_exist(paths: list[Path], where: Path) -> None:
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        listed = ", ".join(str(p) for p in missing[:MAX_LISTED])
-        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-        raise DatasetError(f"{len(missing)} of {len(paths)} images listed in {where} are missing: {listed}{more}")
-
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-
 
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -171,33 +52,6 @@ def _has_class_folders_with_images(folder: Path) -> bool:
 
 
 # --- Waterbirds ------------------------------------------------------------------------------
-
-def _as_int(value) -> int | None:
-    """0, 1.0, "2" -> int; anything else (text, 0.5, empty) -> None."""
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() else None
-
-
-def _waterbirds_split(value) -> str | None:
-    """Waterbirds' split code (0/1/2, as a number or text) or a split name -> "train"/"val"/"test"."""
-    code = _as_int(value)
-    if code is not None:
-        return WATERBIRDS_SPLITS.get(code)
-    name = str(value).strip().lower()
-    return name if name in SPLIT_ORDER[:3] else None
-
-
-def _inside(relative: str) -> bool:
-    """Whether a path from a metadata file stays inside the dataset folder (no absolute path, no '..')."""
-    path = relative.replace("\\", "/")
-    if not path or os.path.isabs(path) or re.match(r"^[A-Za-z]:", path):
-        return False
-    norm = os.path.normpath(path)
-    return norm != ".." and not norm.startswith("../") and not norm.startswith("/")
-
 
 def read_waterbirds(root: str | Path, check_files: bool = True, group_by: str | None = None) -> ImageDataset:
     """Waterbirds (Sagawa et al. 2020) from its own metadata.csv: img_filename, y, split, place.
@@ -229,7 +83,7 @@ def _read_class_folders(root: Path, folder_to_class=lambda name: name) -> tuple[
     """Records and class names of an ImageFolder tree, with or without train/val/test split folders."""
     subdirs = _subdirs(root)
     if not subdirs:
-        loose = [p for p in root.iterdir() if _is_image(p)]
+        loose = [p for p in root.iterdir() if is_image(p)]
         hint = (f"; its {len(loose)} images must sit in one subfolder per class" if loose
                 else "; an image folder dataset has one subfolder of images per class")
         raise DatasetError(f"{root} has no subfolders{hint}")
@@ -257,7 +111,7 @@ def read_image_folder(root: str | Path, attributes: str | Path | None = None,
     image is in split "all". `attributes` is a CSV with one row per image (its path relative to root,
     or its file name) and attribute columns; groups are made from its `group_by` column. A dataset.json in root may name both ("attributes_file", "group_by").
     """
-    root = _as_dir(root, "image folder")
+    root = as_dir(root, "image folder")
     records, class_names = _read_class_folders(root)
     desc = read_description(root)
     synsets = class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE))
@@ -298,7 +152,7 @@ def read_backgrounds_challenge(root: str | Path, variation: str | None = "mixed_
     where the copy has it, else its first). Class names come from the folders with their number prefix dropped
     ("00_dog" -> "dog").
     """
-    root = _as_dir(root, "Backgrounds Challenge")
+    root = as_dir(root, "Backgrounds Challenge")
     available = _background_variations(root)
     if variation is None and available:
         variation = "mixed_rand" if "mixed_rand" in available else available[0]
@@ -329,7 +183,7 @@ def open_dataset(root: str | Path, variation: str | None = "mixed_rand", group_b
     root = Path(root).expanduser()
     if root.is_file() and root.suffix.lower() == ".csv":
         return read_metadata_csv(root, group_by=group_by)
-    root = _as_dir(root, "dataset")
+    root = as_dir(root, "dataset")
     if (root / "metadata.csv").exists():
         return read_metadata_csv(root, group_by=group_by)
     if find_attribute_table(root) is not None:
@@ -403,12 +257,12 @@ def read_coco_captions(json_file: str | Path, images_root: str | Path, check_fil
         frame = pd.DataFrame(rows, columns=["path", "caption", "image_id", "split"])
     else:
         raise DatasetError(f"{json_file} has 'images' but no 'annotations'; it is not a COCO caption file")
-    outside = [p for p in frame["path"].unique() if not _inside(os.path.relpath(p, images_root))]
+    outside = [p for p in frame["path"].unique() if not is_inside(os.path.relpath(p, images_root))]
     if outside:
         raise DatasetError(f"{json_file}: image file names must be paths inside {images_root}; {len(outside)} are "
                            f"not (absolute, or leaving the folder with '..'), e.g. {outside[:MAX_LISTED]}")
     if check_files:
-        _check_files_exist([Path(p) for p in frame["path"].unique()], json_file)
+        check_files_exist([Path(p) for p in frame["path"].unique()], json_file)
     return frame
 
 
@@ -423,7 +277,7 @@ def read_caption_csv(csv_file: str | Path, check_files: bool = True) -> pd.DataF
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{csv_file} is not a readable CSV file: {exc}") from exc
     path_col = "path" if "path" in head.columns or "img_filename" not in head.columns else "img_filename"
-    frame = _read_csv(csv_file, [path_col, "caption"], text=[path_col, "caption", "split"])
+    frame = read_csv(csv_file, [path_col, "caption"], text=[path_col, "caption", "split"])
     empty = frame["caption"].isna() | (frame["caption"].astype(str).str.strip() == "")
     if empty.any():
         rows = [int(i) + 2 for i in frame.index[empty][:MAX_LISTED]]  # +2: header line, 1-based
@@ -434,5 +288,5 @@ def read_caption_csv(csv_file: str | Path, check_files: bool = True) -> pd.DataF
     if "split" in frame.columns:
         out["split"] = frame["split"].astype(str)
     if check_files:
-        _check_files_exist([Path(p) for p in out["path"].unique()], csv_file)
+        check_files_exist([Path(p) for p in out["path"].unique()], csv_file)
     return out

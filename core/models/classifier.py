@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from core.errors import ClassifierLoadError  # noqa: F401  (re-exported: callers catch it from here)
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -25,9 +27,6 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 # EfficientNet-Lite was trained on inputs (x*255 - 127) / 128, i.e. mean 127/255 and std 128/255.
 LITE_MEAN = [127 / 255] * 3
 LITE_STD = [128 / 255] * 3
-
-
-from core.errors import ClassifierLoadError  # noqa: E402,F401  (defined with the other errors; re-exported)
 
 
 @dataclass
@@ -73,6 +72,17 @@ def state_dict_hash(module: nn.Module, skip_prefix: str | None = None) -> str:
     return h.hexdigest()[:12]
 
 
+class ImageTransform:
+    """A classifier's preprocessing as a small picklable callable: what image-decoding worker processes and
+    Ray tasks receive instead of the model."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image.convert("RGB"))  # (3, crop, crop)
+
+
 class ClassifierAdapter(nn.Module):
     """Wraps a classifier so that one forward pass yields both its features z and its logits."""
 
@@ -83,7 +93,7 @@ class ClassifierAdapter(nn.Module):
         self.arch, self.backend = arch, backend
         self.name = name or arch
         self.preprocessing = preprocessing
-        self._transform = preprocessing.transform()
+        self.image_transform = ImageTransform(preprocessing.transform())
         self.head_name, self.fc = _last_linear(module)
         self.feature_layer = feature_layer
         if len(class_names) != self.fc.out_features:
@@ -114,7 +124,7 @@ class ClassifierAdapter(nn.Module):
     # --- the adapter contract ----------------------------------------------------------------
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self._transform(image.convert("RGB"))  # (3, crop, crop)
+        return self.image_transform(image)  # (3, crop, crop)
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.module(x)
@@ -193,6 +203,14 @@ class ClassifierAdapter(nn.Module):
 
 
 # --- backends --------------------------------------------------------------------------------
+
+def efficientnet_lite_module(adapter) -> nn.Module:
+    """The EfficientNet-Lite network inside an adapter (for block-wise work: fine-tuning, GradCAM at its head)."""
+    if getattr(adapter, "backend", None) != "efficientnet_lite":
+        raise NotImplementedError("block-wise work (fine-tuning, lite_gradcam) is implemented for EfficientNet-Lite "
+                                  "adapters")
+    return adapter.module
+
 
 def _build_efficientnet_lite0(num_classes: int) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet

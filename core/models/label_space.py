@@ -99,7 +99,7 @@ def _wordnet_superclasses(class_names: list[str], synsets: list[str]) -> dict[st
     empty = [n for n, idx in out.items() if not idx]
     if empty:
         raise ClassifierLoadError(f"no ImageNet class lies under the synset of {empty}: an ImageNet classifier "
-                                  "cannot predict them; fine-tune one for this dataset (python -m core finetune)")
+                                  "cannot predict them; fine-tune one for this dataset (texplain finetune)")
     return out
 
 
@@ -138,7 +138,7 @@ def dataset_label_space(classifier, dataset) -> LabelSpace | None:
     raise ClassifierLoadError(
         f"classifier {getattr(classifier, 'name', '?')!r} predicts {len(theirs)} classes ({', '.join(theirs[:4])}, "
         f"...), not the dataset's {names[:8]}: {why}, so its predictions cannot be scored against the labels. "
-        f"To explain it here, {hint}use a classifier fine-tuned on this dataset (python -m core finetune).")
+        f"To explain it here, {hint}use a classifier fine-tuned on this dataset (texplain finetune).")
 
 
 def read_in_dataset_classes(classifier, dataset):

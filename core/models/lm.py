@@ -11,7 +11,7 @@ import torch
 from core import paths
 from core.errors import LanguageModelError
 
-DEFAULT_LM = "smollm2-135m-instruct"
+DEFAULT_LM = paths.DEFAULT_LM
 
 
 @dataclass

@@ -45,7 +45,7 @@ class SuperclassClassifier(nn.Module):
         self.base = base
         self.register_buffer("group_of", group, persistent=False)
         self.name = name or f"{base.name} as {len(superclasses)} superclasses"
-        self.preprocessing, self._transform = base.preprocessing, base._transform
+        self.preprocessing, self.image_transform = base.preprocessing, base.image_transform
         self.source = base.source
         self._mapping_hash = hashlib.sha256(repr((self.class_names, group.tolist())).encode()).hexdigest()[:8]
 

@@ -1,4 +1,5 @@
 """Explain one image: a dataset image's stored explanation, or a new upload explained live."""
+import dataclasses
 import html
 import sys
 from pathlib import Path
@@ -8,8 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
 from core import plots  # noqa: E402
+from core.models import registry  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 RESULT = "explain_upload"  # session-state key: the last live explanation (survives reruns and page changes)
@@ -121,7 +123,7 @@ else:
         st.stop()
     path = ui.require_run(run_a)
     try:
-        sources = api.live_model_sources(ui.tables(path).manifest)
+        sources = registry.run_model_sources(ui.tables(path).manifest)
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
@@ -136,15 +138,16 @@ else:
                 st.write("Loading the classifier, translator and language model (cached after the first time)…")
                 clf, tr, lm = ui.load_models(sources)
                 st.write(f"Sampling {n_sentences} sentences and counting their words…")
-                from core.explain import ExplainConfig, explain_images
+                from core.engine.config import ExplainConfig
+                from core.engine.explainer import Explainer
 
-                out = explain_images([image], clf, tr, lm, ExplainConfig(sentences_per_image=n_sentences))[0]
+                out = Explainer(clf, tr, lm, ExplainConfig(sentences_per_image=n_sentences)).explain([image])[0]
             except Exception as exc:  # a mismatched translator, a missing LM, an image the model cannot take
                 status.update(label="Could not explain the image", state="error")
                 st.error(f"**{type(exc).__name__}:** {exc}")
                 st.stop()
             status.update(label="Explained", state="complete", expanded=False)
-        result = {"request": request, **out}
+        result = {"request": request, **dataclasses.asdict(out)}
         st.session_state[RESULT] = result
     with right:
         m1, m2 = st.columns(2)

@@ -6,8 +6,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
 from core import plots  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 BY = {"class": "label", "group": "group", "prediction": "prediction", "correct vs. wrong": "outcome"}

@@ -4,12 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
 
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-import pandas as pd  # noqa: E402
-
-from core import dashboard_api as api  # noqa: E402
 from core import jobs, plots  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 INTRO = ("Average accuracy hides the groups a shortcut fails (on Waterbirds: landbirds on water, waterbirds on "

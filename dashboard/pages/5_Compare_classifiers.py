@@ -7,9 +7,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
 from core import plots  # noqa: E402
-from core.analysis import compare_runs  # noqa: E402
+from core.analysis import backgrounds, compare_runs  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 INTRO = ("The same images explained through two classifiers: where their words differ is where what they "
@@ -73,7 +73,7 @@ def changes(a: str, b: str, _stamps: tuple, by: str):
 
 changed = changes(path_a, path_b, (ui.stamp(path_a), ui.stamp(path_b)), by)
 ui.chart(plots.run_comparison_chart(changed, by=by, k=k, a_name=run_a.folder, b_name=run_b.folder), key="changes")
-if (pair := api.variation_pair(run_a, run_b)) is not None:
+if (pair := backgrounds.variation_pair(run_a, run_b)) is not None:
     st.info(f"A and B are the {pair[0]} and {pair[1]} variations of the same ImageNet-9 photos: the objects are "
             "the same, the backgrounds differ, so the words that change are what the backgrounds bring.")
 elif changed.attrs.get("shared_images", 1) == 0:

@@ -6,8 +6,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
 from core.report import build_report, to_html, to_json, to_markdown  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 INTRO = ("One file with the flags and their evidence, accuracy per class and group, inferred groups, top "
@@ -54,7 +54,7 @@ c3.download_button("Markdown (for a pull request)", files["md"], file_name=f"{st
                    width="stretch", on_click="ignore", icon=":material/download:")
 for note in files["notes"]:
     st.caption(note)
-st.caption(f"The same report from a terminal: `python -m core report {run_a.folder}"
+st.caption(f"The same report from a terminal: `texplain report {run_a.folder}"
            f"{f' --compare {run_b.folder}' if compare else ''} --format html --out report.html`")
 st.subheader("Preview")
 with st.container(height=520):

@@ -6,10 +6,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 
 import streamlit as st  # noqa: E402
 
-from core import dashboard_api as api  # noqa: E402
 from core import jobs, paths  # noqa: E402
 from core.data import DatasetError, open_dataset  # noqa: E402
 from core.errors import ClassifierLoadError  # noqa: E402
+from core.models import registry  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 OTHER = "Another folder…"
@@ -27,7 +28,7 @@ def read_dataset(folder: str, variation: str | None = None) -> dict:
 
 def folder_picker(label: str, kind: str, key: str, help: str, builtin: dict[str, str] | None = None) -> str:
     """A shipped checkpoint folder, a built-in model (`builtin`: spec -> label) or a folder the user types."""
-    shipped = [str(p) for p in api.checkpoint_folders(kind)]
+    shipped = [str(p) for p in registry.checkpoint_folders(kind)]
     builtin = builtin or {}
     choice = st.selectbox(label, [*shipped, *builtin, OTHER], key=f"{key}_choice", help=help,
                           format_func=lambda p: p if p == OTHER else builtin.get(p) or f"{Path(p).name} (shipped)")

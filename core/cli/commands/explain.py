@@ -1,0 +1,97 @@
+"""`texplain explain`: explain a dataset's images into a run folder (an existing one is resumed)."""
+from __future__ import annotations
+
+from core.cli.options import (add_classifier_options, add_dataset_options, add_lm_option, classifier_from, default,
+                              open_dataset_from)
+from core.engine.config import ExplainConfig
+
+RAY_REQUIREMENT = "ray[data]==2.60.0"  # as in requirements.txt (core.engine.ray is not imported for --help)
+
+
+def add_parser(subparsers) -> None:
+    e = subparsers.add_parser("explain", help="explain a dataset's images into a run folder (resumable)",
+                              description=__doc__)
+    e.add_argument("--dataset", required=True, help="a Waterbirds-format folder, an ImageFolder tree, ...")
+    add_dataset_options(e)
+    e.add_argument("--split", default=None, help="explain only this split (train, val, test; default: all images)")
+    add_classifier_options(e)
+    e.add_argument("--translator", required=True, help="translator checkpoint folder")
+    add_lm_option(e)
+    e.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
+    e.add_argument("--name", default=None, help="the run's display name (default: the folder's name)")
+
+    def knob(flag: str, field: str, kind, text: str, **kw) -> None:
+        e.add_argument(flag, type=kind, default=default(ExplainConfig, field), help=text, **kw)
+
+    knob("--sentences", "sentences_per_image", int, "sentences sampled per image (default %(default)s)")
+    knob("--top-p", "top_p", float, "nucleus sampling's top-p (default %(default)s)")
+    knob("--temperature", "temperature", float, "sampling temperature (default %(default)s)")
+    knob("--max-new-tokens", "max_new_tokens", int, "tokens per sentence at most (default %(default)s)")
+    knob("--batch-rows", "batch_rows", int,
+         "sequences per sampler call (default: 512 on CPU, what free GPU memory holds on CUDA)")
+    knob("--image-batch", "image_batch", int, "images per classifier pass (default 32 on CPU, 256 on CUDA)")
+    knob("--num-workers", "num_workers", int, "image-decoding processes (default: 0 on CPU, up to 8 on CUDA)")
+    knob("--shard-size", "shard_size", int, "images per stored shard, the unit of resumption (default %(default)s)")
+    knob("--keep-sentences", "keep_sentences", int,
+         "sentences stored per image (default: all, so any sentence-level statistic can be recomputed; "
+         "zstd-compressed)", metavar="N")
+    knob("--seed", "seed", int, "sampling seed (default %(default)s)")
+    knob("--device", "device", str, "auto (CUDA when present), cpu or cuda[:N] (default %(default)s)")
+    e.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
+    ray = e.add_argument_group("scale-out (Ray Data; same tables, same run folder)")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the stages on Ray Data: alone, a Ray started on this machine for the run; 'auto', "
+                          "the cluster already running here; HOST:PORT (or ray://HOST:10001), a cluster's head. "
+                          f"Needs {RAY_REQUIREMENT!r} on every machine")
+    ray.add_argument("--workers", type=int, default=None,
+                     help="explainer actors, each loading the models once (default: one per GPU; on CPUs, "
+                          "one per CPU but one)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each explainer actor holds (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=None,
+                     help="GPUs each explainer actor holds (default: 1 where the cluster has GPUs, else 0)")
+    e.add_argument("--force", action="store_true",
+                   help="start over: delete the run in --out (its shards) instead of resuming it; needed when "
+                        "the dataset or the settings changed since it started")
+    e.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from core.engine.pipeline import explain_dataset
+    from core.models import load_language_model
+    from core.models.label_space import read_in_dataset_classes
+    from core.models.translator import Translator
+
+    if args.keep_sentences is not None and args.keep_sentences < 0:
+        raise ValueError(f"--keep-sentences must be >= 0, got {args.keep_sentences}")
+    placement = None
+    if args.ray is not None:
+        from core.engine.ray import ModelFiles, RayPlacement, check_address
+
+        # Before any model loads: a wrong address should fail in a second, not after a minute of loading.
+        check_address(None if args.ray == "local" else args.ray)
+        # Each actor loads the models from these files itself: nothing large travels from the driver.
+        placement = RayPlacement(address=None if args.ray == "local" else args.ray, workers=args.workers,
+                                 cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                                 models=ModelFiles(classifier=args.classifier, translator=args.translator, lm=args.lm,
+                                                   checkpoint=args.checkpoint))
+    elif args.workers is not None or args.gpus_per_worker is not None:
+        raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
+                         "this process (see --num-workers for its image-decoding processes)")
+    dataset = open_dataset_from(args)
+    # Before the LM loads: a classifier whose classes cannot be matched to the dataset's fails at once.
+    classifier = read_in_dataset_classes(classifier_from(args), dataset)
+    if (space := getattr(classifier, "label_space", None)) is not None:
+        print(f"classifier {classifier.name}: {space.describe()}")
+    lm = load_language_model(args.lm)
+    translator = Translator.from_pretrained(args.translator, classifier, lm)
+    cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
+                        max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
+                        image_batch=args.image_batch, num_workers=args.num_workers,
+                        keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
+    run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
+                           max_shards=args.max_shards, force=args.force, placement=placement)
+    health = run_.health()
+    print(f"run {run_.path}: {health.status}, {health.images_present}/{health.total_images} images")
+    if health.describe() and health.status != "partial":
+        print(f"warning: {health.describe()}")
+    return 0

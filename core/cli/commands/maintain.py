@@ -1,0 +1,46 @@
+"""`texplain maintain STEP`: rebuild the shipped demo artefacts (maintainers; each step writes into checkpoints/).
+
+Waterbirds: classifiers (ERM and group-balanced EfficientNet-Lite0), select (pilot-train each candidate
+translator shape and pick one by the caption evaluation of its val-split explanations), translators, runs,
+fixed (ERM with its last layer refit on the groups its explanations revealed, with its mitigation record and
+test run), all. ImageNet-9: general-world (the caption world of all usable stamps), imagenet9 (that, the mini
+ImageNet-9 and the classifier's accuracy on each variation), general-translator (a translator for the
+unmodified ImageNet classifier, trained on the general world), general-evaluation (how well its sentences
+name unseen objects and scenes), imagenet9-runs (every variation explained with it).
+"""
+from __future__ import annotations
+
+import argparse
+
+WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
+IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs")
+NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
+
+
+def add_parser(subparsers) -> None:
+    # No help=: argparse then leaves the verb out of `texplain --help`'s list (its epilog names it).
+    p = subparsers.add_parser("maintain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="Each step is skipped when its output exists (--force rebuilds it).")
+    p.add_argument("step", choices=WATERBIRDS_STEPS + IMAGENET9_STEPS, help="what to rebuild (see above)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the output exists")
+    p.add_argument("--only", choices=NAMES, default=None, help="just one of the two Waterbirds classifiers")
+    p.add_argument("--splits", default="test,val", help="splits to explain with `runs` (comma-separated)")
+    p.add_argument("--dataset", default=None, metavar="FOLDER",
+                   help="imagenet9 only: classify this ImageNet-9 copy (e.g. the real Backgrounds Challenge, its "
+                        "variation folders side by side) instead of building the mini one")
+    p.add_argument("--out", default=None, metavar="FOLDER",
+                   help="imagenet9 only: where classifier_accuracy.json and predictions.csv go (default runs/imagenet9)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.step in IMAGENET9_STEPS:
+        from core.demo.imagenet9 import build as build_imagenet9
+
+        if (args.dataset or args.out) and args.step != "imagenet9":
+            raise ValueError("--dataset and --out go with the imagenet9 step")
+        return build_imagenet9(args.step, force=args.force, dataset=args.dataset,
+                               **({"out_dir": args.out} if args.out else {}))
+    from core.demo.waterbirds import build
+
+    return build(args.step, force=args.force, only=args.only, splits=tuple(args.splits.split(",")))

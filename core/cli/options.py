@@ -1,0 +1,51 @@
+"""Options several verbs share: how to read a dataset, which classifier, and the config dataclasses' defaults."""
+from __future__ import annotations
+
+import dataclasses
+
+from core import paths
+
+
+def default(config_class, field: str):
+    """The default of a config dataclass's field (what `--help` shows and the option falls back to)."""
+    return next(f for f in dataclasses.fields(config_class) if f.name == field).default
+
+
+def add_dataset_options(p) -> None:
+    """How to read a dataset's names and groups (every verb that opens one)."""
+    p.add_argument("--group-by", metavar="COLUMN", default=None,
+                   help="the attribute column groups are made from (default: the dataset's dataset.json, else "
+                        "Waterbirds' place when present)")
+    p.add_argument("--target", metavar="COLUMN", default=None,
+                   help="for a CelebA-style attribute table: the attribute that is the class")
+    p.add_argument("--attributes", metavar="CSV", default=None,
+                   help="for an ImageFolder tree: a CSV of attributes per image (path + columns)")
+    p.add_argument("--variation", default="mixed_rand",
+                   help="for the Backgrounds Challenge (ImageNet-9): which variation folder (original, only_fg, "
+                        "mixed_same, mixed_rand, ...; default mixed_rand)")
+
+
+def open_dataset_from(args):
+    from core.data import open_dataset
+
+    return open_dataset(args.dataset, variation=args.variation, group_by=args.group_by, target=args.target,
+                        attributes=args.attributes)
+
+
+def add_classifier_options(p, required: bool = True) -> None:
+    p.add_argument("--classifier", required=required, default=None,
+                   help="'efficientnet-lite0', a checkpoint folder, or torchvision:ARCH")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="weights (.pt/.pth state dict or .safetensors) for a --classifier torchvision:ARCH")
+
+
+def classifier_from(args):
+    from core.models.registry import load_classifier_spec
+
+    return load_classifier_spec(args.classifier, args.checkpoint)
+
+
+def add_lm_option(p) -> None:
+    p.add_argument("--lm", default=paths.DEFAULT_LM,
+                   help=f"language model: {paths.DEFAULT_LM} (default), a local Hugging Face folder, a .gguf file "
+                        "or a hub id (only where the hub is reachable)")
