@@ -464,19 +464,6 @@ def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | No
             "smallest groups scatter most, so read the chart's intervals rather than this one number.")
 
 
-# --- models for live explanations ----------------------------------------------------------------------------
-
-def prepare_for_inference(classifier, translator, lm, device: str = "auto"):
-    """Move the three models to the compute device (CUDA + bf16 when present, else CPU float32)."""
-    from core.device import resolve
-
-    compute = resolve(device)
-    classifier.to(compute.device)
-    translator.to(compute.device)
-    lm.model.to(compute.device, compute.dtype)
-    return compute
-
-
 # --- uploads and pictures ---------------------------------------------------------------------------------------
 
 def decode_image(data: bytes, name: str = "the upload"):

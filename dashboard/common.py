@@ -262,12 +262,12 @@ def translator(folder: str, classifier_folder: str, lm_name: str, _stamp: int = 
 
 
 def load_models(sources: registry.ModelSources):
-    """(classifier, translator, lm) for live explanations, cached across reruns and pages."""
+    """(classifier, translator, lm) for live explanations, cached across reruns and pages (core.engine.Explainer
+    places them on the device)."""
     clf = classifier(sources.classifier, _mtime(Path(sources.classifier) / "model.safetensors"))
     lm = language_model(sources.lm)
     tr = translator(sources.translator, sources.classifier, sources.lm,
                     _mtime(Path(sources.translator) / "model.safetensors"))
-    api.prepare_for_inference(clf, tr, lm)
     return registry.classifier_for_run(clf, sources), tr, lm
 
 

@@ -74,3 +74,18 @@ def test_pyproject_declares_the_console_script_and_every_pinned_dependency():
               if line.strip() and not line.strip().startswith("#")}
     declared = {re.split(r"[=<>~ \[]", d)[0].lower() for d in project["dependencies"]}
     assert pinned == declared
+
+
+def test_every_option_of_every_verb_says_what_it_is_for():
+    import argparse
+
+    def undocumented(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from undocumented(sub, [*path, name])
+            elif action.help is not argparse.SUPPRESS and action.dest != "help" \
+                    and len((action.help or "").replace("(default %(default)s)", "").strip()) < 8:
+                yield f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}: {action.help!r}"
+
+    assert list(undocumented(cli.build_parser("texplain"), [])) == []

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
                    help="erm: plain; group_balanced: each group drawn equally often (needs groups)")
     p.add_argument("--select", choices=["last", "worst_group"], default=default(FinetuneConfig, "select"),
                    help="keep the last epoch, or the one with the best validation worst-group accuracy")
-    p.add_argument("--epochs", type=int, default=default(FinetuneConfig, "epochs"), help="epochs (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=default(FinetuneConfig, "epochs"),
+                   help="passes over the training split (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=default(FinetuneConfig, "batch_size"),
                    help="images per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=default(FinetuneConfig, "lr"), help="learning rate (default %(default)s)")

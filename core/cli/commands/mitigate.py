@@ -49,7 +49,8 @@ def add_parser(subparsers) -> None:
                     help="MaskTune's fine-tuning epochs (default %(default)s)")
     ap.add_argument("--masktune-lr", type=float, default=default(MitigationConfig, "masktune_lr"),
                     help="MaskTune keeps the ERM fine-tuning settings (default lr %(default)s)")
-    ap.add_argument("--seed", type=int, default=default(MitigationConfig, "seed"), help="(default %(default)s)")
+    ap.add_argument("--seed", type=int, default=default(MitigationConfig, "seed"),
+                    help="seed of the DFR subsamples and MaskTune's batches (default %(default)s)")
     ap.add_argument("--into-shipped", action="store_true", help=argparse.SUPPRESS)  # demo rebuilds only: write
     # mitigation.json into shipped run folders (checkpoints/) instead of the user's overlay
     ap.set_defaults(func=run)

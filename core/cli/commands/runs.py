@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
                           description="One run's provenance, health and headline numbers (the bias report has the "
                                       "flags: `texplain report RUN`).")
     show.add_argument("run", metavar="RUN", help="run folder, or the name of a run in the runs folders")
-    show.add_argument("--json", action="store_true", help="as JSON")
+    show.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
 
