@@ -22,11 +22,13 @@ def add_parser(subparsers) -> None:
                    help="passes over the training split (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=default(FinetuneConfig, "batch_size"),
                    help="images per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=default(FinetuneConfig, "lr"), help="learning rate (default %(default)s)")
+    p.add_argument("--lr", type=float, default=default(FinetuneConfig, "lr"),
+                   help="learning rate (default %(default)s)")
     p.add_argument("--train-from-block", type=int, default=default(FinetuneConfig, "train_from_block"),
                    help="EfficientNet-Lite0 blocks before this one stay frozen (16: head convolution + classifier)")
     p.add_argument("--no-flips", action="store_true", help="no horizontal-flip augmentation")
-    p.add_argument("--seed", type=int, default=default(FinetuneConfig, "seed"), help="seed of the new head and the batches (default %(default)s)")
+    p.add_argument("--seed", type=int, default=default(FinetuneConfig, "seed"),
+                   help="seed of the new head and the batches (default %(default)s)")
     p.set_defaults(func=run)
 
 

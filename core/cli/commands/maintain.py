@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
                    help="imagenet9 only: classify this ImageNet-9 copy (e.g. the real Backgrounds Challenge, its "
                         "variation folders side by side) instead of building the mini one")
     p.add_argument("--out", default=None, metavar="FOLDER",
-                   help="imagenet9 only: where classifier_accuracy.json and predictions.csv go (default runs/imagenet9)")
+                   help="imagenet9 only: where classifier_accuracy.json and predictions.csv go "
+                        "(default runs/imagenet9)")
     p.set_defaults(func=run)
 
 
