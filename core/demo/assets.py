@@ -61,9 +61,10 @@ def _deb_file(name: str) -> Path | None:
     return found[-1] if found else None
 
 
-def download_debs() -> None:
+def download_debs(names: list[str] | None = None) -> None:
+    """Download the Debian packages `names` (default: the demo's, DEBS) into DEB_DIR, once."""
     DEB_DIR.mkdir(parents=True, exist_ok=True)
-    missing = [n for n in DEBS if _deb_file(n) is None]
+    missing = [n for n in (names or DEBS) if _deb_file(n) is None]
     if not missing:
         _log("Debian packages: already downloaded")
         return
@@ -81,20 +82,28 @@ def download_debs() -> None:
         raise AssetError(f"could not download Debian packages {missing}:\n{res.stderr.strip()}")
 
 
-def extract_debs() -> None:
-    for name in DEBS:
-        marker = DEB_ROOT / f".{name}.extracted"
+def extract_debs(names: list[str] | None = None, root: Path = DEB_ROOT) -> None:
+    """Unpack the downloaded packages `names` (default: DEBS) into `root`, once each."""
+    for name in names or DEBS:
+        marker = root / f".{name}.extracted"
         if marker.exists():
             continue
         deb = _deb_file(name)
         if deb is None:
             raise AssetError(f"{name}.deb is missing from {DEB_DIR}; run `make setup`")
-        DEB_ROOT.mkdir(parents=True, exist_ok=True)
-        res = _run(["dpkg-deb", "-x", str(deb), str(DEB_ROOT)])
+        root.mkdir(parents=True, exist_ok=True)
+        res = _run(["dpkg-deb", "-x", str(deb), str(root)])
         if res.returncode != 0:
             raise AssetError(f"dpkg-deb could not unpack {deb.name}: {res.stderr.strip()}")
         marker.touch()
         _log(f"unpacked {deb.name}")
+
+
+def ensure_debs(names: list[str], root: Path) -> Path:
+    """Download and unpack the Debian packages `names` into `root` (each once); returns `root`."""
+    download_debs(names)
+    extract_debs(names, root)
+    return root
 
 
 # --- photos ----------------------------------------------------------------------------------

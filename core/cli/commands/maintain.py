@@ -6,7 +6,9 @@ fixed (ERM with its last layer refit on the groups its explanations revealed, wi
 test run), all. ImageNet-9: general-world (the caption world of all usable stamps), imagenet9 (that, the mini
 ImageNet-9 and the classifier's accuracy on each variation), general-translator (a translator for the
 unmodified ImageNet classifier, trained on the general world), general-evaluation (how well its sentences
-name unseen objects and scenes), imagenet9-runs (every variation explained with it).
+name unseen objects and scenes), imagenet9-runs (every variation explained with it). Open world: open-world
+(objects and scenes with whole scene packages held out), open-translator (trained on it), open-evaluation (every
+translator at hand on held-out scenes and objects).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import argparse
 
 WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs")
+OPEN_STEPS = ("open-world", "open-translator", "open-evaluation")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
 
 
@@ -21,7 +24,8 @@ def add_parser(subparsers) -> None:
     # No help=: argparse then leaves the verb out of `texplain --help`'s list (its epilog names it).
     p = subparsers.add_parser("maintain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="Each step is skipped when its output exists (--force rebuilds it).")
-    p.add_argument("step", choices=WATERBIRDS_STEPS + IMAGENET9_STEPS, help="what to rebuild (see above)")
+    p.add_argument("step", choices=WATERBIRDS_STEPS + IMAGENET9_STEPS + OPEN_STEPS, metavar="STEP",
+                   help="what to rebuild (see above)")
     p.add_argument("--force", action="store_true", help="rebuild even when the output exists")
     p.add_argument("--only", choices=NAMES, default=None, help="just one of the two Waterbirds classifiers")
     p.add_argument("--splits", default="test,val", help="splits to explain with `runs` (comma-separated)")
@@ -35,6 +39,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.step in OPEN_STEPS:
+        from core.demo.open_translator import build as build_open
+
+        return build_open(args.step, force=args.force)
     if args.step in IMAGENET9_STEPS:
         from core.demo.imagenet9 import build as build_imagenet9
 

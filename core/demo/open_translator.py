@@ -1,0 +1,153 @@
+"""A translator for the unmodified ImageNet classifier that describes what it was not trained on.
+
+    texplain maintain open-world         # the open caption world (core.demo.worlds.open_world)
+    texplain maintain open-translator    # trained on it, warm-started from the shipped general translator
+    texplain maintain open-evaluation    # every translator at hand scored on held-out scenes and objects
+
+The recipe is chosen on the world's val split (held-out scene package and held-out object nouns), never on
+test; the evaluation scores the test split's held-out scenes and held-out objects apart
+(core.evaluation.openworld), next to the shipped general translator on the same images.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import paths
+from core.demo.worlds import open_world as ow
+
+OPEN_TRANSLATOR = paths.CHECKPOINTS / "translators" / "open"
+OPEN_EVALUATION = "open_evaluation.json"  # beside each translator it scores
+WORK = paths.ASSETS / "train" / "translator-open"
+# Warm start from the shipped general translator (its shape and feature statistics), then epochs over the open
+# world's training pairs at a lower learning rate, with dropout in the mapper: the templated captions of a
+# closed world are what the general translator memorised. bf16 autocast pays on CPUs with bf16 units too.
+OPEN_RECIPE = {"epochs": 2, "batch_size": 64, "lr": 3e-4, "warmup_steps": 30, "save_every": 20, "dropout": 0.1,
+               "autocast_bf16": True}
+
+
+def open_translator_data(classifier, world: str | Path = ow.OPEN_WORLD, views=None):
+    """The open world's captions as training data (core.engine.train.caption_pairs: four feature views per
+    training image; its val split's captions as the validation loss)."""
+    from core.data import load_rgb
+    from core.engine.train import VIEWS, caption_pairs
+
+    return caption_pairs(classifier, ow.read_open_world(world), load_rgb, views=views or VIEWS, name=str(world))
+
+
+def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, world: str | Path = ow.OPEN_WORLD,
+                          start: str | Path | None = None, cfg=None, work: str | Path = WORK):
+    """Train (or resume) a translator on the open world from `start` (default: the shipped general translator);
+    saved float16 to `out`."""
+    import torch
+
+    from core.demo.imagenet9 import GENERAL_TRANSLATOR
+    from core.engine.config import TrainConfig
+    from core.engine.train import train_translator
+    from core.models.translator import Translator
+
+    start = Path(start or GENERAL_TRANSLATOR)
+    shape = Translator.from_pretrained(start, classifier, lm).config
+    cfg = cfg or TrainConfig(**OPEN_RECIPE, init_from=str(start),
+                             **{k: getattr(shape, k) for k in ("prefix_length", "mapper", "mlp_hidden",
+                                                               "normalize_features")})
+    train_z, train_caps, val_z, val_caps = open_translator_data(classifier, world)
+    t0 = time.time()
+    tr = train_translator(classifier, lm, train_z, train_caps, work, val_z, val_caps, cfg,
+                          data_info={"captions": f"open world {Path(world).name}", "train_pairs": len(train_caps),
+                                     "val_pairs": len(val_caps), "warm_start": str(start)})
+    tr.save_pretrained(out, dtype=torch.float16)
+    print(f"[open-translator] val loss {tr.config.training.get('best_val_loss')} in {time.time() - t0:.0f} s "
+          f"-> {out}", flush=True)
+    return Translator.from_pretrained(out, classifier, lm)
+
+
+def explain_open_split(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD, split: str = "test",
+                       limit: int | None = None, cfg=None) -> pd.DataFrame:
+    """The translator's sentences on the world's `split` (or `limit` images of each held-out kind, spread over it):
+    image, held_out, scene, kinds, superclass (of its objects), nouns, sentences, counts."""
+    from core.data import load_rgb
+    from core.engine.config import ExplainConfig
+    from core.engine.explainer import Explainer
+    from core.evaluation.openworld import superclass_of
+
+    world = Path(world)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    part = meta[meta["split"] == split].sort_values("img_filename")
+    if limit is not None:
+        part = pd.concat([g.iloc[np.linspace(0, len(g) - 1, min(limit, len(g))).round().astype(int)]
+                          for _, g in part.groupby("held_out")])
+    explainer, rows = Explainer(classifier, translator, lm, cfg or ExplainConfig(sentences_per_image=16, seed=0)), []
+    for i in range(0, len(part), 16):
+        chunk = part.iloc[i:i + 16]
+        for (_, r), e in zip(chunk.iterrows(), explainer.explain([load_rgb(world / f) for f in chunk["img_filename"]],
+                                                                 list(chunk["img_filename"]))):
+            nouns = str(r["nouns"]).split()
+            rows.append({"image": r["img_filename"], "held_out": r["held_out"], "scene": r["scene"],
+                         "kinds": frozenset(str(r["scene_kinds"]).split()),
+                         "superclass": frozenset(filter(None, (superclass_of(n) for n in nouns))),
+                         "nouns": nouns, "sentences": e.sentences, "counts": e.words})
+    return pd.DataFrame(rows)
+
+
+def evaluate_open(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD, split: str = "test",
+                  limit: int | None = None, cfg=None, extractor=None) -> dict:
+    """Held-out scenes and held-out objects of the open world's `split`, each scored on its own."""
+    from core.evaluation.openworld import score_open_world
+
+    rows = explain_open_split(classifier, translator, lm, world, split, limit, cfg)
+    out = {"split": split, "world": str(Path(world).name), "sentences_per_image": (cfg.sentences_per_image if cfg
+                                                                                   else 16)}
+    for held in ("scene", "object"):
+        part = rows[rows["held_out"] == held]
+        if held == "scene":
+            part = part.drop(columns="superclass")  # the objects are trained ones: their naming is not the test
+        out[f"held_out_{held}s"] = score_open_world(part, extractor)
+    return out
+
+
+def write_evaluation(translator_folder: str | Path, result: dict) -> Path:
+    out = Path(translator_folder) / OPEN_EVALUATION
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return out
+
+
+def headline(result: dict) -> dict:
+    """The issue's targets in one line per measure: held-out scene kind, false water, held-out superclass."""
+    scenes, objects = result["held_out_scenes"], result["held_out_objects"]
+    return {"scene_kind_accuracy_held_out_scenes": scenes["scene_kind_accuracy"]["rate"],
+            "false_water_held_out_scenes": (scenes["false_scene_rate"].get("water") or {}).get("rate"),
+            "false_water_held_out_objects": (objects["false_scene_rate"].get("water") or {}).get("rate"),
+            "superclass_accuracy_held_out_objects": (objects.get("superclass_accuracy") or {}).get("rate"),
+            "scene_kind_accuracy_trained_scenes": objects["scene_kind_accuracy"]["rate"]}
+
+
+def build(step: str, force: bool = False, limit: int | None = None) -> int:
+    """`open-world`: build the world; `open-translator`: train the open translator (resumable); `open-evaluation`:
+    score the shipped general translator and the open one (where present) on the test split's held-out scenes
+    and objects, written beside each as open_evaluation.json."""
+    from core.demo.imagenet9 import GENERAL_TRANSLATOR
+    from core.models import load_classifier, load_language_model
+    from core.models.translator import Translator
+
+    world = ow.build_open_world(force=force and step == "open-world")
+    if step == "open-world":
+        return 0
+    base, lm = load_classifier("efficientnet-lite0"), load_language_model()
+    if step == "open-translator":
+        if (OPEN_TRANSLATOR / "config.json").exists() and not force:
+            print(f"translator open: exists ({OPEN_TRANSLATOR})")
+        else:
+            train_open_translator(base, lm, world=world)
+        return 0
+    for folder in (GENERAL_TRANSLATOR, OPEN_TRANSLATOR):
+        if not (folder / "config.json").exists():
+            continue
+        result = evaluate_open(base, Translator.from_pretrained(folder, base, lm), lm, world, "test", limit)
+        print(f"[open-evaluation] {folder.name}: {json.dumps(headline(result))} -> "
+              f"{write_evaluation(folder, result)}", flush=True)
+    return 0

@@ -1,0 +1,196 @@
+"""Does a translator describe what it was not trained on? Scene kinds, false scenes and object superclasses.
+
+A translator that memorised its caption world reads a new scene as the nearest trained one (pale planks become
+"a wooden pier by a lake") and calls an unseen object by a trained one ("a cow" for a dog). These measures
+use fixed vocabularies, not the training captions' words, so they score held-out scenes and objects that no
+caption ever described:
+
+- scene-kind accuracy: the kind (water, grass, forest, sky, sand, snow, wood, flowers, city, indoor, rock,
+  plain) whose words the image's sentences use most often is one the image shows;
+- false-scene rate, per kind: the share of images that do not show the kind whose sentences name it in at
+  least one sentence (water above all: "lake" behind any bird was the demo's first bias);
+- superclass accuracy: the object superclass (dog, bird, vehicle, fruit, ...: WordNet's, the most specific
+  of SUPERCLASSES) that the sentences' object words name most often is the object's own.
+
+    rows = DataFrame(image, kinds (set of kinds), superclass, counts (word -> (occurrences, sentences)), sentences)
+    score_open_world(rows)["scene_kind_accuracy"], ["false_scene_rate"]["water"], ["superclass_accuracy"]
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from core.analysis.stats import wilson_interval
+
+SCENE_KINDS = ("water", "grass", "forest", "sky", "sand", "snow", "wood", "flowers", "city", "indoor", "rock",
+               "plain")
+# The words (lemmas, as core.engine.words.WordExtractor gives them) that name each kind. Fixed by hand, broad on
+# purpose: a sentence that says "shore" or "boat" puts water in the picture as surely as one that says "lake".
+KIND_WORDS = {
+    "water": frozenset({"water", "lake", "sea", "ocean", "river", "pond", "stream", "wave", "waterfall", "creek",
+                        "harbor", "harbour", "bay", "shore", "pier", "dock", "jetty", "boat", "underwater", "reef",
+                        "lagoon", "marsh", "swamp", "puddle", "brook", "canal", "coast", "seaside", "waterside"}),
+    "grass": frozenset({"grass", "grassy", "meadow", "field", "lawn", "pasture", "prairie", "hay", "moss", "turf"}),
+    "forest": frozenset({"forest", "tree", "wood", "woods", "woodland", "jungle", "pine", "foliage", "leaf", "branch",
+                         "trunk", "bush", "shrub"}),
+    "sky": frozenset({"sky", "cloud", "cloudy", "sunset", "sunrise", "dusk", "dawn", "horizon", "sun", "star",
+                      "moon", "storm", "overcast"}),
+    "sand": frozenset({"sand", "sandy", "beach", "desert", "dune", "gravel", "dirt", "soil", "earth", "mud"}),
+    "snow": frozenset({"snow", "snowy", "ice", "icy", "frost", "frozen", "winter", "glacier", "snowfield"}),
+    "wood": frozenset({"wooden", "plank", "board", "timber", "parquet", "grain", "log", "deck", "floorboard"}),
+    "flowers": frozenset({"flower", "blossom", "petal", "bloom", "daisy", "rose", "tulip", "dandelion", "sunflower",
+                          "bouquet", "garden"}),
+    "city": frozenset({"city", "building", "street", "road", "bridge", "town", "skyscraper", "tower", "house",
+                       "roof", "brick", "concrete", "asphalt", "facade", "urban", "traffic", "sidewalk", "window"}),
+    "indoor": frozenset({"room", "wall", "ceiling", "floor", "table", "lamp", "kitchen", "indoors", "indoor",
+                         "interior", "shelf", "sofa", "carpet", "curtain", "furniture", "desk"}),
+    "rock": frozenset({"rock", "rocky", "stone", "cliff", "mountain", "hill", "boulder", "cave", "canyon", "pebble",
+                       "valley", "peak", "slope"}),
+    "plain": frozenset({"plain", "empty", "blank", "backdrop", "studio", "uniform", "solid"}),
+}
+# "wood" is both a material and a forest: as the noun it is a forest word, "wooden" the material.
+# Object superclasses, most specific first: a word takes the first one its WordNet noun senses lie under.
+SUPERCLASSES = (
+    ("dog", "dog.n.01"), ("cat", "feline.n.01"), ("carnivore", "carnivore.n.01"), ("primate", "primate.n.02"),
+    ("rodent", "rodent.n.01"), ("hoofed mammal", "ungulate.n.01"), ("mammal", "mammal.n.01"), ("bird", "bird.n.01"),
+    ("fish", "fish.n.01"), ("reptile", "reptile.n.01"), ("amphibian", "amphibian.n.03"), ("insect", "insect.n.01"),
+    ("invertebrate", "invertebrate.n.01"), ("musical instrument", "musical_instrument.n.01"), ("boat", "vessel.n.02"),
+    ("aircraft", "aircraft.n.01"), ("vehicle", "vehicle.n.01"), ("food", "food.n.01"), ("food", "food.n.02"),
+    ("plant", "plant.n.02"), ("tool", "tool.n.01"), ("furniture", "furniture.n.01"), ("clothing", "clothing.n.01"),
+    ("building", "building.n.01"), ("container", "container.n.01"), ("toy", "plaything.n.01"),
+    ("sports equipment", "sports_equipment.n.01"), ("sports equipment", "game_equipment.n.01"),
+)
+# A word that is both a plant and a food in WordNet ("banana", "carrot": the plant is the first sense) is food:
+# in a picture, a banana is fruit on a table far more often than a plant.
+PREFERRED = {"plant": "food"}
+# Vegetation words name the background, not an object: they never count for a superclass ("grass" and "tree"
+# are plants to WordNet). Other scene words can be the object itself (a boat, a house, a table, a rose).
+BACKGROUND_WORDS = KIND_WORDS["grass"] | KIND_WORDS["forest"]
+
+
+def kinds_of(counts: dict) -> dict[str, tuple[int, int]]:
+    """kind -> (occurrences of its words, the most sentences any one of its words is in) for an image's counts."""
+    out = {}
+    for kind, words in KIND_WORDS.items():
+        hits = [counts[w] for w in words if w in counts]
+        if hits:
+            out[kind] = (sum(c for c, _ in hits), max(s for _, s in hits))
+    return out
+
+
+def named_kind(counts: dict) -> str | None:
+    """The kind whose words the sentences use most often (None: no kind word, or a tie)."""
+    found = kinds_of(counts)
+    if not found:
+        return None
+    best = max(c for c, _ in found.values())
+    top = [k for k, (c, _) in found.items() if c == best]
+    return top[0] if len(top) == 1 else None
+
+
+def kinds_in_a_sentence(sentences: list[str], extractor) -> set[str]:
+    """Every kind named in at least one sentence."""
+    words = set().union(*(set(extractor.words(s)) for s in sentences)) if sentences else set()
+    return {k for k, ws in KIND_WORDS.items() if words & ws}
+
+
+@lru_cache(maxsize=1)
+def _anchors():
+    from core.data.description import load_wordnet
+
+    wn = load_wordnet()
+    if wn is None:
+        raise RuntimeError("WordNet is not available: run `texplain setup`")
+    return wn, [(name, wn.synset(s)) for name, s in SUPERCLASSES]
+
+
+@lru_cache(maxsize=50_000)
+def superclass_of(word: str) -> str | None:
+    """The most specific superclass (SUPERCLASSES) that a noun sense of `word` lies under, by WordNet's sense
+    order ("cat": the feline before the tractor); None when no sense does, or for a vegetation word."""
+    if word in BACKGROUND_WORDS:
+        return None
+    wn, anchors = _anchors()
+    found = []
+    for syn in wn.synsets(word, pos="n"):
+        path = set(syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms())) | {syn}
+        found += [name for name, anchor in anchors if anchor in path][:1]
+    if not found:
+        return None
+    return PREFERRED[found[0]] if found[0] in PREFERRED and PREFERRED[found[0]] in found else found[0]
+
+
+def named_superclass(counts: dict) -> str | None:
+    """The superclass whose words the sentences use most often (None: none named, or a tie)."""
+    hits: dict[str, int] = {}
+    for word, (c, _) in counts.items():
+        if (sc := superclass_of(word)) is not None:
+            hits[sc] = hits.get(sc, 0) + c
+    if not hits:
+        return None
+    best = max(hits.values())
+    top = [s for s, h in hits.items() if h == best]
+    return top[0] if len(top) == 1 else None
+
+
+def _rate(ok: pd.Series) -> dict:
+    n, k = int(len(ok)), int(ok.sum())
+    if not n:
+        return {"rate": None, "ci95": None, "images": 0}
+    return {"rate": round(k / n, 4), "ci95": [round(x, 4) for x in wilson_interval(k, n)], "images": n}
+
+
+def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
+    """Scene-kind accuracy, false-scene rates and superclass accuracy of explained images (see the module
+    docstring). `rows`: image, kinds (a set of SCENE_KINDS), counts, sentences, and optionally superclass
+    (the object's, from `superclass_of` of its name or given) — images without one are left out of it."""
+    if extractor is None:
+        from core.engine.words import WordExtractor
+
+        extractor = WordExtractor()
+    df = rows.copy()
+    df["kind_said"] = df["counts"].map(named_kind)
+    df["kind_ok"] = [said in kinds if said else False for said, kinds in zip(df["kind_said"], df["kinds"])]
+    df["kinds_named"] = df["sentences"].map(lambda ss: kinds_in_a_sentence(list(ss), extractor))
+    out = {"images": int(len(df)), "scene_kind_accuracy": _rate(df["kind_ok"]),
+           "rules": {"scene_kind": "the kind whose words the sentences use most often is one the image shows",
+                     "false_scene": "share of the images that do not show a kind whose sentences name it in at "
+                                    "least one sentence",
+                     "superclass": "the superclass whose words the sentences use most often is the object's"}}
+    false = {}
+    for kind in SCENE_KINDS:
+        absent = ~df["kinds"].map(lambda ks, k=kind: k in ks)
+        if absent.any():
+            false[kind] = _rate(df.loc[absent, "kinds_named"].map(lambda named, k=kind: k in named))
+    out["false_scene_rate"] = false
+    out["by_kind"] = {k: _rate(df.loc[df["kinds"].map(lambda ks, k=k: k in ks), "kind_ok"])
+                      for k in SCENE_KINDS if df["kinds"].map(lambda ks, k=k: k in ks).any()}
+    confusions = df[~df["kind_ok"]].assign(truth=df["kinds"].map(lambda ks: "+".join(sorted(ks))),
+                                           said=df["kind_said"].fillna("(none)"))
+    out["kind_confusions"] = [{"truth": t, "said": s, "images": int(n)} for (t, s), n in
+                              confusions.groupby(["truth", "said"]).size().sort_values(ascending=False)
+                              .head(10).items()]
+    if "superclass" in df and df["superclass"].map(bool).any():
+        # An image of several objects: naming any of their superclasses is right.
+        obj = df[df["superclass"].map(bool)].copy()
+        obj["superclass"] = obj["superclass"].map(lambda v: frozenset({v}) if isinstance(v, str) else frozenset(v))
+        obj["superclass_said"] = obj["counts"].map(named_superclass)
+        obj["superclass_ok"] = [said in truth for said, truth in zip(obj["superclass_said"], obj["superclass"])]
+        obj["superclass"] = obj["superclass"].map(lambda v: "+".join(sorted(v)))
+        out["superclass_accuracy"] = _rate(obj["superclass_ok"])
+        out["by_superclass"] = obj.groupby("superclass")["superclass_ok"].agg(["mean", "size"]).round(3) \
+            .rename(columns={"mean": "accuracy", "size": "images"}).to_dict(orient="index")
+        said = obj[~obj["superclass_ok"]].assign(said=obj["superclass_said"].fillna("(none)"))
+        out["superclass_confusions"] = [{"truth": t, "said": s, "images": int(n)} for (t, s), n in
+                                        said.groupby(["superclass", "said"]).size().sort_values(ascending=False)
+                                        .head(10).items()]
+    out["examples"] = [{"image": r.image, "kinds": sorted(r.kinds), "said": r.kind_said,
+                        "sentence": r.sentences[0] if len(r.sentences) else ""} for r in df.head(8).itertuples()]
+    return out
+
+
+def chance_rates(kinds: pd.Series) -> dict:
+    """What a reader that names one kind at random would score on these images (a floor to read accuracy by)."""
+    return {"scene_kind_accuracy": round(float(np.mean([len(ks) / len(SCENE_KINDS) for ks in kinds])), 4)}

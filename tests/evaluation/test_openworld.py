@@ -1,0 +1,116 @@
+"""Open-world measures (core.evaluation.openworld) and the open caption world's builder (core.demo.worlds.open_world):
+held-out scenes and objects are measured with fixed vocabularies, and the world keeps them out of training."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core.engine.words import WordExtractor
+from core.evaluation.openworld import (KIND_WORDS, SCENE_KINDS, kinds_of, named_kind, named_superclass,
+                                       score_open_world, superclass_of)
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return WordExtractor()
+
+
+def test_every_kind_has_words_and_no_word_names_two_kinds():
+    assert set(KIND_WORDS) == set(SCENE_KINDS)
+    seen = {}
+    for kind, words in KIND_WORDS.items():
+        assert words, kind
+        for w in words:
+            assert w not in seen, (w, kind, seen.get(w))
+            seen[w] = kind
+
+
+def test_named_kind_is_the_kind_used_most_and_a_tie_names_none(ex):
+    counts = ex.count(["a bird by the lake", "a bird on the water", "a bird in the grass"])
+    assert kinds_of(counts)["water"] == (2, 1) and named_kind(counts) == "water"
+    assert named_kind(ex.count(["a dog on the grass by a lake"])) is None
+    assert named_kind(ex.count(["a dog"])) is None
+
+
+def test_superclasses_come_from_wordnet_most_specific_first():
+    assert superclass_of("puppy") == "dog" and superclass_of("lion") == "cat" and superclass_of("wolf") == "carnivore"
+    assert superclass_of("cow") == "hoofed mammal" and superclass_of("heron") == "bird"
+    assert superclass_of("banana") == "food"  # the fruit, not the plant WordNet lists first
+    assert superclass_of("guitar") == "musical instrument" and superclass_of("canoe") == "boat"
+    assert superclass_of("grass") is None and superclass_of("tree") is None  # vegetation names the background
+
+
+def test_scores_held_out_scenes_false_water_and_superclasses(ex):
+    sentences = {
+        "a": ["a dog in the grass", "a dog on a green field", "a puppy in a meadow"],  # grass, right; dog, right
+        "b": ["a cow by a lake", "a cow on the water", "a cow near the sea"],          # water, wrong; a cow: wrong
+        "c": ["a dog in the snow", "a dog on the ice", "a dog by the lake"],           # snow, right; false water
+        "d": ["a red apple on a wooden table", "an apple on wooden planks", "fruit"],  # wood, right
+    }
+    rows = pd.DataFrame({"image": list(sentences), "kinds": [{"grass"}, {"grass"}, {"snow"}, {"wood", "indoor"}],
+                         "superclass": ["dog", "dog", {"dog", "bird"}, "food"],
+                         "sentences": list(sentences.values()),
+                         "counts": [ex.count(s) for s in sentences.values()]})
+    out = score_open_world(rows, ex)
+    assert out["scene_kind_accuracy"]["rate"] == 0.75 and out["images"] == 4
+    assert out["false_scene_rate"]["water"]["rate"] == 0.5  # b and c show no water; both say it
+    assert out["false_scene_rate"]["snow"]["rate"] == 0.0
+    assert out["superclass_accuracy"]["rate"] == 0.75
+    assert out["superclass_confusions"][0] == {"truth": "dog", "said": "hoofed mammal", "images": 1}
+    assert named_superclass(ex.count(["a cow and a dog", "a dog"])) == "dog"
+
+
+def _png(path, colour, size=(40, 60), alpha=True):
+    im = Image.new("RGBA" if alpha else "RGB", size, (*colour, 255) if alpha else colour)
+    if alpha:
+        px = np.asarray(im).copy()
+        px[:5, :, 3] = 0  # a transparent margin, as a cut-out has
+        im = Image.fromarray(px)
+    im.save(path)
+    return str(path)
+
+
+def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tmp_path):
+    from core.demo.worlds import open_world as ow
+
+    src = tmp_path / "src"
+    src.mkdir()
+    scenes = [ow.OpenScene(f"lake{i}", "p-train", _png(src / f"lake{i}.png", (40, 90, 200), (300, 200), False),
+                           frozenset({"water"}), ("a lake", "blue water", "a calm lake"), "train") for i in range(2)]
+    scenes += [ow.OpenScene("field", "p-val", _png(src / "field.png", (60, 160, 60), (300, 200), False),
+                            frozenset({"grass"}), ("a field", "green grass"), "val"),
+               ow.OpenScene("snow", "p-test", _png(src / "snow.png", (240, 240, 250), (300, 200), False),
+                            frozenset({"snow"}), ("snow", "a snowy slope"), "test"),
+               ow.OpenScene("plain-white", "plain", "", frozenset({"plain"}), ("a plain white background",), "all",
+                            (245, 245, 245))]
+    things = [ow.Thing(f"clipart:{n}", f"a {n}", n, superclass_of(n), _png(src / f"{n}.png", c), sp)
+              for n, c, sp in (("dog", (120, 80, 40), "train"), ("apple", (200, 30, 30), "train"),
+                               ("guitar", (150, 100, 50), "val"), ("heron", (90, 90, 120), "test"))]
+    out = ow.build_open_world(tmp_path / "world", seed=3, scenes=scenes, things=things, workers=1, verbose=False,
+                              n_train=40, n_val=8, n_test=10)
+    meta = pd.read_csv(out / "metadata.csv", keep_default_na=False)
+    caps = pd.read_csv(out / "captions.csv")
+    assert len(meta) == 58 and (out / "images" / "00000.jpg").exists()
+    train = meta[meta["split"] == "train"]
+    assert set(train["scene"]) <= {"lake0", "lake1", "plain-white"} and set(train["held_out"]) == {""}
+    assert not train["nouns"].str.contains("guitar|heron").any()
+    test = meta[meta["split"] == "test"]
+    assert (test.loc[test["held_out"] == "scene", "scene"] == "snow").all()
+    assert test.loc[test["held_out"] == "object", "nouns"].str.split().map(set(["heron"]).issuperset).all()
+    assert (meta.loc[meta["scene"] == "snow", "scene_kinds"] == "snow").all()
+    train_caps = caps[caps["split"] == "train"]["caption"].str.lower()
+    assert not train_caps.str.contains("heron|guitar|snow").any()  # no held-out word in a training caption
+    assert caps.groupby("img_filename").size().max() <= 4
+    assert caps.groupby("img_filename")["caption"].agg(lambda c: c.is_unique).all()
+    assert caps["caption"].nunique() > 0.5 * len(caps)  # varied wording, even with four objects and five scenes
+    world = json.loads((out / "world.json").read_text())
+    assert world["scenes"]["test"] == ["snow"] and world["objects"]["test"]["nouns"] == 1
+    # Deterministic from the seed; another seed, another world.
+    again = ow.build_open_world(tmp_path / "again", seed=3, scenes=scenes, things=things, workers=2, verbose=False,
+                                n_train=40, n_val=8, n_test=10)
+    assert (again / "captions.csv").read_text() == (out / "captions.csv").read_text()
+    other = ow.build_open_world(tmp_path / "other", seed=4, scenes=scenes, things=things, workers=1, verbose=False,
+                                n_train=40, n_val=8, n_test=10)
+    assert (other / "captions.csv").read_text() != (out / "captions.csv").read_text()
