@@ -34,15 +34,24 @@ def open_dataset_from(args):
 
 def add_classifier_options(p, required: bool = True) -> None:
     p.add_argument("--classifier", required=required, default=None,
-                   help="'efficientnet-lite0', a checkpoint folder, or torchvision:ARCH")
+                   help="efficientnet-lite0 (or -lite1, -lite2), a checkpoint folder, torchvision:ARCH or timm:ARCH "
+                        "(with --checkpoint), hf:FOLDER (a Hugging Face image classifier) or a TorchScript file; "
+                        "see docs/classifiers.md")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
-                   help="weights (.pt/.pth state dict or .safetensors) for a --classifier torchvision:ARCH")
+                   help="weights (.pt/.pth state dict or .safetensors) for a --classifier torchvision:ARCH or "
+                        "timm:ARCH")
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="the layer whose output, pooled, are the features (default: the input of the classifier's "
+                        "last linear layer, i.e. its penultimate features)")
+    p.add_argument("--class-names", default=None, metavar="FILE",
+                   help="one class name a line, in output order, for weights that name no classes (torchvision, "
+                        "timm, TorchScript; default: ImageNet's for 1000 outputs, else class_0, class_1, ...)")
 
 
 def classifier_from(args):
     from core.models.registry import load_classifier_spec
 
-    return load_classifier_spec(args.classifier, args.checkpoint)
+    return load_classifier_spec(args.classifier, args.checkpoint, layer=args.layer, class_names=args.class_names)
 
 
 def add_lm_option(p) -> None:

@@ -165,14 +165,18 @@ class ModelFiles:
     classifier: str
     translator: str
     lm: str
-    checkpoint: str | None = None  # weights for a torchvision:ARCH classifier
+    checkpoint: str | None = None  # weights for a torchvision:ARCH or timm:ARCH classifier
     label_space: object = None  # core.models.label_space.LabelSpace: read the classifier in the dataset's classes
+    layer: str | None = None  # the layer whose pooled output are the features (None: the penultimate ones)
+    class_names: str | None = None  # a class-names file, for weights that name no classes
 
     def load(self):
-        from core.models import load_classifier, load_language_model
+        from core.models import load_language_model
+        from core.models.registry import load_classifier_spec
         from core.models.translator import Translator
 
-        classifier = load_classifier(self.classifier, **({"checkpoint": self.checkpoint} if self.checkpoint else {}))
+        classifier = load_classifier_spec(self.classifier, self.checkpoint, layer=self.layer,
+                                          class_names=self.class_names)
         if self.label_space is not None:
             from core.models.label_space import wrap
 

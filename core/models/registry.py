@@ -1,6 +1,6 @@
 """From a name or a run to models: the one place that knows where classifiers and translators are kept.
 
-    classifier = load_classifier_spec("torchvision:resnet50", checkpoint="resnet50.pt")
+    classifier = load_classifier_spec("timm:convnext_tiny", checkpoint="convnext.safetensors", layer="stages.2")
     sources = run_model_sources(run.manifest)          # to explain new images the way a run did
     adapter, folder, note = resolve_run_classifier(run.manifest)   # the run's own classifier, checked
 
@@ -23,17 +23,30 @@ CLASSIFIERS_DIR = paths.CHECKPOINTS / "classifiers"
 TRANSLATORS_DIR = paths.CHECKPOINTS / "translators"
 
 
-def load_classifier_spec(spec: str, checkpoint: str | None = None):
-    """The classifier a command line names: a built-in name, a checkpoint folder or torchvision:ARCH, with the
-    weights of `checkpoint` for a torchvision architecture."""
-    from core.models.classifier import load_classifier
+def load_classifier_spec(spec: str, checkpoint: str | None = None, layer: str | None = None,
+                         class_names: str | None = None):
+    """The classifier a command line names (--classifier SPEC: a built-in name, a checkpoint folder,
+    torchvision:ARCH, timm:ARCH, hf:FOLDER or a TorchScript file), with --checkpoint FILE (the weights of a
+    torchvision or timm architecture), --layer NAME (the layer whose pooled output are the features) and
+    --class-names FILE (one name a line, for weights that name no classes)."""
+    from core.models.backends import is_torchscript
+    from core.models.classifier import load_classifier, read_class_names
 
-    if checkpoint is None:
-        return load_classifier(spec)
-    if not str(spec).startswith("torchvision:"):
-        raise ClassifierLoadError(f"--checkpoint FILE goes with --classifier torchvision:ARCH (e.g. "
-                                  f"torchvision:resnet50); got --classifier {spec}, which brings its own weights")
-    return load_classifier(spec, checkpoint=checkpoint)
+    kwargs = {}
+    kind = str(spec).partition(":")[0]
+    if checkpoint is not None:
+        if kind not in ("torchvision", "timm"):
+            raise ClassifierLoadError(f"--checkpoint FILE goes with --classifier torchvision:ARCH or timm:ARCH (e.g. "
+                                      f"torchvision:resnet50); got --classifier {spec}, which brings its own weights")
+        kwargs["checkpoint"] = checkpoint
+    if class_names is not None:
+        if kind not in ("torchvision", "timm", "torchscript") and not is_torchscript(spec):
+            raise ClassifierLoadError(f"--class-names FILE goes with a torchvision:ARCH, timm:ARCH or TorchScript "
+                                      f"classifier; --classifier {spec} names its classes itself")
+        kwargs["class_names"] = read_class_names(class_names)
+    if layer:
+        kwargs["feature_layer"] = layer
+    return load_classifier(spec, **kwargs)
 
 
 def checkpoint_folders(kind: str) -> list[Path]:

@@ -73,7 +73,8 @@ def run(args) -> int:
         placement = RayPlacement(address=None if args.ray == "local" else args.ray, workers=args.workers,
                                  cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                                  models=ModelFiles(classifier=args.classifier, translator=args.translator, lm=args.lm,
-                                                   checkpoint=args.checkpoint))
+                                                   checkpoint=args.checkpoint, layer=args.layer,
+                                                   class_names=args.class_names))
     elif args.workers is not None or args.gpus_per_worker is not None:
         raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
                          "this process (see --num-workers for its image-decoding processes)")
