@@ -113,8 +113,11 @@ def superclass_of(word: str) -> str | None:
     if word in BACKGROUND_WORDS:
         return None
     wn, anchors = _anchors()
+    senses = wn.synsets(word.replace(" ", "_"), pos="n")
+    if not senses and " " in word:  # "black labrador": its head noun
+        return superclass_of(word.rsplit(" ", 1)[-1])
     found = []
-    for syn in wn.synsets(word, pos="n"):
+    for syn in senses:
         path = set(syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms())) | {syn}
         found += [name for name, anchor in anchors if anchor in path][:1]
     if not found:

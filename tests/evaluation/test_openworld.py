@@ -114,3 +114,22 @@ def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tm
     other = ow.build_open_world(tmp_path / "other", seed=4, scenes=scenes, things=things, workers=1, verbose=False,
                                 n_train=40, n_val=8, n_test=10)
     assert (other / "captions.csv").read_text() != (out / "captions.csv").read_text()
+
+
+def test_images_inside_containers_are_read(tmp_path):
+    import struct
+    import zipfile
+
+    from core.demo.worlds.containers import open_image
+
+    pixels = bytes([10, 20, 30] * 6)  # a 3 x 2 RGB GIMP pattern
+    name = b"brick\0"
+    (tmp_path / "p.pat").write_bytes(struct.pack(">5I", 24 + len(name), 1, 3, 2, 3) + b"GPAT" + name + pixels)
+    im = open_image(tmp_path / "p.pat", "gimp-pat")
+    assert im.size == (3, 2) and im.getpixel((2, 1)) == (10, 20, 30)
+    Image.new("RGB", (4, 4), (200, 0, 0)).save(tmp_path / "x.jpg")
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.write(tmp_path / "x.jpg", "Pictures/x.jpg")
+    assert open_image(tmp_path / "a.zip", "zip", "Pictures/x.jpg").size == (4, 4)
+    with pytest.raises(Exception, match="not a GIMP pattern"):
+        open_image(tmp_path / "x.jpg", "gimp-pat")
