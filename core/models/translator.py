@@ -40,6 +40,12 @@ class TranslatorConfig:
     lm_name: str = ""
     training: dict = field(default_factory=dict)  # data, settings and metrics, for provenance
     format_version: int = FORMAT_VERSION
+    # An aligned translator: a linear map from another classifier's `input_dim`-d features onto the features
+    # this translator's mapper reads, which are those of the `base` translator (a folder; its weights are read
+    # from there and checked against `base_sha256`). Built in minutes by core.engine.align.
+    input_dim: int | None = None
+    base: str = ""
+    base_sha256: str = ""
 
     def __post_init__(self):
         if self.mapper not in ("mlp", "transformer"):
@@ -89,6 +95,7 @@ class Translator(nn.Module):
         super().__init__()
         self.config = config
         self.mapper = MLPMapper(config) if config.mapper == "mlp" else TransformerMapper(config)
+        self.input_map = nn.Linear(config.input_dim, config.feature_dim) if config.input_dim else None
         self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
         self.register_buffer("feature_std", torch.ones(config.feature_dim))
         self.source = ""  # the folder it was loaded from, for provenance
@@ -98,11 +105,17 @@ class Translator(nn.Module):
         self.feature_mean.copy_(features.float().mean(0))
         self.feature_std.copy_(features.float().std(0).clamp_min(1e-4))
 
+    @property
+    def input_dim(self) -> int:
+        """The size of the features it takes: the classifier's (an aligned translator maps them first)."""
+        return self.config.input_dim or self.config.feature_dim
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 2 or z.shape[1] != self.config.feature_dim:
-            raise ValueError(f"features has shape {tuple(z.shape)}; this translator expects "
-                             f"(batch, {self.config.feature_dim})")
+        if z.ndim != 2 or z.shape[1] != self.input_dim:
+            raise ValueError(f"features has shape {tuple(z.shape)}; this translator expects (batch, {self.input_dim})")
         z = z.to(self.feature_mean.dtype)
+        if self.input_map is not None:
+            z = self.input_map(z)  # (B, feature_dim): the base classifier's feature space
         if self.config.normalize_features:
             z = (z - self.feature_mean) / self.feature_std
         return self.mapper(z)
@@ -117,7 +130,8 @@ class Translator(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in self.state_dict().items()}
+                 for k, v in self.state_dict().items()
+                 if not self.config.base or k.startswith("input_map.")}  # an aligned one keeps its map only
         # Written to temporary names first so an interrupted save never leaves a half checkpoint.
         tmp_w, tmp_c = folder / (WEIGHTS_NAME + ".tmp"), folder / (CONFIG_NAME + ".tmp")
         save_file(state, str(tmp_w), metadata={"format": "pt", "texplain_translator": str(FORMAT_VERSION)})
@@ -147,6 +161,8 @@ class Translator(nn.Module):
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise ValueError(f"{w_path} could not be read as safetensors: {exc}") from exc
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        if config.base:
+            state = {**_base_state(folder, config, map_location), **state}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{w_path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -154,12 +170,41 @@ class Translator(nn.Module):
         return model.eval()
 
 
+def weights_sha256(folder: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
+
+
+def resolve_base(folder: Path, base: str) -> Path:
+    """An aligned translator's base folder: absolute, relative to the repository, or to the aligned one."""
+    from core import paths
+
+    p = Path(base)
+    for candidate in (p,) if p.is_absolute() else (paths.ROOT / p, folder / p):
+        if (candidate / CONFIG_NAME).exists():
+            return candidate
+    raise TranslatorMismatchError(f"{folder} is aligned onto the translator {base}, which is not here; rebuild it "
+                                  "with `texplain train --classifier ... --fast`")
+
+
+def _base_state(folder: Path, config: TranslatorConfig, map_location) -> dict:
+    base = resolve_base(folder, config.base)
+    if config.base_sha256 and weights_sha256(base) != config.base_sha256:
+        raise TranslatorMismatchError(f"{folder} was aligned onto other weights of {base} than those there now (the "
+                                      "base translator was retrained); rebuild it with `texplain train --classifier "
+                                      "... --fast`")
+    state = load_file(str(base / WEIGHTS_NAME), device=str(map_location))
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items() if not k.startswith("input_map.")}
+
+
 def check_compatible(config: TranslatorConfig, classifier=None, lm=None) -> None:
     if classifier is not None:
-        if classifier.feature_dim != config.feature_dim:
+        expected = config.input_dim or config.feature_dim
+        if classifier.feature_dim != expected:
             raise TranslatorMismatchError(
                 f"classifier {classifier.name!r} gives {classifier.feature_dim}-d features; this translator was "
-                f"trained on {config.feature_dim}-d features from {config.classifier_name!r}")
+                f"trained on {expected}-d features from {config.classifier_name!r}")
         same_features = bool(config.classifier_feature_identity) and \
             getattr(classifier, "feature_identity", None) == config.classifier_feature_identity
         if config.classifier_identity and classifier.identity != config.classifier_identity and not same_features:

@@ -15,7 +15,12 @@ def add_parser(subparsers) -> None:
     add_dataset_options(e)
     e.add_argument("--split", default=None, help="explain only this split (train, val, test; default: all images)")
     add_classifier_options(e)
-    e.add_argument("--translator", required=True, help="translator checkpoint folder")
+    e.add_argument("--translator", default=None,
+                   help="translator checkpoint folder (default: one made for this classifier's features among the "
+                        "shipped and your translators, else one built in minutes by the fast path, cached under "
+                        "runs/translators/)")
+    e.add_argument("--no-auto-translator", action="store_true",
+                   help="without --translator, stop with the command that builds one instead of building it")
     add_lm_option(e)
     e.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     e.add_argument("--name", default=None, help="the run's display name (default: the folder's name)")
@@ -55,6 +60,23 @@ def add_parser(subparsers) -> None:
     e.set_defaults(func=run)
 
 
+def _quality(folder) -> str:
+    """What is known of a translator's quality: its held-out scene accuracy, or how well an aligned map fits."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+        ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else {}
+    except (OSError, ValueError):
+        return ""
+    if ev.get("scene_accuracy") is not None:
+        return f"; scene named for {ev['scene_accuracy']:.0%} of unseen objects' images"
+    r2 = (cfg.get("training") or {}).get("r2_held_out")
+    return f"; aligned, its map explains {r2:.0%} of the base features' variance" if r2 is not None else ""
+
+
 def run(args) -> int:
     from core.engine.pipeline import explain_dataset
     from core.models import load_language_model
@@ -63,18 +85,11 @@ def run(args) -> int:
 
     if args.keep_sentences is not None and args.keep_sentences < 0:
         raise ValueError(f"--keep-sentences must be >= 0, got {args.keep_sentences}")
-    placement = None
     if args.ray is not None:
-        from core.engine.ray import ModelFiles, RayPlacement, check_address
+        from core.engine.ray import check_address
 
         # Before any model loads: a wrong address should fail in a second, not after a minute of loading.
         check_address(None if args.ray == "local" else args.ray)
-        # Each actor loads the models from these files itself: nothing large travels from the driver.
-        placement = RayPlacement(address=None if args.ray == "local" else args.ray, workers=args.workers,
-                                 cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                                 models=ModelFiles(classifier=args.classifier, translator=args.translator, lm=args.lm,
-                                                   checkpoint=args.checkpoint, layer=args.layer,
-                                                   class_names=args.class_names))
     elif args.workers is not None or args.gpus_per_worker is not None:
         raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
                          "this process (see --num-workers for its image-decoding processes)")
@@ -84,7 +99,24 @@ def run(args) -> int:
     if (space := getattr(classifier, "label_space", None)) is not None:
         print(f"classifier {classifier.name}: {space.describe()}")
     lm = load_language_model(args.lm)
+    if args.translator is None:
+        from core.demo.auto_translator import translator_for
+
+        folder, how = translator_for(classifier, lm, auto=not args.no_auto_translator)
+        args.translator = str(folder)
+        print(f"translator: {folder} ({'made for this classifier' if how == 'found' else 'built now by the fast path'}"
+              f"{_quality(folder)})", flush=True)
     translator = Translator.from_pretrained(args.translator, classifier, lm)
+    placement = None
+    if args.ray is not None:
+        from core.engine.ray import ModelFiles, RayPlacement
+
+        # Each actor loads the models from these files itself: nothing large travels from the driver.
+        placement = RayPlacement(address=None if args.ray == "local" else args.ray, workers=args.workers,
+                                 cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                                 models=ModelFiles(classifier=args.classifier, translator=args.translator, lm=args.lm,
+                                                   checkpoint=args.checkpoint, layer=args.layer,
+                                                   class_names=args.class_names))
     cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
                         image_batch=args.image_batch, num_workers=args.num_workers,

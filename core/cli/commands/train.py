@@ -1,5 +1,8 @@
 """`texplain train`: train a translator for a classifier and an LM (resumable from OUT/train_state.pt).
 
+With no captions of your own: `--captions general` trains on the open caption world (built on first use; the
+general recipe), `general+csv:FILE` mixes in your captions, and `--fast` builds a translator in minutes by
+aligning your classifier's features onto the shipped general translator's (no captions at all).
 Features can be computed where the images are and the translator trained where the GPU is:
 `--save-pack FILE` writes the features and captions to one file (no training), and `--pack FILE`
 trains from it, with no images and no classifier weights; only the LM comes along (any copy of the
@@ -16,7 +19,13 @@ from core.engine.config import TrainConfig
 def add_parser(subparsers) -> None:
     t = subparsers.add_parser("train", help="train a translator for a classifier and an LM", description=__doc__)
     add_classifier_options(t, required=False)
-    t.add_argument("--captions", default="demo", help="'demo', 'csv:FILE' or 'coco:JSON:IMAGES_ROOT'")
+    t.add_argument("--captions", default="demo",
+                   help="'general' (the open caption world: objects and scenes of every kind), 'general+csv:FILE' "
+                        "(that and your captions), 'csv:FILE', 'coco:JSON:IMAGES_ROOT', or 'demo' (the Waterbirds "
+                        "demo's; the default)")
+    t.add_argument("--fast", action="store_true",
+                   help="no caption training: align the classifier's features onto the shipped general "
+                        "translator's (a ridge map fitted on the demo worlds' photos; minutes on a CPU)")
     add_lm_option(t)
     t.add_argument("--views", default="identity",
                    help="feature views per training image: 'identity', 'all' (mirror and two crops too, the "
@@ -51,10 +60,21 @@ def add_parser(subparsers) -> None:
 
 
 def captions(spec: str):
-    """'demo' | 'csv:FILE' | 'coco:CAPTIONS_JSON:IMAGES_ROOT' -> DataFrame(path, caption[, split])."""
+    """'general' | 'general+SPEC' | 'demo' | 'csv:FILE' | 'coco:CAPTIONS_JSON:IMAGES_ROOT' -> DataFrame(path,
+    caption[, split])."""
+    import pandas as pd
+
     from core import paths
     from core.data import read_caption_csv, read_coco_captions
 
+    if spec == "general" or spec.startswith("general+"):
+        from core.demo.worlds.open_world import build_open_world, read_open_world
+
+        world = read_open_world(build_open_world())
+        if spec == "general":
+            return world
+        own = _with_split(captions(spec.removeprefix("general+")), seed=0)
+        return pd.concat([world, own[["path", "caption", "split"]]], ignore_index=True)
     if spec == "demo":
         return read_caption_csv(paths.DEMO_DATA / "captions.csv")
     kind, _, rest = spec.partition(":")
@@ -63,7 +83,8 @@ def captions(spec: str):
     if kind == "coco":
         js, _, root = rest.partition(":")
         return read_coco_captions(Path(js), Path(root))
-    raise ValueError(f"--captions must be 'demo', 'csv:FILE' or 'coco:JSON:IMAGES_ROOT', got {spec!r}")
+    raise ValueError(f"--captions must be 'general', 'general+csv:FILE', 'demo', 'csv:FILE' or "
+                     f"'coco:JSON:IMAGES_ROOT', got {spec!r}")
 
 
 def _views(spec: str) -> tuple[str, ...]:
@@ -89,12 +110,47 @@ def _with_split(pairs, seed: int):
     return pairs.assign(split=["val" if p in held else "train" for p in pairs["path"]])
 
 
+def _general_recipe(args) -> None:
+    """On the general captions, the general translator's recipe for every option left at its default."""
+    if not args.captions.startswith("general"):
+        return
+    from core.demo.imagenet9 import GENERAL_RECIPE
+
+    changed = []
+    for key, value in GENERAL_RECIPE.items():
+        if getattr(args, key) == default(TrainConfig, key) and value != getattr(args, key):
+            setattr(args, key, value)
+            changed.append(f"--{key.replace('_', '-')} {value}")
+    if changed:
+        print(f"the general recipe: {', '.join(changed)} (give an option to override it)")
+
+
+def _fast(args) -> int:
+    from core.demo.auto_translator import build_fast_translator
+    from core.demo.imagenet9 import GENERAL_TRANSLATOR
+    from core.models import load_language_model
+    from core.models.translator import Translator
+
+    if not args.classifier:
+        raise ValueError("--fast aligns a --classifier onto the general translator: name the classifier")
+    if args.pack or args.save_pack or args.captions != "demo":
+        raise ValueError("--fast uses no captions and no pack: leave out --captions, --pack and --save-pack")
+    classifier, lm = classifier_from(args), load_language_model(args.lm)
+    out = build_fast_translator(classifier, lm, args.out, GENERAL_TRANSLATOR)
+    info = Translator.from_pretrained(out, classifier, lm).config.training
+    print(f"aligned translator: {out} (the map explains {info['r2_held_out']:.0%} of the general classifier's feature "
+          f"variance on held-out photos; {info['seconds_total']:.0f} s)")
+    return 0
+
+
 def run(args) -> int:
     from core.data import load_rgb
     from core.engine.train import (caption_pairs_compact, load_training_pack, save_training_pack, train_translator,
                                    train_translator_from_pack)
     from core.models import load_language_model
 
+    if args.fast:
+        return _fast(args)
     if args.pack and (args.save_pack or args.classifier):
         raise ValueError("--pack FILE trains from the pack alone: leave out --classifier and --save-pack")
     if not args.pack and not args.classifier:
@@ -107,6 +163,7 @@ def run(args) -> int:
         raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if not 0 <= args.dropout < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+    _general_recipe(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       max_steps=args.max_steps, save_every=args.save_every,
                       prefix_length=args.prefix_length, mapper=args.mapper, seed=args.seed, device=args.device,
