@@ -106,13 +106,27 @@ def top_words_chart(shares: pd.DataFrame | list, k: int = 15, title: str | None 
     return _finish(fig, title, _bar_height(len(df)))
 
 
-def _panels(titles: list[str], per_row: int = 4) -> tuple[go.Figure, int, int]:
-    """A grid of subplots, at most `per_row` across (nine classes side by side are unreadable)."""
+PANEL_BAR_PX = 26  # height of one bar row in a panel: at less, Plotly drops every other category label
+PANEL_GAP_PX = 80  # between two rows of panels: the panel title and the axis' tick labels
+
+
+def _panels(titles: list[str], per_row: int = 4, bars: int = 8) -> tuple[go.Figure, int, int, int]:
+    """A grid of subplots, at most `per_row` across (nine classes side by side are unreadable), each tall
+    enough for `bars` labelled bars; returns (figure, rows, cols, the figure's height in px)."""
     cols = max(1, min(len(titles), per_row))
     rows = -(-len(titles) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12,
-                        vertical_spacing=0.12 if rows > 1 else 0.0)
-    return fig, rows, cols
+    panel = max(110, PANEL_BAR_PX * bars)
+    height = 110 + rows * panel + (rows - 1) * PANEL_GAP_PX
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.16 if cols > 1 else 0.0,
+                        vertical_spacing=PANEL_GAP_PX / max(height - 110, 1) if rows > 1 else 0.0)
+    return fig, rows, cols, height
+
+
+def _every_label(fig: go.Figure) -> None:
+    """Every bar keeps its word (categorical axes may hide labels they find crowded) and the share axes keep
+    few ticks, so neighbouring panels' percentages do not run into each other."""
+    fig.update_yaxes(tickmode="linear", dtick=1, automargin=True)
+    fig.update_xaxes(nticks=4, automargin=True)
 
 
 def class_words_chart(shares: pd.DataFrame | list, by: str = "label", k: int = 10,
@@ -122,14 +136,16 @@ def class_words_chart(shares: pd.DataFrame | list, by: str = "label", k: int = 1
     if df.empty:
         return empty_chart("No words to show", title)
     values = list(dict.fromkeys(df[by]))
-    fig, rows, cols = _panels([str(v) for v in values], per_row)
+    longest = max(int((df[by] == v).sum()) for v in values)
+    fig, rows, cols, height = _panels([str(v) for v in values], per_row, bars=min(k, longest))
     for i, value in enumerate(values):
         part = df[df[by] == value].sort_values("share", ascending=False).head(k)
         fig.add_trace(_share_bars(part, PALETTE[i % len(PALETTE)], name=str(value)), row=i // cols + 1,
                       col=i % cols + 1)
     fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+    _every_label(fig)
     fig.update_layout(showlegend=False)
-    return _finish(fig, title, _bar_height(k, rows))
+    return _finish(fig, title, height)
 
 
 def log_odds_chart(comparison: pd.DataFrame | list, k: int = 12, a_name: str | None = None,
@@ -164,7 +180,8 @@ def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spu
     if df.empty:
         return empty_chart("No word was flagged", title)
     classes = list(dict.fromkeys(df["class"]))
-    fig, rows, cols = _panels([f"flags for {c}" for c in classes], per_row)
+    longest = max(int((df["class"] == c).sum()) for c in classes)
+    fig, rows, cols, height = _panels([f"flags for {c}" for c in classes], per_row, bars=(3 * min(k, longest) + 1) // 2)
     for i, cls in enumerate(classes):
         part = df[df["class"] == cls].head(k).iloc[::-1]
         targets = part["predicted_as"].dropna() if "predicted_as" in part else pd.Series(dtype=object)
@@ -177,37 +194,59 @@ def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spu
                                                f"{' (as ' + str(target) + ')' if column == 'share_wrong' else ''}"
                                                ": %{x:.1%}<extra></extra>"),
                           row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(tickformat=".0%", rangemode="tozero", nticks=4)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+    _every_label(fig)
     fig.update_layout(barmode="group")
-    return _finish(fig, title, _bar_height(2 * min(k, len(df)), rows))
+    return _finish(fig, title, height)
 
 
 def group_accuracy_chart(per_group: pd.DataFrame | list, worst_group: int | None = None,
                          average: float | None = None, title: str | None = "Accuracy per group") -> go.Figure:
-    """Accuracy per group with Wilson intervals; the worst group in red, an optional average line."""
+    """Accuracy per group with Wilson intervals; the worst group in red, an optional average line.
+
+    Few groups with short names stand as columns; many groups or long names (ImageNet-9's inferred groups)
+    lie as rows, each name whole on its own line. The value sits past the interval's end, never on it.
+    """
     df = _frame(per_group, "per_group", ("group", "accuracy"))
     if df.empty:
         return empty_chart("No groups", title)
     if worst_group is None:
         worst_group = int(df.loc[df["accuracy"].idxmin(), "group"])
-    names = df["group_name"] if "group_name" in df else df["group"].map(lambda g: f"group {g}")
-    error = None
-    if {"ci_low", "ci_high"} <= set(df.columns):
-        error = dict(type="data", symmetric=False, array=(df["ci_high"] - df["accuracy"]).tolist(),
-                     arrayminus=(df["accuracy"] - df["ci_low"]).tolist(), color="#52606d", thickness=1.2)
+    names = (df["group_name"] if "group_name" in df else df["group"].map(lambda g: f"group {g}")).astype(str)
+    rows = len(df) > 6 or names.str.len().max() > 22
+    has_ci = {"ci_low", "ci_high"} <= set(df.columns)
+    spread = None
+    if has_ci:
+        spread = dict(type="data", symmetric=False, array=(df["ci_high"] - df["accuracy"]).tolist(),
+                      arrayminus=(df["accuracy"] - df["ci_low"]).tolist(), color="#52606d", thickness=1.2)
     n = df["n"].tolist() if "n" in df else [None] * len(df)
+    colours = [RED if int(g) == worst_group else GREY for g in df["group"]]
+    top = (df["ci_high"] if has_ci else df["accuracy"]).tolist()
+    if rows:
+        fig = go.Figure(go.Bar(
+            y=names, x=df["accuracy"], orientation="h", error_x=spread, customdata=n, marker_color=colours,
+            showlegend=False, hovertemplate="<b>%{y}</b><br>accuracy %{x:.1%}<br>%{customdata} images<extra></extra>"))
+        for name, end, a in zip(names, top, df["accuracy"]):
+            fig.add_annotation(x=end, y=name, text=f"{a:.0%}", showarrow=False, xanchor="left", xshift=6,
+                               font=dict(size=12, color="#1f2933"))
+        if average is not None:
+            fig.add_vline(x=average, line_dash="dash", line_color=BLUE, annotation_text=f"average {average:.0%}",
+                          annotation_position="top")
+        fig.update_xaxes(title="accuracy", tickformat=".0%", range=[0, 1.15])
+        fig.update_yaxes(autorange="reversed", tickmode="linear", dtick=1, automargin=True)
+        return _finish(fig, title, max(300, 110 + 30 * len(df)))
     fig = go.Figure(go.Bar(
-        x=names, y=df["accuracy"], error_y=error, customdata=n,
-        marker_color=[RED if int(g) == worst_group else GREY for g in df["group"]], showlegend=False,
+        x=names, y=df["accuracy"], error_y=spread, customdata=n, marker_color=colours, showlegend=False,
         hovertemplate="<b>%{x}</b><br>accuracy %{y:.1%}<br>%{customdata} images<extra></extra>"))
-    # Values above the interval's top, not at the bar's: a bar's own label would sit on its error bar.
-    top = df["ci_high"] if error else df["accuracy"]
-    fig.add_trace(go.Scatter(x=names, y=top, mode="text", text=[f"{a:.0%}" for a in df["accuracy"]],
-                             textposition="top center", cliponaxis=False, hoverinfo="skip", showlegend=False))
+    # Values above the interval's top, lifted clear of its cap: a bar's own label would sit on its error bar.
+    for name, end, a in zip(names, top, df["accuracy"]):
+        fig.add_annotation(x=name, y=end, text=f"{a:.0%}", showarrow=False, yanchor="bottom", yshift=4,
+                           font=dict(size=12, color="#1f2933"))
     if average is not None:
         fig.add_hline(y=average, line_dash="dash", line_color=BLUE,
                       annotation_text=f"average {average:.0%}", annotation_position="top left")
-    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.1])
+    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.15])
+    fig.update_xaxes(tickmode="linear", dtick=1, automargin=True)
     return _finish(fig, title, 380)
 
 
@@ -277,6 +316,8 @@ def mitigation_chart(records: pd.DataFrame | list, title: str | None = "Before a
                                  showlegend=i == 0, error_y=error,
                                  text=[f"{v:.0%}" if pd.notna(v) else "" for v in values],
                                  textposition="inside" if error else "outside", cliponaxis=False,
+                                 # inside, at the base: the interval's whisker crosses the bar's top half
+                                 insidetextanchor="start",
                                  hovertemplate="%{x}<br>" + when + " %{y:.1%}<extra></extra>"), row=1, col=i + 1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.1])
     fig.update_layout(barmode="group")
@@ -294,7 +335,8 @@ def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int
     if df.empty:
         return empty_chart("No shared classes to compare", title)
     values = list(dict.fromkeys(df[by]))
-    fig, rows, cols = _panels([str(v) for v in values], per_row)
+    longest = max(int((df[by] == v).sum()) for v in values)
+    fig, rows, cols, height = _panels([str(v) for v in values], per_row, bars=(3 * min(k, longest) + 1) // 2)
     for i, value in enumerate(values):
         part = df[df[by] == value]
         part = part.reindex((part["share_b"] - part["share_a"]).abs().sort_values(ascending=False).index).head(k)
@@ -304,6 +346,7 @@ def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int
                                  legendgroup=label, showlegend=i == 0,
                                  hovertemplate=f"<b>%{{y}}</b><br>{label}: %{{x:.1%}}<extra></extra>"),
                           row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(tickformat=".0%", rangemode="tozero", nticks=4)
+    fig.update_xaxes(tickformat=".0%", rangemode="tozero")
+    _every_label(fig)
     fig.update_layout(barmode="group")
-    return _finish(fig, title, _bar_height(2 * k, rows))
+    return _finish(fig, title, height)

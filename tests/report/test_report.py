@@ -81,8 +81,8 @@ def test_markdown_has_the_tables_a_pull_request_needs(report):
     assert "| group | images | accuracy | 95% CI |" in md
     assert "**Worst group:** landbird on water" in md
     assert "weighted by training group shares" in md
-    assert re.search(r"### Error view: flags for landbird\n\n\| # \| word \| pulls toward \|", md)
-    assert re.search(r"#### Associated with waterbird\n\n\| # \| word \| predicted waterbird \|", md)
+    assert re.search(r"### Error view: flags for landbird \(\d+\)\n\n\| # \| word \| pulls toward \|", md)
+    assert re.search(r"#### Associated with waterbird \(\d+\)\n\n\| # \| word \| predicted waterbird \|", md)
     flag_line = next(line for line in md.splitlines() if line.startswith("| 1 | **"))
     assert "predicted as waterbird" in flag_line
     assert "### landbird" in md and "## Mitigation" in md and "41.0% → 78.0%" in md
@@ -149,7 +149,8 @@ def test_plots_build_from_analysis_tables(runs):
     bars = plots.group_accuracy_chart(per_group)
     assert list(bars.data[0].marker.color) == [plots.GREY, plots.RED]
     with_ci = plots.group_accuracy_chart(per_group.assign(ci_low=[0.6, 0.2], ci_high=[0.97, 0.6]))
-    assert list(with_ci.data[1].y) == [0.97, 0.6] and list(with_ci.data[1].text) == ["90%", "40%"]  # above the CI
+    labels = [(a.y, a.text, a.yshift) for a in with_ci.layout.annotations]
+    assert labels == [(0.97, "90%", 4), (0.6, "40%", 4)]  # above the CI, lifted clear of its cap
     assert not any(t.showlegend is not False for t in with_ci.data)  # nothing to explain in a legend
     assert len(plots.mitigation_chart(MITIGATION).data) == 4
     assert len(plots.run_comparison_chart(compare_runs(erm, robust), k=4).data) == 4
