@@ -155,8 +155,11 @@ def background_challenge(run: RunEntry, entries: list[RunEntry], k_words: int = 
                            group_names=dict(enumerate(tables)))
     table = table.rename(columns={"group_name": "variation", "n": "images"}).drop(columns="group")
     table.insert(1, "run", table["variation"].map(lambda v: runs[v].folder))
+    # An unfinished run's accuracy covers the images explained so far: marked, and said in a note.
+    table.insert(2, "status", table["variation"].map(lambda v: runs[v].status))
     by_class = _class_variation_accuracy(tables)
-    notes = []
+    notes = [f"{v} ({e.folder}) is {e.status}: {e.health or 'its numbers cover the images explained so far.'}"
+             for v, e in runs.items() if e.status != "complete"]
     bg_gap = None
     if {"mixed_same", "mixed_rand"} <= set(tables):
         outcome = {}

@@ -235,3 +235,18 @@ def compare_runs(run_a: Any, run_b: Any, by: str = "label", split: str | list[st
     out.attrs.update(a=_name(ta, "a"), b=_name(tb, "b"),
                      shared_images=int(isin(images_a["image_id"], images_b["image_id"]).sum()))
     return out
+
+
+def same_explanations(a: Any, b: Any) -> bool:
+    """Whether two runs hold the same words for the same images (same features, translator, LM and seed).
+
+    A classifier whose last layer was refit keeps its features, so its explanations are the original's; then
+    only predictions differ, and words are best compared per predicted class.
+    """
+    a, b = load_tables(a), load_tables(b)
+    cols = ["image_id", "word", "count"]
+    if len(a.words) != len(b.words) or not set(cols) <= set(a.words) or not set(cols) <= set(b.words):
+        return False
+    wa = a.words[cols].sort_values(cols[:2]).reset_index(drop=True)
+    wb = b.words[cols].sort_values(cols[:2]).reset_index(drop=True)
+    return bool(wa.astype(str).equals(wb.astype(str)))

@@ -9,7 +9,8 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
 - schema_version (int), generated_at (ISO time), generator (str)
 - run: name, path, status (complete, running, partial or damaged: its shards checked against its
   manifest), created, n_images (all images in the run), evaluation_split (the split every
-  number below is computed on: "test" when the run has one, else null = all images), n_evaluated
+  number below is computed on: "test" when the run has one, else null = all images), n_evaluated,
+  n_unreadable (of those, images that could not be read: counted apart, in no number)
 - provenance: models {classifier, classifier_identity, translator, lm}, dataset {name, kind, root,
   class_names, group_names, train_group_counts}, settings {sentences_per_image, top_p, temperature,
   max_new_tokens, seed}, seed, versions (package versions) — all copied from the run manifest
@@ -22,7 +23,8 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
   words"): words, thresholds, per_group, worst, worst_group_name and, when true groups exist,
   agreement {accuracy (best matching), adjusted_rand, n}; null when no class has flags
 - flags: the error view and the association view (see core.analysis.spurious). definition (what "flags
-  for class X" means in the error view), scorer (its parameters), by_class {class: [{rank, word,
+  for class X" means in the error view), scorer (its parameters), counts {class: {error, association}}
+  (every flag the class has), kept_per_class (null: all of them are listed), by_class {class: [{rank, word,
   predicted_as, score, share_wrong, share_right, n_wrong, n_right, images_wrong (misread images that
   use the word), z, z_toward, evidence, example_image_ids, source}]}, misread [{class, predicted_as,
   n_wrong, n_right, scored}], association {definition, by ("prediction" or "label"), by_class {class:
@@ -36,8 +38,9 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
 - evaluation: the run folder's evaluation.json (caption quality, written by `texplain evaluate`:
   fluency_nll, reference_nll, scene_accuracy, object_accuracy, ...) when present and current, else null
 - comparison: null, or for a second run on the same data: run, provenance, accuracy, groups, flags
-  (by_class), divergence [{class, jensen_shannon}] and changed_words {class: [{word, share_a, share_b,
-  change, z}]} (a = this run, b = the other)
+  (by_class), by ("prediction" when the two runs hold the same words, e.g. a classifier and its last-layer
+  fix, else "label"), same_explanations, divergence [{class, jensen_shannon}] and changed_words {class:
+  [{word, share_a, share_b, change, z}]} (a = this run, b = the other; changes under 0.05 points left out)
 - backgrounds: null, or for a Backgrounds Challenge (ImageNet-9) variation run: the classifier on every
   variation run beside it: variations [{variation, run, images, correct, accuracy, ci_low, ci_high}],
   bg_gap ({gap, low, high, n}: mixed_same - mixed_rand, paired bootstrap) or null, reading (one
@@ -45,6 +48,11 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
   that rise most from the original photos to the mixed_rand images read wrong), by_class [{variation, class,
   images, correct, accuracy, ci_low, ci_high}] (class x variation groups), worst_cell (the lowest of those
   groups that show the object, or null), notes
+- slices: null, or the word slices saved with the run (core.analysis.slices): [{name, words, match,
+  min_share, n, n_total, correct, accuracy, ci_low, ci_high, accuracy_rest, confusion [{class,
+  predicted_as, images}], per_class, example_image_ids}]
+- verdict: absent or null, or the CI gate's verdict (core.report.audit, `texplain audit`): {passed,
+  rules [{rule, threshold, value, passed, evidence}]}
 - notes: plain-English remarks (e.g. "groups were inferred: the dataset has none")
 
 Numbers are fractions in [0, 1]; missing numbers are null, never NaN.
@@ -61,13 +69,19 @@ import numpy as np
 import pandas as pd
 
 from core.analysis.backgrounds import background_challenge
-from core.analysis.compare import compare_runs, divergence, image_set
+from core.analysis.compare import compare_runs, divergence, image_set, same_explanations
 from core.analysis.distributions import top_words, word_shares
-from core.analysis.groups import (GroupInferrer, group_accuracy, group_agreement, train_group_counts_from_manifest,
-                                  worst_group_accuracy)
+from core.analysis.groups import (
+    GroupInferrer,
+    group_accuracy,
+    group_agreement,
+    train_group_counts_from_manifest,
+    worst_group_accuracy,
+)
+from core.analysis.slices import WordSlice, saved_slices
 from core.analysis.spurious import SpuriousTermScorer
 from core.analysis.tables import RunTables, evaluation_tables, load_tables, scored_images
-from core.report.schema import ASSOCIATION_DEFINITION, FLAGS_DEFINITION, SCHEMA_VERSION
+from core.report.schema import ASSOCIATION_DEFINITION, SCHEMA_VERSION, flags_definition
 from core.store import Run, discover_runs, read_mitigation_records
 
 FORMATS = ("html", "json", "md")
@@ -141,21 +155,24 @@ def _group_block(images: pd.DataFrame, groups: Any, names: dict, source: str, tr
             "average_test_weighted": test.average_weighted, "average_train_weighted": train}
 
 
-def _flags_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
+def _flags_by_class(scorer: SpuriousTermScorer, k: int | None) -> dict:
     columns = ["rank", "word", "predicted_as", "score", "share_wrong", "share_right", "n_wrong", "n_right",
                "images_wrong", "z", "z_toward", "evidence", "example_image_ids", "source"]
     return {c: scorer.flags_for(c, k=k)[columns] for c in scorer.classes_}
 
 
-def _associations_by_class(scorer: SpuriousTermScorer, k: int) -> dict:
+def _associations_by_class(scorer: SpuriousTermScorer, k: int | None) -> dict:
     columns = ["rank", "word", "score", "share_class", "share_other", "n_class", "n_other", "images_class", "z",
                "images_misread", "n_misread", "group_gap", "group_high", "group_low", "share_group_high",
                "share_group_low", "confirmed", "evidence", "example_image_ids", "source"]
     return {c: scorer.associations_for(c, k=k)[columns] for c in scorer.classes_}
 
 
-def _flags_block(scorer: SpuriousTermScorer, k: int) -> dict:
-    return {"definition": FLAGS_DEFINITION,
+def _flags_block(scorer: SpuriousTermScorer, k: int | None, class_names: list[str]) -> dict:
+    # How many flags each class has in all, so an export that keeps fewer says "5 of 13".
+    counts = {c: {"error": int((scorer.flags_["class"] == c).sum()),
+                  "association": int((scorer.associations_["class"] == c).sum())} for c in scorer.classes_}
+    return {"definition": flags_definition(class_names), "counts": counts, "kept_per_class": k,
             "scorer": {key: v for key, v in vars(scorer).items()
                        if not key.endswith("_") and not key.startswith("_") and key != "core_words"},
             "by_class": _flags_by_class(scorer, k),
@@ -231,13 +248,47 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
         "accuracy": _accuracy(images, names),
         "groups": groups,
         "inferred_groups": inferred,
-        "flags": _flags_block(scorer, flags_k),
+        "flags": _flags_block(scorer, flags_k, names),
         "top_words": {"by_class": top_by_class},
         "split": split_used, "n_images": int(len(tables.images)), "n_evaluated": int(len(images)),
+        "n_unreadable": int(len(images) - len(scored_images(images))) if len(images) else 0,
     }
     if split_used is None and "split" in tables.images and tables.images["split"].nunique() > 1:
         notes.append("The run has no test split: numbers are over all its images.")
     return part, evaluated, scorer
+
+
+def _slices(run: Run, tables: RunTables, specs: list | None, related: list | None, notes: list[str]) -> list | None:
+    """The word slices to export: `specs`, else those saved with the run (and with related runs of the same data)."""
+    if specs is None:
+        try:
+            specs = [s.spec for s in saved_slices(run, related or [])]
+        except ValueError as exc:
+            notes.append(f"{exc}; slices left out")
+            return None
+    if not specs:
+        return None
+    return [WordSlice.from_spec(s).fit(tables).summary_ for s in specs]
+
+
+def mitigation_cautions(records: list[dict]) -> list[str]:
+    """A sentence for every fix that lowered worst-group accuracy, and why a fix fitted on a validation run may:
+    never let a worse classifier read as the answer."""
+    out = []
+    for r in records:
+        before, after = r.get("worst_group_before"), r.get("worst_group_after")
+        if before is None or after is None or after >= before - 0.0005:
+            continue
+        details = r.get("details") or {}
+        val = details.get("run_val")
+        n_val = details.get("val_images")
+        why = ("the validation run it was fitted on may be too small" + (f" ({n_val} images)" if n_val else "")
+               + " or unlike the test images (another mix of objects or backgrounds per class)")
+        label = f"{r.get('method')} ({r.get('groups')} groups)" if r.get("groups") else str(r.get("method"))
+        out.append(f"The fix {label} makes worst-group accuracy worse: {100 * before:.0f}% → {100 * after:.0f}% "
+                   f"({100 * (after - before):+.0f} points). Do not ship it: {why}"
+                   + (f"; it was fitted on {val}" if val else "") + ". Keep the original classifier.")
+    return out
 
 
 def _backgrounds(run: Run) -> dict | None:
@@ -252,18 +303,21 @@ def _backgrounds(run: Run) -> dict | None:
             "worst_cell": bc.worst_cell(), "notes": bc.notes}
 
 
-def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_k: int = 10, flags_k: int = 5,
-                 train_group_counts: dict | None = None, scorer_params: dict | None = None) -> dict:
+def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_k: int = 10,
+                 flags_k: int | None = None, train_group_counts: dict | None = None,
+                 scorer_params: dict | None = None, slices: list | None = None, related: list | None = None) -> dict:
     """The bias report of `run` (a Run or a run folder), optionally compared with a second run.
 
     `split`: "auto" = the test split when the run has one, else all images; a split name; or None = all.
-    `top_k` words per class and `flags_k` flags per class (in each view) are kept. `train_group_counts`
+    `top_k` words per class and `flags_k` flags per class (in each view; None = every flag, as the dashboard
+    shows them) are kept; flags.counts says how many each class has in all. `slices`: SliceSpecs to export
+    (None: those saved with the run and, from `related` run folders of the same data, theirs). `train_group_counts`
     ({group: count}) overrides the manifest's dataset.train_group_counts for the training-weighted average.
     `scorer_params` go to SpuriousTermScorer (e.g. {"min_misread": 3, "min_z": 1.5}).
     The result is JSON-able and follows REPORT_SCHEMA (see the module docstring).
     """
-    if top_k < 1 or flags_k < 1:
-        raise ValueError(f"top_k and flags_k must be >= 1, got {top_k} and {flags_k}")
+    if top_k < 1 or (flags_k is not None and flags_k < 1):
+        raise ValueError(f"top_k and flags_k must be >= 1 (flags_k None: all), got {top_k} and {flags_k}")
     if scorer_params is not None and not isinstance(scorer_params, dict):
         raise TypeError(f"scorer_params must be a dict of SpuriousTermScorer parameters, got "
                         f"{type(scorer_params).__name__}")
@@ -282,30 +336,47 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
         "generator": "TExplain Studio (core.report)",
         "run": {"name": run.name, "path": str(run.path), "status": health.status,
                 "created": manifest.get("created"), "n_images": part["n_images"],
-                "evaluation_split": part["split"], "n_evaluated": part["n_evaluated"]},
+                "evaluation_split": part["split"], "n_evaluated": part["n_evaluated"],
+                "n_unreadable": part["n_unreadable"]},
         **{k: part[k] for k in ("provenance", "accuracy", "groups", "inferred_groups", "flags", "top_words")},
         "mitigation": _read_mitigation(run, notes),
         "evaluation": _read_evaluation(run, notes),
         "comparison": None,
         "backgrounds": _backgrounds(run),
+        "slices": _slices(run, tables, slices, related, notes),
         "notes": notes,
     }
+    if part["n_unreadable"]:
+        notes.append(f"{part['n_unreadable']} of the {part['n_evaluated']} images could not be read when the run was "
+                     "made: they are counted apart and left out of every number.")
+    for caution in (mitigation_cautions(report["mitigation"]) if report["mitigation"] else []):
+        notes.append(caution)
     if compare is not None:
         other = _open(compare)
         other_notes: list[str] = [f"the run is {other.health().describe()}"] if other.health().describe() else []
         other_part, other_tables, _ = _analyse(other, split, top_k, flags_k, other_notes, train_group_counts,
                                                scorer_params)
-        changes = compare_runs(tables, other_tables, by="label", min_images=3)
+        # Two classifiers with the same features (a last layer refit) share every word: per true class nothing
+        # changes (a table of +0.0 in alphabetical order); per predicted class, what each one calls a class does.
+        same = same_explanations(tables, other_tables)
+        by = "prediction" if same else "label"
+        changes = compare_runs(tables, other_tables, by=by, min_images=3)
+        changes = changes[changes["change"].abs() >= 0.0005]  # a change that rounds to +0.0 points says nothing
         names = tables.class_names
         divergences = []
         for c in names:
+            key = {by: c}
             try:
-                d = divergence(image_set(tables, label=c), image_set(other_tables, label=c))
+                d = divergence(image_set(tables, **key), image_set(other_tables, **key))
             except ValueError:  # a class one of the runs does not have
                 continue
             divergences.append({"class": c, "jensen_shannon": d.jensen_shannon})
-        changed = {c: changes[changes["label"] == c].head(top_k)[["word", "share_a", "share_b", "change", "z"]]
-                   for c in dict.fromkeys(changes["label"])}
+        changed = {c: changes[changes[by] == c].head(top_k)[["word", "share_a", "share_b", "change", "z"]]
+                   for c in dict.fromkeys(changes[by])}
+        if same:
+            notes.append(f"{run.name} and {other.name} explain every image with the same words (same features, "
+                         "translator and language model): the comparison is per predicted class, what each "
+                         "classifier calls a class.")
         if changes.attrs.get("shared_images", 0) == 0:
             notes.append(f"{other.name} shares no image id with {run.name}: "
                          "the comparison is between different images.")
@@ -314,7 +385,7 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
             "provenance": other_part["provenance"], "accuracy": other_part["accuracy"],
             "groups": other_part["groups"],
             "flags": {k: other_part["flags"][k] for k in ("by_class", "association", "notes")},
-            "divergence": divergences, "changed_words": changed}
+            "by": by, "same_explanations": same, "divergence": divergences, "changed_words": changed}
         notes.extend(f"{other.name}: {n}" for n in other_notes)
     return _clean(report)
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from core import plots
 from core.report import view
-from core.report.build import to_json
+from core.report.build import mitigation_cautions, to_json
 from core.report.schema import validate_report
 from core.report.view import pct
 
@@ -56,7 +56,7 @@ def _flags(b: _Blocks, report: dict) -> None:
     b.chart(plots.flags_chart(pd.DataFrame([dict(f, **{"class": c}) for c, fs in flags["by_class"].items()
                                             for f in fs])))
     for cls, rows in flags["by_class"].items():
-        b.h3(f"Error view: flags for {cls}")
+        b.h3(view.flags_heading(flags, cls, "error"))
         if rows:
             b.table(view.flags_table(rows, examples=True))
         else:
@@ -66,7 +66,7 @@ def _flags(b: _Blocks, report: dict) -> None:
         b.h3("Association view")
         b.p(assoc["definition"], "def")
         for cls, rows in assoc["by_class"].items():
-            b.h3(f"Associated with {cls}")
+            b.h3(view.flags_heading(flags, cls, "association"))
             if rows:
                 b.table(view.association_table(cls, rows, evidence=True))
             else:
@@ -98,8 +98,10 @@ def _comparison(b: _Blocks, report: dict) -> None:
     if text := view.divergence_text(cmp):
         b.p(text)
     rows = [dict(w, label=c) for c, ws in cmp["changed_words"].items() for w in ws]
+    per = "images predicted as each class" if cmp.get("by") == "prediction" else "each class"
     b.chart(plots.run_comparison_chart(pd.DataFrame(rows), by="label", a_name=report["run"]["name"],
-                                       b_name=cmp["run"]["name"]))
+                                       b_name=cmp["run"]["name"],
+                                       title=f"Words that changed most, per {per}"))
 
 
 def _backgrounds(b: _Blocks, report: dict) -> None:
@@ -133,6 +135,10 @@ def to_html(report: dict) -> str:
         if groups.get("average_train_weighted") is not None:
             kpis.append(("average, training-weighted", pct(groups["average_train_weighted"])))
     b = _Blocks()
+    if report.get("verdict"):
+        b.h2(f"Audit: {'passed' if report['verdict']['passed'] else 'FAILED'}")
+        for line in view.verdict_lines(report["verdict"]):
+            b.p(line, "worst" if line.startswith("FAIL") else "")
     _flags(b, report)
     b.h2("Accuracy")
     b.table(view.accuracy_table(acc))
@@ -144,6 +150,12 @@ def to_html(report: dict) -> str:
         b.h2("Mitigation")
         b.chart(plots.mitigation_chart(pd.DataFrame(report["mitigation"])))
         b.table(view.mitigation_table(report["mitigation"]))
+        for caution in mitigation_cautions(report["mitigation"]):
+            b.append({"kind": "note", "text": caution})
+    if report.get("slices"):
+        b.h2("Slices")
+        b.p("Images whose sentences use the slice's words (any of them unless it says 'and').")
+        b.table(view.slices_table(report["slices"]))
     _comparison(b, report)
     _backgrounds(b, report)
     if report.get("evaluation"):
@@ -156,4 +168,4 @@ def to_html(report: dict) -> str:
     return _environment().get_template("report.html.j2").render(
         run=report["run"], models={k: prov["models"].get(k) for k in ("classifier", "translator", "lm")},
         dataset={"name": prov["dataset"].get("name")}, split=view.split_name(report),
-        settings=view.settings_line(prov), notes=report["notes"], kpis=kpis, blocks=b, data=data)
+        settings=view.settings_line(prov), images_line=view.images_line(report["run"]), notes=report["notes"], kpis=kpis, blocks=b, data=data)

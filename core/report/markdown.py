@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.report import view
+from core.report.build import mitigation_cautions
 from core.report.schema import validate_report
 from core.report.view import Table, pct
 
@@ -32,13 +33,13 @@ def _flags(report: dict) -> list[str]:
     flags = report["flags"]
     out = ["## Spurious-term flags", "", f"_{flags['definition']}_", ""]
     for cls, rows in flags["by_class"].items():
-        out += [f"### Error view: flags for {cls}", ""]
+        out += [f"### {view.flags_heading(flags, cls, 'error')}", ""]
         out += [md_table(view.flags_table(rows), bold=(1,)) if rows else view.no_flags(flags, cls, "error"), ""]
     assoc = flags.get("association")
     if assoc:
         out += ["### Association view", "", f"_{assoc['definition']}_", ""]
         for cls, rows in assoc["by_class"].items():
-            out += [f"#### Associated with {cls}", ""]
+            out += [f"#### {view.flags_heading(flags, cls, 'association')}", ""]
             out += [md_table(view.association_table(cls, rows), bold=(1,)) if rows
                     else view.no_flags(flags, cls, "association"), ""]
     return out
@@ -69,7 +70,7 @@ def _comparison(report: dict) -> list[str]:
     if text := view.divergence_text(cmp):
         out += [text, ""]
     for cls, words in cmp["changed_words"].items():
-        out += [f"### Words that changed most for {cls}", "", md_table(view.changed_words_table(report, words)), ""]
+        out += [f"### {view.changed_words_title(cmp, cls)}", "", md_table(view.changed_words_table(report, words)), ""]
     return out
 
 
@@ -99,7 +100,11 @@ def to_markdown(report: dict) -> str:
     out = [f"# TExplain bias report: {run['name']}", "",
            f"Classifier **{models.get('classifier', '?')}**, translator {models.get('translator', '?')}, "
            f"language model {models.get('lm', '?')}; dataset **{dataset.get('name', '?')}**, split "
-           f"{view.split_name(report)} ({run['n_evaluated']} images); sampling: {view.settings_line(prov)}.", ""]
+           f"{view.split_name(report)} ({view.images_line(run)}); sampling: {view.settings_line(prov)}.", ""]
+    if report.get("verdict"):
+        verdict = report["verdict"]
+        out += [f"## Audit: {'PASSED' if verdict['passed'] else 'FAILED'}", ""]
+        out += [f"- {line}" for line in view.verdict_lines(verdict)] + [""]
     out += [line for note in report["notes"] for line in (f"> {note}", "")]
     out += ["## Accuracy", "", md_table(view.accuracy_table(report["accuracy"])), ""]
     out += _groups(report["groups"]) + _flags(report) + _inferred(report)
@@ -108,6 +113,10 @@ def to_markdown(report: dict) -> str:
         out += [f"### {cls}", "", md_table(view.top_words_table(words)), ""]
     if report["mitigation"]:
         out += ["## Mitigation", "", md_table(view.mitigation_table(report["mitigation"], arrows=True)), ""]
+        out += [line for c in mitigation_cautions(report["mitigation"]) for line in (f"> **Warning.** {c}", "")]
+    if report.get("slices"):
+        out += ["## Slices", "", "Images whose sentences use the slice's words (any of them unless it says 'and').", "",
+                md_table(view.slices_table(report["slices"])), ""]
     out += _comparison(report) + _backgrounds(report)
     if report.get("evaluation"):
         from core.evaluation.captions import to_markdown as evaluation_markdown

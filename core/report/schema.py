@@ -7,9 +7,21 @@ FLAGS_DEFINITION = (
     "A flag listed under class X is a word over-represented in the explanations of X's images that the "
     "classifier gets wrong, compared with X's images it gets right, and not part of any class's concept (X's, "
     "the class they are misread as, shown as 'pulls toward', or another). It is what pulls X's images toward "
-    "another class: on Waterbirds, water words are flagged under landbird and land words under waterbird. Score = log-odds "
-    "z-score (misread vs. read correctly); a flag needs enough misread images that use the word (fewer when "
-    "few are misread), and a visual meaning.")
+    "another class: typically the background or context the classifier learned to read as the other class. "
+    "Score = log-odds z-score (misread vs. read correctly); a flag needs enough misread images that use the word "
+    "(fewer when few are misread), and a visual meaning.")
+
+
+def flags_definition(class_names: list[str] | None = None) -> str:
+    """FLAGS_DEFINITION, with an example in the run's own classes when it has two or more (never another
+    dataset's)."""
+    names = [str(c) for c in (class_names or []) if str(c)]
+    if len(names) < 2:
+        return FLAGS_DEFINITION
+    return (FLAGS_DEFINITION + f" For example, a word flagged under {names[0]} is used more when the classifier "
+            f"misreads {names[0]} images (as {names[1]}, say) than when it reads them right.")
+
+
 ASSOCIATION_DEFINITION = (
     "The association view lists, under class X, words over-represented in the explanations of images predicted "
     "as X compared with the other images, that describe no class's object: what the classifier ties to X even "
@@ -78,6 +90,17 @@ _PROVENANCE = {"type": "object", "required": ["models", "dataset", "settings", "
                               "settings": {"type": "object"}, "seed": {"type": ["integer", "null"]},
                               "versions": {"type": "object"}}}
 
+_SLICE_ROW = {"type": "object", "required": ["name", "words", "match", "n", "accuracy", "ci_low", "ci_high",
+                                            "confusion", "example_image_ids"],
+              "properties": {"name": {"type": "string"}, "words": {"type": "array", "items": {"type": "string"}},
+                             "match": {"enum": ["any", "all"]}, "min_share": _NUM, "n": {"type": "integer"},
+                             "n_total": _INT, "correct": _INT, "accuracy": _NUM, "ci_low": _NUM, "ci_high": _NUM,
+                             "accuracy_rest": _NUM,
+                             "confusion": {"type": "array", "items": {
+                                 "type": "object", "required": ["class", "predicted_as", "images"]}},
+                             "per_class": {"type": "array", "items": {"type": "object"}},
+                             "example_image_ids": {"type": "array", "items": {"type": "string"}}}}
+
 REPORT_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "texplain-studio/report/v1",
@@ -93,7 +116,7 @@ REPORT_SCHEMA: dict = {
                                                "n_evaluated"],
                 "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "status": _STR,
                                "created": _STR, "n_images": {"type": "integer"}, "evaluation_split": _STR,
-                               "n_evaluated": {"type": "integer"}}},
+                               "n_evaluated": {"type": "integer"}, "n_unreadable": {"type": "integer"}}},
         "provenance": _PROVENANCE,
         "accuracy": _ACCURACY,
         "groups": _GROUPS,
@@ -110,6 +133,10 @@ REPORT_SCHEMA: dict = {
         "flags": {"type": "object", "required": ["definition", "scorer", "by_class", "misread", "association",
                                                  "notes"],
                   "properties": {"definition": {"type": "string"}, "scorer": {"type": "object"},
+                                 "counts": {"type": "object", "additionalProperties": {
+                                     "type": "object", "properties": {"error": {"type": "integer"},
+                                                                      "association": {"type": "integer"}}}},
+                                 "kept_per_class": _INT,
                                  "by_class": _FLAGS_BY_CLASS,
                                  "misread": {"type": "array", "items": {"type": "object"}},
                                  "association": _ASSOCIATION,
@@ -126,6 +153,8 @@ REPORT_SCHEMA: dict = {
                                       "flags": {"type": "object", "properties": {
                                           "by_class": _FLAGS_BY_CLASS, "association": _ASSOCIATION,
                                           "notes": {"type": "array", "items": _NOTE_ROW}}},
+                                      "by": {"enum": ["label", "prediction"]},
+                                      "same_explanations": {"type": "boolean"},
                                       "divergence": {"type": "array", "items": {
                                           "type": "object", "required": ["class", "jensen_shannon"],
                                           "properties": {"class": {"type": "string"}, "jensen_shannon": _NUM}}},
@@ -140,6 +169,12 @@ REPORT_SCHEMA: dict = {
                             "by_class": {"type": "array", "items": {
                                 "type": "object", "required": ["variation", "class", "images", "accuracy"]}},
                             "worst_cell": {"type": ["object", "null"]}}},
+        "slices": {"type": ["array", "null"], "items": _SLICE_ROW},
+        "verdict": {"type": ["object", "null"], "required": ["passed", "rules"],
+                    "properties": {"passed": {"type": "boolean"}, "rules": {"type": "array", "items": {
+                        "type": "object", "required": ["rule", "passed", "evidence"],
+                        "properties": {"rule": {"type": "string"}, "passed": {"type": "boolean"},
+                                       "threshold": {}, "value": {}, "evidence": {"type": "string"}}}}}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
 }

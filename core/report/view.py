@@ -50,6 +50,47 @@ def split_name(report: dict) -> str:
     return report["run"]["evaluation_split"] or "all images"
 
 
+def images_line(run: dict) -> str:
+    """"200 images", or "197 images explained, 3 unreadable (left out)": unreadable ones are never counted in."""
+    bad = run.get("n_unreadable") or 0
+    if not bad:
+        return f"{run['n_evaluated']} images"
+    return f"{run['n_evaluated'] - bad} images explained, {bad} unreadable (left out of every number)"
+
+
+def flags_heading(flags_block: dict, cls: str, view: str) -> str:
+    """"flags for X" with "(5 of 13 shown)" when the export kept fewer than the class has."""
+    total = ((flags_block.get("counts") or {}).get(cls) or {}).get(view)
+    kept = flags_block.get("kept_per_class")
+    title = f"Error view: flags for {cls}" if view == "error" else f"Associated with {cls}"
+    if total is None:
+        return title
+    if kept is not None and total > kept:
+        return f"{title} ({kept} of {total} shown)"
+    return f"{title} ({total})"
+
+
+def changed_words_title(cmp: dict, cls: str) -> str:
+    if cmp.get("by") == "prediction":
+        return f"Words that changed most for images predicted {cls}"
+    return f"Words that changed most for {cls}"
+
+
+def slices_table(slices: list[dict]) -> Table:
+    rows = [[s["name"], s["n"], pct(s["accuracy"]), ci(s), pct(s.get("accuracy_rest")),
+             ", ".join(f"{c['class']} → {c['predicted_as']} {c['images']}" for c in s["confusion"]
+                       if c["class"] != c["predicted_as"]) or "–",
+             ", ".join(s["example_image_ids"][:4])] for s in slices]
+    return Table(["slice (images whose sentences use)", "images", "accuracy", "95% CI", "accuracy elsewhere",
+                  "errors", "example images"], rows, {1, 2, 4})
+
+
+def verdict_lines(verdict: dict) -> list[str]:
+    """The CI gate's verdict: one line per rule, broken ones first."""
+    rules = sorted(verdict["rules"], key=lambda r: r["passed"])
+    return [f"{'PASS' if r['passed'] else 'FAIL'} {r['rule']}: {r['evidence']}" for r in rules]
+
+
 def no_flags(flags_block: dict, cls: str, view: str) -> str:
     reason = next((n["reason"] for n in flags_block.get("notes") or [] if n["class"] == cls and n["view"] == view),
                   None)
@@ -179,8 +220,13 @@ def changed_words_table(report: dict, words: list[dict]) -> Table:
 
 
 def variations_table(bg: dict) -> Table:
+    """One row per variation run; an unfinished run is marked (its numbers cover the images done so far)."""
+    def name(v: dict) -> str:
+        status = v.get("status")
+        return v["variation"] + (f" ({status}: unfinished)" if status and status != "complete" else "")
+
     return Table(["variation", "images", "accuracy", "95% CI"],
-                 [[v["variation"], v["images"], pct(v["accuracy"]), ci(v)] for v in bg["variations"]], {1, 2})
+                 [[name(v), v["images"], pct(v["accuracy"]), ci(v)] for v in bg["variations"]], {1, 2})
 
 
 def bg_gap_text(bg: dict, strong=str) -> str | None:
@@ -217,7 +263,7 @@ def provenance_table(report: dict) -> Table:
     prov, run = report["provenance"], report["run"]
     rows = [["run", f"{run['name']} ({run['path']}), status {run['status']}, created {run.get('created')}"],
             *[[f"model: {k}", v] for k, v in prov["models"].items()],
-            *[[f"dataset: {k}", json.dumps(v) if isinstance(v, (dict, list)) else v]
+            *[[f"dataset: {k}", json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v]
               for k, v in prov["dataset"].items()],
             *[[f"setting: {k}", v] for k, v in prov["settings"].items()],
             ["versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items()) or "–"],
