@@ -4,7 +4,8 @@ An explain job lives in its run folder, beside the run store it writes:
 
     job.json       the command, its process id and group, when it started (and stopped)
     explain.log    what the command printed (appended to on every start)
-    manifest.json  written by the run itself: status and progress.done_images / total_images
+    manifest.json  written by the run itself: status and progress.done_images (in written shards),
+                   progress.explained_images (moves per block, at most once a second) / total_images
 
 A mitigate job lives where its results go (the test run's folder, or for a shipped run the user's overlay,
 see core.store.user_file): mitigate-job.json, mitigate.log and the mitigation.json it writes when done.
@@ -18,6 +19,7 @@ again resumes it (`resume`).
                         translator="checkpoints/translators/erm", split="test", sentences=32)
     job_status("runs/my-run").state        # "starting", "running", "complete", "stopped", "failed", ...
     stop("runs/my-run"); resume("runs/my-run")
+    estimate_seconds(200, 32, "cpu")       # before starting: from the rates earlier runs recorded
 """
 from __future__ import annotations
 
@@ -63,12 +65,14 @@ def _read_json(path: Path) -> dict | None:
 def explain_command(dataset: str | Path, classifier: str | Path, translator: str | Path, out: str | Path,
                     split: str | None = None, sentences: int | None = None, lm: str | None = None,
                     name: str | None = None, python: str | None = None, extra: list[str] | None = None,
-                    ray: str | None = None, workers: int | None = None, variation: str | None = None) -> list[str]:
+                    ray: str | None = None, workers: int | None = None, variation: str | None = None,
+                    max_images: int | None = None) -> list[str]:
     """The argv of `texplain explain ...` for these settings.
 
     `ray` runs it on Ray Data: "local" (a Ray started for the run), "auto" or a cluster's HOST:PORT;
     `workers` is its number of explainer actors (None: one per GPU, or per spare CPU). `variation`: the
-    Backgrounds Challenge folder to explain.
+    Backgrounds Challenge folder to explain. `max_images`: a sample of at most that many images, stratified
+    by group (`texplain explain --max-images`).
     """
     cmd = [python or sys.executable, "-m", "core", "explain", "--dataset", str(dataset), "--classifier",
            str(classifier), "--translator", str(translator), "--out", str(out)]
@@ -82,6 +86,8 @@ def explain_command(dataset: str | Path, classifier: str | Path, translator: str
         cmd += ["--lm", str(lm)]
     if name:
         cmd += ["--name", str(name)]
+    if max_images is not None:
+        cmd += ["--max-images", str(int(max_images))]
     if ray:
         cmd += ["--ray"] + ([] if ray == "local" else [str(ray)])
         if workers:
@@ -219,6 +225,8 @@ def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
         state = mstatus if mstatus in STATES else "unknown"
     tail = log_tail(out, kind=kind)
     done, total = int(progress.get("done_images") or 0), progress.get("total_images")
+    if running:  # between shards: the images explained so far (those not yet in a shard are redone on resume)
+        done = max(done, int(progress.get("explained_images") or 0))
     if kind == "mitigate":
         message = {"starting": "Fitting: see the log for each step.", "running": "Fitting: see the log for each step.",
                    "complete": "Finished: the results are shown on this page.",
@@ -267,11 +275,13 @@ def start(out: str | Path, command: list[str], cwd: str | Path | None = None, en
 def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, translator: str | Path,
                   split: str | None = None, sentences: int | None = None, lm: str | None = None,
                   name: str | None = None, extra: list[str] | None = None, ray: str | None = None,
-                  workers: int | None = None, variation: str | None = None) -> JobStatus:
-    """Start `texplain explain` for these settings in the background (see the module docstring)."""
+                  workers: int | None = None, variation: str | None = None,
+                  max_images: int | None = None) -> JobStatus:
+    """Start `texplain explain` for these settings in the background (see the module docstring); `max_images`
+    explains a sample of at most that many images, stratified by group."""
     command = explain_command(dataset, classifier, translator, Path(out).resolve(), split=split,
                               sentences=sentences, lm=lm, name=name, extra=extra, ray=ray, workers=workers,
-                              variation=variation)
+                              variation=variation, max_images=max_images)
     return start(out, command)
 
 
@@ -343,3 +353,86 @@ def list_jobs(root: str | Path, kinds: tuple[str, ...] = ("explain",)) -> list[J
     folders = [p for base in (root, root / SHIPPED_OVERLAY) if base.is_dir() for p in base.iterdir() if p.is_dir()]
     found = [job_status(p, kind) for p in folders for kind in kinds if (p / _files(kind)[0]).exists()]
     return sorted(found, key=lambda s: s.started or "", reverse=True)
+
+
+# --- how long a run will take ------------------------------------------------------------------------
+
+# Sentences per second of an explain run end to end, when no earlier run here recorded a rate (docs/performance.md):
+# two CPU cores, and one H200 at N=64 (55.6 images/s).
+DEFAULT_SENTENCES_PER_S = {"cpu": 15.0, "cuda": 3500.0}
+RATES_CONSIDERED = 10  # the newest runs of the same device whose rates are pooled (their median)
+
+
+@dataclass
+class Estimate:
+    """How long explaining `n_images` should take, and what the figure rests on."""
+
+    seconds: float
+    sentences_per_s: float
+    device: str  # "cpu" or "cuda"
+    runs: list[str] = field(default_factory=list)  # the runs whose recorded rates it comes from ([]: the default)
+
+    @property
+    def basis(self) -> str:
+        if not self.runs:
+            return f"no earlier run on {self.device} here: a measured default of {self.sentences_per_s:g} sentences/s"
+        return (f"{self.sentences_per_s:,.0f} sentences/s, the median of {len(self.runs)} earlier run(s) on "
+                f"{self.device}")
+
+
+def _device_kind(device: str) -> str:
+    """"cpu" or "cuda" for a device setting ("auto" asks torch whether a GPU is present)."""
+    device = str(device or "auto").lower()
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _recorded_kind(label: str) -> str | None:
+    """The device kind of a manifest's device label ("CPU (2 threads), float32", "CUDA (...)", "Ray: 2 GPU
+    actor(s)"), or None."""
+    label = str(label or "").lower()
+    if label.startswith("cuda") or (label.startswith("ray") and "gpu" in label):
+        return "cuda"
+    if label.startswith("cpu") or (label.startswith("ray") and "cpu" in label):
+        return "cpu"
+    return None
+
+
+def estimate(n_images: int, sentences_per_image: int, device: str = "auto",
+             roots: dict | None = None) -> Estimate:
+    """How long explaining `n_images` with `sentences_per_image` sentences each should take on `device`
+    ("auto", "cpu", "cuda[:N]"): from the rates (`rate_images_per_s` x their sentences per image) that earlier
+    runs of the same kind of device recorded in their manifests (the median of the newest), else a measured
+    default (DEFAULT_SENTENCES_PER_S). Loading the models is not counted. `roots`: where runs are looked for
+    (default: core.store.run_roots(), your runs and the shipped ones)."""
+    from core.store import run_roots
+
+    if n_images < 0 or sentences_per_image < 1:
+        raise JobError(f"n_images must be >= 0 and sentences_per_image >= 1, got {n_images} and "
+                       f"{sentences_per_image}")
+    kind = _device_kind(device)
+    seen = []
+    for root in (roots or run_roots()).values():
+        root = Path(root)
+        for folder in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+            m = _read_json(folder / MANIFEST) or {}
+            rate, per = m.get("rate_images_per_s"), (m.get("settings") or {}).get("sentences_per_image")
+            if (isinstance(rate, (int, float)) and rate > 0 and isinstance(per, int) and per > 0
+                    and _recorded_kind(m.get("device")) == kind):
+                seen.append((str(m.get("updated") or m.get("created") or ""), rate * per, folder.name))
+    seen = sorted(seen, reverse=True)[:RATES_CONSIDERED]
+    if seen:
+        rates = sorted(r for _, r, _ in seen)
+        mid = len(rates) // 2
+        per_s = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+    else:
+        per_s = DEFAULT_SENTENCES_PER_S[kind]
+    return Estimate(n_images * sentences_per_image / per_s, per_s, kind, [name for _, _, name in seen])
+
+
+def estimate_seconds(n_images: int, sentences_per_image: int, device: str = "auto") -> float:
+    """Seconds explaining `n_images` x `sentences_per_image` should take on `device` (see `estimate`)."""
+    return estimate(n_images, sentences_per_image, device).seconds

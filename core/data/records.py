@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -91,6 +92,35 @@ class ImageDataset:
         if name not in self._by_split:
             raise DatasetError(f"{self.name} has no split {name!r}; its splits are {self.splits}")
         return replace(self, records=list(self._by_split[name]))
+
+    def sample(self, max_images: int, seed: int = 0) -> ImageDataset:
+        """At most `max_images` records, stratified by group (by class where there are no groups), in the
+        dataset's order. Each stratum keeps its share of the records (largest remainders), and every stratum
+        keeps at least one image when `max_images` allows, so a small group still has a worst-group number.
+        The same records, seed and size give the same sample; all records when there are no more than asked."""
+        if max_images < 1:
+            raise DatasetError(f"max_images must be >= 1, got {max_images}")
+        n = len(self.records)
+        if max_images >= n:
+            return self
+        strata: dict[tuple, list[int]] = {}
+        for i, r in enumerate(self.records):
+            strata.setdefault((r.label, -1) if r.group is None else (-1, r.group), []).append(i)
+        keys = sorted(strata)
+        take = {k: 0 for k in keys}
+        if max_images >= len(keys):  # one each first, then the rest by share
+            take = {k: 1 for k in keys}
+        left = max_images - sum(take.values())
+        want = {k: left * (len(strata[k]) - take[k]) / (n - sum(take.values())) for k in keys}
+        for k in keys:
+            take[k] += int(want[k])
+        by_remainder = sorted(keys, key=lambda k: (-(want[k] - int(want[k])), k))
+        for k in by_remainder[:max_images - sum(take.values())]:
+            take[k] += 1
+        rng = np.random.default_rng(seed)
+        chosen = sorted(int(i) for k in keys
+                        for i in rng.choice(strata[k], size=min(take[k], len(strata[k])), replace=False))
+        return replace(self, records=[self.records[i] for i in chosen])
 
     def to_frame(self) -> pd.DataFrame:
         """One row per image: image_id, path, split, label, class_name, group, group_name, place."""

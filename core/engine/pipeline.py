@@ -39,20 +39,25 @@ class Placement(Protocol):
 
     def explain_dataset(self, dataset, classifier, translator, lm, out_dir, cfg: ExplainConfig, *, split, name,
                         extractor, progress, should_stop, max_shards, show_progress, extra_manifest,
-                        force) -> Run: ...
+                        force, max_images) -> Run: ...
 
 
 def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cfg: ExplainConfig | None = None,
                     split: str | None = None, name: str | None = None, extractor=None,
                     progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
                     max_shards: int | None = None, show_progress: bool = True, extra_manifest: dict | None = None,
-                    force: bool = False, placement: Placement | None = None) -> Run:
+                    force: bool = False, placement: Placement | None = None, max_images: int | None = None) -> Run:
     """Explain every image of `dataset` (optionally one split) into the run folder `out_dir`; resumable.
+
+    `max_images` explains a sample of at most that many images instead, stratified by group (by class where
+    there are no groups) and drawn with `cfg.seed` (`ImageDataset.sample`); the manifest records it, so the
+    same call resumes the same sample and another sample in the same folder is refused as other data.
 
     Resuming checks the settings, models and data (`dataset_fingerprint`) against the run's and refuses
     a mismatch; `force=True` deletes the run in `out_dir` (if any) and starts over. A second process
     writing the same folder is refused (the run's lock). `progress(done, total, info)` is called after
-    each shard and `should_stop()` before each batch (a stopped run resumes where it stopped).
+    each shard and `should_stop()` before each batch (a stopped run resumes where it stopped). While it runs,
+    the manifest's `progress.explained_images` moves after each block of images (at most one write a second).
 
     `placement` runs the same stages elsewhere (`core.engine.ray.RayPlacement`: a local Ray, a running
     cluster): same tables, same run folder. None: in this process.
@@ -71,7 +76,7 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
         return placement.explain_dataset(dataset, classifier, translator, lm, out_dir, cfg, split=split, name=name,
                                          extractor=extractor, progress=progress, should_stop=should_stop,
                                          max_shards=max_shards, show_progress=show_progress,
-                                         extra_manifest=extra_manifest, force=force)
+                                         extra_manifest=extra_manifest, force=force, max_images=max_images)
     explainer = Explainer(classifier, translator, lm, cfg, extractor)
     on_gpu = explainer.compute.device.type == "cuda"
     explainer.cfg = replace(explainer.cfg, num_workers=cfg.num_workers if cfg.num_workers is not None else
@@ -79,7 +84,7 @@ def explain_dataset(dataset, classifier, translator, lm, out_dir: str | Path, cf
     dtype = str(explainer.compute.dtype).removeprefix("torch.")
     plan = start_run(dataset, split, classifier, translator, lm, out_dir, explainer.cfg, name,
                      settings={**explainer.cfg.sampling_settings(), "dtype": dtype}, device=explainer.compute.label,
-                     extra_manifest=extra_manifest, force=force, max_shards=max_shards)
+                     extra_manifest=extra_manifest, force=force, max_shards=max_shards, max_images=max_images)
     return _explain_here(plan, explainer, extractor, progress, should_stop, show_progress)
 
 
@@ -91,18 +96,19 @@ def _explain_here(plan: RunPlan, explainer: Explainer, extractor, progress, shou
     bar = tqdm(total=total, initial=done_images, unit="img", desc=f"explain {plan.manifest['name']}",
                disable=not show_progress)
     writer = _ShardWriter(run, {s: len(shards[s]) for s in plan.todo}, total, plan.ds,
-                          explainer.classifier.class_names, cfg, extractor)
+                          explainer.classifier.class_names, cfg, extractor, explained=done_images)
     stream = _Stream(explainer, writer, images_per_call(cfg, explainer.compute.device.type == "cuda"))
     t0, n_new, stopped = time.time(), 0, False
 
     def report_written() -> None:
         nonlocal done_images, n_new
+        bar.update(stream.taken - (bar.n - plan.done_images))  # the bar moves per block, not per shard
+        if stream.taken:
+            bar.set_postfix(sent_s=f"{stream.taken / max(time.time() - t0, 1e-9) * cfg.sentences_per_image:.0f}")
         for s in writer.newly_written():
             done_images += len(shards[s])
             n_new += len(shards[s])
-            bar.update(len(shards[s]))
             rate = n_new / max(time.time() - t0, 1e-9)
-            bar.set_postfix(sent_s=f"{rate * cfg.sentences_per_image:.0f}")
             if progress:
                 progress(done_images, total, {"shard": s, "images_per_s": rate})
 
@@ -179,6 +185,7 @@ class _Stream:
         self.explainer, self.writer, self.per_call = explainer, writer, per_call
         self.block: list[tuple] = []  # (item, tensor | None, error | None)
         self.images = self.rows = self.calls = 0
+        self.taken = 0  # images handed to the writer, unreadable ones included (the progress bar's count)
 
     def push(self, batch) -> None:
         self.block += batch
@@ -195,6 +202,7 @@ class _Stream:
             if err is not None:
                 self.writer.put(("failed", shard, r, err))
         ok = [(item, x) for item, x, err in take if err is None]
+        self.taken += len(take) - len(ok)
         if not ok:
             return
         probs, sentences = self.explainer.explain_batch(torch.stack([x for _, x in ok]),
@@ -204,6 +212,7 @@ class _Stream:
         self.rows += n * cfg.sentences_per_image
         self.calls += math.ceil(n / max(1, cfg.batch_rows // cfg.sentences_per_image))  # the sampler's chunks
         self.writer.put(("explained", [item for item, _ in ok], probs, sentences))
+        self.taken += n
 
 
 class _ShardWriter:
@@ -213,8 +222,13 @@ class _ShardWriter:
     images have arrived, in the same row order as ever: readable images, then unreadable ones.
     """
 
-    def __init__(self, run: Run, shard_sizes: dict[int, int], total_images: int, ds, class_names, cfg, extractor):
+    PROGRESS_EVERY_S = 1.0  # manifest writes of progress.explained_images, at most one a second
+
+    def __init__(self, run: Run, shard_sizes: dict[int, int], total_images: int, ds, class_names, cfg, extractor,
+                 explained: int = 0):
         self.run, self.sizes, self.total = run, shard_sizes, total_images
+        self.explained, self.explained_before = explained, explained  # images done, in shards or pending
+        self.noted_at = 0.0
         self.ds, self.class_names, self.cfg, self.extractor = ds, class_names, cfg, extractor
         self.stages = StageTimer()
         self.inbox: queue.Queue = queue.Queue(maxsize=8)  # bounded: a slow disk holds the GPU back, not memory
@@ -256,13 +270,33 @@ class _ShardWriter:
         while True:
             item = self.inbox.get()
             if item is None:
+                if self.error is None:
+                    try:
+                        self._note_progress(force=True)
+                    except BaseException as exc:  # noqa: BLE001
+                        self.error = exc
                 return
             if self.error is not None:
                 continue  # keep draining so the producer never blocks
             try:
                 self._take(item)
+                self._note_progress()
             except BaseException as exc:  # handed to the main thread, which raises it
                 self.error = exc
+
+    def _note_progress(self, force: bool = False) -> None:
+        """progress.explained_images (and the rate) in the manifest, at most once a second: what a job's
+        progress bar and time left read between shards."""
+        now = time.time()
+        if not force and now - self.noted_at < self.PROGRESS_EVERY_S:
+            return
+        self.noted_at = now
+        progress = self.run.manifest.get("progress") or {}
+        if progress.get("explained_images") == self.explained:
+            return
+        rate = (self.explained - self.explained_before) / max(now - self.t0, 1e-9)
+        self.run.update_manifest(progress={**progress, "explained_images": self.explained},
+                                 rate_images_per_s=round(rate, 3))
 
     def _shard(self, s: int) -> dict:
         return self.pending.setdefault(s, {"images": [], "failed": [], "words": [], "sentences": [], "n": 0})
@@ -289,6 +323,7 @@ class _ShardWriter:
     def _done(self, s: int, k: int) -> None:
         sh = self.pending[s]
         sh["n"] += k
+        self.explained += k
         if sh["n"] == self.sizes[s]:
             with self.stages("write_shard"):
                 self.run.write_shard(s, *shard_tables(sh["images"] + sh["failed"], sh["words"], sh["sentences"]),

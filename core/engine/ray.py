@@ -262,7 +262,8 @@ def _cluster_plan(ray, opts: RayPlacement) -> tuple[int, float]:
 def _explain_on_ray(opts: RayPlacement, dataset, classifier, translator, lm, out_dir: str | Path,
                     cfg: ExplainConfig, *, split: str | None, name: str | None, extractor,
                     progress: Callable[[int, int, dict], None] | None, should_stop: Callable[[], bool] | None,
-                    max_shards: int | None, show_progress: bool, extra_manifest: dict | None, force: bool):
+                    max_shards: int | None, show_progress: bool, extra_manifest: dict | None, force: bool,
+                    max_images: int | None = None):
     """explain_dataset on Ray Data. The driver's models only check compatibility and describe the run; each
     actor gets its models as `opts.models` says (ModelFiles: from disk; None: the driver's, shipped once)."""
     from core.device import resolve
@@ -284,7 +285,7 @@ def _explain_on_ray(opts: RayPlacement, dataset, classifier, translator, lm, out
         placement = f"Ray: {workers} {'GPU' if on_gpu else 'CPU'} actor(s)"
         plan = start_run(dataset, split, classifier, translator, lm, out_dir, cfg, name,
                          settings={**cfg.sampling_settings(), "dtype": dtype_name}, device=placement,
-                         extra_manifest=extra_manifest, force=force, max_shards=max_shards)
+                         extra_manifest=extra_manifest, force=force, max_shards=max_shards, max_images=max_images)
         return _drive(ray_mod, plan, classifier, replace(cfg, device=device, dtype=dtype),
                       opts, workers, per_gpu, extractor, models or LoadedModels(classifier, translator, lm),
                       progress, should_stop, show_progress)
@@ -348,10 +349,16 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
         # (Ray retries system failures 3 times), and a dead actor is restarted, loads its models again
         # and takes back the batches it held (ActorPoolStrategy restarts without limit).
         rows = stream.iter_rows()
+        explained, noted_at = done_images, 0.0
         try:
             for row in rows:
                 s, pos, r = where[int(row["index"])]
                 pending.setdefault(s, []).append({**row, "_pos": pos, "_record": r})
+                explained += 1
+                if time.time() - noted_at >= 1.0:  # progress between shards, at most one manifest write a second
+                    noted_at = time.time()
+                    prog = run.manifest.get("progress") or {}
+                    run.update_manifest(progress={**prog, "explained_images": explained})
                 if len(pending[s]) == sizes[s]:
                     _write_shard(run, s, pending.pop(s), ds, classifier.class_names, cfg, total)
                     done_images += sizes[s]

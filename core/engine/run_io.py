@@ -40,12 +40,22 @@ class RunPlan:
 
 def start_run(dataset, split: str | None, classifier, translator, lm, out_dir, cfg: ExplainConfig, name: str | None,
               settings: dict, device: str, extra_manifest: dict | None = None, force: bool = False,
-              max_shards: int | None = None) -> RunPlan:
-    """Create or resume the run folder (checking models, settings and data) and pick the shards to do."""
+              max_shards: int | None = None, max_images: int | None = None) -> RunPlan:
+    """Create or resume the run folder (checking models, settings and data) and pick the shards to do.
+
+    `max_images`: explain a sample of the split, stratified by group (`ImageDataset.sample`, drawn with the
+    run's seed). The sample is recorded in the manifest's dataset, so a resumed run takes the same one and a
+    run of another sample (or of all images) is refused as other data."""
     ds = dataset.split(split) if split else dataset
+    in_split = len(ds.records)
+    if max_images is not None:
+        ds = ds.sample(max_images, seed=cfg.seed)
     records = list(ds.records)
     if not records:
         raise ValueError(f"dataset {dataset.name!r}{f' split {split!r}' if split else ''} has no images to explain")
+    sample = ({"max_images": int(max_images), "of": in_split, "seed": cfg.seed,
+               "stratified_by": "group" if any(r.group is not None for r in records) else "class"}
+              if len(records) < in_split else None)
     manifest = {
         "name": name or Path(out_dir).name,
         "kind": "explain",
@@ -59,7 +69,8 @@ def start_run(dataset, split: str | None, classifier, translator, lm, out_dir, c
                     "class_names": list(dataset.class_names),
                     **({"class_synsets": list(dataset.class_synsets)} if dataset.class_synsets else {}),
                     "group_names": {str(k): v for k, v in (dataset.group_names or {}).items()} or None,
-                    "train_group_counts": train_group_counts(dataset)},
+                    "train_group_counts": train_group_counts(dataset),
+                    **({"sample": sample} if sample else {})},
         "settings": settings,
         "device": device,
         "data_fingerprint": dataset_fingerprint(records, ds.root),
@@ -71,13 +82,18 @@ def start_run(dataset, split: str | None, classifier, translator, lm, out_dir, c
     todo = [s for s in range(len(shards)) if s not in done]
     if max_shards is not None:
         todo = todo[:max_shards]
-    run.update_manifest(status="running", progress={**run.manifest.get("progress", {}), "total_images": len(records),
-                                                    "total_shards": len(shards)})
+    # explained_images moves per block while the run goes (see core.jobs); a resumed run starts from its shards.
+    progress = run.manifest.get("progress", {})
+    run.update_manifest(status="running", progress={**progress, "total_images": len(records),
+                                                    "total_shards": len(shards),
+                                                    "explained_images": sum(len(shards[s]) for s in done)})
     return RunPlan(run, manifest, ds, shards, done, todo)
 
 
 def end_run(run: Run, n_shards: int, stopped: bool, **fields) -> None:
-    run.update_manifest(**fields)
+    progress = run.manifest.get("progress") or {}
+    # Images explained but not yet in a shard are redone on resume: from now on only the shards count.
+    run.update_manifest(progress={**progress, "explained_images": progress.get("done_images", 0)}, **fields)
     if stopped:
         run.update_manifest(status="stopped")
     elif len(run.done_shards()) == n_shards:

@@ -95,6 +95,16 @@ def dataset_fingerprint(records, root: str | Path) -> dict:
     return {"n_records": len(records), "sha256": h.hexdigest()[:24]}
 
 
+def describe_sample(sample: dict | None) -> str:
+    """How a run's manifest says which images it explains: "all images" or "a sample of 200 of 4,795 images
+    (seed 0, stratified by group)"."""
+    if not sample:
+        return "all images"
+    of = sample.get("of")
+    return (f"a sample of {sample.get('max_images')} of {f'{of:,}' if isinstance(of, int) else '?'} images (seed "
+            f"{sample.get('seed')}, stratified by {sample.get('stratified_by', 'group')})")
+
+
 def process_alive(pid: int) -> bool:
     """Whether process `pid` runs on this machine (a zombie counts as dead)."""
     try:
@@ -182,12 +192,28 @@ class Run:
             run._clear()
         if mpath.exists():
             old = run.manifest
+            if "dataset" in manifest and (old.get("dataset") or {}).get("sample") != manifest["dataset"].get("sample"):
+                run.unlock()
+                raise RunMismatchError(
+                    f"{path} holds a run of {describe_sample((old.get('dataset') or {}).get('sample'))}, not of "
+                    f"{describe_sample(manifest['dataset'].get('sample'))}: other data. Explain into a new --out, "
+                    "or pass --force (force=True) to start this run over")
+            added = {}
             for key in ("settings", "models", "dataset"):
-                if key in manifest and old.get(key) != manifest[key]:
+                if key not in manifest:
+                    continue
+                mine, theirs = old.get(key), manifest[key]
+                if isinstance(mine, dict) and isinstance(theirs, dict):
+                    # A field a later version records that this run's manifest lacks is not a difference.
+                    added[key] = {k: v for k, v in theirs.items() if k not in mine}
+                    theirs = {k: v for k, v in theirs.items() if k in mine}
+                if mine != theirs:
                     run.unlock()
                     raise RunMismatchError(
                         f"{path} holds a run with different {key} ({old.get(key)} vs {manifest[key]}); "
                         "choose another output folder, or pass --force (force=True) to start it over")
+            if any(added.values()):
+                run.update_manifest(**{k: {**old[k], **v} for k, v in added.items() if v})
             new_fp, old_fp = manifest.get("data_fingerprint"), old.get("data_fingerprint")
             if new_fp and old_fp and new_fp != old_fp:
                 run.unlock()

@@ -43,6 +43,9 @@ def add_parser(subparsers) -> None:
     knob("--seed", "seed", int, "sampling seed (default %(default)s)")
     knob("--device", "device", str, "auto (CUDA when present), cpu or cuda[:N] (default %(default)s)")
     e.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
+    e.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help="a quick run: a sample of at most N images, stratified by group (by class without groups) "
+                        "and drawn with --seed; the same command resumes the same sample (default: every image)")
     ray = e.add_argument_group("scale-out (Ray Data; same tables, same run folder)")
     ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="run the stages on Ray Data: alone, a Ray started on this machine for the run; 'auto', "
@@ -77,6 +80,38 @@ def _quality(folder) -> str:
     return f"; aligned, its map explains {r2:.0%} of the base features' variance" if r2 is not None else ""
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_estimate(dataset, args) -> None:
+    """How long the images left to explain should take, from earlier runs' rates (core.jobs.estimate)."""
+    import json
+    from pathlib import Path
+
+    from core.jobs import estimate
+
+    n = len(dataset.split(args.split)) if args.split else len(dataset)
+    n = min(n, args.max_images) if args.max_images else n
+    done = 0
+    if not args.force:
+        try:
+            done = int((json.loads((Path(args.out) / "manifest.json").read_text()).get("progress") or {})
+                       .get("done_images") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            done = 0
+    left = max(0, n - done)
+    device = "cuda" if args.ray is not None and args.gpus_per_worker else args.device
+    guess = estimate(left, args.sentences, device)
+    resumed = f" ({done} already explained)" if done else ""
+    print(f"estimate: about {_duration(guess.seconds)} for {left} images x {args.sentences} sentences{resumed}, "
+          f"after the models load ({guess.basis})", flush=True)
+
+
 def run(args) -> int:
     from core.engine.pipeline import explain_dataset
     from core.models import load_language_model
@@ -85,6 +120,8 @@ def run(args) -> int:
 
     if args.keep_sentences is not None and args.keep_sentences < 0:
         raise ValueError(f"--keep-sentences must be >= 0, got {args.keep_sentences}")
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
     if args.ray is not None:
         from core.engine.ray import check_address
 
@@ -94,6 +131,7 @@ def run(args) -> int:
         raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
                          "this process (see --num-workers for its image-decoding processes)")
     dataset = open_dataset_from(args)
+    _print_estimate(dataset, args)
     # Before the LM loads: a classifier whose classes cannot be matched to the dataset's fails at once.
     classifier = read_in_dataset_classes(classifier_from(args), dataset)
     if (space := getattr(classifier, "label_space", None)) is not None:
@@ -122,7 +160,8 @@ def run(args) -> int:
                         image_batch=args.image_batch, num_workers=args.num_workers,
                         keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
     run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
-                           max_shards=args.max_shards, force=args.force, placement=placement)
+                           max_shards=args.max_shards, force=args.force, placement=placement,
+                           max_images=args.max_images)
     health = run_.health()
     print(f"run {run_.path}: {health.status}, {health.images_present}/{health.total_images} images")
     if health.describe() and health.status != "partial":
