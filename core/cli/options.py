@@ -26,10 +26,16 @@ def add_dataset_options(p) -> None:
 
 
 def open_dataset_from(args):
+    """The dataset the options name; what its reader assumed or left out is printed as warnings (stderr)."""
+    import sys
+
     from core.data import open_dataset
 
-    return open_dataset(args.dataset, variation=args.variation, group_by=args.group_by, target=args.target,
-                        attributes=args.attributes)
+    dataset = open_dataset(args.dataset, variation=args.variation, group_by=args.group_by, target=args.target,
+                           attributes=args.attributes)
+    for note in dataset.notes:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+    return dataset
 
 
 def add_classifier_options(p, required: bool = True) -> None:

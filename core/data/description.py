@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.data.records import (MAX_LISTED, Attribute, ImageDataset, ImageRecord, as_dir, check_files_exist, is_inside,
-                               read_csv, waterbirds_split)
+from core.data.records import (MAX_LISTED, Attribute, ImageDataset, ImageRecord, as_dir, check_files_exist,
+                               check_inside_folder, is_inside, read_csv, waterbirds_split)
 from core.errors import DatasetError
 
 DESCRIPTION_FILE = "dataset.json"
@@ -269,6 +269,46 @@ def is_waterbirds(meta: pd.DataFrame) -> bool:
     return "place_filename" in meta.columns and "place" in meta.columns
 
 
+# Waterbirds' images are CUB's, in CUB's species folders: "001.Black_footed_Albatross/Black_Footed_...jpg".
+_CUB_FOLDER = re.compile(r"^\d{3}\.[^/\\]+[/\\]")
+
+
+def waterbirds_note(csv_file: Path, meta: pd.DataFrame, class_names: list[str], named_classes: bool) -> str | None:
+    """What a user must hear when a metadata.csv is read as Waterbirds only because it has Waterbirds'
+    place_filename column: which names were assumed, and how to give the real ones. None for Waterbirds itself
+    (its images sit in CUB's species folders)."""
+    if meta["img_filename"].astype(str).str.match(_CUB_FOLDER).all():
+        return None
+    assumed = "the attribute 'place' as background land (0) / water (1)"
+    if not named_classes:
+        assumed = f"its classes as {' / '.join(class_names)} and " + assumed
+    values = ", ".join(f'"{v}": "..."' for v in sorted({_raw_key(v) for v in meta["place"].dropna()})[:4])
+    return (f"{csv_file} has Waterbirds' place_filename column, so it is read as Waterbirds: {assumed}. If these "
+            f"are not Waterbirds' birds and backgrounds, name them in {csv_file.parent / DESCRIPTION_FILE}, e.g. "
+            f'{{"classes": ["...", "..."], "attributes": {{"place": {{"name": "...", "values": {{{values}}}}}}}}}')
+
+
+def value_names_from_groups(class_names: list[str], group_names: dict | None) -> dict[int, str]:
+    """The group attribute's value names by code, read back from a run's group names (group = label x n_values
+    + code): "landbird · background: water" -> "water", "blond hair · not male" -> "not male", and the first
+    runs' "landbird on water" -> "water". {} without groups."""
+    if not group_names or not class_names:
+        return {}
+    names = {int(k): str(v) for k, v in group_names.items()}
+    n_values = max(1, len(names) // len(class_names))
+    out = {}
+    for code in range(n_values):
+        name = names.get(code, f"value {code}")
+        if " · " in name:
+            part = name.split(" · ", 1)[1]
+            out[code] = part.split(": ", 1)[1] if ": " in part else part
+        elif " on " in name:
+            out[code] = name.rsplit(" on ", 1)[1]
+        else:
+            out[code] = name
+    return out
+
+
 # --- metadata.csv (Waterbirds' format, any classes and attributes) ---------------------------
 
 def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str | None = None,
@@ -288,7 +328,7 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
                      "(and attribute columns such as Waterbirds' place)")
     root = csv_file.parent
     required = ("img_filename", "y", "split", "place") if waterbirds else ("img_filename", "y", "split")
-    meta = read_csv(csv_file, required, text=("img_filename",))
+    meta = read_csv(csv_file, required, text=("img_filename", "img_id"))  # ids "01" and "1" are two images
     desc = read_description(root)
     wb = bool(waterbirds) or (waterbirds is None and not desc and is_waterbirds(meta))
     spec = {**WATERBIRDS_DESCRIPTION, **desc} if wb else desc
@@ -300,6 +340,10 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
     labels = y.astype(int).to_numpy()
     where = str(csv_file)
     class_names = class_names_from(root, desc, meta, labels, where, default=spec.get("classes"))
+    notes = []
+    if wb and not waterbirds and (note := waterbirds_note(csv_file, meta, class_names,
+                                                           named_classes=class_names != spec.get("classes"))):
+        notes.append(note)
 
     splits = meta["split"].map(waterbirds_split)  # 0/1/2 as numbers or text, or train/val/test
     if splits.isna().any():
@@ -315,6 +359,7 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
     paths = [root / f for f in meta["img_filename"].astype(str)]
     if check_files:
         check_files_exist(paths, csv_file)
+        check_inside_folder(paths, root, csv_file)
 
     column = group_by or spec.get("group_by") or ("place" if "place" in meta.columns else None)
     attribute, codes = None, [None] * len(meta)
@@ -330,7 +375,8 @@ def read_metadata_csv(root: str | Path, check_files: bool = True, group_by: str 
     return ImageDataset(name=str(desc.get("name") or root.name), kind="waterbirds" if wb else "metadata_csv",
                         root=root, records=records, class_names=class_names,
                         group_names=group_names_for(class_names, attribute), attribute=attribute,
-                        class_synsets=class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE)))
+                        class_synsets=class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE)),
+                        notes=notes)
 
 
 # --- CelebA-style attribute tables ----------------------------------------------------------
@@ -407,6 +453,7 @@ def read_attribute_table(root: str | Path, target: str | None = None, group_by: 
     paths = [folder / n for n in names]
     if check_files:
         check_files_exist(paths, table_file)
+        check_inside_folder(paths, folder, table_file)
     n_values = len(attribute.values) if attribute else 0
     records = [ImageRecord(image_id=n, path=p, split=split_of.get(n, "all"), label=int(lab),
                            group=None if c is None else int(lab) * n_values + int(c),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ import pandas as pd
 from core.data.description import (DESCRIPTION_FILE, attach_attributes, class_synsets_from, find_attribute_table,
                                    is_wnid, read_attribute_table, read_description, read_metadata_csv, wnid_class_names)
 from core.data.records import (IMAGE_EXTENSIONS, MAX_LISTED, SPLIT_FOLDERS, ImageDataset, ImageRecord, as_dir,
-                               check_files_exist, is_image, is_inside, read_csv)
+                               check_files_exist, check_inside_folder, is_image, is_inside, read_csv)
 from core.errors import DatasetError
 
 WATERBIRDS_COLUMNS = ("img_filename", "y", "split", "place")
@@ -38,17 +39,37 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = []
+def _images_under(folder: Path, skipped: Counter | None = None) -> list[Path]:
+    """Image files under `folder`, sorted, following linked folders once each (a link to a folder above
+    would loop); `skipped` counts the other files by extension."""
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames)
-                     if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not f.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / f)
+            elif skipped is not None:
+                skipped[Path(f).suffix.lower() or "(no extension)"] += 1
     return found
 
 
 def _has_class_folders_with_images(folder: Path) -> bool:
     return any(_images_under(d) for d in _subdirs(folder))
+
+
+def _skipped_note(root: Path, skipped: Counter) -> list[str]:
+    if not skipped:
+        return []
+    kinds = ", ".join(f"{ext} {n}" for ext, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+    return [f"{sum(skipped.values())} file(s) in the class folders of {root} are not images TExplain reads and were "
+            f"left out ({kinds}); it reads {', '.join(IMAGE_EXTENSIONS)}"]
 
 
 # --- Waterbirds ------------------------------------------------------------------------------
@@ -66,21 +87,24 @@ def read_waterbirds(root: str | Path, check_files: bool = True, group_by: str | 
 # --- ImageFolder trees -----------------------------------------------------------------------
 
 def _class_folder_records(split_root: Path, split: str, class_names: list[str], dataset_root: Path,
-                          folder_to_class: dict[str, str]) -> list[ImageRecord]:
+                          folder_to_class: dict[str, str], skipped: Counter) -> list[ImageRecord]:
     records = []
     for folder in _subdirs(split_root):
-        images = _images_under(folder)
+        images = _images_under(folder, skipped)
         if not images:
             raise DatasetError(f"class folder {folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}); "
                                "remove it or add images")
+        check_inside_folder(images, dataset_root, folder)
         label = class_names.index(folder_to_class[folder.name])
         records += [ImageRecord(image_id=p.relative_to(dataset_root).as_posix(), path=p, split=split, label=label)
                     for p in images]
     return records
 
 
-def _read_class_folders(root: Path, folder_to_class=lambda name: name) -> tuple[list[ImageRecord], list[str]]:
-    """Records and class names of an ImageFolder tree, with or without train/val/test split folders."""
+def _read_class_folders(root: Path, folder_to_class=lambda name: name
+                        ) -> tuple[list[ImageRecord], list[str], list[str]]:
+    """Records, class names and notes (files left out) of an ImageFolder tree, with or without train/val/test
+    split folders."""
     subdirs = _subdirs(root)
     if not subdirs:
         loose = [p for p in root.iterdir() if is_image(p)]
@@ -96,10 +120,10 @@ def _read_class_folders(root: Path, folder_to_class=lambda name: name) -> tuple[
         raise DatasetError(f"{root}: the split folders {[d.name for d in subdirs]} hold no class subfolders")
     mapping = {f: folder_to_class(f) for f in folder_names}
     class_names = [mapping[f] for f in folder_names]  # sorted by folder name, as torchvision's ImageFolder
-    records = []
+    records, skipped = [], Counter()
     for split, sr in split_roots:
-        records += _class_folder_records(sr, split, class_names, root, mapping)
-    return records, class_names
+        records += _class_folder_records(sr, split, class_names, root, mapping, skipped)
+    return records, class_names, _skipped_note(root, skipped)
 
 
 def read_image_folder(root: str | Path, attributes: str | Path | None = None,
@@ -112,13 +136,13 @@ def read_image_folder(root: str | Path, attributes: str | Path | None = None,
     or its file name) and attribute columns; groups are made from its `group_by` column. A dataset.json in root may name both ("attributes_file", "group_by").
     """
     root = as_dir(root, "image folder")
-    records, class_names = _read_class_folders(root)
+    records, class_names, notes = _read_class_folders(root)
     desc = read_description(root)
     synsets = class_synsets_from(desc, class_names, str(root / DESCRIPTION_FILE))
     if synsets is None and all(is_wnid(c) for c in class_names):  # ImageNet's layout: n01440764/, ...
         synsets, class_names = list(class_names), wnid_class_names(root, class_names)
     ds = ImageDataset(name=str(desc.get("name") or root.name), kind="image_folder", root=root, records=records,
-                      class_names=class_names, group_names=None, class_synsets=synsets)
+                      class_names=class_names, group_names=None, class_synsets=synsets, notes=notes)
     attributes = attributes or desc.get("attributes_file")
     if attributes is not None:
         ds = attach_attributes(ds, attributes, group_by)
@@ -161,7 +185,7 @@ def read_backgrounds_challenge(root: str | Path, variation: str | None = "mixed_
             "it holds no variation folders with images; expected e.g. "
             f"{root}/mixed_rand/val/00_dog/*.JPEG")
         raise DatasetError(f"{root} has no variation {variation!r}; {hint}")
-    records, class_names = _read_class_folders(root / variation, lambda f: re.sub(r"^\d+_", "", f))
+    records, class_names, notes = _read_class_folders(root / variation, lambda f: re.sub(r"^\d+_", "", f))
     for r in records:
         r.image_id = f"{variation}/{r.image_id}"
     from core.data.imagenet9 import IN9_CLASSES, IN9_SYNSETS
@@ -169,7 +193,7 @@ def read_backgrounds_challenge(root: str | Path, variation: str | None = "mixed_
     synsets = dict(zip(IN9_CLASSES, IN9_SYNSETS))
     return ImageDataset(name=f"{root.name}/{variation}", kind="backgrounds_challenge", root=root / variation,
                         records=records, class_names=class_names, group_names=None,
-                        class_synsets=[synsets.get(c) for c in class_names])
+                        class_synsets=[synsets.get(c) for c in class_names], notes=notes)
 
 
 # --- auto-detection --------------------------------------------------------------------------
@@ -181,15 +205,35 @@ def open_dataset(root: str | Path, variation: str | None = "mixed_rand", group_b
     Challenge (variation folders such as original/ and mixed_rand/), or an ImageFolder tree (with an
     `attributes` CSV for groups). `group_by` names the attribute column groups are made from."""
     root = Path(root).expanduser()
+    given = {"group_by": group_by, "target": target, "attributes": attributes}
+
+    def unused(kind: str, *options: str, hint: str = "") -> None:
+        """An option this kind of dataset has no use for is refused, never ignored without a word."""
+        named = [o for o in options if given[o] is not None]
+        if named:
+            flags = " and ".join(f"--{o.replace('_', '-')} ({o}={given[o]!r})" for o in named)
+            raise DatasetError(f"{root} is {kind}, which does not use {flags}{hint}")
+
     if root.is_file() and root.suffix.lower() == ".csv":
+        unused("a metadata.csv dataset", "target", "attributes",
+               hint="; its attribute columns are in metadata.csv itself: choose one with --group-by")
         return read_metadata_csv(root, group_by=group_by)
     root = as_dir(root, "dataset")
     if (root / "metadata.csv").exists():
+        unused("a metadata.csv dataset", "target", "attributes",
+               hint="; its attribute columns are in metadata.csv itself: choose one with --group-by")
         return read_metadata_csv(root, group_by=group_by)
     if find_attribute_table(root) is not None:
+        unused("a CelebA-style attribute-table dataset", "attributes",
+               hint="; its attributes are in its table: choose the class with --target, groups with --group-by")
         return read_attribute_table(root, target=target or read_description(root).get("target"), group_by=group_by)
     if any(d.name in BACKGROUND_VARIATIONS for d in _subdirs(root)) and _background_variations(root):
+        unused("the Backgrounds Challenge (ImageNet-9)", "group_by", "target", "attributes",
+               hint=": its images carry no attribute to group by. Its backgrounds are compared by variation: "
+                    "explain two (--variation original, --variation mixed_rand) and compare the runs "
+                    "(texplain report RUN --compare RUN2)")
         return read_backgrounds_challenge(root, variation)
+    unused("an ImageFolder tree", "target", hint="; --target picks the class column of an attribute table")
     try:
         return read_image_folder(root, attributes=attributes, group_by=group_by)
     except DatasetError as exc:

@@ -17,8 +17,8 @@ from PIL import Image
 from core.data.images import load_rgb
 from core.errors import DatasetError
 
-# torchvision's ImageFolder extensions.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# torchvision's ImageFolder extensions, and GIF (its first frame is read).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 SPLIT_ORDER = ("train", "val", "test", "all")
 # Folder names accepted as splits of an ImageFolder tree, and what they are called here.
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -65,6 +65,8 @@ class ImageDataset:
     # Each class's WordNet noun synset ("n02469914"), where the dataset knows it: it settles a name's sense
     # for the concept words ("primate" the animal, not the archbishop; "instrument" the musical one).
     class_synsets: list[str | None] | None = None
+    # What the reader assumed or left out that the user should know (printed by the CLI at read time).
+    notes: list[str] = field(default_factory=list)
     _by_split: dict[str, list[ImageRecord]] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -176,6 +178,19 @@ def check_files_exist(paths: list[Path], where: Path) -> None:
         listed = ", ".join(str(p) for p in missing[:MAX_LISTED])
         more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise DatasetError(f"{len(missing)} of {len(paths)} images listed in {where} are missing: {listed}{more}")
+
+
+def check_inside_folder(paths: list[Path], root: Path, where: Path | str) -> None:
+    """Refuse files that are links (or lie under linked folders) leading outside `root`: as a path with '..'
+    would, they read data from elsewhere on the machine."""
+    base = os.path.realpath(root)
+    outside = [(p, real) for p in paths
+               if (real := os.path.realpath(p)) != base and not real.startswith(base.rstrip(os.sep) + os.sep)]
+    if outside:
+        listed = ", ".join(f"{p} -> {real}" for p, real in outside[:MAX_LISTED])
+        raise DatasetError(f"{where}: {len(outside)} image(s) are links to files outside the dataset folder {root} "
+                           f"({listed}); files outside it are refused, as paths with '..' are. Copy them into the "
+                           "folder, or point --dataset at a folder that holds them")
 
 
 def is_image(p: Path) -> bool:

@@ -84,9 +84,11 @@ def start_run(dataset, split: str | None, classifier, translator, lm, out_dir, c
         todo = todo[:max_shards]
     # explained_images moves per block while the run goes (see core.jobs); a resumed run starts from its shards.
     progress = run.manifest.get("progress", {})
+    # dataset_notes: what the reader assumed (classes named by Waterbirds' default, files left out), for readers.
     run.update_manifest(status="running", progress={**progress, "total_images": len(records),
                                                     "total_shards": len(shards),
-                                                    "explained_images": sum(len(shards[s]) for s in done)})
+                                                    "explained_images": sum(len(shards[s]) for s in done)},
+                        dataset_notes=list(getattr(dataset, "notes", None) or []))
     return RunPlan(run, manifest, ds, shards, done, todo)
 
 

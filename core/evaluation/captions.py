@@ -480,7 +480,9 @@ def evaluate_run(run, lm=None, captions: str | Path | None = None, max_sentences
     def name(c):
         return class_names[c] if isinstance(c, (int, np.integer)) and c < len(class_names) else str(c)
 
-    places = {0: "land", 1: "water"}
+    from core.data.description import value_names_from_groups
+
+    places = value_names_from_groups(class_names, group_names)  # the data's own names ("meadow", "male", ...)
     settings = manifest.get("settings") or {}
     return CaptionEvaluation(
         run=run.name, path=str(run.path), n_images=int(len(per_image)),
