@@ -22,8 +22,9 @@ a run whose dataset has reference captions (`captions.csv` beside `metadata.csv`
   object at all, which is itself the finding.
 - the translator's validation loss (from its checkpoint's config), and example sentences per group.
 
-Everything here is computed from the sentences a run kept (`keep_sentences`: all by default). Scoring every kept sentence under the LM costs seconds per hundred sentences on a
-CPU, so fluency scores a fixed random sample (`max_sentences`, seed 0) and says so.
+Everything here is computed from the sentences a run kept (`keep_sentences`: all by default). Scoring every
+kept sentence under the LM costs seconds per hundred sentences on a CPU, so fluency scores a fixed random
+sample (`max_sentences`, seed 0) and says so.
 """
 from __future__ import annotations
 

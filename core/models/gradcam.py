@@ -25,7 +25,7 @@ def _cam_from(activation: torch.Tensor, logits: torch.Tensor, class_idx) -> torc
     return F.relu((weights * activation).sum(1)).detach()  # (B, h, w)
 
 
-class _no_param_grads:
+class no_param_grads:  # noqa: N801  (used as a context manager, named like one)
     """Parameters stop requiring grad for a while: the graph then starts at the hooked activation."""
 
     def __init__(self, module: nn.Module):
@@ -71,7 +71,7 @@ def gradcam(model, layer: nn.Module | str, x: torch.Tensor, class_idx=None) -> t
     was_training = net.training
     net.eval()
     try:
-        with _no_param_grads(net), torch.enable_grad():
+        with no_param_grads(net), torch.enable_grad():
             logits = net(x)
             if "a" not in captured:
                 raise ValueError("layer was not called in the model's forward pass")
@@ -94,7 +94,7 @@ def lite_gradcam(adapter, x: torch.Tensor, class_idx=None) -> tuple[torch.Tensor
             a = block(a)
         a = m._swish(m._bn1(m._conv_head(a)))  # (B, 1280, h, w)
     a.requires_grad_(True)
-    with _no_param_grads(m), torch.enable_grad():
+    with no_param_grads(m), torch.enable_grad():
         logits = m._fc(m._dropout(m._avg_pooling(a).flatten(1)))
         cams = _cam_from(a, logits, class_idx)
     return cams, logits.detach()

@@ -12,7 +12,8 @@ from core import cli
 from core.cli.commands import VERBS
 
 ROOT = Path(__file__).resolve().parents[2]
-VERB_NAMES = ("setup", "explain", "report", "audit", "runs", "jobs", "ui", "train", "finetune", "evaluate", "mitigate")
+VERB_NAMES = ("setup", "explain", "report", "audit", "verify", "runs", "jobs", "ui", "train", "finetune", "evaluate",
+              "mitigate")
 
 
 def _help(capsys, argv) -> str:

@@ -363,19 +363,25 @@ def _load_photos(birds_dir: str, scenes_dir: str) -> None:
         _BIRDS[bird] = rgba.crop(rgba.getbbox())
 
 
-def _render(item: dict, out_dir: str) -> None:
-    photo, k = _PHOTOS[item["scene"]]
-    box = tuple(c * k for c in item["crop"])
-    canvas = photo.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, box=box)
-    if item["scene_flip"]:
-        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+def _placed_bird(item: dict) -> tuple[Image.Image, tuple[int, int]]:
+    """The bird as pasted: (RGBA at its size in the image, its top-left corner)."""
     bird = _BIRDS[item["bird"]]
     f = item["bird_size"] * IMAGE_SIZE / max(bird.size)
     bird = bird.resize((max(1, round(bird.size[0] * f)), max(1, round(bird.size[1] * f))), Image.Resampling.BICUBIC)
     if item["bird_flip"]:
         bird = bird.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     fx, fy = item["bird_xy"]
-    canvas.paste(bird, (int(fx * (IMAGE_SIZE - bird.size[0])), int(fy * (IMAGE_SIZE - bird.size[1]))), bird)
+    return bird, (int(fx * (IMAGE_SIZE - bird.size[0])), int(fy * (IMAGE_SIZE - bird.size[1])))
+
+
+def _render(item: dict, out_dir: str) -> None:
+    photo, k = _PHOTOS[item["scene"]]
+    box = tuple(c * k for c in item["crop"])
+    canvas = photo.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, box=box)
+    if item["scene_flip"]:
+        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    bird, xy = _placed_bird(item)
+    canvas.paste(bird, xy, bird)
     path = Path(out_dir) / item["img_filename"]
     canvas.save(path, "JPEG", quality=JPEG_QUALITY)
 
@@ -485,6 +491,40 @@ def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings, name:
                    "attributes": {"place": {"name": "background",
                                             "values": {str(p): n for p, n in PLACE_NAMES.items()}}}}
     (out_dir / "dataset.json").write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
+
+
+def object_masks(out_dir: str | Path = paths.DEMO_DATA, birds_dir: str | Path = paths.BIRD_PHOTOS,
+                 scenes_dir: str | Path = paths.SCENE_PHOTOS) -> Path:
+    """Where the bird is in every image of a built demo world: masks/<image path>.png (255 on the bird), written
+    once beside the images from the world's own plan (its settings and seed), without touching the images."""
+    out_dir = Path(out_dir)
+    world = json.loads((out_dir / "world.json").read_text())
+    masks = out_dir / "masks"
+    if (masks / ".done").exists():
+        return masks
+    settings = DemoSettings(**world["settings"])
+    captions_json = Path(birds_dir) / "captions.json"
+    stamps = json.loads(captions_json.read_text(encoding="utf-8")) if captions_json.exists() else {}
+    sizes = {}
+    for name, sc in SCENES.items():
+        with Image.open(Path(scenes_dir) / sc.file) as im:
+            sizes[name] = im.size
+    for bird in sorted(WATER_BIRDS | LAND_BIRDS):
+        with Image.open(Path(birds_dir) / f"{bird}.png") as im:
+            rgba = im.convert("RGBA")
+        _BIRDS[bird] = rgba.crop(rgba.getbbox())
+    try:
+        for item in _plan(settings, sizes, stamps):
+            bird, xy = _placed_bird(item)
+            mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+            mask.paste(bird.getchannel("A").point(lambda a: 255 if a >= 128 else 0), xy)
+            path = (masks / item["img_filename"]).with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mask.save(path)
+    finally:
+        _BIRDS.clear()
+    (masks / ".done").write_text(str(world["version"]))
+    return masks
 
 
 def caption_words(caption: str) -> set[str]:

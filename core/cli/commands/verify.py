@@ -1,0 +1,55 @@
+"""`texplain verify RUN --class C --word W`: the causal test of a flag: does removing the word's region change
+the classifier's predictions more than removing as much of the image elsewhere?"""
+from __future__ import annotations
+
+import json
+
+from core.cli.options import default
+from core.evaluation.causal import FILLS, CausalSettings
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("verify", help="causal test of a flag: RUN --class C --word W", description=__doc__)
+    p.add_argument("run", metavar="RUN", help="run folder, or the name of a run in the runs folders")
+    p.add_argument("--class", dest="class_name", required=True, help="the class whose images use the word")
+    p.add_argument("--word", required=True, help="the flagged word (as the report lists it: a lemma)")
+    p.add_argument("--share", type=float, default=default(CausalSettings, "share"),
+                   help="share of the word map's pixels removed, its region (default %(default)s)")
+    p.add_argument("--fill", choices=FILLS, default=default(CausalSettings, "fill"),
+                   help="what the removed pixels become: a blur of the image or its mean colour (default %(default)s)")
+    p.add_argument("--max-images", type=int, default=None, help="test at most this many of the class's images")
+    p.add_argument("--seed", type=int, default=default(CausalSettings, "seed"),
+                   help="seed of the control rectangles (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from core.evaluation.causal import verify_flag
+    from core.models import load_classifier, load_language_model
+    from core.models.registry import run_model_sources
+    from core.models.translator import Translator
+    from core.store import resolve_run
+
+    run_ = resolve_run(args.run)
+    sources = run_model_sources(run_.manifest)
+    classifier, lm = load_classifier(sources.classifier), load_language_model(sources.lm)
+    translator = Translator.from_pretrained(sources.translator, classifier, lm)
+    settings = CausalSettings(share=args.share, fill=args.fill, seed=args.seed, max_images=args.max_images)
+    result = verify_flag(run_, args.class_name, args.word, classifier, translator, lm, settings,
+                         progress=lambda i, n, s: print(f"\r{i}/{n} images, {s:.0f} s", end="", flush=True))
+    print()
+    s = result.summary()
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+        return 0
+    if s["images"] == 0:
+        print(f"no {args.class_name} image of {run_.name} uses {args.word!r}: nothing to test")
+        return 0
+    p, c = s["prediction_changed"], s["control_prediction_changed"]
+    print(f"{args.word!r} under {args.class_name}: {s['verdict'].upper()} on {s['images']} images. Removing the "
+          f"word's region ({args.share:.0%} of the image, {args.fill}) changed {p['rate']:.0%} of predictions "
+          f"(95% {p['ci95'][0]:.0%}-{p['ci95'][1]:.0%}); removing as much elsewhere changed {c['rate']:.0%} "
+          f"({c['ci95'][0]:.0%}-{c['ci95'][1]:.0%}). The word's share went {s['mean_share_before']:.0%} -> "
+          f"{s['mean_share_after']:.0%} (control {s['mean_share_control']:.0%}).")
+    return 0

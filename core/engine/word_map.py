@@ -1,0 +1,207 @@
+"""Where in the image a word comes from: the part of the classifier's features that makes the LM say it.
+
+For an image and a word of its sentences, the word's log-probability is summed over every occurrence in the
+image's sampled sentences, teacher-forced (the sentences stay as sampled: nothing new is drawn), and
+differentiated with respect to the classifier's last spatial feature map A (K, h, w), whose spatial mean is
+the feature vector z the translator reads. Combined as Grad-CAM combines a class score's gradient:
+
+    map = ReLU( sum_k mean_hw(d logp(word) / dA_k) * A_k )          (h, w), upsampled to the input
+
+A classifier with no spatial map (a ViT's class token, a scripted model) gets occlusion instead: each patch
+of the input is filled with the preprocessing's mean and the drop of the word's log-probability is its value.
+
+    wm = word_map(image, "lake", classifier, translator, lm, sentences=run_sentences)
+    wm.heatmap  # (H, W) in [0, 1], at the classifier's input crop
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.models.gradcam import no_param_grads
+
+
+@dataclass
+class WordMap:
+    word: str
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1], over the classifier's input crop
+    method: str          # "gradient" or "occlusion"
+    log_prob: float      # the word's summed log-probability over its occurrences
+    occurrences: int     # tokens of the word scored, over all sentences
+    sentences: int       # sentences that use the word
+
+    def peak(self) -> tuple[int, int]:
+        """(row, column) of the map's maximum, at the input crop's resolution."""
+        return tuple(int(i) for i in np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape))
+
+    def top_share(self, share: float = 0.2) -> np.ndarray:
+        """A boolean mask of the map's `share` highest pixels (ties broken by position): the word's region."""
+        flat = self.heatmap.ravel()
+        k = max(1, int(round(share * flat.size)))
+        keep = np.zeros(flat.size, dtype=bool)
+        keep[np.argsort(-flat, kind="stable")[:k]] = True
+        return keep.reshape(self.heatmap.shape)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def word_spans(sentence: str, word: str, extractor) -> list[tuple[int, int]]:
+    """Character spans of the tokens of `sentence` whose lemma (the extractor's) is `word`."""
+    spans = []
+    for m in _WORD.finditer(sentence):
+        lemmas = extractor.words(m.group(0))
+        if lemmas and lemmas[0] == word:
+            spans.append(m.span())
+    return spans
+
+
+def _token_targets(lm, sentences: Sequence[str], word: str, extractor):
+    """Token ids (N, T), attention mask (N, T) and a mask (N, T) of the tokens inside the word's spans."""
+    tok = lm.tokenizer
+    rows, targets = [], []
+    for s in sentences:
+        spans = word_spans(s, word, extractor)
+        if not spans:
+            continue
+        enc = tok(s, add_special_tokens=False, return_offsets_mapping=True)
+        hit = [any(a < e and b > st for st, e in spans) for a, b in enc["offset_mapping"]]
+        if any(hit):
+            rows.append(enc["input_ids"])
+            targets.append(hit)
+    if not rows:
+        return None
+    T = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else lm.eos_token_id
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), T), dtype=torch.bool)
+    hit = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, (r, h) in enumerate(zip(rows, targets)):
+        ids[i, :len(r)], attn[i, :len(r)], hit[i, :len(h)] = torch.tensor(r), True, torch.tensor(h)
+    return ids, attn, hit
+
+
+def word_log_prob(translator, lm, z: torch.Tensor, ids: torch.Tensor, attn: torch.Tensor,
+                  hit: torch.Tensor) -> torch.Tensor:
+    """The summed log-probability of the `hit` tokens of the sentences `ids`, each after the prefix T(z)
+    (z: (1, D), shared by every sentence); differentiable with respect to z."""
+    prefix = translator(z.float()).expand(len(ids), -1, -1)  # (N, k, d)
+    k = prefix.shape[1]
+    emb = lm.embed(ids.to(lm.device))  # (N, T, d)
+    x = torch.cat([prefix.to(emb.dtype), emb], dim=1)
+    mask = torch.cat([torch.ones(len(ids), k, dtype=torch.long, device=lm.device), attn.long().to(lm.device)], 1)
+    logits = lm.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=ids.shape[1] + 1).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids.to(lm.device)[..., None])[..., 0]  # (N, T)
+    return (logp * hit.to(logp.device)).sum()
+
+
+def spatial_layer(classifier):
+    """The module whose 4-D output (1, K, h, w), averaged over h and w, is the classifier's feature vector z
+    (the last such in the forward pass), found on a probe image; None when there is none."""
+    net = getattr(classifier, "module", None)
+    if net is None or getattr(classifier, "feature_layer", None) is not None:
+        return None
+    p = next(classifier.parameters())
+    crop = classifier.preprocessing.crop
+    x = torch.randn(1, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)
+    seen, hooks = [], []
+    for name, m in net.named_modules():
+        if m is net:
+            continue
+        hooks.append(m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, mod, out))
+                                             if isinstance(out, torch.Tensor) and out.ndim == 4 else None))
+    try:
+        with torch.no_grad():
+            z, _ = classifier.features_and_logits(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, mod, out in reversed(seen):  # the last map of more than one position (a pooling's 1x1 is not a map)
+        if out.shape[1] == z.shape[1] and out.shape[2] * out.shape[3] > 1 \
+                and torch.allclose(out.float().mean((2, 3)), z.float(), atol=1e-4, rtol=1e-3):
+            return mod
+    return None
+
+
+def _sentences_for(image, classifier, translator, lm, sentences, image_id, cfg):
+    if sentences is not None:
+        return list(sentences)
+    from core.engine.explainer import Explainer
+
+    return Explainer(classifier, translator, lm, cfg).explain([image], [image_id or 0])[0].sentences
+
+
+def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[str] | None = None,
+             image_id=None, cfg=None, extractor=None, method: str = "auto", patches: int = 7) -> WordMap:
+    """The map of `word` over `image` (see the module docstring). `sentences`: the image's sampled sentences (a
+    run's, so the map explains what the run says); None samples them (`cfg`, `image_id` fix the stream).
+    `method`: "gradient" (needs a spatial feature map), "occlusion", or "auto" (gradient where it can)."""
+    if extractor is None:
+        from core.engine.words import WordExtractor
+
+        extractor = WordExtractor()
+    word = word.strip().lower()
+    sents = _sentences_for(image, classifier, translator, lm, sentences, image_id, cfg)
+    targets = _token_targets(lm, sents, word, extractor)
+    if targets is None:
+        top = sorted(extractor.count(sents).items(), key=lambda kv: -kv[1][1])[:8]
+        raise ValueError(f"the word {word!r} is in none of the image's {len(sents)} sentences, so it comes from "
+                         f"nowhere in the image; its words are {', '.join(w for w, _ in top) or 'none'}")
+    ids, attn, hit = targets
+    layer = spatial_layer(classifier) if method in ("auto", "gradient") else None
+    if method == "gradient" and layer is None:
+        raise ValueError(f"{classifier.name} has no spatial feature map to differentiate; use method='occlusion'")
+    x = classifier.preprocess(image)[None].to(next(classifier.parameters()).device)
+    x = x.to(next(classifier.parameters()).dtype)
+    if layer is not None:
+        heat, total = _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit)
+        how = "gradient"
+    else:
+        heat, total = _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches)
+        how = "occlusion"
+    heat = F.interpolate(heat[None, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    heat = heat - heat.min()
+    heat = (heat / heat.max()).numpy() if heat.max() > 0 else heat.numpy()
+    return WordMap(word, heat.astype(np.float32), how, float(total), int(hit.sum()), len(ids))
+
+
+def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
+    captured = {}
+
+    def hook(module, args, out):
+        out = out.detach().requires_grad_(True)
+        captured["a"] = out
+        return out
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        with no_param_grads(classifier), no_param_grads(translator), no_param_grads(lm.model), torch.enable_grad():
+            z, _ = classifier.features_and_logits(x)
+            total = word_log_prob(translator, lm, z, ids, attn, hit)
+            grad, = torch.autograd.grad(total, captured["a"])
+    finally:
+        handle.remove()
+    a = captured["a"].detach()[0].float()  # (K, h, w)
+    weights = grad[0].float().mean((1, 2))  # (K,)
+    return F.relu((weights[:, None, None] * a).sum(0)).cpu(), total.item()
+
+
+@torch.inference_mode()
+def _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches: int):
+    z, _ = classifier.features_and_logits(x)
+    base = word_log_prob(translator, lm, z, ids, attn, hit).item()
+    H, W = x.shape[-2:]
+    heat = torch.zeros(patches, patches)
+    for i in range(patches):
+        for j in range(patches):
+            xo = x.clone()
+            # 0 after normalisation is the preprocessing's mean colour: the patch carries nothing.
+            xo[..., i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
+            zo, _ = classifier.features_and_logits(xo)
+            heat[i, j] = base - word_log_prob(translator, lm, zo, ids, attn, hit).item()
+    return heat.clamp_min(0), base

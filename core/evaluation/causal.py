@@ -1,0 +1,219 @@
+"""Does the classifier use what a flag names? Remove the word's region and see what changes.
+
+A flag is a correlation: "lake" is over-represented in the sentences of landbirds read as waterbirds. To test
+it, for each image of the class whose sentences use the word: the word's map (core.engine.word_map) selects
+its region (the top `share` of the map), the region is filled (blurred, or the preprocessing's mean colour),
+and the image is classified and explained again (same sampling stream). The control removes a rectangle of
+the same area at a random place. A flag whose region changes the prediction significantly more often than the
+control (a paired bootstrap interval of the difference above zero) is **causal**; otherwise **correlational
+only**.
+
+    result = verify_flag(run, "landbird", "lake", classifier, translator, lm)
+    result.verdict, result.summary()
+    texplain verify RUN --class landbird --word lake
+
+Results are stored with the run (causal.json; shipped runs: under runs/.shipped/), one record per image, so an
+interrupted test resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.analysis.stats import paired_gap, wilson_interval
+
+RESULT_FILE = "causal.json"
+FILLS = ("blur", "mean")
+MIN_IMAGES = 5  # fewer and the intervals say nothing
+
+
+@dataclass
+class CausalSettings:
+    share: float = 0.2     # of the map's pixels removed: the word's region
+    fill: str = "blur"     # "blur" (a strong Gaussian blur of the image) or "mean" (the preprocessing's mean)
+    seed: int = 0          # the control rectangles'
+    max_images: int | None = None
+
+    def __post_init__(self):
+        if not 0 < self.share < 1:
+            raise ValueError(f"share must be in (0, 1), got {self.share}")
+        if self.fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}")
+
+    def key(self, class_name: str, word: str) -> str:
+        return f"{class_name}|{word}|share={self.share}|fill={self.fill}|seed={self.seed}"
+
+
+@dataclass
+class CausalResult:
+    class_name: str
+    word: str
+    settings: dict
+    rows: list[dict] = field(default_factory=list)  # per image: changed, control_changed, shares
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def summary(self) -> dict:
+        df = self.frame
+        n = len(df)
+        out = {"class": self.class_name, "word": self.word, "images": n, **self.settings}
+        if n == 0:
+            return {**out, "verdict": "no image of the class uses the word"}
+
+        def rate(col):
+            k = int(df[col].sum())
+            return {"rate": round(k / n, 4), "ci95": [round(x, 4) for x in wilson_interval(k, n)], "images": k}
+
+        out["prediction_changed"] = rate("changed")
+        out["control_prediction_changed"] = rate("control_changed")
+        gap = paired_gap(df["changed"].to_numpy(float), df["control_changed"].to_numpy(float))
+        out["difference"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in gap.items()}
+        c = out["control_prediction_changed"]["rate"]
+        out["ratio_to_control"] = round(out["prediction_changed"]["rate"] / c, 2) if c else None
+        for col in ("share_before", "share_after", "share_control"):
+            out[f"mean_{col}"] = round(float(df[col].mean()), 4)
+        moved = paired_gap(df["share_after"].to_numpy(float), df["share_before"].to_numpy(float))
+        out["word_share_change"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in moved.items()}
+        out["verdict"] = self.verdict
+        return out
+
+    @property
+    def verdict(self) -> str:
+        df = self.frame
+        if len(df) < MIN_IMAGES:
+            return "too few images"
+        gap = paired_gap(df["changed"].to_numpy(float), df["control_changed"].to_numpy(float))
+        return "causal" if gap["low"] > 0 else "correlational only"
+
+
+def fill_region(x: torch.Tensor, region: np.ndarray, fill: str) -> torch.Tensor:
+    """x (3, H, W), preprocessed, with the pixels of `region` (H, W) replaced by a blur of x or by 0 (the
+    preprocessing's mean colour)."""
+    m = torch.from_numpy(region).to(x.device)[None]
+    if fill == "mean":
+        return torch.where(m, torch.zeros_like(x), x)
+    from torchvision.transforms.functional import gaussian_blur
+
+    blurred = gaussian_blur(x[None], kernel_size=[31, 31], sigma=[10.0, 10.0])[0]
+    return torch.where(m, blurred, x)
+
+
+def random_rectangle(rng: np.random.Generator, shape: tuple[int, int], area: int) -> np.ndarray:
+    """A rectangle of about `area` pixels (aspect ratio 1:2 to 2:1) at a uniformly random place."""
+    H, W = shape
+    aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    h = int(np.clip(round(np.sqrt(area * aspect)), 1, H))
+    w = int(np.clip(round(area / h), 1, W))
+    top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    out = np.zeros(shape, dtype=bool)
+    out[top:top + h, left:left + w] = True
+    return out
+
+
+def _share(sentences: list[str], word: str, extractor) -> float:
+    return float(np.mean([word in extractor.words(s) for s in sentences])) if sentences else 0.0
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def verify_flag(run, class_name: str, word: str, classifier, translator, lm, settings: CausalSettings | None = None,
+                cfg=None, extractor=None, progress=None, store: bool = True) -> CausalResult:
+    """The causal test of (class, word) on a run's images (see the module docstring)."""
+    from core.data import load_rgb
+    from core.engine.config import ExplainConfig
+    from core.engine.explainer import Explainer
+    from core.engine.word_map import word_map
+    from core.store import Run, user_file
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    settings = settings or CausalSettings()
+    if extractor is None:
+        from core.engine.words import WordExtractor
+
+        extractor = WordExtractor()
+    word = word.strip().lower()
+    m = run.manifest
+    names = list((m.get("dataset") or {}).get("class_names") or [])
+    if class_name not in names:
+        raise ValueError(f"{class_name!r} is not a class of run {run.name}; its classes are {names}")
+    s = m.get("settings") or {}
+    cfg = cfg or ExplainConfig(**{k: s[k] for k in ("sentences_per_image", "top_p", "temperature", "max_new_tokens",
+                                                    "seed") if k in s})
+    images = run.images()
+    images = images[(images["label"] == names.index(class_name)) & images["prediction"].notna()]
+    used = set(run.query("SELECT DISTINCT image_id FROM words WHERE word = ?", [word])["image_id"])
+    images = images[images["image_id"].isin(used)].sort_values("image_id")
+    if settings.max_images is not None:
+        images = images.head(settings.max_images)
+    path = user_file(run.path, RESULT_FILE)
+    key = settings.key(class_name, word)
+    stored = _load(path).get(key, {}).get("rows", [])
+    done = {r["image_id"] for r in stored}
+    result = CausalResult(class_name, word, asdict(settings), list(stored))
+    if images.empty:
+        return result
+    explainer = Explainer(classifier, translator, lm, cfg, extractor)
+    sentences = run.sentences(list(images["image_id"])).groupby("image_id")["text"].agg(list)
+    rng = np.random.default_rng(settings.seed)
+    t0 = time.time()
+    for n, r in enumerate(images.itertuples()):
+        # One control draw per image whether or not it is done, so a resumed test draws what a whole one would.
+        control_seed = int(rng.integers(2**31))
+        if r.image_id in done:
+            continue
+        image = load_rgb(run.image_path(r.path))
+        sents = sentences.get(r.image_id, [])
+        wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor)
+        region = wm.top_share(settings.share)
+        control = random_rectangle(np.random.default_rng(control_seed), region.shape, int(region.sum()))
+        x = classifier.preprocess(image)
+        batch = torch.stack([fill_region(x, region, settings.fill), fill_region(x, control, settings.fill)])
+        probs, sampled = explainer.explain_batch(batch, [r.image_id, r.image_id])
+        pred = probs.argmax(-1).tolist()
+        result.rows.append({"image_id": r.image_id, "prediction": int(r.prediction), "after": pred[0],
+                            "control_after": pred[1], "changed": pred[0] != int(r.prediction),
+                            "control_changed": pred[1] != int(r.prediction),
+                            "share_before": _share(sents, word, extractor),
+                            "share_after": _share(sampled[0], word, extractor),
+                            "share_control": _share(sampled[1], word, extractor),
+                            "region_share": round(float(region.mean()), 4), "map": wm.method})
+        if store:
+            _save(path, key, result)
+        if progress:
+            progress(n + 1, len(images), time.time() - t0)
+    return result
+
+
+def _save(path: Path, key: str, result: CausalResult) -> None:
+    doc = _load(path)
+    doc[key] = {"class": result.class_name, "word": result.word, "settings": result.settings, "rows": result.rows,
+                "summary": result.summary()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_causal(run_path) -> dict:
+    """Every causal test stored for a run: {key: {class, word, settings, rows, summary}} (yours over shipped)."""
+    from core.store import run_files
+
+    found = run_files(run_path, RESULT_FILE)
+    doc = {}
+    for origin in ("shipped", "yours"):
+        if origin in found:
+            doc.update(_load(found[origin]))
+    return doc

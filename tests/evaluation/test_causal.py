@@ -1,0 +1,98 @@
+"""Word maps (core.engine.word_map) and the causal test of a flag (core.evaluation.causal)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.data import load_rgb, open_dataset
+from core.engine.config import ExplainConfig
+from core.engine.pipeline import explain_dataset
+from core.engine.word_map import word_map
+from core.engine.words import WordExtractor
+from core.evaluation.causal import CausalResult, CausalSettings, fill_region, random_rectangle, verify_flag
+from core.models.translator import Translator, TranslatorConfig
+
+
+def plain_words():
+    return WordExtractor(stop_words=(), lemmatize=False, vocabulary=None)  # every word counts; no WordNet
+
+
+@pytest.fixture
+def explained(tmp_path, tiny_lm, tiny_classifier, tiny_waterbirds):
+    torch.manual_seed(0)
+    tr = Translator(TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size,
+                                     prefix_length=2, mlp_hidden=16, classifier_identity=tiny_classifier.identity,
+                                     classifier_name="tinynet", lm_identity=tiny_lm.identity))
+    run = explain_dataset(open_dataset(tiny_waterbirds), tiny_classifier, tr, tiny_lm, tmp_path / "run",
+                          ExplainConfig(sentences_per_image=6, max_new_tokens=6, seed=1), extractor=plain_words(),
+                          show_progress=False)
+    return run, tr
+
+
+def test_a_word_map_covers_the_input_and_a_missing_word_says_which_are_there(explained, tiny_classifier, tiny_lm):
+    run, tr = explained
+    row = run.images().iloc[0]
+    sents = run.sentences([row.image_id])["text"].tolist()
+    word = run.words().query("image_id == @row.image_id").sort_values("sentences").iloc[-1]["word"]
+    image = load_rgb(run.image_path(row.path))
+    wm = word_map(image, word, tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words())
+    assert wm.heatmap.shape == (32, 32) and wm.method == "gradient"  # TinyNet's conv map, averaged, is z
+    assert 0 <= wm.heatmap.min() and wm.heatmap.max() <= 1 and wm.occurrences >= 1
+    occl = word_map(image, word, tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words(),
+                    method="occlusion", patches=4)
+    assert occl.method == "occlusion" and occl.heatmap.shape == (32, 32)
+    assert wm.top_share(0.25).sum() == 256
+    with pytest.raises(ValueError, match="in none of the image's 6 sentences"):
+        word_map(image, "zeppelin", tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words())
+
+
+def test_fills_touch_only_the_region_and_controls_match_its_area():
+    x = torch.randn(3, 40, 40)
+    region = np.zeros((40, 40), dtype=bool)
+    region[5:15, 5:25] = True
+    for fill in ("mean", "blur"):
+        y = fill_region(x, region, fill)
+        assert torch.equal(y[:, ~torch.from_numpy(region)], x[:, ~torch.from_numpy(region)])
+        assert not torch.equal(y[:, torch.from_numpy(region)], x[:, torch.from_numpy(region)])
+    rect = random_rectangle(np.random.default_rng(0), (40, 40), 200)
+    assert abs(int(rect.sum()) - 200) <= 20
+
+
+def _rows(changed, control):
+    return [{"image_id": str(i), "changed": a, "control_changed": b, "share_before": 0.5, "share_after": 0.1,
+             "share_control": 0.5} for i, (a, b) in enumerate(zip(changed, control))]
+
+
+def test_a_word_whose_region_decides_is_causal_and_a_distractor_is_not():
+    """A toy classifier that reads only a known patch: removing the patch flips 18 of 20 predictions, a control
+    rectangle 1; removing a distractor's region flips as many as the control does."""
+    patch = CausalResult("landbird", "lake", {}, _rows([True] * 18 + [False] * 2, [False] * 19 + [True]))
+    s = patch.summary()
+    assert patch.verdict == "causal" and s["prediction_changed"]["rate"] == 0.9 and s["ratio_to_control"] == 18
+    assert s["difference"]["low"] > 0 and s["word_share_change"]["gap"] == pytest.approx(-0.4)
+    distractor = CausalResult("landbird", "sky", {}, _rows([True, False] * 10, [False, True] * 10))
+    assert distractor.verdict == "correlational only"
+    assert CausalResult("landbird", "lake", {}, _rows([True] * 3, [False] * 3)).verdict == "too few images"
+
+
+def test_the_test_runs_on_a_run_stores_its_rows_and_resumes(explained, tiny_classifier, tiny_lm):
+    run, tr = explained
+    images = run.images()
+    cls = run.manifest["dataset"]["class_names"][0]
+    ids = set(images.loc[images["label"] == 0, "image_id"])
+    counts = run.words()
+    counts = counts[counts["image_id"].isin(ids)].groupby("word").size().sort_values()
+    word = counts.index[-1]  # the word most of the class's images use
+    calls = []
+    result = verify_flag(run, cls, word, tiny_classifier, tr, tiny_lm, CausalSettings(share=0.25),
+                         extractor=plain_words(), progress=lambda i, n, s: calls.append(i))
+    assert len(result.rows) == counts.iloc[-1] and calls
+    stored = json.loads((run.path / "causal.json").read_text())
+    (key,) = stored
+    assert stored[key]["summary"]["images"] == len(result.rows) and key.startswith(f"{cls}|{word}|")
+    again = verify_flag(run, cls, word, tiny_classifier, tr, tiny_lm, CausalSettings(share=0.25),
+                        extractor=plain_words(), progress=lambda i, n, s: pytest.fail("nothing is left to do"))
+    assert again.rows == result.rows
+    with pytest.raises(ValueError, match="is not a class of run"):
+        verify_flag(run, "zebra", word, tiny_classifier, tr, tiny_lm)
