@@ -32,7 +32,7 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
 
 __all__ = ["TEMPLATE", "PALETTE", "legend_clear_of_titles", "top_words_chart", "class_words_chart", "log_odds_chart",
            "flags_chart", "group_accuracy_chart", "variation_accuracy_chart", "class_variation_heatmap",
-           "mitigation_chart", "run_comparison_chart", "empty_chart"]
+           "mitigation_chart", "run_comparison_chart", "feature_map_chart", "agreement_chart", "empty_chart"]
 
 
 def legend_clear_of_titles(fig: go.Figure) -> go.Figure:
@@ -350,3 +350,62 @@ def run_comparison_chart(changes: pd.DataFrame | list, by: str = "label", k: int
     _every_label(fig)
     fig.update_layout(barmode="group")
     return _finish(fig, title, height)
+
+
+def feature_map_chart(points: pd.DataFrame | list, colour: str = "class", title: str | None = None,
+                      method: str | None = None) -> go.Figure:
+    """The images as points in 2-D (core.analysis.images.read_feature_map joined to image_rows), coloured by a
+    column: a category (class, group, correct) or a number in [0, 1] (a word's share). Each point carries its
+    image_id as customdata, so a click can open it."""
+    df = _frame(points, "points", ("image_id", "x", "y", colour))
+    title = title if title is not None else f"The classifier's features in 2-D{f' ({method.upper()})' if method else ''}"
+    if df.empty:
+        return empty_chart("No images on the map", title)
+    hover = "<b>%{customdata[0]}</b><br>%{customdata[1]}<extra></extra>"
+    detail = [f"{c} → {p}" + (f"<br>{w}" if w else "") for c, p, w in
+              zip(df.get("class", [""] * len(df)), df.get("predicted", [""] * len(df)),
+                  df.get("top_words", [""] * len(df)))]
+    custom = list(zip(df["image_id"].astype(str), detail))
+    fig = go.Figure()
+    values = df[colour]
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        fig.add_trace(go.Scattergl(x=df["x"], y=df["y"], mode="markers", customdata=custom, hovertemplate=hover,
+                                   marker=dict(size=8, color=values, colorscale=[[0, "#e6e9ee"], [1, ORANGE]],
+                                               cmin=0, cmax=max(float(values.max()), 1e-9),
+                                               colorbar=dict(title=colour.replace("_", " "), tickformat=".0%",
+                                                             thickness=12), line=dict(width=0.5, color="#52606d")),
+                                   showlegend=False))
+    else:
+        labels = values.map(lambda v: {True: "read right", False: "misread"}.get(v, v) if isinstance(v, bool)
+                            else ("unknown" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)))
+        colours = {"read right": BLUE, "misread": RED, "unknown": GREY}
+        for i, name in enumerate(dict.fromkeys(labels)):
+            keep = (labels == name).to_numpy()
+            fig.add_trace(go.Scattergl(
+                x=df["x"][keep], y=df["y"][keep], mode="markers", name=name,
+                customdata=[c for c, k in zip(custom, keep) if k], hovertemplate=hover,
+                marker=dict(size=8, color=colours.get(name, PALETTE[i % len(PALETTE)]),
+                            line=dict(width=0.5, color="white"))))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    fig.update_layout(dragmode="select", clickmode="event+select")
+    return _finish(fig, title, 520)
+
+
+def agreement_chart(table: pd.DataFrame, a_name: str, b_name: str, title: str | None = None) -> go.Figure:
+    """The 2x2 table of two classifiers on the same images (core.analysis.agreement): counts, the cells where
+    they disagree in orange."""
+    df = _frame(table, "table", ("a", "b", "images"))
+    title = title if title is not None else f"{a_name} vs. {b_name} on the same images"
+    if df.empty:
+        return empty_chart("No shared images", title)
+    rows, cols = ["right", "wrong"], ["right", "wrong"]
+    grid = df.pivot_table(index="a", columns="b", values="images", aggfunc="sum").reindex(index=rows, columns=cols)
+    grid = grid.fillna(0).astype(int)
+    colour = [[0 if r == c else 1 for c in cols] for r in rows]
+    fig = go.Figure(go.Heatmap(z=colour, x=[f"{b_name}: {c}" for c in cols], y=[f"{a_name}: {r}" for r in rows],
+                               text=grid.to_numpy(), texttemplate="%{text} images", showscale=False,
+                               colorscale=[[0, "#e8f0fb"], [1, "#fdf0e3"]], zmin=0, zmax=1,
+                               hovertemplate="%{y}, %{x}: %{text} images<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return _finish(fig, title, 260)

@@ -22,29 +22,48 @@ def run_card(entry, label: str) -> None:
     path = str(entry.path)
     s = ui.summary(path)
     st.subheader(f"{label}: {entry.folder}")
-    st.caption(f"{s['name']} · {s['status']} · created {str(s['created'])[:16].replace('T', ' ')}")
+    # The status checked against the shards (a damaged run is not "complete" whatever its manifest says).
+    status = entry.status if entry.status in ("complete", "running") else f":red[{entry.status}]"
+    st.caption(f"{s['name']} · {status} · created {str(s['created'])[:16].replace('T', ' ')}")
+    if entry.health:
+        st.warning(f"This run is {entry.health}", icon=":material/warning:")
     c1, c2, c3 = st.columns(3)
     c1.metric("Accuracy", ui.pct(s["accuracy"], 1), help="Average accuracy over the run's evaluation images.")
     wg = s["worst_group"]
-    c2.metric("Worst group", ui.pct(wg["accuracy"], 1) if wg else "–",
-              help=f"Worst-group accuracy: the lowest per-group accuracy ({wg['group_name']})" if wg
-              else "This dataset has no groups.")
-    c3.metric("Images", s["n_images"], help=f"{s['sentences_per_image'] or '?'} sampled sentences per image")
+    cell = None
+    if not wg and (bg := ui.background_challenge(entry)) is not None:
+        cell = bg.worst_cell()  # ImageNet-9: each class in each background variation is a group
+    if wg:
+        c2.metric("Worst group", ui.pct(wg["accuracy"], 1),
+                  help=f"Worst-group accuracy: the lowest per-group accuracy ({wg['group_name']})")
+    elif cell:
+        c2.metric("Worst group", ui.pct(cell["accuracy"], 1),
+                  help=f"The worst class × background variation: {cell['class']} in {cell['variation']}, "
+                       f"{int(cell['correct'])} of {int(cell['images'])} right (see Worst-group accuracy).")
+    else:
+        c2.metric("Worst group", "–", help="This dataset has no groups.")
+    images_help = f"{s['sentences_per_image'] or '?'} sampled sentences per image"
+    if s["n_errors"]:
+        images_help += f"; {s['n_errors']} more could not be read and are left out"
+    c3.metric("Images", s["n_images"] - s["n_errors"], help=images_help)
     split = f" ({s['split']} split)" if s["split"] else ""
     sentences = f", {s['sentences_per_image']} sentences each" if s["sentences_per_image"] else ""
+    unreadable = f" ({s['n_errors']} unreadable, left out)" if s["n_errors"] else ""
     st.markdown(f"**Classifier** {s['classifier']}  \n**Dataset** {s['dataset']}{split} · "
-                f"{s['n_dataset_classes']} classes  \n**Sample** {s['n_images']} images{sentences}  \n"
-                f"**Language model** {s['lm']}")
+                f"{s['n_dataset_classes']} classes  \n**Sample** {s['n_images'] - s['n_errors']} images{sentences}"
+                f"{unreadable}  \n**Language model** {s['lm']}")
     if wg:
         st.caption(f"Worst group: **{wg['group_name']}**. Average over groups weighted by the training set: "
                    f"{ui.pct(wg['average_train_weighted'], 1)}.")
+    elif cell:
+        st.caption(f"Worst group: **{cell['class']} in {cell['variation']}** (class × background variation).")
     flagged = {c: ws for c, ws in s["flags"].items() if ws}
     if flagged:
         st.markdown("**Top flagged spurious terms**")
         for cls, words in flagged.items():
             st.markdown(f"{html.escape(str(cls))}: {ui.chips(words)}", unsafe_allow_html=True)
     else:
-        st.markdown("**Top flagged spurious terms** none: no word pulls a class toward another.")
+        st.markdown(f"**Top flagged spurious terms** none: {s['no_flags'] or 'no word pulls a class toward another'}.")
 
 
 if not entries or run_a is None:
@@ -53,8 +72,9 @@ if not entries or run_a is None:
 else:
     link = api.mitigation_link(run_a, run_b)
     if link is not None:
-        # Green only for a gain whose interval clears zero: a fix that may be noise is shown, not celebrated.
-        show = st.success if link.clear_gain else st.info
+        # Green only for a gain whose interval clears zero: a fix that may be noise is shown, not celebrated,
+        # and one that made the worst group worse is a warning.
+        show = st.warning if link.made_worse else st.success if link.clear_gain else st.info
         show(f":material/build: **Detect, fix, compare.** {link.sentence()} See *Compare classifiers* and "
              "*Worst-group accuracy*.")
     cols = st.columns(2 if run_b else 1, gap="large")

@@ -20,9 +20,16 @@ import pandas as pd
 
 from core import paths
 from core.analysis.backgrounds import challenge_root
-from core.analysis.groups import (GroupAgreement, GroupInferrer, WorstGroupAccuracy, describe_group_words,
-                                  group_accuracy, group_agreement, train_group_counts_from_manifest,
-                                  worst_group_accuracy)
+from core.analysis.groups import (
+    GroupAgreement,
+    GroupInferrer,
+    WorstGroupAccuracy,
+    describe_group_words,
+    group_accuracy,
+    group_agreement,
+    train_group_counts_from_manifest,
+    worst_group_accuracy,
+)
 from core.analysis.tables import RunTables, scored_images
 from core.models.registry import as_checkpoint_folder, relative_to_repo
 from core.store import MITIGATION_FILE, RunEntry, dataset_key, describe_gain, read_mitigation_records
@@ -62,9 +69,10 @@ def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict
                 train = None
         worst = {"accuracy": test.worst, "group": test.worst_group, "group_name": test.worst_group_name,
                  "average_unweighted": test.average_unweighted, "average_train_weighted": train}
-    flags = {}
+    flags, flag_notes = {}, {}
     if scorer is not None and hasattr(scorer, "flags_"):
         flags = {c: ws for c, ws in scorer.flagged_words(k_flags).items()}
+        flag_notes = {c: scorer.note_for(c, "error") for c in flags if not flags[c]}
     splits = sorted(images["split"].dropna().unique().tolist()) if "split" in images else []
     return {
         "name": m.get("name") or (tables.run.name if tables.run is not None else "run"),
@@ -85,10 +93,25 @@ def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict
         "per_class": per_class,
         "worst_group": worst,
         "flags": flags,
+        "no_flags": no_flags_reason(flag_notes) if flags and not any(flags.values()) else None,
         "device": m.get("device"),
         "created": m.get("created"),
         "progress": m.get("progress") or {},
     }
+
+
+def no_flags_reason(notes: dict) -> str:
+    """Why no class has a flag, in a few words: too few misread images to test any word, or none stands out."""
+    reasons = [str(r) for r in notes.values() if r]
+
+    def too_few(r: str) -> bool:  # core.analysis.spurious' notes for a class with (almost) no misread image
+        return "too few misread" in r or "image is misread on this split" in r
+
+    if reasons and all(too_few(r) for r in reasons):
+        return "too few misread images to test"
+    if any(too_few(r) for r in reasons):
+        return "no word pulls a class toward another (some classes have too few misread images to test)"
+    return "no word pulls a class toward another"
 
 
 # --- groups --------------------------------------------------------------------------------------------
@@ -207,6 +230,11 @@ class MitigationLink:
         ci = (r.get("intervals") or {}).get("worst_group_change")
         return (ci[0] > 0) if ci else r["worst_group_after"] > r["worst_group_before"]
 
+    @property
+    def made_worse(self) -> bool:
+        """Whether the fix lowered worst-group accuracy: a result to warn about, never to present as the answer."""
+        return self.record["worst_group_after"] < self.record["worst_group_before"] - 0.0005
+
     def sentence(self) -> str:
         """One line for a page: what was fixed, how, and by how much (with its interval)."""
         r = self.record
@@ -216,10 +244,14 @@ class MitigationLink:
             spread += ", not clearly better"
         how = {"inferred": "groups inferred from its explanations (no group labels)",
                "true": "the true groups", "class": "classes only"}.get(r.get("groups"), f"{r.get('groups')} groups")
-        return (f"**{self.after.folder}** is **{self.before.folder}**'s classifier with its last layer refit "
+        text = (f"**{self.after.folder}** is **{self.before.folder}**'s classifier with its last layer refit "
                 f"({r.get('method')}) on {how}: worst-group accuracy {as_percent(r['worst_group_before'])} → "
                 f"{as_percent(r['worst_group_after'])}, {100 * (r['worst_group_after'] - r['worst_group_before']):+.0f}"
                 f" pts{spread}; average {as_percent(r['average_before'])} → {as_percent(r['average_after'])}.")
+        if self.made_worse:
+            text += (" **The fix made the worst group worse: keep the original classifier.** The validation run it "
+                     "was fitted on may be too small, or unlike the test images.")
+        return text
 
 
 def mitigation_link(run_a: RunEntry | None, run_b: RunEntry | None) -> MitigationLink | None:
@@ -240,17 +272,10 @@ def mitigation_link(run_a: RunEntry | None, run_b: RunEntry | None) -> Mitigatio
 
 
 def explanations_identical(a: RunTables, b: RunTables) -> bool:
-    """Whether two runs hold the same words for the same images (same features, translator, LM and seed).
+    """Whether two runs hold the same words for the same images (core.analysis.compare.same_explanations)."""
+    from core.analysis.compare import same_explanations
 
-    A classifier whose last layer was refit keeps its features, so its explanations are the original's; then
-    only predictions differ, and words are best compared per predicted class.
-    """
-    cols = ["image_id", "word", "count"]
-    if len(a.words) != len(b.words) or not set(cols) <= set(a.words) or not set(cols) <= set(b.words):
-        return False
-    wa = a.words[cols].sort_values(cols[:2]).reset_index(drop=True)
-    wb = b.words[cols].sort_values(cols[:2]).reset_index(drop=True)
-    return bool(wa.astype(str).equals(wb.astype(str)))
+    return same_explanations(a, b)
 
 
 def mitigation_per_group(records: pd.DataFrame) -> pd.DataFrame:
@@ -466,21 +491,71 @@ def small_worst_group(wga: WorstGroupAccuracy, min_images: int = 10) -> str | No
 
 # --- uploads and pictures ---------------------------------------------------------------------------------------
 
+BACKGROUND = (255, 255, 255)  # what a transparent upload is laid on: a photo's white page, not black
+_OBJECT_ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def flatten_alpha(data: bytes, background: tuple[int, int, int] = BACKGROUND) -> bytes:
+    """An image with transparency laid on `background` (PNG bytes); other bytes come back as they are.
+
+    Dropping the alpha channel leaves whatever colour the transparent pixels happen to hold (often black, or
+    the ghost of an erased background), which the classifier then reads as the scene.
+    """
+    import io
+
+    from PIL import Image
+
+    from core.data.images import MAX_IMAGE_PIXELS
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            transparent = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+            if not transparent or im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                return data  # decode_rgb refuses (or reads) it with the dataset rules
+            rgba = im.convert("RGBA")
+    except Exception:  # not an image: decode_rgb says so
+        return data
+    flat = Image.new("RGB", rgba.size, background)
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    out = io.BytesIO()
+    flat.save(out, format="PNG")
+    return out.getvalue()
+
+
 def decode_image(data: bytes, name: str = "the upload"):
     """Bytes of an image file -> an RGB PIL image; a clear ValueError when it is not a readable image.
 
-    The same rules as a dataset's images (core.data.images): size limits, 16-bit pixels scaled.
+    The same rules as a dataset's images (core.data.images): size limits, 16-bit pixels scaled; transparent
+    pixels are laid on white first (flatten_alpha).
     """
     from core.data.images import ImageDecodeError, decode_rgb
 
     if not data:
         raise ValueError(f"{name} is empty (0 bytes). Upload a PNG, JPEG, WebP or BMP image.")
     try:
-        return decode_rgb(data, name)
+        return decode_rgb(flatten_alpha(data), name)
     except ImageDecodeError as exc:
-        reason = str(exc).removeprefix(f"cannot read {name}: ")
-        what = f"{name} is not an image TExplain can read ({reason})" if reason != str(exc) else str(exc)
+        message = _OBJECT_ADDRESS.sub("", str(exc))  # Pillow names its file object: "<_io.BytesIO object at 0x…>"
+        reason = message.removeprefix(f"cannot read {name}: ")
+        what = f"{name} is not an image TExplain can read ({reason})" if reason != message else message
         raise ValueError(f"{what}. Upload a PNG, JPEG, WebP or BMP photo.") from exc
+
+
+def thumbnail_uri(path: str | Path, size: int = 72) -> str | None:
+    """A small JPEG of an image file as a data: URI (for a table's image column); None when it cannot be read."""
+    import base64
+    import io
+
+    from core.data import DatasetError, load_rgb
+
+    try:
+        im = load_rgb(path)
+    except DatasetError:
+        return None
+    im.thumbnail((size, size))
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def word_cloud_image(frequencies: dict[str, float], width: int = 640, height: int = 320, seed: int = 0):
@@ -524,6 +599,16 @@ def classes_note(classifier, dataset) -> str | None:
 
     space = dataset_label_space(classifier, dataset)
     return None if space is None else f"The classifier's {len(classifier.class_names)} classes are {space.describe()}."
+
+
+def duration_text(seconds: float) -> str:
+    """90 -> "about 2 min"; 5400 -> "about 1 h 30 min"."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
 def check_run_name(name: str, root: str | Path) -> Path:

@@ -30,22 +30,25 @@ DEFAULT_A = "demo-erm-test"
 # Run B by default: ERM fixed from its own explanations, else the group-balanced classifier.
 DEFAULT_B = ("demo-erm-fixed-test", "demo-robust-test")
 PAGES = {  # page file -> (label, Material icon, what it is for): Home's shortcuts and each page's title
-    "pages/1_Explain_an_image.py": ("Explain an image", ":material/image_search:",
+    "pages/1_Images.py": ("Images", ":material/photo_library:",
+                          "every image: filter, sort, a map of the features, slices from words"),
+    "pages/2_Explain_an_image.py": ("Explain an image", ":material/image_search:",
                                     "what the classifier's features say about one image"),
-    "pages/2_Class_words.py": ("Class words", ":material/bar_chart:",
+    "pages/3_Class_words.py": ("Class words", ":material/bar_chart:",
                                "word distributions per class and group, and contrasts"),
-    "pages/3_Spurious_terms.py": ("Spurious terms", ":material/flag:",
+    "pages/4_Spurious_terms.py": ("Spurious terms", ":material/flag:",
                                   "words that pull a class toward another, with evidence"),
-    "pages/4_Worst-group_accuracy.py": ("Worst-group accuracy", ":material/balance:",
+    "pages/5_Worst-group_accuracy.py": ("Worst-group accuracy", ":material/balance:",
                                         "per-group accuracy, inferred groups, mitigation"),
-    "pages/5_Compare_classifiers.py": ("Compare classifiers", ":material/compare_arrows:",
+    "pages/6_Compare_classifiers.py": ("Compare classifiers", ":material/compare_arrows:",
                                        "two classifiers on the same images"),
-    "pages/6_Report.py": ("Report", ":material/description:", "download HTML, JSON or Markdown"),
-    "pages/7_New_run.py": ("New run", ":material/add_circle:", "explain a dataset with your classifier"),
+    "pages/7_Report.py": ("Report", ":material/description:", "download HTML, JSON or Markdown"),
+    "pages/8_New_run.py": ("New run", ":material/add_circle:", "explain a dataset with your classifier"),
 }
-DEMOS = {  # Home's demo buttons: title -> (what it shows, run A folder, run B folder)
-    "Waterbirds": ("A landbird/waterbird classifier that learnt the background (ERM) next to a more robust one: "
-                   "the landbirds it misreads are explained with water words.", "demo-erm-test", "demo-robust-test"),
+DEMOS = {  # Home's demo buttons: title -> (what it shows, run A folder, run B folder or folders, first found)
+    "Waterbirds": ("A landbird/waterbird classifier that learnt the background (ERM) next to the same classifier "
+                   "fixed from its own explanations: the birds it misreads are explained with scene words.",
+                   "demo-erm-test", DEFAULT_B),
     "ImageNet-9 backgrounds": ("An off-the-shelf ImageNet classifier on the Backgrounds Challenge: the same objects "
                                "on their own and on random backgrounds (accuracy per background: Worst-group page).",
                                "imagenet9-original", "imagenet9-mixed_rand"),
@@ -219,6 +222,127 @@ def same_explanations(a: str, b: str) -> bool:
     return _same_explanations(a, b, (stamp(a)[0], stamp(b)[0]))
 
 
+@st.cache_data(show_spinner="Listing the images…", max_entries=8)
+def _image_rows(path: str, _stamp: tuple[int, int]) -> pd.DataFrame:
+    from core.analysis.images import image_rows as rows
+
+    evaluated, _ = eval_tables(path)
+    return rows(evaluated, scorer(path).flagged_words())
+
+
+def image_rows(path: str) -> pd.DataFrame:
+    """Every evaluation image of a run as one row (core.analysis.images.image_rows), with its class's flags."""
+    return _image_rows(path, stamp(path))
+
+
+def feature_map_stamp(path: str) -> int:
+    from core.analysis.images import FEATURE_MAP_FILE
+
+    return _mtime(user_file(Path(path), FEATURE_MAP_FILE))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _feature_map(path: str, _stamp: int) -> pd.DataFrame | None:
+    from core.analysis.images import read_feature_map
+
+    return read_feature_map(path)
+
+
+def feature_map(path: str) -> pd.DataFrame | None:
+    """The run's stored feature map (None before it is computed; ValueError when its file is broken)."""
+    return _feature_map(path, feature_map_stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def thumbnail(file: str, _stamp: int, size: int = 72) -> str | None:
+    return api.thumbnail_uri(file, size)
+
+
+def thumbnails(run: store.Run | None, paths: list[str], size: int = 72) -> list[str | None]:
+    """data: URIs of small thumbnails for a run's image paths (None where a file cannot be read)."""
+    out = []
+    for p in paths:
+        file = run.image_path(str(p)) if run is not None else Path(p)
+        out.append(thumbnail(str(file), _mtime(file), size))
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _word_shares(path: str, _stamp: int, word: str) -> pd.Series:
+    from core.analysis.images import word_share
+
+    evaluated, _ = eval_tables(path)
+    return word_share(evaluated, word)
+
+
+def word_shares_per_image(path: str, word: str) -> pd.Series:
+    """image_id -> share of its sentences that use `word`."""
+    return _word_shares(path, stamp(path)[0], word)
+
+
+def compute_feature_map(path: str, progress) -> None:
+    """Compute and store run `path`'s feature map with its own classifier (core.engine.feature_map)."""
+    from core.engine.feature_map import build_feature_map, run_classifier
+
+    run = Run.open(path)
+    build_feature_map(run, classifier=run_classifier(run), progress=progress)
+    _feature_map.clear()
+
+
+@st.cache_resource(show_spinner="Cutting the slice…", max_entries=64)
+def _word_slice(path: str, _stamp: int, spec):
+    from core.analysis.slices import WordSlice
+
+    evaluated, _ = eval_tables(path)
+    return WordSlice.from_spec(spec).fit(evaluated)
+
+
+def word_slice(path: str, spec):
+    """The fitted WordSlice of `spec` on run `path`'s evaluation images."""
+    return _word_slice(path, stamp(path)[0], spec)
+
+
+@st.cache_data(show_spinner="Comparing the slice…", max_entries=32)
+def _slice_comparison(a: str, b: str, _stamps: tuple, spec) -> pd.DataFrame:
+    return word_slice(a, spec).compare(eval_tables(b)[0], names=(Path(a).name, Path(b).name))
+
+
+def slice_comparison(a: str, b: str, spec) -> pd.DataFrame:
+    """A slice of run a's images under run b's classifier (WordSlice.compare)."""
+    return _slice_comparison(a, b, (stamp(a)[0], stamp(b)[0]), spec)
+
+
+def same_data(a: str, b: str) -> bool:
+    """Whether runs a and b explain the same images (so a slice or a per-image comparison applies to both)."""
+    return api.dataset_mismatch(tables(a).manifest, tables(b).manifest) is None
+
+
+def go_to(page: str, **query) -> None:
+    """Switch to `page` (a key of PAGES) with query parameters; a page run on its own (a test) stays put."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.switch_page(page, query_params=query or None)
+    except StreamlitAPIException as exc:  # the page is not known: the app was started from another file
+        st.error(f"Cannot open {PAGES[page][0]} from here ({exc}). Use the sidebar.")
+
+
+def link(page: str, label: str) -> None:
+    """A link to another page of the app (a caption when the page was started on its own)."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.page_link(page, label=label, icon=PAGES[page][1])
+    except StreamlitAPIException:
+        st.caption(f"{label}: see **{PAGES[page][0]}** in the sidebar.")
+
+
+def open_image(image_id: str) -> None:
+    """Open one image of run A on Explain an image (its id in the URL, so the page can be shared)."""
+    st.session_state["explain_image_id"] = str(image_id)
+    go_to("pages/2_Explain_an_image.py", **{URL_IMAGE: str(image_id)})
+
+
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
     from core.device import resolve
@@ -287,8 +411,55 @@ def _pick(label: str, slot: str, options: list, default, entries: dict, help: st
         st.session_state[slot] = st.session_state[widget]
 
     st.sidebar.selectbox(label, options, key=widget, on_change=remember, help=help,
-                         format_func=lambda p: "— none —" if not p else entries[p].label)
+                         format_func=lambda p: "— none —" if not p else run_label(entries[p]))
     st.session_state[slot] = st.session_state[widget]
+
+
+def run_label(entry: store.RunEntry) -> str:
+    """How a picker names a run: a running job says so, with how far it is ("· running 64/200")."""
+    if entry.status in ("running", "starting"):
+        done, total = entry.progress.get("done_images"), entry.progress.get("total_images")
+        so_far = f" {done}/{total}" if done is not None and total else ""
+        return f"{entry.folder} · running{so_far} ({entry.location})"
+    return entry.label
+
+
+URL_A, URL_B, URL_IMAGE = "a", "b", "image"  # query parameters: the runs (and an image) survive a reload
+
+
+def url_name(entry: store.RunEntry, entries: dict) -> str:
+    """A run as the URL names it: its folder, or location:folder when two runs share a folder name."""
+    twins = [e for e in entries.values() if e.folder == entry.folder]
+    return entry.folder if len(twins) < 2 else f"{entry.location}:{entry.folder}"
+
+
+def from_url(entries: dict) -> None:
+    """On a session's first run (a reload, a shared link), take the runs named in the URL (?a=...&b=...)."""
+    if st.session_state.get("_runs_from_url"):
+        return
+    st.session_state["_runs_from_url"] = True
+    by_name = {url_name(e, entries): path for path, e in entries.items()}
+    for param, slot in ((URL_A, RUN_A), (URL_B, RUN_B)):
+        value = st.query_params.get(param)
+        if value is None:
+            continue
+        if value == "" and slot == RUN_B:
+            st.session_state[slot] = ""
+        elif value in by_name:
+            st.session_state[slot] = by_name[value]
+        else:
+            st.session_state["_url_problem"] = f"The link names a run **{value}** that is not here; showing the default."
+
+
+def to_url(entries: dict) -> None:
+    """Write the chosen runs into the URL, so that a reload or a copied link opens the same runs."""
+    for param, slot in ((URL_A, RUN_A), (URL_B, RUN_B)):
+        path = st.session_state.get(slot) or ""
+        value = url_name(entries[path], entries) if path in entries else ""
+        if st.query_params.get(param) != value:
+            st.query_params[param] = value
+    if problem := st.session_state.pop("_url_problem", None):
+        st.sidebar.warning(problem)
 
 
 def default_runs(entries: list[store.RunEntry]) -> tuple[str | None, str | None]:
@@ -306,8 +477,12 @@ def demo_runs(entries: list[store.RunEntry]) -> dict[str, tuple[str, str, str]]:
     for e in entries:  # shipped runs first (discover_runs' order): a run of yours with the same name comes second
         if e.ok:
             by_folder.setdefault(e.folder, str(e.path))
-    return {title: (blurb, by_folder[a], by_folder[b]) for title, (blurb, a, b) in DEMOS.items()
-            if a in by_folder and b in by_folder}
+    out = {}
+    for title, (blurb, a, bs) in DEMOS.items():
+        b = next((by_folder[f] for f in ((bs,) if isinstance(bs, str) else bs) if f in by_folder), None)
+        if a in by_folder and b is not None:
+            out[title] = (blurb, by_folder[a], b)
+    return out
 
 
 def select_runs(a: str, b: str | None) -> None:
@@ -331,9 +506,11 @@ def page(script: str, intro: str | None = None) -> tuple[store.RunEntry | None, 
     if good:
         default_a, default_b = default_runs(entries)
         options = list(good)
+        from_url(good)
         _pick("Run A", RUN_A, options, default_a, good, "The run every page shows; the first side of comparisons.")
         _pick("Run B (to compare)", RUN_B, ["", *options], default_b or "", good,
               "A second run, for Compare classifiers and comparison reports.")
+        to_url(good)
         if st.session_state.get(RUN_A) and st.session_state.get(RUN_A) == st.session_state.get(RUN_B):
             st.sidebar.caption("Run B is the same as run A.")
     else:
@@ -401,6 +578,16 @@ def chart(fig, key: str | None = None) -> None:
 
 def pct(x, digits: int = 0) -> str:
     return api.as_percent(x, digits)
+
+
+def delta(points: float | None, digits: int = 1) -> dict:
+    """st.metric's delta arguments for a change in points: a change that rounds to zero is grey, not a green gain."""
+    if points is None:
+        return {"delta": None}
+    text = f"{points:+.{digits}f} pts"
+    if round(points, digits) == 0:
+        return {"delta": text.replace("+", "±").replace("-", "±"), "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": text}
 
 
 def show_image(path: Path, caption: str | None = None, width: int | str = "stretch") -> bool:

@@ -492,7 +492,7 @@ def test_class_names_are_escaped_in_raw_html(tmp_path, monkeypatch):
         (run.path / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("TEXPLAIN_SHIPPED_RUNS", str(tmp_path / "shipped"))
     monkeypatch.setenv("TEXPLAIN_RUNS", str(tmp_path / "user"))
-    for page in ("Home.py", "pages/5_Compare_classifiers.py"):
+    for page in ("Home.py", "pages/6_Compare_classifiers.py"):
         at = AppTest.from_file(str(ROOT / "dashboard" / page), default_timeout=180)
         at.run()
         assert not at.exception, [e.value for e in at.exception]

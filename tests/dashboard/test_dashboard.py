@@ -74,7 +74,7 @@ def test_home_opens_on_the_demo_runs(world):
     assert "<span class='texplain-chip'>water</span>" in text and "<span class='texplain-chip'>tree</span>" in text
     assert "Live explanations run on **CPU" in text or "Live explanations run on **CUDA" in text
     assert "Language model (SmolLM2-135M-Instruct)" in text  # asset status, found or missing with its fix
-    assert len(at.get("page_link")) == 7
+    assert len(at.get("page_link")) == 8
     # The broken run folder is listed with its reason, not opened.
     assert "broken-run" in "\n".join(c.value for c in at.sidebar.caption)
 
@@ -85,7 +85,7 @@ def test_home_without_runs_says_how_to_make_one(world, tmp_path, monkeypatch):
     at = run_page("Home.py")
     text = texts(at)
     assert "There are no runs yet" in text and "texplain explain" in text and "New run" in text
-    at = run_page("pages/2_Class_words.py")
+    at = run_page("pages/3_Class_words.py")
     assert "No run is chosen" in texts(at)
 
 
@@ -93,7 +93,7 @@ def test_the_choice_of_runs_survives_a_page_change(world):
     at = run_page("Home.py")
     at.sidebar.selectbox[0].set_value(str(world["robust"])).run()
     assert at.session_state["run_a"] == str(world["robust"])
-    at.switch_page("pages/4_Worst-group_accuracy.py").run()
+    at.switch_page("pages/5_Worst-group_accuracy.py").run()
     assert not at.exception
     assert "Run **demo-robust-test**" in texts(at)
 
@@ -101,22 +101,33 @@ def test_the_choice_of_runs_survives_a_page_change(world):
 # --- Explain an image ---------------------------------------------------------------------------------------
 
 def test_explain_shows_a_stored_image_with_its_words(world):
-    at = run_page("pages/1_Explain_an_image.py")
+    at = run_page("pages/2_Explain_an_image.py")
     text = texts(at)
     assert "species words for unseen birds are often wrong" in text
     assert set(metrics(at)) >= {"Prediction", "Confidence", "True class"}
     assert len(at.get("image")) == 2  # the image file itself and the word cloud
     assert "<li>A photo of a" in text  # sample sentences, shown as plain text
-    # Filter to misread landbirds: every listed image is one.
-    at.selectbox(key="explain_label").set_value("landbird").run()
-    at.selectbox(key="explain_outcome").set_value("wrong").run()
-    options = at.selectbox(key="explain_image").options
-    assert options and all("landbird → waterbird ✗" in o for o in options)
-    assert metrics(at)["Prediction"] == "waterbird"
+    # By default the run's first misread image; any image by its id (the Images page links here with ?image=).
+    assert metrics(at)["True class"] != metrics(at)["Prediction"]
+    at.text_input(key="explain_image_id").set_value("g0-001").run()
+    assert metrics(at)["True class"] == "landbird" and at.query_params["image"] in ("g0-001", ["g0-001"])
+    at.text_input(key="explain_image_id").set_value("nope").run()
+    assert not at.exception and "No image **nope**" in texts(at)
+
+
+def test_explain_opens_the_image_the_url_names(world):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboard/pages/2_Explain_an_image.py"),
+                           default_timeout=TIMEOUT)
+    at.query_params["image"] = "g3-002"
+    at.run()
+    assert not at.exception and at.text_input(key="explain_image_id").value == "g3-002"
+    assert metrics(at)["True class"] == "waterbird"
 
 
 def test_explain_an_upload_live_with_the_runs_models(world):
-    at = run_page("pages/1_Explain_an_image.py")
+    at = run_page("pages/2_Explain_an_image.py")
     at.radio[0].set_value("Upload an image").run()
     at.file_uploader[0].upload("lake.png", png_bytes(), "image/png").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -128,7 +139,7 @@ def test_explain_an_upload_live_with_the_runs_models(world):
 
 
 def test_explain_rejects_a_corrupt_upload_and_keeps_working(world):
-    at = run_page("pages/1_Explain_an_image.py")
+    at = run_page("pages/2_Explain_an_image.py")
     at.radio[0].set_value("Upload an image").run()
     at.file_uploader[0].upload("bird.png", b"\x89PNG\r\n\x1a\n this is not really a png", "image/png").run()
     assert not at.exception
@@ -140,7 +151,7 @@ def test_explain_rejects_a_corrupt_upload_and_keeps_working(world):
 # --- Class words --------------------------------------------------------------------------------------------
 
 def test_class_words_per_class_and_group_and_a_comparison(world):
-    at = run_page("pages/2_Class_words.py")
+    at = run_page("pages/3_Class_words.py")
     assert at.radio[0].options == ["class", "group", "prediction", "correct vs. wrong"]
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert "Top words per class" in charts[0] and "landbird" in charts[0] and "waterbird" in charts[0]
@@ -179,7 +190,7 @@ def test_comparing_an_empty_set_says_so(world):
 # --- Spurious terms -----------------------------------------------------------------------------------------
 
 def test_spurious_terms_shows_flags_with_evidence(world):
-    at = run_page("pages/3_Spurious_terms.py")
+    at = run_page("pages/4_Spurious_terms.py")
     assert [t.label for t in at.tabs][:2] == ["Flags for landbird (3)", "Flags for waterbird (3)"]
     # The association view: water words go with predicting waterbird, land words with landbird.
     assert [t.label for t in at.tabs][2:] == ["Associated with landbird (3)", "Associated with waterbird (3)"]
@@ -194,7 +205,7 @@ def test_spurious_terms_shows_flags_with_evidence(world):
 
 def test_marking_words_updates_the_flags(world):
     annotations = world["erm"] / "annotations.json"
-    at = run_page("pages/3_Spurious_terms.py")
+    at = run_page("pages/4_Spurious_terms.py")
     # Mark a new word spurious for landbird with the form.
     at.text_input(key="mark_word").set_value("sky")
     at.radio(key="mark_action").set_value("spurious")
@@ -224,7 +235,7 @@ def test_marking_words_updates_the_flags(world):
 # --- Worst-group accuracy -------------------------------------------------------------------------------------------
 
 def test_worst_group_page_with_true_and_inferred_groups(world):
-    at = run_page("pages/4_Worst-group_accuracy.py")
+    at = run_page("pages/5_Worst-group_accuracy.py")
     m = metrics(at)
     assert m["Worst-group accuracy"] == "42.5%"
     assert m["Average (this split's group sizes)"] == "74.4%"
@@ -244,7 +255,7 @@ def test_worst_group_page_reads_mitigation_results(world):
                                  "per_group_before": {"0": 0.97, "1": 0.42}, "per_group_after": {"0": 0.9, "1": 0.71},
                                  "group_names": {"0": "landbird on land", "1": "landbird on water"}}]))
     try:
-        at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(world["robust"]))
+        at = run_page("pages/5_Worst-group_accuracy.py", run_a=str(world["robust"]))
         # Results shown; running it again needs a validation run of this classifier, which there is not.
         assert "Explain the val split on the New run page" in texts(at)
         assert not [b for b in at.button if b.label == "Run in the background"]
@@ -255,7 +266,7 @@ def test_worst_group_page_reads_mitigation_results(world):
         assert per_group["group"].tolist() == ["landbird on land", "landbird on water"]
         assert per_group["change"].round(1).tolist() == [-7.0, 29.0]
         path.write_text("[{not json")
-        at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(world["robust"]))
+        at = run_page("pages/5_Worst-group_accuracy.py", run_a=str(world["robust"]))
         assert any("is not valid JSON" in e.value for e in at.error)
     finally:
         path.unlink()
@@ -264,30 +275,31 @@ def test_worst_group_page_reads_mitigation_results(world):
 # --- Compare classifiers ------------------------------------------------------------------------------------
 
 def test_compare_two_classifiers_on_the_same_data(world):
-    at = run_page("pages/5_Compare_classifiers.py")
+    at = run_page("pages/6_Compare_classifiers.py")
     labels = [(m.label, m.value) for m in at.metric]
     assert labels == [("Average accuracy", "74.4%"), ("Worst-group accuracy", "42.5%"),
                       ("Average accuracy", "83.1%"), ("Worst-group accuracy", "77.5%")]
     assert [m.proto.delta for m in at.metric][2:] == ["+8.8 pts", "+35.0 pts"]
     specs = [c.proto.spec for c in at.get("plotly_chart")]
-    assert "Words that changed most: demo-erm-test vs. demo-robust-test" in specs[0]
-    assert len(specs) == 5  # changes, words per class x 2, flags x 2
+    assert "A and B on the same 160 images" in specs[0]  # the 2x2 agreement table
+    assert "Words that changed most: demo-erm-test vs. demo-robust-test" in specs[1]
+    assert len(specs) == 6  # agreement, changes, words per class x 2, flags x 2
     at.radio[0].set_value("group").run()
-    assert not at.exception and "landbird on water" in at.get("plotly_chart")[0].proto.spec
+    assert not at.exception and "landbird on water" in at.get("plotly_chart")[1].proto.spec
 
 
 def test_compare_refuses_runs_on_different_datasets(world):
-    at = run_page("pages/5_Compare_classifiers.py", run_b=str(world["other_run"]))
+    at = run_page("pages/6_Compare_classifiers.py", run_b=str(world["other_run"]))
     assert any("These runs are not on the same data" in e.value and "other-synthetic" in e.value for e in at.error)
     assert not at.get("plotly_chart")
-    at = run_page("pages/5_Compare_classifiers.py", run_b=None)
+    at = run_page("pages/6_Compare_classifiers.py", run_b=None)
     assert "Choose **Run B** in the sidebar" in texts(at)
 
 
 # --- Report -------------------------------------------------------------------------------------------------
 
 def test_report_downloads_for_one_run_and_a_comparison(world):
-    at = run_page("pages/6_Report.py")
+    at = run_page("pages/7_Report.py")
     buttons = at.get("download_button")
     assert [b.proto.label for b in buttons] == ["HTML (interactive charts)", "JSON (machine-readable)",
                                                 "Markdown (for a pull request)"]
@@ -297,7 +309,7 @@ def test_report_downloads_for_one_run_and_a_comparison(world):
     at.radio[0].set_value(at.radio[0].options[1]).run()
     assert not at.exception
     assert "Comparison with demo robust (test)" in texts(at)
-    at = run_page("pages/6_Report.py", run_b=str(world["other_run"]))
+    at = run_page("pages/7_Report.py", run_b=str(world["other_run"]))
     at.radio[0].set_value(at.radio[0].options[1]).run()
     assert any("cannot be compared" in e.value for e in at.error)
 
@@ -315,7 +327,7 @@ def _new_run(at: AppTest, dataset: Path, classifier: str, translator: str, lm: s
 
 
 def test_new_run_rejects_a_folder_that_is_not_a_dataset(world):
-    at = run_page("pages/7_New_run.py")
+    at = run_page("pages/8_New_run.py")
     at.text_input(key="dataset_folder").set_value(str(world["not_a_dataset"])).run()
     assert not at.exception
     assert any("This folder is not a dataset TExplain can read" in e.value and "metadata.csv" in e.value
@@ -325,7 +337,7 @@ def test_new_run_rejects_a_folder_that_is_not_a_dataset(world):
 
 def test_new_run_rejects_a_translator_for_another_classifier(world):
     models = world["models"]
-    at = _new_run(run_page("pages/7_New_run.py"), world["data"], models["other_classifier"], models["translator"],
+    at = _new_run(run_page("pages/8_New_run.py"), world["data"], models["other_classifier"], models["translator"],
                   models["lm"])
     assert "waterbirds-synthetic" in texts(at) or "wb" in texts(at)
     [b for b in at.button if b.label == "Check models"][0].click().run()
@@ -338,7 +350,7 @@ def test_new_run_rejects_a_translator_for_another_classifier(world):
 
 def test_new_run_starts_a_background_job_that_finishes(world):
     models = world["models"]
-    at = _new_run(run_page("pages/7_New_run.py"), world["data"], models["classifier"], models["translator"],
+    at = _new_run(run_page("pages/8_New_run.py"), world["data"], models["classifier"], models["translator"],
                   models["lm"])
     at.number_input[0].set_value(4)
     [t for t in at.text_input if t.label == "Run name"][0].set_value("tiny-job")
@@ -352,7 +364,7 @@ def test_new_run_starts_a_background_job_that_finishes(world):
     status = jobs.job_status(out)
     assert status.state == "complete", status.log_tail
     assert status.done_images == status.total_images == 160
-    at = run_page("pages/7_New_run.py")
+    at = run_page("pages/8_New_run.py")
     assert "**tiny-job** · complete" in texts(at)
     at = run_page("Home.py", run_a=str(out), run_b=None)
     assert "Run A: tiny-job" in texts(at)
@@ -365,7 +377,7 @@ def test_a_broken_run_folder_shows_a_clear_error(world, tmp_path):
     shutil.copytree(world["robust"], broken)
     try:
         (broken / "words" / "shard-00001.parquet").write_bytes(b"PAR1 garbage")
-        for page in ("pages/2_Class_words.py", "pages/3_Spurious_terms.py", "pages/5_Compare_classifiers.py"):
+        for page in ("pages/3_Class_words.py", "pages/4_Spurious_terms.py", "pages/6_Compare_classifiers.py"):
             at = run_page(page, run_a=str(broken))
             # The damaged shard is left out and the page says so (the readable shards are still shown).
             assert any("is damaged: 1 finished shard(s) cannot be read: words/shard-00001.parquet cannot be read"
@@ -422,7 +434,7 @@ def test_new_run_page_stops_and_resumes_a_job(world):
     out = world["user"] / "sleeper-job"
     jobs.start(out, [sys.executable, "-c", "import time; time.sleep(120)", "-m", "core", "explain"])
     try:
-        at = run_page("pages/7_New_run.py")
+        at = run_page("pages/8_New_run.py")
         assert "**sleeper-job** · starting" in texts(at)
         [b for b in at.button if b.key == "stop-sleeper-job"][0].click().run()
         assert not at.exception

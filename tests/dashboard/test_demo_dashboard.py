@@ -63,7 +63,7 @@ def test_home_and_compare_open_on_erm_and_the_fixed_classifier(user_runs):
     assert ("not clearly better" in banner) == (low <= 0)
     assert "groups inferred from its explanations" in banner
 
-    at = run_page("pages/5_Compare_classifiers.py")
+    at = run_page("pages/6_Compare_classifiers.py")
     worst = [m for m in at.metric if m.label == "Worst-group accuracy"]
     assert [m.value for m in worst] == [f"{100 * record['worst_group_before']:.1f}%",
                                        f"{100 * record['worst_group_after']:.1f}%"]
@@ -76,7 +76,7 @@ def test_every_page_and_a_mitigation_from_the_dashboard_leave_checkpoints_untouc
     for page in ("Home.py", *sorted(p.relative_to(PAGES).as_posix() for p in (PAGES / "pages").glob("*.py"))):
         run_page(page)
     # Mark a word on a shipped run: saved with the user's runs, not in the run folder.
-    at = run_page("pages/3_Spurious_terms.py")
+    at = run_page("pages/4_Spurious_terms.py")
     at.text_input(key="mark_word").set_value("puddle")
     at.radio(key="mark_action").set_value("spurious")
     next(b for b in at.button if b.label == "Save mark").click().run()
@@ -84,7 +84,7 @@ def test_every_page_and_a_mitigation_from_the_dashboard_leave_checkpoints_untouc
     marks = user_file(paths.SHIPPED_RUNS / "demo-erm-test", "annotations.json")
     assert "puddle" in json.dumps(json.loads(marks.read_text()))
     # Run DFR from the Worst-group page, in the background, and wait for its results.
-    at = run_page("pages/4_Worst-group_accuracy.py")
+    at = run_page("pages/5_Worst-group_accuracy.py")
     assert any(m.label == "Worst group, fixed from the explanations" for m in at.metric)
     form = [s for s in at.selectbox if s.label == "Groups (DFR)"][0]
     form.set_value("inferred")
@@ -96,7 +96,7 @@ def test_every_page_and_a_mitigation_from_the_dashboard_leave_checkpoints_untouc
         time.sleep(2)
     status = jobs.job_status(folder, kind="mitigate")
     assert status.state == "complete", status.log_tail
-    at = run_page("pages/4_Worst-group_accuracy.py")
+    at = run_page("pages/5_Worst-group_accuracy.py")
     table = next(d.value for d in at.dataframe if "label" in d.value)
     assert "dfr (inferred groups), yours" in table["label"].tolist()
     assert "dfr (inferred groups), shipped" in table["label"].tolist()

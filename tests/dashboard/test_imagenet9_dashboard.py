@@ -146,7 +146,7 @@ def test_class_by_variation_groups_count_each_class_in_each_variation(runs):
 
 @needs_stamps
 def test_worst_group_page_shows_accuracy_by_background_variation(runs):
-    at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(runs / "imagenet9-original"))
+    at = run_page("pages/5_Worst-group_accuracy.py", run_a=str(runs / "imagenet9-original"))
     assert "Accuracy by background variation" in [s.value for s in at.subheader]
     same, rand = (accuracy(runs / f"imagenet9-{v}")[0] / 18 for v in ("mixed_same", "mixed_rand"))
     metric = next(m for m in at.metric if m.label.startswith("BG-gap"))
@@ -173,18 +173,18 @@ def test_worst_group_page_shows_accuracy_by_background_variation(runs):
 
 @needs_stamps
 def test_association_tables_leave_out_group_columns_without_groups(runs):
-    at = run_page("pages/3_Spurious_terms.py", run_a=str(runs / "imagenet9-original"))
+    at = run_page("pages/4_Spurious_terms.py", run_a=str(runs / "imagenet9-original"))
     assert not at.exception
     tables = [d.value for d in at.dataframe if "share_class" in d.value.columns]
     assert tables, "no association table to check"
     assert all(not {"group_high", "share_group_high", "confirmed"} & set(t.columns) for t in tables)
-    waterbirds = run_page("pages/3_Spurious_terms.py", run_a=str(runs / "demo-erm-test"))
+    waterbirds = run_page("pages/4_Spurious_terms.py", run_a=str(runs / "demo-erm-test"))
     assert any("group_high" in d.value.columns for d in waterbirds.dataframe if "share_class" in d.value.columns)
 
 
 @needs_stamps
 def test_worst_group_page_is_unchanged_for_a_waterbirds_run(runs):
-    at = run_page("pages/4_Worst-group_accuracy.py", run_a=str(runs / "demo-erm-test"))
+    at = run_page("pages/5_Worst-group_accuracy.py", run_a=str(runs / "demo-erm-test"))
     assert "Accuracy by background variation" not in [s.value for s in at.subheader]
     assert not [m for m in at.metric if m.label.startswith("BG-gap")]
     assert any(m.label == "Worst-group accuracy" for m in at.metric)
@@ -254,7 +254,7 @@ def test_the_report_of_a_variation_run_covers_every_variation(runs):
 @needs_stamps
 def test_explain_and_compare_pages_take_variation_runs(runs):
     # Explain: a variation run's images have no group (pd.NA), which once ended the page in a TypeError.
-    at = run_page("pages/1_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
+    at = run_page("pages/2_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
     assert not at.exception and "names **backgrounds**" not in texts(at)  # its translator has no evaluation
     # With the translator's evaluation, the page says how far to trust the words, in its numbers.
     translator = runs.parent / "translator"
@@ -264,7 +264,7 @@ def test_explain_and_compare_pages_take_variation_runs(runs):
         "imagenet9_superclass_words": {"only_fg": {"right_superclass_unseen_per_stamp": 0.6,
                                                    "by_class": {"dog": 0.0, "bird": 0.5}}}}))
     try:
-        at = run_page("pages/1_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
+        at = run_page("pages/2_Explain_an_image.py", run_a=str(runs / "imagenet9-mixed_rand"))
         tip = texts(at)
         assert not at.exception and "On 7 stamps it never saw in training" in tip
         assert "photo background for 91%" in tip and "colour for only 25%" in tip and "class 60% of the time" in tip
@@ -273,13 +273,13 @@ def test_explain_and_compare_pages_take_variation_runs(runs):
     finally:
         (translator / "evaluation.json").unlink()
     # Compare: two variations of one copy are the same photos on other backgrounds, so they compare.
-    at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
+    at = run_page("pages/6_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
                   run_b=str(runs / "imagenet9-mixed_rand"))
     assert not at.exception and "not on the same data" not in texts(at)
     # ... whose ids differ by the variation folder: said as such, not as "no shared image"
     assert "original and mixed_rand variations of the same ImageNet-9 photos" in texts(at)
     assert "share no image id" not in texts(at)
-    at = run_page("pages/5_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
+    at = run_page("pages/6_Compare_classifiers.py", run_a=str(runs / "imagenet9-original"),
                   run_b=str(runs / "demo-erm-test"))
     assert "not on the same data" in texts(at)
 
@@ -343,7 +343,7 @@ def test_new_run_explains_the_off_the_shelf_classifier_on_a_chosen_variation(tmp
         for folder in ("00_dog", "01_bird"):
             (challenge / variation / "val" / folder).mkdir(parents=True)
             Image.new("RGB", (32, 32), (120, 90, 60)).save(challenge / variation / "val" / folder / "a.png")
-    at = run_page("pages/7_New_run.py")
+    at = run_page("pages/8_New_run.py")
     at.text_input(key="dataset_folder").set_value(str(challenge)).run()
     assert at.selectbox(key="variation").options == ["mixed_rand", "original"]
     assert at.selectbox(key="variation").value == "mixed_rand"

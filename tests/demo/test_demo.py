@@ -167,7 +167,7 @@ def test_an_upload_on_the_imagenet9_demo_is_explained_with_its_unmodified_classi
     photo = Run.open(IN9_RUNS[0]).images().sort_values("image_id").iloc[0]
     buf = io.BytesIO()
     Image.open(Run.open(IN9_RUNS[0]).image_path(photo["path"])).convert("RGB").save(buf, format="PNG")
-    at = run_page("pages/1_Explain_an_image.py", run_a=str(IN9_RUNS[0]))
+    at = run_page("pages/2_Explain_an_image.py", run_a=str(IN9_RUNS[0]))
     at.radio[0].set_value("Upload an image").run()
     at.slider[0].set_value(8)
     at.file_uploader[0].upload("dog.png", buf.getvalue(), "image/png").run()

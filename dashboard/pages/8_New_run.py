@@ -107,6 +107,23 @@ split_options = ["all", *dataset["splits"]] if dataset else ["all"]
 split = c2.selectbox("Split", split_options, index=split_options.index("test") if "test" in split_options else 0)
 sentences = c3.number_input("Sentences per image", min_value=4, max_value=256, value=32, step=4,
                             help="The paper samples many; shares settle around 32–64.")
+in_split = (dataset["n_images"] if split == "all" else dataset["splits"].get(split, 0)) if dataset else 0
+s1, s2 = st.columns([1, 3], vertical_alignment="bottom")
+sample = s1.number_input("Images to explain", min_value=1, max_value=max(in_split, 1), value=max(in_split, 1),
+                         step=10, key="sample_size", disabled=not in_split,
+                         help="Fewer than all: a sample stratified by group (each group keeps its share), drawn "
+                              "with the run's seed; the same command resumes the same sample.")
+if in_split:
+    n_run = int(min(sample, in_split))
+    try:
+        guess = jobs.estimate(n_run, int(sentences))
+    except jobs.JobError as exc:
+        s2.caption(f"No time estimate: {exc}")
+    else:
+        what = f"all {in_split}" if n_run >= in_split else f"a sample of {n_run} of the {in_split}"
+        s2.info(f"**{api.duration_text(guess.seconds)}** to explain {what} images at {int(sentences)} sentences "
+                f"each on {guess.device.upper()}, plus loading the models ({guess.basis}).",
+                icon=":material/schedule:")
 with st.expander("Scale out on Ray (many GPUs or machines)"):
     use_ray = st.toggle("Run on Ray Data", key="use_ray",
                         help="Decoding and word counting run as Ray tasks, the models in a pool of actors (one GPU "
@@ -141,7 +158,8 @@ if start:
                                    split=None if split == "all" else split, sentences=int(sentences),
                                    lm=lm or None, name=name,
                                    ray=(ray_address or "local") if use_ray else None,
-                                   workers=int(ray_workers) or None, variation=variation)
+                                   workers=int(ray_workers) or None, variation=variation,
+                                   max_images=int(sample) if in_split and sample < in_split else None)
             except (jobs.JobError, OSError) as exc:
                 st.error(f"The job could not be started: {exc}")
             else:

@@ -10,13 +10,14 @@ import streamlit as st  # noqa: E402
 
 from core import paths, plots  # noqa: E402
 from core.analysis import CoreWordList, flag_examples  # noqa: E402
-from core.report import ASSOCIATION_DEFINITION, FLAGS_DEFINITION  # noqa: E402
+from core.report import ASSOCIATION_DEFINITION, flags_definition  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
-run_a, _ = ui.page(__file__, FLAGS_DEFINITION)
+run_a, _ = ui.page(__file__)
 path = ui.require_run(run_a)
-ui.run_caption(path)
 evaluated, _ = ui.eval_tables(path)
+st.caption(flags_definition(evaluated.class_names))  # in this run's classes, not another dataset's
+ui.run_caption(path)
 scorer = ui.scorer(path)
 flags = scorer.flags_
 associations = scorer.associations_
@@ -40,6 +41,26 @@ def save_mark(cls: str, word: str, action: str) -> None:
                                            f"{'unmarked' if action == 'no mark' else action} for {target}; "
                                            "the flags are recomputed.")
     st.rerun()
+
+
+LOOKUP_COLUMNS = {  # words and percentages a user reads, not the analysis table's column names and fractions
+    "predicted_as": "pulls toward", "reason": "why (not) flagged",
+    "share_wrong": st.column_config.NumberColumn("misread", format="percent"),
+    "share_right": st.column_config.NumberColumn("read right", format="percent"),
+    "share_class": st.column_config.NumberColumn("predicted as the class", format="percent"),
+    "share_other": st.column_config.NumberColumn("other images", format="percent"),
+    "z": st.column_config.NumberColumn("z", format="%.1f")}
+
+
+def slice_buttons(cls: str, words: list[str], key: str) -> None:
+    """One click from a flag to its slice on the Images page: the images whose sentences use the word."""
+    row = st.container(horizontal=True)
+    row.caption("Its slice:")
+    for word in words[:12]:
+        if row.button(word, key=f"slice-{key}-{cls}-{word}", icon=":material/filter_alt:",
+                      help=f"The images whose sentences use '{word}': their accuracy, errors and examples"):
+            st.session_state["slice_words"] = word
+            ui.go_to("pages/1_Images.py", slice=word)
 
 
 notice = st.session_state.pop("spurious_notice", None)
@@ -66,7 +87,9 @@ for tab, cls in zip(tabs, classes):
             "share_wrong": st.column_config.ProgressColumn("misread", format="percent", min_value=0, max_value=1),
             "share_right": st.column_config.ProgressColumn("read right", format="percent", min_value=0, max_value=1),
             "z": st.column_config.NumberColumn("z", format="%.1f"),
-            "images_wrong": "misread images using it", "n_wrong": "misread images", "mark": "your mark"})
+            "images_wrong": "misread images using it", "n_wrong": "misread images", "mark": "your mark",
+            "source": "flagged by"})
+        slice_buttons(cls, rows["word"].tolist(), key="error")
 
 st.subheader("Association view: flags before the errors show")
 st.caption(ASSOCIATION_DEFINITION)
@@ -96,6 +119,7 @@ for tab, cls in zip(assoc_tabs, classes):
                 "share there ", format="percent"),
             "confirmed": "gap between groups", "images_misread": "misread images using it",
             "n_misread": "misread images"})
+        slice_buttons(cls, rows["word"].tolist(), key="association")
 
 st.subheader("Evidence")
 pairs = [("error", r["class"], r["word"]) for _, r in flags.iterrows()]
@@ -117,6 +141,9 @@ else:
     if row_of_buttons.button(f"Not spurious: '{word}' is core for {cls}",
                              help="It describes the class itself: never flag it for this class."):
         save_mark(cls, word, "core")
+    if row_of_buttons.button(f"Slice: images using '{word}'", icon=":material/filter_alt:", key="evidence-slice"):
+        st.session_state["slice_words"] = word
+        ui.go_to("pages/1_Images.py", slice=word)
     ids = list(row["example_image_ids"] or [])
     if ids:
         st.markdown("**Example misread images** (whose sentences use the word most)" if view == "error" else
@@ -168,9 +195,9 @@ with st.expander("Why is a word not flagged?"):
         else:
             st.markdown("Error view")
             st.dataframe(found[["class", "predicted_as", "reason", "share_wrong", "share_right", "z"]],
-                         hide_index=True, width="stretch")
+                         hide_index=True, width="stretch", column_config=LOOKUP_COLUMNS)
         assoc = scorer.association_scores_[scorer.association_scores_["word"] == query]
         if len(assoc):
             st.markdown("Association view")
             st.dataframe(assoc[["class", "reason", "share_class", "share_other", "z"]], hide_index=True,
-                         width="stretch")
+                         width="stretch", column_config=LOOKUP_COLUMNS)

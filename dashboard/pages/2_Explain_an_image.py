@@ -61,35 +61,32 @@ if source == "From the run":
     if images.empty:
         st.warning("This run has no images yet.")
         st.stop()
-    names = evaluated.class_names
     groups = evaluated.group_names
-    f1, f2, f3 = st.columns(3)
-    label = f1.selectbox("True class", ["any", *names], key="explain_label")
-    outcome = f2.selectbox("Prediction", ["any", "correct", "wrong"], key="explain_outcome")
-    group_ids = sorted(images["group"].dropna().astype(int).unique()) if "group" in images else []
-    group_options = ["any"] + [groups.get(int(g), str(g)) for g in group_ids]
-    group = f3.selectbox("Group", group_options, disabled=len(group_options) == 1, key="explain_group")
-    subset = images
-    if label != "any":
-        subset = subset[subset["label"] == names.index(label)]
-    if outcome != "any":
-        same = subset["label"] == subset["prediction"]
-        subset = subset[same if outcome == "correct" else ~same]
-    if group != "any":
-        gid = next(int(k) for k, v in groups.items() if v == group)
-        subset = subset[subset["group"] == gid]
-    if subset.empty:
-        st.warning("No image matches these filters.")
+    rows = images.set_index(images["image_id"].astype(str))
+    # Which image: the URL's (?image=ID, from the Images page or a shared link), else the last one shown, else
+    # the run's first misread image (the interesting ones), else its first.
+    wanted = st.query_params.get(ui.URL_IMAGE)
+    if wanted and st.session_state.get("_explain_from_url") != wanted:
+        st.session_state["_explain_from_url"] = wanted
+        st.session_state["explain_image_id"] = wanted
+    if not st.session_state.get("explain_image_id"):
+        misread = images[images["label"] != images["prediction"]]
+        st.session_state["explain_image_id"] = str((misread if len(misread) else images)["image_id"].iloc[0])
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    typed = c1.text_input("Image id", key="explain_image_id",
+                          help="An image of run A by its id; browse, filter and click on the Images page.").strip()
+    with c2:
+        ui.link("pages/1_Images.py", "Choose on the Images page (table, map, slices)")
+    if typed not in rows.index:
+        close = [i for i in rows.index if typed and typed.lower() in i.lower()][:8]
+        st.warning(f"No image **{typed}** in run {run_a.folder}"
+                   + (f"; ids that contain it: {', '.join(close)}." if close else ".")
+                   + " Pick one on the Images page.")
         st.stop()
-    rows = subset.set_index("image_id")
-
-    def describe(image_id: str) -> str:
-        r = rows.loc[image_id]
-        arrow = "✓" if r["label"] == r["prediction"] else "✗"
-        return f"{image_id} · {r['label_name']} → {r['prediction_name']} {arrow}"
-
-    image_id = st.selectbox(f"Image ({len(subset)} match)", list(rows.index), format_func=describe,
-                        key="explain_image")
+    image_id = typed
+    if st.query_params.get(ui.URL_IMAGE) != image_id:
+        st.query_params[ui.URL_IMAGE] = image_id  # the URL names the image shown: reload or share it
+    st.session_state["_explain_from_url"] = image_id  # a URL that says so is no news next time
     r = rows.loc[image_id]
     left, right = st.columns([1, 2], gap="large")
     with left:

@@ -8,11 +8,14 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from core import jobs, plots  # noqa: E402
+from core.analysis.groups import describe_group_words  # noqa: E402
+from core.report.build import mitigation_cautions  # noqa: E402
 from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
-INTRO = ("Average accuracy hides the groups a shortcut fails (on Waterbirds: landbirds on water, waterbirds on "
-         "land; on ImageNet-9: objects on another class's background). The worst group is what a fix must raise.")
+INTRO = ("Average accuracy hides the groups a shortcut fails: the images of a class that come with what the "
+         "classifier learned to read as another class (another class's usual background, say). The worst group is "
+         "what a fix must raise.")
 ACCURACY_COLUMNS = {"accuracy": st.column_config.NumberColumn(format="percent"),
                     "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
                     "ci_high": st.column_config.NumberColumn("95% high", format="percent")}
@@ -104,24 +107,36 @@ else:
         st.dataframe(g.crosstab, width="stretch")
 
 st.subheader("Mitigation: fix the classifier with what its explanations flagged")
-st.caption("Last-layer reweighting (DFR) refits only the classifier's last layer on held-out (validation) images, "
-           "balanced over groups: the groups inferred from the flagged words above (no group labels needed), the "
-           "true groups (a reference) or the classes alone (a control). Scored on this run's images with the true "
-           "groups; intervals are 95% paired bootstrap intervals.")
 records, problem = api.read_mitigation(path)
+star = records[(records["method"] == "dfr") & (records["groups"] == "inferred")] if records is not None else None
+fitted = star.iloc[-1] if star is not None and len(star) else None  # your own result when there is one
+details = fitted["details"] if fitted is not None and isinstance(fitted.get("details"), dict) else {}
+if details.get("spurious_words"):
+    used = (f"the words flagged on the validation run **{Path(str(details.get('run_val', '?'))).name}** "
+            f"({describe_group_words(details['spurious_words'], details.get('word_views'))})")
+else:
+    used = ("the words flagged on the validation run it is fitted on (its own flags, which may differ from this "
+            "run's above)")
+st.caption("Last-layer reweighting (DFR) refits only the classifier's last layer on held-out (validation) images, "
+           f"balanced over groups: groups inferred from {used}, with no group labels; the true groups (a "
+           "reference); or the classes alone (a control). Scored on this run's images with the true groups; "
+           "intervals are 95% paired bootstrap intervals.")
 if problem:
     st.error(problem)
 if records is not None:
-    star = records[(records["method"] == "dfr") & (records["groups"] == "inferred")]
-    if len(star):
-        r = star.iloc[-1]  # your own result when there is one, else the shipped one
+    for caution in mitigation_cautions(records.to_dict("records")):
+        st.warning(caution, icon=":material/warning:")
+    if fitted is not None:
+        r = fitted
+        worse = r["worst_group_after"] < r["worst_group_before"] - 0.0005
         m1, m2, m3 = st.columns(3)
         spread = (f"95% interval {100 * r['worst_group_change_low']:+.0f} to {100 * r['worst_group_change_high']:+.0f}"
                   " pts" if pd.notna(r["worst_group_change_low"]) else None)
-        m1.metric("Worst group, fixed from the explanations", ui.pct(r["worst_group_after"], 1),
-                  delta=f"{100 * r['worst_group_change']:+.1f} pts", help=spread)
+        m1.metric("Worst group after the fix: worse, do not ship" if worse else
+                  "Worst group, fixed from the explanations", ui.pct(r["worst_group_after"], 1),
+                  **ui.delta(100 * r["worst_group_change"]), help=spread)
         m2.metric("Worst group before", ui.pct(r["worst_group_before"], 1))
-        m3.metric("Average after", ui.pct(r["average_after"], 1), delta=f"{100 * r['average_change']:+.1f} pts")
+        m3.metric("Average after", ui.pct(r["average_after"], 1), **ui.delta(100 * r["average_change"]))
         if spread:
             st.caption(f"Worst-group gain with groups inferred from the explanations: {spread}.")
     sources = set(records["source"])

@@ -28,10 +28,13 @@ k = c2.slider("Words per panel", 5, 20, 10)
 by = BY[by_label]
 shares = ui.shares(path, by=by)
 ui.chart(plots.class_words_chart(shares, by=by, k=k, title=f"Top words per {by_label}"), key="distributions")
+SHARE_COLUMNS = {"share": st.column_config.NumberColumn("share of sentences", format="percent"),
+                 "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
+                 "ci_high": st.column_config.NumberColumn("95% high", format="percent"),
+                 "images_with_word": "images using it", "n_images": "images", "label": "class",
+                 "prediction": "predicted class", "outcome": "outcome"}
 with st.expander("Table"):
-    st.dataframe(shares, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("share", "ci_low", "ci_high")})
+    st.dataframe(shares, hide_index=True, width="stretch", column_config=SHARE_COLUMNS)
 
 st.subheader("Compare two sets of images")
 st.caption("Log-odds z-scores (Monroe et al., 'Fightin' Words'): bars to the right are words typical of the first "
@@ -65,4 +68,9 @@ else:
     m3.caption(cmp.note)
 ui.chart(plots.log_odds_chart(comparison, k=12), key="log-odds")
 with st.expander("Table"):
-    st.dataframe(comparison.head(40), hide_index=True, width="stretch")
+    st.dataframe(comparison.head(40), hide_index=True, width="stretch", column_config={
+        "share_a": st.column_config.NumberColumn(f"share in {name_a}", format="percent"),
+        "share_b": st.column_config.NumberColumn(f"share in {name_b}", format="percent"),
+        "images_a": f"images in {name_a} using it", "images_b": f"images in {name_b} using it",
+        "z": st.column_config.NumberColumn("z", format="%.1f"), "delta": st.column_config.NumberColumn(
+            "log-odds", format="%.2f")})
