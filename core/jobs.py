@@ -41,7 +41,7 @@ JOB_FILE = "job.json"
 LOG_FILE = "explain.log"
 KINDS = {"explain": (JOB_FILE, LOG_FILE), "mitigate": ("mitigate-job.json", "mitigate.log")}  # kind -> files
 # The states a job can be in, as `job_status` reports them.
-STATES = ("starting", "running", "stopping", "complete", "partial", "stopped", "failed", "unknown")
+STATES = ("starting", "running", "stopping", "complete", "damaged", "partial", "stopped", "failed", "unknown")
 
 
 def _now() -> str:
@@ -160,7 +160,7 @@ class JobStatus:
 
     @property
     def resumable(self) -> bool:
-        return not self.running and self.state in ("partial", "stopped", "failed") and bool(self.command)
+        return not self.running and self.state in ("damaged", "partial", "stopped", "failed") and bool(self.command)
 
 
 def log_path(out: str | Path, kind: str = "explain") -> Path:
@@ -223,8 +223,19 @@ def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
         state = "failed"  # the process is gone and the run did not say it finished
     else:
         state = mstatus if mstatus in STATES else "unknown"
+    problem = None
+    if state == "complete" and kind == "explain":  # finished once, but are its shards still all there?
+        from core.store import Run, RunStoreError
+
+        try:
+            health = Run(out).health()
+        except RunStoreError:
+            health = None
+        if health is not None and health.status == "damaged":
+            state, problem = "damaged", health.describe()
     tail = log_tail(out, kind=kind)
     done, total = int(progress.get("done_images") or 0), progress.get("total_images")
+    unreadable = int(progress.get("unreadable_images") or 0)
     if running:  # between shards: the images explained so far (those not yet in a shard are redone on resume)
         done = max(done, int(progress.get("explained_images") or 0))
     if kind == "mitigate":
@@ -236,7 +247,9 @@ def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
             "starting": "Loading the models; progress appears once the first images are explained.",
             "running": f"Explaining: {done} of {total or '?'} images.",
             "stopping": "Stopping…",
-            "complete": f"Finished: {done} images explained.",
+            "complete": (f"Finished: {done - unreadable} images explained, {unreadable} unreadable (skipped)."
+                         if unreadable else f"Finished: {done} images explained."),
+            "damaged": f"Finished, then damaged: {problem}",
             "partial": f"Stopped part-way ({done} of {total or '?'} images); resume to finish.",
             "stopped": f"Stopped by you ({done} of {total or '?'} images); resume to finish.",
             "failed": "The process ended before the run finished; see the log below. Resume retries it.",

@@ -29,7 +29,9 @@ import torch
 
 from core.engine.config import ExplainConfig, ProgressFn
 from core.engine.explainer import Explainer, StageTimer, images_per_call, picklable_preprocess
-from core.engine.run_io import RunPlan, end_run, explained_rows, failed_image_row, shard_tables, start_run
+from core.engine.run_io import (RunPlan, abandon_run, end_run, explained_rows, failed_image_row, shard_tables,
+                                start_run)
+from core.errors import TExplainError
 from core.store import Run
 
 
@@ -122,6 +124,10 @@ def _explain_here(plan: RunPlan, explainer: Explainer, extractor, progress, shou
         if not stopped:
             stream.flush()
         writer.close()
+    except BaseException as exc:
+        writer.close(raise_errors=False)
+        abandon_run(run, exc)  # the written shards stay; the same call resumes after them
+        raise
     finally:
         writer.close(raise_errors=False)
         bar.close()
@@ -263,6 +269,8 @@ class _ShardWriter:
             self._raise()
 
     def _raise(self) -> None:
+        if isinstance(self.error, TExplainError):  # e.g. a full disk, said in words by the store
+            raise self.error
         if self.error is not None:
             raise RuntimeError(f"writing the run's shards failed: {self.error}") from self.error
 

@@ -104,6 +104,19 @@ def end_run(run: Run, n_shards: int, stopped: bool, **fields) -> None:
         run.update_manifest(status="partial")
 
 
+def abandon_run(run: Run, exc: BaseException) -> None:
+    """Record that a run ended on `exc` (Ctrl-C: "stopped", anything else: "failed") and give up its lock, as far
+    as the disk allows: its written shards stay, and the same call resumes after them."""
+    from core.errors import RunStoreError
+
+    try:
+        end_run(run, 0, True)
+        if not isinstance(exc, KeyboardInterrupt):
+            run.update_manifest(status="failed")
+    except (OSError, RunStoreError):  # a full disk may refuse even the manifest: the lock at least goes
+        run.unlock()
+
+
 def relative_path(path: Path, root: Path) -> str:
     # Paths relative to the dataset root keep a run valid when the data or the repo moves.
     try:

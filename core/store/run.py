@@ -23,6 +23,7 @@ is refused, and a lock left by a process that died is taken over.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -70,8 +71,22 @@ def _now() -> str:
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, path) from exc
+
+
+def disk_error(exc: OSError, path: Path) -> OSError | RunStoreError:
+    """A write that failed because the disk (or the user's quota) is full, said in words: a RunStoreError a user
+    can act on. Any other OSError comes back as it was."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return exc
+    return RunStoreError(f"the disk is full: writing {path} failed ({exc.strerror or exc}). The run keeps every "
+                         "shard written before; free some space (or explain into an --out on another disk) and run "
+                         "the same command again to resume it")
 
 
 def dataset_fingerprint(records, root: str | Path) -> dict:
@@ -143,8 +158,9 @@ class RunHealth:
     done_shards: list[int]  # readable shards
     missing_shards: list[int]  # recorded as done, but missing a table or unreadable
     problems: list[str]  # what is wrong with each missing shard
-    images_present: int  # images in the readable shards
+    images_present: int  # images in the readable shards, unreadable ones (recorded with their error) included
     total_images: int | None
+    unreadable_images: int | None = None  # of images_present, those that could not be decoded (None: not recorded)
 
     @property
     def ok(self) -> bool:
@@ -371,6 +387,8 @@ class Run:
         missing = [s for s in recorded if problems[s] is not None]
         total_shards = prog.get("total_shards")
         present = sum(int(sizes.get(str(s), 0)) for s in done)
+        unread = prog.get("shard_unreadable") or {}
+        unreadable = sum(int(unread[str(s)]) for s in done) if all(str(s) in unread for s in done) else None
         status = str(m.get("status", "unknown"))
         if missing:
             state = "damaged"
@@ -381,7 +399,7 @@ class Run:
         else:
             state = "complete"
         return RunHealth(state, status, total_shards, done, missing, [problems[s] for s in missing], present,
-                         prog.get("total_images"))
+                         prog.get("total_images"), unreadable)
 
     def write_shard(self, shard: int, images: pd.DataFrame, words: pd.DataFrame, sentences: pd.DataFrame,
                     total_images: int | None = None) -> None:
@@ -391,8 +409,12 @@ class Run:
                 raise RunStoreError(f"{name} shard is missing columns {missing}")
             out = self.path / name / f"shard-{shard:05d}.parquet"
             tmp = out.with_name(out.name + ".tmp")
-            df[COLUMNS[name]].to_parquet(tmp, index=False, compression="zstd")  # every sentence is kept: compact
-            os.replace(tmp, out)
+            try:
+                _write_parquet(df[COLUMNS[name]], tmp)
+                os.replace(tmp, out)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise disk_error(exc, out) from exc
         # The manifest is written last: a shard counts only once all three tables are on disk.
         m = self.manifest
         prog = m.setdefault("progress", {})
@@ -401,6 +423,9 @@ class Run:
         sizes = prog.setdefault("shard_sizes", {})
         sizes[str(shard)] = len(images)  # keyed by shard, so a shard redone after a crash counts once
         prog["done_images"] = sum(sizes[str(s)] for s in done if str(s) in sizes)
+        unread = prog.setdefault("shard_unreadable", {})  # images recorded with an error, not explained
+        unread[str(shard)] = int(images["error"].notna().sum()) if "error" in images else 0
+        prog["unreadable_images"] = sum(unread[str(s)] for s in done if str(s) in unread)
         if total_images is not None:
             prog["total_images"] = total_images
         self.update_manifest(progress=prog)
@@ -485,7 +510,9 @@ class Run:
             for t in TABLES:
                 files = self._files(t, done)
                 if files:
-                    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({files!r})")
+                    # union_by_name: a column that is all null in one shard (no unreadable image there, no
+                    # words) is typed NULL in it; the shards are read as one table all the same.
+                    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({files!r}, union_by_name=true)")
             try:
                 return con.execute(sql, params or []).df()
             except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException):
@@ -496,6 +523,20 @@ class Run:
                                     "rebuild it") from exc
         finally:
             con.close()
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """A shard's table as Parquet (zstd: every sentence is kept, so compact). A column with no value in this
+    shard (no unreadable image, hence no error; an empty words table) is written as text, not as Parquet's
+    NULL type, which other shards' text could not be read into."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type):
+            table = table.set_column(i, pa.field(f.name, pa.string()), table.column(i).cast(pa.string()))
+    pq.write_table(table, path, compression="zstd")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -163,7 +163,21 @@ def run(args) -> int:
                            max_shards=args.max_shards, force=args.force, placement=placement,
                            max_images=args.max_images)
     health = run_.health()
-    print(f"run {run_.path}: {health.status}, {health.images_present}/{health.total_images} images")
+    print(f"run {run_.path}: {health.status}, {images_line(run_, health)}")
     if health.describe() and health.status != "partial":
         print(f"warning: {health.describe()}")
     return 0
+
+
+def images_line(run_, health) -> str:
+    """'3/3 images' for a run whose images all read, '2 of 3 images explained, 1 unreadable (skipped: ...)'
+    when some could not be decoded: an unreadable image is not an explained one."""
+    unreadable = health.unreadable_images
+    if unreadable is None:  # a run from before the manifest counted them
+        images = run_.images()
+        unreadable = int(images["error"].notna().sum()) if "error" in images else 0
+    total = "?" if health.total_images is None else health.total_images
+    if not unreadable:
+        return f"{health.images_present}/{total} images"
+    return (f"{health.images_present - unreadable} of {total} images explained, {unreadable} unreadable (skipped; "
+            "their errors are in the run's images table: texplain runs show)")

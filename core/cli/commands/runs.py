@@ -27,6 +27,7 @@ def _entries() -> list[dict]:
         progress = e.progress or {}
         rows.append({"run": e.folder, "where": e.location, "status": e.status if e.ok else "broken",
                      "images": progress.get("done_images"), "of": progress.get("total_images"),
+                     "unreadable": progress.get("unreadable_images"),
                      "classifier": e.models.get("classifier"), "dataset": e.dataset.get("name"),
                      "split": e.dataset.get("split"), "created": e.created[:16].replace("T", " "),
                      "path": str(e.path), "problem": e.error or e.health})
@@ -42,13 +43,14 @@ def _summary(value: str) -> dict:
     health = run_.health()
     tables, split = evaluation_tables(run_)
     scored = scored_images(tables.images)
+    unreadable = int(tables.images["error"].notna().sum()) if "error" in tables.images else 0
     m = tables.manifest
     out = {"run": run_.name, "path": str(run_.path), "status": health.status, "problem": health.describe(),
            "created": m.get("created"), "models": {k: v for k, v in (m.get("models") or {}).items()
                                                    if k in ("classifier", "translator", "lm", "label_space")},
            "dataset": (m.get("dataset") or {}).get("name"), "split": (m.get("dataset") or {}).get("split"),
-           "evaluated_on": split or "all images", "images": int(len(tables.images)),
-           "unreadable_images": int(tables.images["error"].notna().sum()) if "error" in tables.images else 0,
+           "evaluated_on": split or "all images", "images": int(len(tables.images) - unreadable),
+           "unreadable_images": unreadable,
            "settings": m.get("settings"), "accuracy": None, "per_class": [], "worst_group": None}
     if len(scored):
         out["accuracy"] = float((scored["label"] == scored["prediction"]).mean())
@@ -81,9 +83,12 @@ def run(args) -> int:
         elif not rows:
             print("no runs yet: explain a dataset with `texplain explain ...` or from the dashboard's New run page")
         else:
-            for r in rows:
+            for r in rows:  # images read (explained or found unreadable) of the run's images
                 r["images"] = f"{r['images'] or 0}/{r['of'] or '?'}"
-            print(_table(rows, ["run", "where", "status", "images", "classifier", "dataset", "split", "created"]))
+            columns = ["run", "where", "status", "images", "classifier", "dataset", "split", "created"]
+            if any(r["unreadable"] for r in rows):
+                columns.insert(4, "unreadable")
+            print(_table(rows, columns))
             broken = [r for r in rows if r["problem"]]
             for r in broken:
                 print(f"note: {r['run']}: {r['problem']}")
@@ -98,7 +103,9 @@ def run(args) -> int:
     if s["models"].get("label_space"):
         print(f"classes: {s['models']['label_space']}")
     print(f"dataset: {s['dataset']} ({s['split'] or 'all splits'}); evaluated on {s['evaluated_on']}: {s['images']} "
-          f"images" + (f", {s['unreadable_images']} unreadable" if s["unreadable_images"] else ""))
+          "images explained" + (f", and {s['unreadable_images']} unreadable (skipped, not counted in any number "
+                                "below; their errors: texplain runs show RUN --json or the run's images table)"
+                                if s["unreadable_images"] else ""))
     settings = s["settings"] or {}
     print(f"sampling: {settings.get('sentences_per_image')} sentences per image, top-p {settings.get('top_p')}, "
           f"temperature {settings.get('temperature')}, seed {settings.get('seed')}")
