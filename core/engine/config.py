@@ -88,6 +88,9 @@ class TrainConfig:
     dropout: float = 0.0
 
 
+LITE_BLOCKS = 16  # EfficientNet-Lite0's MBConv blocks (the network FinetuneConfig fine-tunes)
+
+
 @dataclass
 class FinetuneConfig:
     epochs: int = 10
@@ -104,6 +107,15 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.train_from_block <= LITE_BLOCKS:
+            raise ValueError(f"train_from_block must be 0..{LITE_BLOCKS} (EfficientNet-Lite0 has {LITE_BLOCKS} blocks; "
+                             f"{LITE_BLOCKS} trains only the head convolution and the classifier), got "
+                             f"{self.train_from_block}")
         if self.sampling not in ("erm", "group_balanced"):
             raise ValueError(f"sampling must be 'erm' or 'group_balanced', got {self.sampling!r}")
         if self.select not in ("last", "worst_group"):

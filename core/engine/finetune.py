@@ -102,6 +102,9 @@ def finetune(adapter, train_images: list, train_labels, train_groups, cfg: Finet
     torch.manual_seed(cfg.seed)
     m = efficientnet_lite_module(adapter)
     start = cfg.train_from_block
+    if not 0 <= start <= len(m._blocks):
+        raise ValueError(f"train_from_block must be 0..{len(m._blocks)} ({adapter.arch} has {len(m._blocks)} blocks), "
+                         f"got {start}")
     y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     g = torch.as_tensor(np.asarray(train_groups), dtype=torch.long)
     feats = train_views if train_views is not None else trunk_views(adapter, train_images, start, cfg.flips)
@@ -211,6 +214,12 @@ def finetune_classifier(dataset, out: str | Path, cfg: FinetuneConfig | None = N
         raise DatasetError(f"{dataset.name} has no train split to fine-tune on (its splits: {dataset.splits})")
     train = dataset.split("train").records
     val = dataset.split("val").records if "val" in dataset.splits else []
+    classes = sorted({r.label for r in train})
+    if len(classes) < 2:
+        present = ", ".join(dataset.class_names[c] for c in classes) or "none"
+        raise DatasetError(f"the train split of {dataset.name} holds {len(classes)} class ({present}) of "
+                           f"{len(dataset.class_names)}; a classifier needs images of at least two classes to learn "
+                           "to tell them apart (check the split column, or the class folders under train/)")
     if cfg.sampling == "group_balanced" and any(r.group is None for r in train):
         raise DatasetError(f"sampling='group_balanced' needs groups, but {dataset.name} has none; name the attribute "
                            "to group by (group_by=COLUMN, --group-by)")

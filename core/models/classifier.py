@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -274,9 +275,24 @@ class ClassifierAdapter(nn.Module):
         state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in self.module.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+        # safetensors creates its file readable by its owner only (0600); a checkpoint is shared like any file.
+        os.chmod(folder / WEIGHTS_NAME, 0o666 & ~current_umask())
         cfg = {**self.config(), **(extra or {}), "identity_float32": self.identity}
         (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
         return folder
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it where /proc says it, else set back at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # --- backends --------------------------------------------------------------------------------

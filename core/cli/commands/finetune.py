@@ -35,10 +35,16 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from core.engine.finetune import finetune_classifier
 
+    try:  # before the dataset is read: a bad number fails in a second, naming its option
+        cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             train_from_block=args.train_from_block, sampling=args.sampling, select=args.select,
+                             flips=not args.no_flips, seed=args.seed)
+    except ValueError as exc:
+        message = str(exc)
+        for field in ("train_from_block", "batch_size", "epochs", "lr"):
+            message = message.replace(f"{field} must", f"--{field.replace('_', '-')} must")
+        raise ValueError(message) from None
     dataset = open_dataset_from(args)
-    cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         train_from_block=args.train_from_block, sampling=args.sampling, select=args.select,
-                         flips=not args.no_flips, seed=args.seed)
     _, hist = finetune_classifier(dataset, args.out, cfg, name=args.name)
     last = hist["history"][-1] if hist["history"] else {}
     test = hist.get("test")
