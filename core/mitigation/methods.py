@@ -527,6 +527,9 @@ class MitigationResult:
     # 95% intervals [low, high] of worst_group_before/after, average_before/after and of the changes
     # worst_group_change / average_change (paired bootstrap; see bootstrap_intervals)
     intervals: dict = field(default_factory=dict)
+    # Why this fix should not be taken ("" when nothing is wrong): it lowers worst-group accuracy, and the
+    # reasons it may (core.mitigation.pipeline.why_worse). Readers show it instead of presenting the fix.
+    warning: str = ""
 
     @property
     def worst_group_change(self) -> float:

@@ -102,6 +102,59 @@ def _rescored_run(test_run, after, base, key: str, say) -> Path | None:
     return out
 
 
+SMALL_VAL = 200  # validation images below which a refit last layer is read with suspicion (Waterbirds' has 1,199)
+FEW_PER_GROUP = 20  # validation images of a group below which DFR weights instead of subsampling (balance="auto")
+UNLIKE_TEST = 0.25  # total variation distance between the val and test group shares that calls them unlike
+
+
+def why_worse(result, val_groups: pd.Series | None = None, n_val: int | None = None,
+              agreement: float | None = None) -> str:
+    """The warning a fix gets when it lowers worst-group accuracy on the test split, with the reasons it may:
+    a small validation split, groups the validation split lacks or holds in other shares than the test split,
+    inferred groups that disagree with the true ones. "" when the fix does not make the worst group worse.
+
+    `val_groups`: the validation images' true groups (NA where unknown); `n_val`: how many images the fix was
+    fitted on; `agreement`: the inferred groups' agreement with the true ones on the validation images."""
+    before, after = result.worst_group_before, result.worst_group_after
+    if after >= before:
+        return ""
+    ci = (result.intervals or {}).get("worst_group_change")
+    spread = f" (95% interval {100 * ci[0]:+.0f} to {100 * ci[1]:+.0f} points)" if ci else ""
+    head = (f"{result.method} ({result.groups} groups) lowers worst-group accuracy on the test split from "
+            f"{before:.1%} to {after:.1%}{spread}, worst now {result.worst_group_name_after or '?'}")
+    reasons = []
+    if result.method == "dfr":
+        if n_val is not None and n_val < SMALL_VAL:
+            reasons.append(f"the validation split it was refit on is small ({n_val} images)")
+        known = val_groups.dropna().astype(int) if val_groups is not None else pd.Series(dtype=int)
+        if len(known):
+            val_counts = known.value_counts()
+            test_sizes = {int(k): int(v) for k, v in (result.group_sizes or {}).items()}
+            names = {int(k): v for k, v in (result.group_names or {}).items()}
+            lacking = [g for g in sorted(test_sizes) if val_counts.get(g, 0) < FEW_PER_GROUP]
+            if lacking:
+                reasons.append("the validation split has few or no images of "
+                               + ", ".join(f"{names.get(g, g)} ({int(val_counts.get(g, 0))} val vs {test_sizes[g]} "
+                                           "test)" for g in lacking[:4]))
+            total_test = sum(test_sizes.values()) or 1
+            tv = 0.5 * sum(abs(val_counts.get(g, 0) / len(known) - test_sizes.get(g, 0) / total_test)
+                           for g in set(test_sizes) | set(val_counts.index.astype(int)))
+            if tv > UNLIKE_TEST:
+                reasons.append(f"its groups are unlike the test split's (their shares differ by {tv:.0%}, total "
+                               "variation)")
+        if result.groups == "inferred" and agreement is not None and agreement < 0.75:
+            reasons.append(f"the inferred groups agree with the true ones on only {agreement:.0%} of the validation "
+                           "images")
+        if not reasons:
+            reasons.append("the refit may fit the validation images too closely")
+        advice = "Keep the original classifier unless a larger validation split, drawn like the test split, confirms it"
+    else:
+        reasons.append("fine-tuning on masked images may have hidden what the classes need, not only what they "
+                       "should not use")
+        advice = "Keep the original classifier"
+    return f"{head}. It may, because {'; '.join(reasons)}. {advice}."
+
+
 def mitigate(run_val: str | Path, test_run: str | Path | None = None, cfg: MitigationConfig | None = None,
              classifier: str | None = None, dataset: str | Path | None = None, out: str | Path | None = None,
              into_shipped: bool = False, say: Callable[[str], None] = _say) -> MitigationOutcome:
@@ -226,6 +279,8 @@ def mitigate(run_val: str | Path, test_run: str | Path | None = None, cfg: Mitig
                 logits_test, logits_after, method="dfr", group_source=src, checkpoint=ckpt,
                 notes=f"{text}; C={dfr.C_:g}, {cfg.penalty}, {dfr.balance_}", details={**details, **ident}, **common))
             results[-1].classifier_before, results[-1].classifier_after = base.identity, after.identity
+            results[-1].warning = why_worse(results[-1], true_val, len(val),
+                                            agreement.accuracy if agreement is not None else None)
 
     if "masktune" in methods:
         dataset = dataset or _dataset(manifest, dataset)
@@ -245,6 +300,7 @@ def mitigate(run_val: str | Path, test_run: str | Path | None = None, cfg: Mitig
                    f"masked), fine-tuned blocks {mt.train_from_block}+ for {mt.epochs} epoch(s) at lr {mt.lr:g}; "
                    "no groups used"), details=details, **common))
         results[-1].classifier_before, results[-1].classifier_after = base.identity, after.identity
+        results[-1].warning = why_worse(results[-1])
 
     written = [write_mitigation_json(r.path, results, into_shipped=into_shipped)
                for r in (test_run, val_run) if r is not None]

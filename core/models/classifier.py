@@ -441,7 +441,9 @@ def torchvision_classifier(arch: str, checkpoint: str | Path | None = None, weig
         names = imagenet_class_names() if n_out == 1000 else [f"class_{i}" for i in range(n_out)]
     if arch.startswith("vit"):
         pre = Preprocessing(resize=pre.crop if weights is None else pre.resize, crop=pre.crop)
-    return ClassifierAdapter(model, names, arch, pre, feature_layer, name=name or arch, backend=f"torchvision:{arch}")
+    adapter = ClassifierAdapter(model, names, arch, pre, feature_layer, name=name or arch, backend=f"torchvision:{arch}")
+    adapter.source = str(checkpoint) if checkpoint is not None else ""  # a run records it: mitigate finds it again
+    return adapter
 
 
 def default_class_names(n: int) -> list[str]:

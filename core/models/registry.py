@@ -4,10 +4,11 @@
     sources = run_model_sources(run.manifest)          # to explain new images the way a run did
     adapter, folder, note = resolve_run_classifier(run.manifest)   # the run's own classifier, checked
 
-A run's manifest records its classifier by name, identity and (newer runs) source folder; the lookups
-below try, in order: the recorded source, the name as a folder, the shipped checkpoint folders
-(checkpoints/classifiers: "demo-erm" is classifiers/erm), then any classifier folder under the shipped
-ones or your own (runs/classifiers) whose config names it.
+A run's manifest records its classifier by name, identity and (newer runs) source; the lookups below try,
+in order: the recorded source (a folder, a TorchScript file, or a torchvision/timm weights file read into
+the architecture the run's classifier identity names), the name as a folder, the shipped checkpoint
+folders (checkpoints/classifiers: "demo-erm" is classifiers/erm), then any classifier folder under the
+shipped ones or your own (runs/classifiers) whose config names it.
 """
 from __future__ import annotations
 
@@ -75,12 +76,23 @@ def _config_name(folder: Path) -> str | None:
         return None
 
 
+def as_checkpoint_file(value: Any) -> Path | None:
+    """`value` as a weights or TorchScript file (relative paths from the repository), or None."""
+    if not value or not isinstance(value, (str, Path)):
+        return None
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else paths.ROOT / p
+    return p if p.is_file() else None
+
+
 def classifier_candidates(manifest: dict) -> list[Path]:
-    """Checkpoint folders that may hold the classifier a run was made with, most likely first (see the module
-    docstring); none is loaded, so none is checked yet."""
+    """Checkpoint folders, and the file the run recorded as its classifier's source (a torchvision or timm
+    checkpoint, a TorchScript file), that may hold the classifier a run was made with, most likely first (see
+    the module docstring); none is loaded, so none is checked yet."""
     models = manifest.get("models") or {}
     name = str(models.get("classifier") or "")
-    found = [f for f in (as_checkpoint_folder(models.get("classifier_source")), as_checkpoint_folder(name)) if f]
+    source = models.get("classifier_source")
+    found = [f for f in (as_checkpoint_folder(source), as_checkpoint_file(source), as_checkpoint_folder(name)) if f]
     if name:
         for short in (name.removeprefix("demo-"), name):
             if (CLASSIFIERS_DIR / short / "config.json").is_file():
@@ -113,6 +125,39 @@ def relative_to_repo(path: str | Path) -> str:
         return str(path)
 
 
+def spec_from_identity(identity: str | None) -> tuple[str, str | None] | None:
+    """(load_classifier spec, feature layer) of the architecture an identity names ("timm:convnext_tiny:ab12",
+    "resnet50@layer3:cd34"), for weights kept in a bare checkpoint file; None when it names no torchvision or
+    timm architecture."""
+    base = str(identity or "").split(">")[0].rpartition(":")[0]
+    arch, _, layer = base.partition("@")
+    if arch.startswith("timm:"):
+        return arch, layer or None
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        return None
+    return (f"torchvision:{arch}", layer or None) if arch in tvm.list_models() else None
+
+
+def load_candidate(path: Path, manifest: dict):
+    """The classifier in a candidate of `classifier_candidates`: a checkpoint folder, a TorchScript file, or a
+    torchvision/timm weights file read into the architecture the run's classifier identity names."""
+    from core.models.backends import is_torchscript
+    from core.models.classifier import load_classifier
+
+    path = Path(path)
+    if path.is_dir() or is_torchscript(path):
+        return load_classifier(path)
+    want = (manifest.get("models") or {}).get("classifier_identity")
+    spec = spec_from_identity(want)
+    if spec is None:
+        raise ClassifierLoadError(f"{path} is a weights file, and the run's classifier identity {want!r} names no "
+                                  "torchvision or timm architecture to load it into")
+    arch, layer = spec
+    return load_classifier(arch, checkpoint=str(path), **({"feature_layer": layer} if layer else {}))
+
+
 def resolve_run_classifier(manifest: dict, explicit: str | None = None):
     """The run's classifier: (adapter, folder or spec, note). Checks its identity against the manifest's and
     says in `note` when the one used is not the run's own."""
@@ -129,7 +174,7 @@ def resolve_run_classifier(manifest: dict, explicit: str | None = None):
     loaded = []
     for folder in classifier_candidates(manifest):
         try:
-            adapter = load_classifier(folder)
+            adapter = load_candidate(folder, manifest)
         except ClassifierLoadError:
             continue
         if not want or adapter.identity == want:
@@ -142,7 +187,10 @@ def resolve_run_classifier(manifest: dict, explicit: str | None = None):
     name = (manifest.get("models") or {}).get("classifier")
     if reason := builtin_refusal(want):
         raise ClassifierLoadError(reason)
-    raise ClassifierLoadError(f"cannot find the classifier {name!r} of this run under "
+    source = (manifest.get("models") or {}).get("classifier_source")
+    recorded = f" (the run recorded {source}, which is not here)" if source and not classifier_candidates(manifest) \
+        else ""
+    raise ClassifierLoadError(f"cannot find the classifier {name!r} of this run{recorded} under "
                               f"{relative_to_repo(CLASSIFIERS_DIR)} or {relative_to_repo(paths.user_classifiers())}; "
                               "pass --classifier FOLDER")
 
@@ -167,8 +215,11 @@ def run_model_sources(manifest: dict) -> ModelSources:
     ClassifierLoadError naming what is missing."""
     from core.models.classifier import builtin_for
 
+    from core.models.backends import is_torchscript
+
     models = manifest.get("models") or {}
-    candidates = classifier_candidates(manifest)
+    # What load_classifier takes alone: a folder or a TorchScript file (a bare weights file needs its architecture).
+    candidates = [c for c in classifier_candidates(manifest) if c.is_dir() or is_torchscript(c)]
     # A built-in (e.g. the ImageNet-9 runs' unmodified classifier) is known by its weights, not a folder.
     classifier = candidates[0] if candidates else builtin_for(models.get("classifier_identity"))
     translator = as_checkpoint_folder(models.get("translator"))

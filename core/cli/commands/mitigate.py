@@ -79,6 +79,8 @@ def run(args) -> int:
               + (f" (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, paired bootstrap)" if ci else "") + ", per group:")
         print(per.assign(before=per["before"].map("{:.3f}".format), after=per["after"].map("{:.3f}".format),
                          change=per["change"].map("{:+.3f}".format)).to_string(index=False))
+        if r.warning:
+            print(f"warning: {r.warning}")
     print("\nwrote " + ", ".join(relative_to_repo(p) for p in [*outcome.written, *outcome.new_runs])
           + f" in {outcome.seconds:.0f} s", flush=True)
     return 0
