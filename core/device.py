@@ -5,6 +5,12 @@ from dataclasses import dataclass
 
 import torch
 
+from core.errors import TExplainError
+
+
+class DeviceError(TExplainError, RuntimeError):
+    """The device asked for is not on this machine (a GPU where torch sees none), or is not a device name."""
+
 
 @dataclass(frozen=True)
 class Compute:
@@ -25,9 +31,16 @@ def resolve(device: str | torch.device = "auto", dtype: str | torch.dtype | None
     elif device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise DeviceError(f"device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device={device!r} was asked for, but torch sees no CUDA GPU on this machine")
+            raise DeviceError(f"device {device!r} was asked for (--device), but torch sees no CUDA GPU on this "
+                              "machine; use --device cpu (or auto: the GPU where there is one)")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} was asked for (--device), but this machine has "
+                              f"{torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dtype is None:
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     elif isinstance(dtype, str):

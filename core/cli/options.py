@@ -49,6 +49,9 @@ def add_classifier_options(p, required: bool = True) -> None:
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="the layer whose output, pooled, are the features (default: the input of the classifier's "
                         "last linear layer, i.e. its penultimate features)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="with --classifier torchvision:ARCH and no --checkpoint: use the architecture with random, "
+                        "untrained weights (for a smoke test; its explanations mean nothing)")
     p.add_argument("--class-names", default=None, metavar="FILE",
                    help="one class name a line, in output order, for weights that name no classes (torchvision, "
                         "timm, TorchScript; default: ImageNet's for 1000 outputs, else class_0, class_1, ...)")
@@ -57,7 +60,8 @@ def add_classifier_options(p, required: bool = True) -> None:
 def classifier_from(args):
     from core.models.registry import load_classifier_spec
 
-    return load_classifier_spec(args.classifier, args.checkpoint, layer=args.layer, class_names=args.class_names)
+    return load_classifier_spec(args.classifier, args.checkpoint, layer=args.layer, class_names=args.class_names,
+                                random_weights=args.random_weights)
 
 
 def add_lm_option(p) -> None:

@@ -169,6 +169,7 @@ class ModelFiles:
     label_space: object = None  # core.models.label_space.LabelSpace: read the classifier in the dataset's classes
     layer: str | None = None  # the layer whose pooled output are the features (None: the penultimate ones)
     class_names: str | None = None  # a class-names file, for weights that name no classes
+    random_weights: bool = False  # a torchvision architecture without a checkpoint, on purpose (a smoke test)
 
     def load(self):
         from core.models import load_language_model
@@ -176,7 +177,7 @@ class ModelFiles:
         from core.models.translator import Translator
 
         classifier = load_classifier_spec(self.classifier, self.checkpoint, layer=self.layer,
-                                          class_names=self.class_names)
+                                          class_names=self.class_names, random_weights=self.random_weights)
         if self.label_space is not None:
             from core.models.label_space import wrap
 

@@ -25,16 +25,27 @@ TRANSLATORS_DIR = paths.CHECKPOINTS / "translators"
 
 
 def load_classifier_spec(spec: str, checkpoint: str | None = None, layer: str | None = None,
-                         class_names: str | None = None):
+                         class_names: str | None = None, random_weights: bool = False):
     """The classifier a command line names (--classifier SPEC: a built-in name, a checkpoint folder,
     torchvision:ARCH, timm:ARCH, hf:FOLDER or a TorchScript file), with --checkpoint FILE (the weights of a
     torchvision or timm architecture), --layer NAME (the layer whose pooled output are the features) and
-    --class-names FILE (one name a line, for weights that name no classes)."""
+    --class-names FILE (one name a line, for weights that name no classes). A torchvision or timm architecture
+    without its weights is refused: untrained, its explanations would mean nothing; `random_weights=True`
+    (--random-weights) takes a torchvision one with random weights all the same, for a smoke test."""
     from core.models.backends import is_torchscript
     from core.models.classifier import load_classifier, read_class_names
 
     kwargs = {}
     kind = str(spec).partition(":")[0]
+    if kind in ("torchvision", "timm") and checkpoint is None and not (random_weights and kind == "torchvision"):
+        hint = (" (or --random-weights for a smoke test with untrained weights)" if kind == "torchvision" else
+                "; nothing is downloaded")
+        raise ClassifierLoadError(f"--classifier {spec} needs its trained weights: --checkpoint FILE (a .pt/.pth "
+                                  f"state dict or .safetensors){hint}. Without them the network is untrained and its "
+                                  "explanations describe random features")
+    if random_weights and (kind != "torchvision" or checkpoint is not None):
+        raise ClassifierLoadError(f"--random-weights goes with --classifier torchvision:ARCH and no --checkpoint; "
+                                  f"got --classifier {spec}" + (f" --checkpoint {checkpoint}" if checkpoint else ""))
     if checkpoint is not None:
         if kind not in ("torchvision", "timm"):
             raise ClassifierLoadError(f"--checkpoint FILE goes with --classifier torchvision:ARCH or timm:ARCH (e.g. "

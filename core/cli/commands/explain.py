@@ -130,6 +130,12 @@ def run(args) -> int:
     elif args.workers is not None or args.gpus_per_worker is not None:
         raise ValueError("--workers and --gpus-per-worker go with --ray (a Ray run); without it explain runs in "
                          "this process (see --num-workers for its image-decoding processes)")
+    else:
+        from core.device import resolve
+
+        resolve(args.device)  # a GPU asked for where there is none: one line now, not after the models load
+    if args.translator is not None:
+        args.translator = str(translator_folder(args.translator))
     dataset = open_dataset_from(args)
     _print_estimate(dataset, args)
     # Before the LM loads: a classifier whose classes cannot be matched to the dataset's fails at once.
@@ -154,7 +160,8 @@ def run(args) -> int:
                                  cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                                  models=ModelFiles(classifier=args.classifier, translator=args.translator, lm=args.lm,
                                                    checkpoint=args.checkpoint, layer=args.layer,
-                                                   class_names=args.class_names))
+                                                   class_names=args.class_names,
+                                                   random_weights=args.random_weights))
     cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
                         image_batch=args.image_batch, num_workers=args.num_workers,
@@ -167,6 +174,23 @@ def run(args) -> int:
     if health.describe() and health.status != "partial":
         print(f"warning: {health.describe()}")
     return 0
+
+
+def translator_folder(value: str):
+    """The translator folder to load: `value`, or the best checkpoint inside it (OUT/best, what `texplain train
+    --out OUT` writes) when `value` is a training folder; a clear error when it is neither."""
+    from pathlib import Path
+
+    folder = Path(value).expanduser()
+    if (folder / "config.json").is_file() or not folder.is_dir():
+        return folder  # a checkpoint, or nothing here: Translator.from_pretrained says what is wrong
+    if (folder / "best" / "config.json").is_file():
+        print(f"translator: {folder} is a training folder; using its best checkpoint, {folder / 'best'}", flush=True)
+        return folder / "best"
+    inside = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
+    raise FileNotFoundError(f"--translator {folder} holds no translator checkpoint (config.json)"
+                                  + (f"; it holds {', '.join(inside)}: pass --translator {folder / inside[0]}"
+                                     if inside else ""))
 
 
 def images_line(run_, health) -> str:

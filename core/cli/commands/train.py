@@ -149,6 +149,9 @@ def run(args) -> int:
                                    train_translator_from_pack)
     from core.models import load_language_model
 
+    from core.device import resolve
+
+    resolve(args.device)  # a GPU asked for where there is none: one line now, not after the captions are read
     if args.fast:
         return _fast(args)
     if args.pack and (args.save_pack or args.classifier):
