@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 
 from core.engine.config import ExplainConfig
 from core.engine.explainer import Explainer, images_per_call, picklable_preprocess
-from core.engine.run_io import end_run, explained_rows, failed_image_row, shard_tables, start_run
+from core.engine.run_io import abandon_run, end_run, explained_rows, failed_image_row, shard_tables, start_run
 from core.errors import RayClusterError
 
 RAY_REQUIREMENT = "ray[data]==2.60.0"
@@ -238,25 +239,78 @@ def _object_array(lists: list[list]) -> np.ndarray:
 
 # --- the driver -------------------------------------------------------------------------------
 
-def _cluster_plan(ray, opts: RayPlacement) -> tuple[int, float]:
-    """(actors, GPUs per actor) for this cluster, leaving a CPU for the decoding and counting tasks."""
-    resources = ray.cluster_resources()
+ACTOR_PROCESS_BYTES = 768 * 2**20  # one actor process with torch and transformers imported (measured: 749 MB)
+CPU_BATCH_ROWS = 512  # the sampler's default batch on CPU (core.engine.sampling.resolve_batch_rows)
+
+
+def _weight_bytes(model) -> int:
+    import torch
+
+    module = model if isinstance(model, torch.nn.Module) else getattr(model, "module", None) or getattr(model, "model",
+                                                                                                        None)
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def actor_bytes(classifier, translator, lm, cfg: ExplainConfig, on_gpu: bool) -> int:
+    """Host memory one explainer actor takes (an estimate from above): its process, the models' weights in
+    float32, and on CPU the sampler's working set for a batch (KV cache and vocabulary-sized buffers)."""
+    from core.engine.sampling import sampler_bytes_per_row
+
+    total = ACTOR_PROCESS_BYTES + sum(_weight_bytes(m) for m in (classifier, translator, lm))
+    if not on_gpu and getattr(lm, "model", None) is not None and hasattr(lm.model, "config"):
+        rows = cfg.batch_rows or CPU_BATCH_ROWS
+        total += rows * sampler_bytes_per_row(lm.model.config, translator.config.prefix_length, cfg.max_new_tokens,
+                                              dtype_bytes=4)
+    return int(total)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def cluster_plan(resources: dict, opts: RayPlacement, per_actor_bytes: int | None = None) -> tuple[int, float]:
+    """(actors, GPUs per actor) for a cluster with these resources (ray.cluster_resources(): CPU, GPU, memory in
+    bytes), leaving a CPU for the decoding and counting tasks. What cannot run is refused here, with the
+    numbers: more actors than GPUs, than CPUs (CPU actors only time-share them), or than memory holds when
+    each takes `per_actor_bytes` (actors that do not fit are swapped or killed, and no image ever finishes)."""
     gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    memory = float(resources.get("memory") or 0)
+    if not memory:
+        import psutil
+
+        memory = float(psutil.virtual_memory().available)
     per_gpu = opts.gpus_per_worker if opts.gpus_per_worker is not None else (1.0 if gpus else 0.0)
     if per_gpu > gpus:
         raise RayClusterError(f"gpus_per_worker={per_gpu} but the Ray cluster has {gpus} GPU(s)")
     spare = cpus - 1  # actors hold their CPUs for the whole run: without a free one no image is ever decoded
+    by_memory = int(memory // per_actor_bytes) if per_actor_bytes else None
     if opts.workers is not None:
         workers = opts.workers
-    elif per_gpu:
-        workers = max(1, min(int(gpus / per_gpu), int(spare // opts.cpus_per_worker)))
     else:
-        workers = max(1, int(spare // opts.cpus_per_worker))
+        workers = int(gpus / per_gpu) if per_gpu else int(max(spare, 0))
+        workers = min(workers, int(spare // opts.cpus_per_worker))
+        workers = max(1, min(workers, by_memory) if by_memory is not None else workers)
     if workers * opts.cpus_per_worker > spare:
         raise RayClusterError(
             f"{workers} explainer actor(s) x {opts.cpus_per_worker} CPU need {workers * opts.cpus_per_worker:g} of "
             f"the cluster's {cpus:g} CPUs, leaving none for decoding images and counting words; use fewer workers "
             f"or fewer CPUs per worker (at most {max(spare, 0):g} CPUs in all)")
+    if per_gpu and workers * per_gpu > gpus:
+        raise RayClusterError(f"{workers} explainer actor(s) x {per_gpu:g} GPU need {workers * per_gpu:g} GPUs; the "
+                              f"cluster has {gpus}: use --workers {max(1, int(gpus / per_gpu))} or fewer")
+    if not per_gpu and workers > max(1, int(cpus)):
+        raise RayClusterError(
+            f"{workers} CPU explainer actors on a cluster of {cpus:g} CPUs: each actor runs the models on CPU cores "
+            f"of its own, so more actors than CPUs only share them ({opts.cpus_per_worker:g} CPU each) and every "
+            f"one loads the models; use --workers {max(1, int(cpus))} or fewer")
+    if by_memory is not None and workers > by_memory:
+        raise RayClusterError(
+            f"{workers} explainer actor(s) need about {_gib(workers * per_actor_bytes)} of memory "
+            f"({_gib(per_actor_bytes)} each: the models, the sampler's batch and the process), but the cluster has "
+            f"{_gib(memory)} for them: at most {by_memory} fit; use --workers {max(1, by_memory)} or fewer"
+            + (" (or a smaller --batch-rows)" if not per_gpu else ""))
     return workers, per_gpu
 
 
@@ -276,8 +330,11 @@ def _explain_on_ray(opts: RayPlacement, dataset, classifier, translator, lm, out
     check_compatible(translator.config, classifier, lm)
     started = connect(opts)
     ray_mod = _import_ray()
+    plan = None
     try:
-        workers, per_gpu = _cluster_plan(ray_mod, opts)
+        resources = ray_mod.cluster_resources()
+        gpu_actors = (opts.gpus_per_worker if opts.gpus_per_worker is not None else float(resources.get("GPU", 0)))
+        workers, per_gpu = cluster_plan(resources, opts, actor_bytes(classifier, translator, lm, cfg, gpu_actors > 0))
         on_gpu = per_gpu > 0 and (cfg.device == "auto" or cfg.device.startswith("cuda"))
         device = cfg.device if cfg.device != "auto" else ("cuda" if on_gpu else "cpu")
         dtype = cfg.dtype or ("bfloat16" if on_gpu else "float32")
@@ -290,6 +347,13 @@ def _explain_on_ray(opts: RayPlacement, dataset, classifier, translator, lm, out
         return _drive(ray_mod, plan, classifier, replace(cfg, device=device, dtype=dtype),
                       opts, workers, per_gpu, extractor, models or LoadedModels(classifier, translator, lm),
                       progress, should_stop, show_progress)
+    except BaseException as exc:
+        if plan is not None:
+            abandon_run(plan.run, exc)  # Ctrl-C: "stopped"; written shards stay and the same call resumes
+        if isinstance(exc, KeyboardInterrupt) and started:
+            print("interrupted: shutting Ray down (its actors with it); the run resumes where it stopped",
+                  file=sys.stderr, flush=True)
+        raise
     finally:
         if started:
             ray_mod.shutdown()
@@ -351,6 +415,7 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
         # and takes back the batches it held (ActorPoolStrategy restarts without limit).
         rows = stream.iter_rows()
         explained, noted_at = done_images, 0.0
+        interrupted = False
         try:
             for row in rows:
                 s, pos, r = where[int(row["index"])]
@@ -371,9 +436,12 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
                 if should_stop and should_stop():
                     stopped = True  # rows of unwritten shards are redone on resume
                     break
+        except KeyboardInterrupt:
+            interrupted = True  # leave the stream as it is: Ray's shutdown ends it, waiting on it may not
+            raise
         finally:
             close = getattr(rows, "close", None)
-            if close:
+            if close and not interrupted:
                 close()
     elapsed = max(time.time() - t0, 1e-9)
     throughput = {"images_per_s": round(n_new / elapsed, 3), "sentences_per_s": round(n_new * n / elapsed, 1),
