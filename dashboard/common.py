@@ -90,6 +90,11 @@ def _mtime(path: Path) -> int:
         return 0
 
 
+def file_stamp(path: Path) -> int:
+    """A file's modification time in ns (0 when it does not exist): a cache key that changes with the file."""
+    return _mtime(Path(path))
+
+
 def stamp(path: str) -> tuple[int, int]:
     """Changes whenever the run's manifest (new shards) or its annotations (core/spurious marks) change."""
     p = Path(path)

@@ -77,15 +77,19 @@ else:
              "flagged_used", *[c for c in view if c.startswith("share of")]]
     table = st.dataframe(
         view, hide_index=True, width="stretch", row_height=64, key="images_table", on_select="rerun",
+        height=min(len(view), 8) * 64 + 40,
         selection_mode="single-row", column_order=[c for c in order if c in view and (c != "group" or group_names)],
+        # Widths that fit a laptop's page: a table cut off on the right hides its last columns.
         column_config={
-            "thumbnail": st.column_config.ImageColumn("image", width="small"),
-            "image_id": st.column_config.TextColumn("id", width="small"),
-            "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0, max_value=1,
-                                                          width="small"),
-            "correct": st.column_config.TextColumn("outcome", width="small"),
-            "top_words": st.column_config.TextColumn("top words (share of its sentences)", width="large"),
-            "flagged_used": st.column_config.TextColumn("its class's flags it uses"),
+            "thumbnail": st.column_config.ImageColumn("image", width=64),
+            "image_id": st.column_config.TextColumn("id", width=70 if view["image_id"].str.len().max() <= 10 else 150),
+            "class": st.column_config.TextColumn("class", width=80),
+            "group": st.column_config.TextColumn("group", width=125),
+            "predicted": st.column_config.TextColumn("predicted", width=95),
+            "confidence": st.column_config.NumberColumn("confidence", format="percent", width=80),
+            "correct": st.column_config.TextColumn("outcome", width=80),
+            "top_words": st.column_config.TextColumn("top words (share of its sentences)", width=180),
+            "flagged_used": st.column_config.TextColumn("its class's flags it uses", width=120),
             **{c: st.column_config.ProgressColumn(c, format="percent", min_value=0, max_value=1)
                for c in view if c.startswith("share of")}})
     chosen = table.selection.rows if table is not None else []
@@ -185,12 +189,17 @@ if words:
                                                  aggfunc="sum", fill_value=0)
             grid.index.name, grid.columns.name = "true class", "predicted"
             st.dataframe(grid, width="stretch")
-            st.dataframe(fitted.per_class_.drop(columns=["correct"]), hide_index=True, width="stretch",
-                         column_config={"n": "images", "accuracy": st.column_config.NumberColumn(format="percent"),
-                                        "ci_low": st.column_config.NumberColumn("95% low", format="percent"),
-                                        "ci_high": st.column_config.NumberColumn("95% high", format="percent"),
-                                        "share_of_class": st.column_config.NumberColumn("of its class",
-                                                                                        format="percent")})
+            per_class = fitted.per_class_.assign(interval=[
+                f"{ui.pct(lo, 0)}–{ui.pct(hi, 0)}" for lo, hi in zip(fitted.per_class_["ci_low"],
+                                                                 fitted.per_class_["ci_high"])])
+            st.dataframe(per_class[["class", "n", "accuracy", "interval", "share_of_class"]], hide_index=True,
+                         width="stretch", column_config={
+                             "class": st.column_config.TextColumn("class", width=90),
+                             "n": st.column_config.NumberColumn("images", width=60),
+                             "accuracy": st.column_config.NumberColumn("accuracy", format="percent", width=75),
+                             "interval": st.column_config.TextColumn("95% interval", width=85),
+                             "share_of_class": st.column_config.NumberColumn("of its class", format="percent",
+                                                                             width=75)})
         with right:
             st.markdown("**Example images** (misread first)")
             info = rows.set_index("image_id")

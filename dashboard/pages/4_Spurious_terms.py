@@ -101,24 +101,29 @@ for tab, cls in zip(assoc_tabs, classes):
             reason = scorer.note_for(cls, "association")
             st.info(f"No word is associated with {cls}" + (f": {reason}." if reason else "."))
             continue
-        columns = ["rank", "word", "share_class", "share_other", "z", "group_high", "share_group_high",
-                   "group_low", "share_group_low", "confirmed", "images_misread", "n_misread"]
+        # Sized to fit the page (a table cut off on the right hid its last columns); rows are in rank order
+        # and every row has the same number of misread images, said once below.
+        columns = ["word", "share_class", "share_other", "z", "group_high", "share_group_high",
+                   "group_low", "share_group_low", "confirmed", "images_misread"]
         if rows[["group_high", "group_low"]].isna().all().all():  # no true groups: nothing to confirm against
             columns = [c for c in columns if c not in ("group_high", "share_group_high", "group_low",
                                                        "share_group_low", "confirmed")]
         table = rows[columns]
         st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "word": st.column_config.TextColumn("word", width=90),
             "share_class": st.column_config.ProgressColumn(f"predicted {cls}", format="percent", min_value=0,
-                                                           max_value=1),
+                                                           max_value=1, width=115),
             "share_other": st.column_config.ProgressColumn("other images", format="percent", min_value=0,
-                                                           max_value=1),
-            "z": st.column_config.NumberColumn("z", format="%.1f"),
-            "group_high": "group using it most", "share_group_high": st.column_config.NumberColumn(
-                "share there", format="percent"),
-            "group_low": "group using it least", "share_group_low": st.column_config.NumberColumn(
-                "share there ", format="percent"),
-            "confirmed": "gap between groups", "images_misread": "misread images using it",
-            "n_misread": "misread images"})
+                                                           max_value=1, width=115),
+            "z": st.column_config.NumberColumn("z", format="%.1f", width=45),
+            "group_high": st.column_config.TextColumn("group using it most", width=165),
+            "share_group_high": st.column_config.NumberColumn("share there", format="percent", width=70),
+            "group_low": st.column_config.TextColumn("group using it least", width=165),
+            "share_group_low": st.column_config.NumberColumn("share there ", format="percent", width=70),
+            "confirmed": st.column_config.CheckboxColumn("gap between groups", width=70),
+            "images_misread": st.column_config.NumberColumn("misread images using it", width=80)})
+        if len(rows) and "n_misread" in rows:
+            st.caption(f"{cls} images misread in this run: {int(rows['n_misread'].iloc[0])}.")
         slice_buttons(cls, rows["word"].tolist(), key="association")
 
 st.subheader("Evidence")

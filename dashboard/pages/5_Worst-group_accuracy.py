@@ -104,7 +104,10 @@ else:
                                         title="Accuracy per inferred group"), key="inferred")
     if g.crosstab is not None:
         st.markdown("**Inferred vs. true groups** (images)")
-        st.dataframe(g.crosstab, width="stretch")
+        # Fixed widths: wide group names pushed the last true group off the right edge.
+        st.dataframe(g.crosstab, width="stretch", column_config={
+            "_index": st.column_config.TextColumn("inferred group", width=230),
+            **{str(c): st.column_config.NumberColumn(str(c), width=150) for c in g.crosstab.columns}})
 
 st.subheader("Mitigation: fix the classifier with what its explanations flagged")
 records, problem = api.read_mitigation(path)
@@ -150,8 +153,10 @@ if records is not None:
                                                 format="percent")
                for c in shown.columns if c.endswith(("_before", "_after"))}
     st.dataframe(shown, hide_index=True, width="stretch", column_config={
-        **percent, "label": "fix", "worst_group_gain": "worst-group gain (95% interval)",
-        "checkpoint": "new classifier"})
+        **{c: {**v, "width": 95} for c, v in percent.items()},
+        "label": st.column_config.TextColumn("fix", width=150),
+        "worst_group_gain": st.column_config.TextColumn("worst-group gain (95% interval)", width=170),
+        "checkpoint": st.column_config.TextColumn("new classifier", width=200)})
     per_group = api.mitigation_per_group(records)
     if len(per_group):
         with st.expander("Per group (accuracy on the true groups, before → after)"):

@@ -105,13 +105,14 @@ else:
             if part.empty:
                 st.caption("No image.")
                 continue
-            shown = part.head(24)
+            shown = part.head(12)
             cols = st.columns(6)
             for i, r in enumerate(shown.to_dict("records")):
                 with cols[i % 6]:
                     ui.show_image(evaluated_a.run.image_path(r["path"]),
                                   caption=f"{r['image_id']}: {r['class']} · A {r['predicted_a']} → B {r['predicted_b']}")
-                    if st.button("Explain", key=f"flip-{direction}-{r['image_id']}"):
+                    slug = direction.replace(",", "").replace(" ", "-")  # the key names a CSS class: no spaces
+                    if st.button("Explain", key=f"flip-{slug}-{r['image_id']}"):
                         ui.open_image(r["image_id"])
             if len(part) > len(shown):
                 st.caption(f"The first {len(shown)} of {len(part)}; every one is on the Images page.")

@@ -31,14 +31,18 @@ if compare:
 
 @st.cache_data(show_spinner="Building the report…", max_entries=8)
 def report_files(a: str, b: str | None, _stamps: tuple) -> dict:
-    report = build_report(a, compare=b)
+    # Slices saved with this run, or with another run of the same data, are exported with it.
+    report = build_report(a, compare=b, related=[str(e.path) for e in ui.run_entries() if e.ok])
     return {"json": to_json(report), "md": to_markdown(report), "html": to_html(report), "name": report["run"]["name"],
             "notes": report["notes"]}
 
 
 path_b = str(run_b.path) if compare else None
 try:
-    files = report_files(path_a, path_b, (ui.stamp(path_a), ui.stamp(path_b) if path_b else None))
+    from core.analysis.slices import slices_file
+
+    files = report_files(path_a, path_b, (ui.stamp(path_a), ui.stamp(path_b) if path_b else None,
+                                          ui.file_stamp(slices_file(path_a))))
 except Exception as exc:  # a broken run folder, a report that does not validate
     st.error(f"**The report could not be built.** {type(exc).__name__}: {exc}")
     st.stop()
@@ -56,6 +60,8 @@ for note in files["notes"]:
     st.caption(note)
 st.caption(f"The same report from a terminal: `texplain report {run_a.folder}"
            f"{f' --compare {run_b.folder}' if compare else ''} --format html --out report.html`")
+st.caption(f"A gate for CI: `texplain audit {run_a.folder} --fail-under-worst-group 0.8 --fail-on-flag WORD` exits 1 "
+           "when the run breaks a rule and prints why (`--json FILE`: this report with the verdict).")
 st.subheader("Preview")
 with st.container(height=520):
     st.markdown(files["md"])

@@ -26,7 +26,8 @@ SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 LAPTOP = {"width": 1440, "height": 900}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-PAGES = [("", "Home", "TExplain Studio"), ("Explain_an_image", "Explain an image", "Explain an image"),
+PAGES = [("", "Home", "TExplain Studio"), ("Images", "Images", "Images"),
+         ("Explain_an_image", "Explain an image", "Explain an image"),
          ("Class_words", "Class words", "Class words"), ("Spurious_terms", "Spurious terms", "Spurious terms"),
          ("Worst-group_accuracy", "Worst-group accuracy", "Worst-group accuracy"),
          ("Compare_classifiers", "Compare classifiers", "Compare classifiers"), ("Report", "Report", "Report"),
@@ -321,3 +322,71 @@ def test_new_run_rejects_a_folder_that_is_not_a_dataset(page, server, world):
     wait_for_text(page, "This folder is not a dataset TExplain can read")
     assert_no_exception(page, "New run with a bad folder")
     screenshot(page, "flow_new_run_bad_folder")
+
+
+# --- the workbench -------------------------------------------------------------------------------------
+
+def table_rows(page) -> int:
+    """The rows the Images table reports ("**40** of 200 images match")."""
+    text = page.get_by_text(re.compile(r"of \d+ images match")).first.inner_text()
+    return int(re.search(r"(\d+) of \d+ images match", text).group(1))
+
+
+def test_images_page_filters_and_maps_every_image(page, server):
+    open_page(page, server, "Images")
+    assert_no_exception(page, "Images")
+    everything = table_rows(page)
+    assert everything > 0 and page.locator('[data-testid="stDataFrame"]').count() >= 1
+    pick(page, "Prediction", "^misread$")
+    misread = table_rows(page)
+    assert 0 < misread < everything
+    field = page.get_by_role("textbox", name="Sentences use the word")
+    field.fill("zebra-that-no-sentence-uses")
+    field.press("Enter")
+    wait_for_text(page, "No image matches these filters.")
+    field.fill("")
+    field.press("Enter")
+    settle(page)
+    # The map: computed once with the run's own classifier, with a progress bar, then drawn.
+    page.get_by_role("button", name="Compute the map").click()
+    wait_for_text(page, "Colour by", timeout_s=600)
+    assert_no_exception(page, "Images with the map")
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    screenshot(page, "flow_images")
+
+
+def test_a_flagged_word_opens_its_slice(page, server):
+    open_page(page, server, "Spurious_terms")
+    button = page.locator('[class*="st-key-slice-error-"] button').first
+    word = button.inner_text().strip().splitlines()[-1].strip()
+    button.click()
+    wait_for_text(page, "Images in the slice")
+    assert_no_exception(page, "Images, a flag's slice")
+    assert page.get_by_role("textbox", name="Words (comma-separated)").input_value() == word
+    assert "Accuracy in the slice" in page.inner_text("body")
+    screenshot(page, "flow_slice_from_flag")
+
+
+def test_a_flipped_image_on_compare_opens_its_explanation(page, server):
+    open_page(page, server, "Compare_classifiers")
+    assert_no_exception(page, "Compare classifiers")
+    body = page.inner_text("body")
+    assert "Image by image" in body and "McNemar" in body
+    tab = page.get_by_role("tab", name=re.compile(r"^Fixed by B \(\d+\)"))
+    fixed = int(re.search(r"\((\d+)\)", tab.inner_text()).group(1))
+    assert fixed > 0
+    page.locator('[class*="st-key-flip-fixed-by-B-"] button').first.click()
+    wait_for_text(page, "True class")
+    assert_no_exception(page, "Explain an image, from a flip")
+    assert "image=" in page.url  # the image is in the URL: a reload shows it again
+    screenshot(page, "flow_flip_to_explain")
+
+
+def test_the_runs_chosen_survive_a_reload(page, server):
+    open_page(page, server, "")
+    pick(page, "Run A", "^demo-robust-test")
+    assert "a=demo-robust-test" in page.url
+    page.reload()
+    page.wait_for_selector("h1")
+    settle(page, rerun=False)
+    assert "Run A: demo-robust-test" in page.inner_text("body")
