@@ -369,7 +369,7 @@ def feature_map_chart(points: pd.DataFrame | list, colour: str = "class", title:
     fig = go.Figure()
     values = df[colour]
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        fig.add_trace(go.Scattergl(x=df["x"], y=df["y"], mode="markers", customdata=custom, hovertemplate=hover,
+        fig.add_trace(go.Scatter(x=df["x"], y=df["y"], mode="markers", customdata=custom, hovertemplate=hover,
                                    marker=dict(size=8, color=values, colorscale=[[0, "#e6e9ee"], [1, ORANGE]],
                                                cmin=0, cmax=max(float(values.max()), 1e-9),
                                                colorbar=dict(title=colour.replace("_", " "), tickformat=".0%",
@@ -381,14 +381,14 @@ def feature_map_chart(points: pd.DataFrame | list, colour: str = "class", title:
         colours = {"read right": BLUE, "misread": RED, "unknown": GREY}
         for i, name in enumerate(dict.fromkeys(labels)):
             keep = (labels == name).to_numpy()
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(go.Scatter(
                 x=df["x"][keep], y=df["y"][keep], mode="markers", name=name,
                 customdata=[c for c, k in zip(custom, keep) if k], hovertemplate=hover,
                 marker=dict(size=8, color=colours.get(name, PALETTE[i % len(PALETTE)]),
                             line=dict(width=0.5, color="white"))))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
-    fig.update_layout(dragmode="select", clickmode="event+select")
+    fig.update_layout(clickmode="event+select")  # a click selects one point (the dashboard opens it)
     return _finish(fig, title, 520)
 
 

@@ -146,15 +146,16 @@ else:
                             config={"displaylogo": False, "responsive": True})
     picked = [p.get("customdata", [None])[0] for p in (event.selection.points if event else [])]
     picked = [p for p in picked if p]
+    if picked:  # a click on a point opens that image (the selection is forgotten once the page changes)
+        ui.open_image(picked[0])
     m1, m2 = st.columns([3, 1], vertical_alignment="bottom")
     fallback = m1.selectbox("Or open an image by id", ["", *data["image_id"]], key="map_pick",
                             format_func=lambda i: "—" if not i else i)
-    target = picked[0] if picked else fallback
-    if target and m2.button(f"Open {target}", key="open_from_map", type="primary", icon=":material/open_in_new:"):
-        ui.open_image(target)
+    if fallback and m2.button(f"Open {fallback}", key="open_from_map", type="primary", icon=":material/open_in_new:"):
+        ui.open_image(fallback)
     st.caption(f"{len(data)} images · {str(points.attrs.get('method', '?')).upper()} of "
-               f"{points.attrs.get('n_features', '?')} features · click a point, then open it. Images close together "
-               "look alike to the classifier.")
+               f"{points.attrs.get('n_features', '?')} features · click a point to open its explanation. Images "
+               "close together look alike to the classifier.")
 
 # --- slices ----------------------------------------------------------------------------------------------
 st.subheader("Slice by words")

@@ -353,6 +353,15 @@ def test_images_page_filters_and_maps_every_image(page, server):
     assert_no_exception(page, "Images with the map")
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
     screenshot(page, "flow_images")
+    # A click on a point of the map opens that image's explanation.
+    page.locator('[data-testid="stPlotlyChart"]').last.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    x, y = page.evaluate("""() => { const gds = document.querySelectorAll('.js-plotly-plot');
+        const gd = gds[gds.length - 1], fl = gd._fullLayout, tr = gd._fullData[0], r = gd.getBoundingClientRect();
+        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[0]), r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[0])]; }""")
+    page.mouse.click(x, y)
+    wait_for_text(page, "True class")
+    assert "Explain an image" in page.locator("h1").first.inner_text() and "image=" in page.url
 
 
 def test_a_flagged_word_opens_its_slice(page, server):
