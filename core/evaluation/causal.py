@@ -39,6 +39,7 @@ class CausalSettings:
     fill: str = "blur"     # "blur" (a strong Gaussian blur of the image) or "mean" (the preprocessing's mean)
     seed: int = 0          # the control rectangles'
     max_images: int | None = None
+    predicted: str | None = None  # only the class's images predicted as this class (a flag's misread images)
 
     def __post_init__(self):
         if not 0 < self.share < 1:
@@ -47,7 +48,8 @@ class CausalSettings:
             raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}")
 
     def key(self, class_name: str, word: str) -> str:
-        return f"{class_name}|{word}|share={self.share}|fill={self.fill}|seed={self.seed}"
+        only = f"|predicted={self.predicted}" if self.predicted is not None else ""
+        return f"{class_name}|{word}|share={self.share}|fill={self.fill}|seed={self.seed}{only}"
 
 
 @dataclass
@@ -74,6 +76,9 @@ class CausalResult:
 
         out["prediction_changed"] = rate("changed")
         out["control_prediction_changed"] = rate("control_changed")
+        if "right_after" in df:  # did removing the region make predictions right (a misread fixed) or wrong?
+            out["right_after"] = rate("right_after")
+            out["control_right_after"] = rate("control_right_after")
         gap = paired_gap(df["changed"].to_numpy(float), df["control_changed"].to_numpy(float))
         out["difference"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in gap.items()}
         c = out["control_prediction_changed"]["rate"]
@@ -130,8 +135,12 @@ def _load(path: Path) -> dict:
 
 
 def verify_flag(run, class_name: str, word: str, classifier, translator, lm, settings: CausalSettings | None = None,
-                cfg=None, extractor=None, progress=None, store: bool = True) -> CausalResult:
-    """The causal test of (class, word) on a run's images (see the module docstring)."""
+                cfg=None, extractor=None, progress=None, store: bool = True, out: str | Path | None = None,
+                region_for=None, region_name: str = "given") -> CausalResult:
+    """The causal test of (class, word) on a run's images (see the module docstring). Stored in `out` (default:
+    causal.json of the run, or of its overlay for a shipped run). `region_for(image, sentences)`: the region to
+    remove as a boolean mask over the classifier's input crop, instead of the word map's top `share` (e.g. a
+    segmentation of what the word names), stored under `region_name` (one name per kind of region)."""
     from core.data import load_rgb
     from core.engine.config import ExplainConfig
     from core.engine.explainer import Explainer
@@ -154,12 +163,16 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
                                                     "seed") if k in s})
     images = run.images()
     images = images[(images["label"] == names.index(class_name)) & images["prediction"].notna()]
+    if settings.predicted is not None:
+        if settings.predicted not in names:
+            raise ValueError(f"{settings.predicted!r} is not a class of run {run.name}; its classes are {names}")
+        images = images[images["prediction"] == names.index(settings.predicted)]
     used = set(run.query("SELECT DISTINCT image_id FROM words WHERE word = ?", [word])["image_id"])
     images = images[images["image_id"].isin(used)].sort_values("image_id")
     if settings.max_images is not None:
         images = images.head(settings.max_images)
-    path = user_file(run.path, RESULT_FILE)
-    key = settings.key(class_name, word)
+    path = Path(out) if out is not None else user_file(run.path, RESULT_FILE)
+    key = settings.key(class_name, word) + (f"|region={region_name}" if region_for is not None else "")
     stored = _load(path).get(key, {}).get("rows", [])
     done = {r["image_id"] for r in stored}
     result = CausalResult(class_name, word, asdict(settings), list(stored))
@@ -176,8 +189,11 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
             continue
         image = load_rgb(run.image_path(r.path))
         sents = sentences.get(r.image_id, [])
-        wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor)
-        region = wm.top_share(settings.share)
+        if region_for is None:
+            wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor)
+            region, how = wm.top_share(settings.share), wm.method
+        else:
+            region, how = np.asarray(region_for(image, sents), dtype=bool), region_name
         control = random_rectangle(np.random.default_rng(control_seed), region.shape, int(region.sum()))
         x = classifier.preprocess(image)
         batch = torch.stack([fill_region(x, region, settings.fill), fill_region(x, control, settings.fill)])
@@ -185,11 +201,12 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
         pred = probs.argmax(-1).tolist()
         result.rows.append({"image_id": r.image_id, "prediction": int(r.prediction), "after": pred[0],
                             "control_after": pred[1], "changed": pred[0] != int(r.prediction),
-                            "control_changed": pred[1] != int(r.prediction),
+                            "control_changed": pred[1] != int(r.prediction), "label": int(r.label),
+                            "right_after": pred[0] == int(r.label), "control_right_after": pred[1] == int(r.label),
                             "share_before": _share(sents, word, extractor),
                             "share_after": _share(sampled[0], word, extractor),
                             "share_control": _share(sampled[1], word, extractor),
-                            "region_share": round(float(region.mean()), 4), "map": wm.method})
+                            "region_share": round(float(region.mean()), 4), "map": how})
         if store:
             _save(path, key, result)
         if progress:

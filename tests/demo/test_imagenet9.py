@@ -147,6 +147,12 @@ def test_imagenet9_variations_read_back_through_open_dataset(tmp_path):
     first = plan.iloc[0]
     fg = np.asarray(Image.open(root / "only_fg/val" / f"00_dog/{first.image}.JPEG"))
     assert (fg.max(axis=2) < 20).mean() > 0.2
+    # The object masks (for the pointing game) are where only_fg shows the object.
+    masks = mini.object_masks(root)
+    for r in plan.itertuples():
+        mask = np.asarray(Image.open(masks / f"{r.image}.png")) > 127
+        shown = np.asarray(Image.open(next(root.glob(f"only_fg/val/*/{r.image}.JPEG"))).convert("L")) > 40
+        assert (mask & shown).sum() / shown.sum() > 0.95 and 0.005 < mask.mean() < 0.8
     again = mini.build_imagenet9_mini(tmp_path / "again", seed=1, n_per_class=3, workers=1, verbose=False)
     for variation in in9.VARIATIONS:
         rel = f"{variation}/val/03_reptile/{plan[plan.label == 3].image.iloc[0]}.JPEG"
@@ -329,7 +335,8 @@ def test_general_evaluation_reads_each_image_by_its_most_frequent_words():
          "counts": {"water": (5, 5), "apple": (1, 1)}},
         # "blue" alone ties plain blue with light blue and the sky: the name the sentences cover whole wins
         {"image": "d", "stamp": "s3", "scene": "plain-blue", "kind": "animals/birds",
-         "sentences": ["A heron against an empty blue backdrop."] * 16, "counts": {"blue": (16, 16), "heron": (16, 16)}},
+         "sentences": ["A heron against an empty blue backdrop."] * 16,
+         "counts": {"blue": (16, 16), "heron": (16, 16)}},
     ])
     got = score_general_split(explained, scene_vocab, kind_vocab)
     assert got["scene_accuracy"] == 0.75 and got["images"] == 4 and got["unseen_stamps"] == 3

@@ -76,6 +76,62 @@ def test_a_word_whose_region_decides_is_causal_and_a_distractor_is_not():
     assert CausalResult("landbird", "lake", {}, _rows([True] * 3, [False] * 3)).verdict == "too few images"
 
 
+class PatchFeatures(torch.nn.Module):
+    def forward(self, x):  # the "bird" square's mean colour of tiny.make_waterbirds, and the image's mean
+        return torch.cat([x[:, :, 10:16, 10:16].mean((2, 3)), x.mean((1, 2, 3))[:, None]], 1)
+
+
+class PatchNet(torch.nn.Module):
+    """Decides by the brightness of the "bird" square alone: bright is waterbird, and 0 (the mean fill) land."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = PatchFeatures()
+        self.fc = torch.nn.Linear(4, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[-10 / 3] * 3 + [0.0], [10 / 3] * 3 + [0.0]]))
+            self.fc.bias.copy_(torch.tensor([5.0, -5.0]))
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_removing_the_region_a_toy_classifier_decides_by_is_causal_and_elsewhere_is_not(tmp_path, tiny_lm):
+    """The patch's region flips the toy's waterbirds; a distractor's region (the far corner) flips no more than
+    random rectangles of the same area do."""
+    from core.models.classifier import Preprocessing, from_module
+    from tests.tiny import make_waterbirds
+
+    torch.manual_seed(0)
+    clf = from_module(PatchNet(), ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32),
+                      name="patchnet")
+    tr = Translator(TranslatorConfig(feature_dim=4, hidden_size=tiny_lm.hidden_size, prefix_length=2, mlp_hidden=8,
+                                     classifier_identity=clf.identity, classifier_name="patchnet",
+                                     lm_identity=tiny_lm.identity))
+    run = explain_dataset(open_dataset(make_waterbirds(tmp_path / "wb", n_per_group=3)), clf, tr, tiny_lm,
+                          tmp_path / "run", ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1),
+                          extractor=plain_words(), show_progress=False)
+    images = run.images()
+    assert (images["prediction"] == images["label"]).all()  # the toy reads its patch right
+    ids = set(images.loc[images["label"] == 1, "image_id"])
+    words = run.words()
+    word = words[words["image_id"].isin(ids)].groupby("word").size().idxmax()
+    patch, corner = np.zeros((32, 32), bool), np.zeros((32, 32), bool)
+    patch[10:16, 10:16] = True
+    corner[26:32, 26:32] = True
+    settings = CausalSettings(fill="mean")
+    causal = verify_flag(run, "waterbird", word, clf, tr, tiny_lm, settings, extractor=plain_words(),
+                         region_for=lambda image, sents: patch, region_name="patch")
+    s = causal.summary()
+    assert causal.verdict == "causal" and s["prediction_changed"]["rate"] == 1.0
+    assert s["control_prediction_changed"]["rate"] < 0.5 and s["right_after"]["rate"] == 0.0
+    distractor = verify_flag(run, "waterbird", word, clf, tr, tiny_lm, settings, extractor=plain_words(),
+                             region_for=lambda image, sents: corner, region_name="corner")
+    assert distractor.verdict == "correlational only"
+    assert distractor.summary()["prediction_changed"]["rate"] == 0.0
+    assert len(json.loads((run.path / "causal.json").read_text())) == 2  # stored apart, not over each other
+
+
 def test_the_test_runs_on_a_run_stores_its_rows_and_resumes(explained, tiny_classifier, tiny_lm):
     run, tr = explained
     images = run.images()

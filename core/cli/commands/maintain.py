@@ -8,7 +8,9 @@ ImageNet-9 and the classifier's accuracy on each variation), general-translator 
 unmodified ImageNet classifier, trained on the general world), general-evaluation (how well its sentences
 name unseen objects and scenes), imagenet9-runs (every variation explained with it). Open world: open-world
 (objects and scenes with whole scene packages held out), open-translator (trained on it), open-evaluation (every
-translator at hand on held-out scenes and objects).
+translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
+Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
+Waterbirds ERM run's scene flags and a bird-word control).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs")
 OPEN_STEPS = ("open-world", "open-translator", "open-evaluation")
+EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
 
 
@@ -24,7 +27,7 @@ def add_parser(subparsers) -> None:
     # No help=: argparse then leaves the verb out of `texplain --help`'s list (its epilog names it).
     p = subparsers.add_parser("maintain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="Each step is skipped when its output exists (--force rebuilds it).")
-    p.add_argument("step", choices=WATERBIRDS_STEPS + IMAGENET9_STEPS + OPEN_STEPS, metavar="STEP",
+    p.add_argument("step", choices=WATERBIRDS_STEPS + IMAGENET9_STEPS + OPEN_STEPS + EVIDENCE_STEPS, metavar="STEP",
                    help="what to rebuild (see above)")
     p.add_argument("--force", action="store_true", help="rebuild even when the output exists")
     p.add_argument("--only", choices=NAMES, default=None, help="just one of the two Waterbirds classifiers")
@@ -39,6 +42,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.step in EVIDENCE_STEPS:
+        from core.demo.evidence import build as build_evidence
+
+        return build_evidence(args.step, force=args.force)
     if args.step in OPEN_STEPS:
         from core.demo.open_translator import build as build_open
 

@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
                    help="share of the word map's pixels removed, its region (default %(default)s)")
     p.add_argument("--fill", choices=FILLS, default=default(CausalSettings, "fill"),
                    help="what the removed pixels become: a blur of the image or its mean colour (default %(default)s)")
+    p.add_argument("--predicted", default=None, metavar="CLASS",
+                   help="only the class's images predicted as CLASS (e.g. the landbirds read as waterbirds, where "
+                        "the flag was found)")
     p.add_argument("--max-images", type=int, default=None, help="test at most this many of the class's images")
     p.add_argument("--seed", type=int, default=default(CausalSettings, "seed"),
                    help="seed of the control rectangles (default %(default)s)")
@@ -35,7 +38,8 @@ def run(args) -> int:
     sources = run_model_sources(run_.manifest)
     classifier, lm = load_classifier(sources.classifier), load_language_model(sources.lm)
     translator = Translator.from_pretrained(sources.translator, classifier, lm)
-    settings = CausalSettings(share=args.share, fill=args.fill, seed=args.seed, max_images=args.max_images)
+    settings = CausalSettings(share=args.share, fill=args.fill, seed=args.seed, max_images=args.max_images,
+                              predicted=args.predicted)
     result = verify_flag(run_, args.class_name, args.word, classifier, translator, lm, settings,
                          progress=lambda i, n, s: print(f"\r{i}/{n} images, {s:.0f} s", end="", flush=True))
     print()
@@ -44,7 +48,8 @@ def run(args) -> int:
         print(json.dumps(s, indent=2, default=str))
         return 0
     if s["images"] == 0:
-        print(f"no {args.class_name} image of {run_.name} uses {args.word!r}: nothing to test")
+        read_as = f" predicted {args.predicted}" if args.predicted else ""
+        print(f"no {args.class_name} image{read_as} of {run_.name} uses {args.word!r}: nothing to test")
         return 0
     p, c = s["prediction_changed"], s["control_prediction_changed"]
     print(f"{args.word!r} under {args.class_name}: {s['verdict'].upper()} on {s['images']} images. Removing the "
@@ -52,4 +57,8 @@ def run(args) -> int:
           f"(95% {p['ci95'][0]:.0%}-{p['ci95'][1]:.0%}); removing as much elsewhere changed {c['rate']:.0%} "
           f"({c['ci95'][0]:.0%}-{c['ci95'][1]:.0%}). The word's share went {s['mean_share_before']:.0%} -> "
           f"{s['mean_share_after']:.0%} (control {s['mean_share_control']:.0%}).")
+    if "right_after" in s:
+        r, rc = s["right_after"], s["control_right_after"]
+        print(f"Right afterwards: {r['rate']:.0%} of the images (95% {r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}); after the "
+              f"control {rc['rate']:.0%} ({rc['ci95'][0]:.0%}-{rc['ci95'][1]:.0%}).")
     return 0

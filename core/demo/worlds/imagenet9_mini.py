@@ -288,3 +288,31 @@ def in9_classifier(base=None, restrict: bool = False):
                                   f"{len(base.class_names)} classes")
     return SuperclassClassifier(base, in9_superclasses(), other=None if restrict else "none of the nine",
                                 name=f"{base.name} (ImageNet-9{', restricted' if restrict else ''})")
+
+
+def object_masks(out_dir: str | Path = IMAGENET9_MINI, stamps_dir: str | Path = gw.STAMPS_DIR) -> Path:
+    """Where the object is in every image of a built mini ImageNet-9: masks/<image>.png (255 on the stamp),
+    re-placed from the world's own plan (its settings and seed), without touching the images. One mask serves
+    every variation (only_bg_t has no object: the mask says where it was)."""
+    out_dir = Path(out_dir)
+    masks = out_dir / "masks"
+    if (masks / ".done").exists():
+        return masks
+    world = json.loads((out_dir / "world.json").read_text())
+    settings = ImageNet9Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in world["settings"].items()})
+    stamps = in9_stamps(stamps_dir)
+    scene_names = sorted({s for names in IN9_SCENES.values() for s in names})
+    plan = _plan_in9(settings, stamps, gw.scene_sizes(paths.SCENE_PHOTOS, scene_names))
+    masks.mkdir(exist_ok=True)
+    gw.load_sources(paths.SCENE_PHOTOS, [], {s.key: s.path for ss in stamps.values() for s in ss})
+    try:
+        for item in plan:
+            stamp, xy = gw.render_stamp(item)
+            mask = Image.new("L", (gw.IMAGE_SIZE, gw.IMAGE_SIZE), 0)
+            # The threshold _compose uses for the object's box.
+            mask.paste(stamp.getchannel("A").point(lambda a: 255 if a > 8 else 0), xy)
+            mask.save(masks / f"{item['image']}.png")
+    finally:
+        gw.clear_sources()
+    (masks / ".done").write_text(f"{len(plan)}\n")
+    return masks

@@ -1,0 +1,76 @@
+"""Benchmark of word maps: seconds per map (gradient and occlusion) against the run's own cost per image.
+
+    python -m bench.bench_word_maps            # 8 images of the Waterbirds demo's ERM test run, 2 words each
+    python -m bench.bench_word_maps --quick    # 3 images
+
+The baseline, timed in the same process on the same images, is what the map explains: classifying the image
+and sampling its sentences (the run's settings). A map should cost a fraction of that, since it teacher-forces
+the sentences that use the word instead of sampling. On a GPU (when one is present) the maps run there and the
+figure is maps per second. Real weights: the shipped classifier, translator and SmolLM2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def run(quick: bool = False) -> dict:
+    from core.demo.evidence import WATERBIRDS_RUN, run_items, run_models
+    from core.demo.worlds.waterbirds_mini import object_masks
+    from core.engine.config import ExplainConfig
+    from core.engine.explainer import Explainer
+    from core.engine.word_map import spatial_layer, word_map
+    from core.engine.words import WordExtractor
+    from core.evaluation.pointing import words_to_map
+    from core.store import Run
+
+    clf, tr, lm = run_models(WATERBIRDS_RUN)
+    masks = object_masks()
+    items = run_items(WATERBIRDS_RUN, lambda r: (masks / r["path"]).with_suffix(".png"), 3 if quick else 8)
+    ex = WordExtractor()
+    s = Run.open(WATERBIRDS_RUN).manifest.get("settings") or {}
+    cfg = ExplainConfig(**{k: s[k] for k in ("sentences_per_image", "top_p", "temperature", "max_new_tokens", "seed")
+                           if k in s})
+    explainer = Explainer(clf, tr, lm, cfg, ex)
+    spatial_layer(clf)  # warm-up: the first forward pass pays one-off costs
+    t_explain, t_grad, t_occl, maps = [], [], [], 0
+    for it in items.itertuples():
+        t = time.perf_counter()
+        explainer.explain([it.image], [it.image_id])
+        t_explain.append(time.perf_counter() - t)
+        for word in filter(None, words_to_map(it.sentences, ex, {"bird"}).values()):
+            t = time.perf_counter()
+            word_map(it.image, word, clf, tr, lm, sentences=it.sentences, extractor=ex)
+            t_grad.append(time.perf_counter() - t)
+            maps += 1
+        if len(t_occl) < 2:  # occlusion costs 49 forward passes: two maps tell its cost
+            t = time.perf_counter()
+            word_map(it.image, word, clf, tr, lm, sentences=it.sentences, extractor=ex, method="occlusion")
+            t_occl.append(time.perf_counter() - t)
+    out = {"device": str(lm.device), "images": len(items), "maps": maps,
+           "sentences_per_image": cfg.sentences_per_image,
+           "explain_seconds_per_image": round(float(np.median(t_explain)), 3),
+           "gradient_seconds_per_map": round(float(np.median(t_grad)), 3),
+           "occlusion_seconds_per_map": round(float(np.median(t_occl)), 3),
+           "gradient_map_over_explain": round(float(np.median(t_grad) / np.median(t_explain)), 3),
+           "occlusion_over_gradient": round(float(np.median(t_occl) / np.median(t_grad)), 2),
+           "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        out["maps_per_second"] = round(1 / float(np.median(t_grad)), 2)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    print(json.dumps(run(ap.parse_args().quick), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The pointing game of word maps (core.evaluation.pointing) on the tiny models and hand-made rows."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.evaluation.pointing import crop_like_input, near, pointing_game, score_pointing, words_to_map
+from core.models.classifier import Preprocessing
+
+
+class Counts:
+    """An extractor whose counts are given: {word: (occurrences, sentences)}."""
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def count(self, sentences):
+        return self.counts
+
+
+def test_a_mask_follows_the_classifiers_resize_and_centre_crop():
+    mask = np.zeros((200, 300), bool)  # H x W: the shorter side (200) becomes 100, the width 150
+    mask[:, 100:200] = True            # the middle third: columns 50-100 of 150, 25-75 after the crop
+    out = crop_like_input(mask, Preprocessing(resize=100, crop=100))
+    assert out.shape == (100, 100) and out.dtype == bool
+    assert out[:, 26:74].all() and not out[:, :24].any() and not out[:, 76:].any()
+    grown = near(out, 3)
+    assert grown.sum() > out.sum() and grown[:, 23].all() and not grown[:, 20].any()
+
+
+def test_the_words_mapped_are_the_most_used_scene_word_and_object_word():
+    got = words_to_map([], Counts({"lake": (9, 6), "heron": (5, 5), "water": (4, 4), "car": (7, 7)}), {"bird"})
+    assert got == {"scene": "lake", "object": "heron"}  # "car" is an object, but not under "bird"
+    assert words_to_map([], Counts({"car": (3, 3)}))["scene"] is None
+
+
+def test_scores_count_hits_per_kind_beside_the_random_baseline():
+    rows = pd.DataFrame({"image_id": range(20), "kind": ["scene"] * 10 + ["object"] * 10,
+                         "word": ["lake"] * 10 + ["bird"] * 10, "object_share": 0.2,
+                         "hit": [True] * 9 + [False] + [True] * 4 + [False] * 6,
+                         "random_hit": [True] * 8 + [False] * 2 + [False] * 9 + [True]})
+    s = score_pointing(rows)
+    assert s["scene"]["hit_rate"] == 0.9 and s["scene"]["random_hit_rate"] == 0.8
+    assert s["object"]["hit_rate"] == 0.4 and s["object"]["ci95"][0] < 0.4 < s["object"]["ci95"][1]
+    assert s["object"]["words"] == {"bird": 10}
+
+
+def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_classifier, tiny_lm, tiny_waterbirds):
+    import torch
+
+    from core.data import load_rgb, open_dataset
+    from core.models.translator import Translator, TranslatorConfig
+
+    torch.manual_seed(0)
+    tr = Translator(TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size,
+                                     prefix_length=2, mlp_hidden=16, classifier_identity=tiny_classifier.identity,
+                                     classifier_name="tinynet", lm_identity=tiny_lm.identity))
+    ds = open_dataset(tiny_waterbirds)
+    mask = np.zeros((32, 32), bool)
+    mask[10:16, 10:16] = True  # the tiny world's "bird"
+    items = pd.DataFrame([{"image": load_rgb(r.path), "image_id": i, "mask": mask,
+                           "sentences": ["a bird near water by the lake", "small duck on the lake",
+                                         "bird in the green forest"]} for i, r in enumerate(list(ds)[:3])])
+    calls = []
+    rows = pointing_game(items, tiny_classifier, tr, tiny_lm, object_superclasses={"bird"},
+                         progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (3, 3) and set(rows["kind"]) == {"scene", "object"} and len(rows) == 6
+    assert set(rows["word"]) <= {"lake", "water", "forest", "bird", "duck"}
+    assert rows["hit"].dtype == bool and rows["object_share"].iloc[0] == pytest.approx(36 / 1024, abs=1e-3)
