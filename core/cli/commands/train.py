@@ -21,8 +21,9 @@ def add_parser(subparsers) -> None:
     add_classifier_options(t, required=False)
     t.add_argument("--captions", default="demo",
                    help="'general' (the open caption world: objects and scenes of every kind), 'general+csv:FILE' "
-                        "(that and your captions), 'csv:FILE', 'coco:JSON:IMAGES_ROOT', or 'demo' (the Waterbirds "
-                        "demo's; the default)")
+                        "(that and your captions), 'csv:FILE', 'coco:JSON:IMAGES_ROOT', 'hf:FOLDER' (Hugging Face "
+                        "Parquet shards: an image and a caption column), 'wds:FOLDER' (WebDataset tar shards: "
+                        "KEY.jpg + KEY.txt or KEY.json), or 'demo' (the Waterbirds demo's; the default)")
     t.add_argument("--fast", action="store_true",
                    help="no caption training: align the classifier's features onto the shipped general "
                         "translator's (a ridge map fitted on the demo worlds' photos; minutes on a CPU)")
@@ -60,8 +61,8 @@ def add_parser(subparsers) -> None:
 
 
 def captions(spec: str):
-    """'general' | 'general+SPEC' | 'demo' | 'csv:FILE' | 'coco:CAPTIONS_JSON:IMAGES_ROOT' -> DataFrame(path,
-    caption[, split])."""
+    """'general' | 'general+SPEC' | 'demo' | 'csv:FILE' | 'coco:CAPTIONS_JSON:IMAGES_ROOT' | 'hf:FOLDER' |
+    'wds:FOLDER' -> DataFrame(path, caption[, split])."""
     import pandas as pd
 
     from core import paths
@@ -83,8 +84,16 @@ def captions(spec: str):
     if kind == "coco":
         js, _, root = rest.partition(":")
         return read_coco_captions(Path(js), Path(root))
-    raise ValueError(f"--captions must be 'general', 'general+csv:FILE', 'demo', 'csv:FILE' or "
-                     f"'coco:JSON:IMAGES_ROOT', got {spec!r}")
+    if kind == "hf":
+        from core.data import read_parquet_captions
+
+        return read_parquet_captions(Path(rest))
+    if kind == "wds":
+        from core.data import read_webdataset_captions
+
+        return read_webdataset_captions(Path(rest))
+    raise ValueError(f"--captions must be 'general', 'general+SPEC', 'demo', 'csv:FILE', 'coco:JSON:IMAGES_ROOT', "
+                     f"'hf:FOLDER' (Parquet shards) or 'wds:FOLDER' (WebDataset tar shards), got {spec!r}")
 
 
 def _views(spec: str) -> tuple[str, ...]:
@@ -186,7 +195,8 @@ def run(args) -> int:
         info = {"captions": args.captions, "train_pairs": len(compact[2]), "val_pairs": len(compact[4]),
                 "feature_views": ", ".join(views)}
         print(f"{info['train_pairs']} training and {info['val_pairs']} validation captions; classifier "
-              f"{classifier.name} ({classifier.feature_dim}-d, {len(views)} view(s)), LM {lm.name} ({lm.hidden_size}-d)")
+              f"{classifier.name} ({classifier.feature_dim}-d, {len(views)} view(s)), "
+              f"LM {lm.name} ({lm.hidden_size}-d)")
         if args.save_pack:
             print(f"training pack: {save_training_pack(args.save_pack, classifier, lm, compact, info)}")
             return 0
