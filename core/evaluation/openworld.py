@@ -106,13 +106,26 @@ def _anchors():
     return wn, [(name, wn.synset(s)) for name, s in SUPERCLASSES]
 
 
+def _mostly_adjective(wn, word: str) -> bool:
+    """Whether English uses `word` more as an adjective than as a noun (SemCor counts in WordNet): "green",
+    "white", "black" name colours, not the vegetables, egg whites and game pieces their rarer noun senses are."""
+    def uses(pos: tuple[str, ...]) -> int:
+        return sum(lemma.count() for p in pos for syn in wn.synsets(word, pos=p) for lemma in syn.lemmas()
+                   if lemma.name().lower() == word)
+
+    return uses(("a", "s")) > uses(("n",))
+
+
 @lru_cache(maxsize=50_000)
 def superclass_of(word: str) -> str | None:
     """The most specific superclass (SUPERCLASSES) that a noun sense of `word` lies under, by WordNet's sense
-    order ("cat": the feline before the tractor); None when no sense does, or for a vegetation word."""
+    order ("cat": the feline before the tractor); None when no sense does, for a vegetation word, or for a word
+    used mostly as an adjective (colours: "green" is not food)."""
     if word in BACKGROUND_WORDS:
         return None
     wn, anchors = _anchors()
+    if _mostly_adjective(wn, word):
+        return None
     senses = wn.synsets(word.replace(" ", "_"), pos="n")
     if not senses and " " in word:  # "black labrador": its head noun
         return superclass_of(word.rsplit(" ", 1)[-1])

@@ -40,6 +40,9 @@ def test_superclasses_come_from_wordnet_most_specific_first():
     assert superclass_of("banana") == "food"  # the fruit, not the plant WordNet lists first
     assert superclass_of("guitar") == "musical instrument" and superclass_of("canoe") == "boat"
     assert superclass_of("grass") is None and superclass_of("tree") is None  # vegetation names the background
+    # Colours are adjectives first: "green" is not the vegetable, "black" not a game piece.
+    assert [superclass_of(w) for w in ("green", "white", "black", "blue")] == [None] * 4
+    assert superclass_of("robin") == "bird" and superclass_of("crane") == "bird"
 
 
 def test_scores_held_out_scenes_false_water_and_superclasses(ex):
