@@ -36,6 +36,17 @@ _GROUP_ROW = {"type": "object", "required": ["group", "group_name", "n", "accura
               "properties": {"group": {"type": "integer"}, "group_name": {"type": "string"},
                              "n": {"type": "integer"}, "correct": {"type": "integer"}, "accuracy": _NUM,
                              "ci_low": _NUM, "ci_high": _NUM}}
+_RATE = {"type": "object", "required": ["rate", "ci95"],
+         "properties": {"rate": _NUM, "ci95": {"type": "array", "items": _NUM}, "images": _INT}}
+# A flag's causal test (core.evaluation.causal, stored with the run; core.report.evidence picks the one per flag).
+_CAUSAL = {"type": "object", "required": ["verdict", "images", "settings"],
+           "properties": {"verdict": {"type": "string"}, "images": {"type": "integer"},
+                          "prediction_changed": _RATE, "control_prediction_changed": _RATE,
+                          "right_after": _RATE, "control_right_after": _RATE, "difference": {"type": "object"},
+                          "ratio_to_control": _NUM, "word_share_change": {"type": "object"},
+                          "mean_share_before": _NUM, "mean_share_after": _NUM, "mean_share_control": _NUM,
+                          "settings": {"type": "object", "properties": {
+                              "share": _NUM, "fill": _STR, "seed": _INT, "max_images": _INT, "predicted": _STR}}}}
 _FLAG_ROW = {"type": "object",
              "required": ["rank", "word", "predicted_as", "score", "share_wrong", "share_right", "n_wrong", "n_right",
                           "z", "evidence", "example_image_ids", "source"],
@@ -44,7 +55,7 @@ _FLAG_ROW = {"type": "object",
                             "n_right": _INT, "images_wrong": _INT, "z": _NUM, "z_toward": _NUM,
                             "evidence": {"type": "string"},
                             "example_image_ids": {"type": "array", "items": {"type": "string"}},
-                            "source": {"enum": ["statistics", "user"]}}}
+                            "source": {"enum": ["statistics", "user"]}, "causal": _CAUSAL}}
 _FLAGS_BY_CLASS = {"type": "object", "additionalProperties": {"type": "array", "items": _FLAG_ROW}}
 _ASSOCIATION_ROW = {"type": "object",
                     "required": ["rank", "word", "score", "share_class", "share_other", "images_class", "z",
@@ -56,7 +67,7 @@ _ASSOCIATION_ROW = {"type": "object",
                                    "share_group_high": _NUM, "share_group_low": _NUM,
                                    "confirmed": {"type": ["boolean", "null"]}, "evidence": {"type": "string"},
                                    "example_image_ids": {"type": "array", "items": {"type": "string"}},
-                                   "source": {"enum": ["statistics", "user"]}}}
+                                   "source": {"enum": ["statistics", "user"]}, "causal": _CAUSAL}}
 _ASSOCIATION = {"type": "object", "required": ["definition", "by", "by_class"],
                 "properties": {"definition": {"type": "string"}, "by": {"enum": ["prediction", "label"]},
                                "by_class": {"type": "object", "additionalProperties": {
@@ -175,6 +186,8 @@ REPORT_SCHEMA: dict = {
                         "type": "object", "required": ["rule", "passed", "evidence"],
                         "properties": {"rule": {"type": "string"}, "passed": {"type": "boolean"},
                                        "threshold": {}, "value": {}, "evidence": {"type": "string"}}}}}},
+        "word_map_reliability": {"type": ["object", "null"], "properties": {
+            "scene": {"type": "object"}, "object": {"type": "object"}, "text": _STR}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
 }

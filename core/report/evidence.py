@@ -1,0 +1,444 @@
+"""The evidence behind a flag, for the report and the dashboard: where in an image the flagged word comes from (word
+maps, drawn over the image and stored with the run once computed), whether the classifier uses it (the causal test's
+stored verdict, core.evaluation.causal) and how often a run's word maps were measured to point right (the pointing
+game's word_maps.json, core.evaluation.pointing).
+
+    wm = compute_map(run, image_id, "lake", classifier, translator, lm)   # later: stored_map(run.path, id, "lake")
+    picture = overlay(image, wm.heatmap, classifier.preprocessing)      # the map over what the classifier sees
+    record = causal_for(read_causal(run.path), "landbird", "lake", predicted="waterbird")
+    causal_text(record), reliability_text(map_reliability(run.path))
+
+Maps are stored as small files under the run's `maps/` folder (a shipped run's under runs/.shipped/), so the
+dashboard shows a map it computed once at once, and the HTML report embeds the maps that were computed without
+loading any model.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+MAPS_FOLDER = "maps"  # word maps computed for a run's images, one .npz file per (image, word)
+POINTING_FILE = "word_maps.json"  # the pointing game on a run (texplain maintain word-maps)
+# The colours of a map, from cold to hot ("jet", as Grad-CAM figures draw them): blue, cyan, yellow, red. Blue and
+# red stand out on most photos, where a dark-to-yellow scale vanished into autumn leaves and sand.
+_COLOURS = np.array([(0, 0, 160), (0, 90, 255), (0, 230, 255), (255, 240, 0), (255, 60, 0), (170, 0, 0)],
+                    dtype=float)
+MAX_SIDE = 640  # pixels of a drawn map's longer side
+
+
+# --- word maps: computed, stored, read back -------------------------------------------------------------------
+
+def _map_file(run_path, image_id, word: str, which: str = "yours") -> Path:
+    from core.store import user_file
+
+    digest = hashlib.sha1(f"{image_id}\0{word}".encode()).hexdigest()[:20]
+    folder = user_file(run_path, MAPS_FOLDER) if which == "yours" else Path(run_path) / MAPS_FOLDER
+    return folder / f"{digest}.npz"
+
+
+def save_map(run_path, image_id, wm, preprocessing=None) -> Path:
+    """Store a WordMap of one of the run's images (8 bits per pixel: a picture, not a measurement), with the crop
+    it covers (`preprocessing`'s resize and crop), so that it can be drawn without loading the classifier."""
+    path = _map_file(run_path, image_id, wm.word)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"image_id": str(image_id), "word": wm.word, "method": wm.method, "log_prob": wm.log_prob,
+            "occurrences": wm.occurrences, "sentences": wm.sentences}
+    if preprocessing is not None:
+        meta.update(resize=preprocessing.resize, crop=preprocessing.crop)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, heatmap=np.round(np.clip(wm.heatmap, 0, 1) * 255).astype(np.uint8),
+                        meta=np.array(json.dumps(meta)))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    return path
+
+
+def _read_map(run_path, image_id, word: str) -> tuple[np.ndarray, dict] | None:
+    for which in ("yours", "shipped"):
+        path = _map_file(run_path, image_id, word, which)
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path) as f:
+                heat, meta = f["heatmap"].astype(np.float32) / 255.0, json.loads(str(f["meta"]))
+        except (OSError, ValueError, KeyError):
+            continue  # a broken file is a map not computed yet
+        if meta.get("image_id") == str(image_id) and meta.get("word") == word:
+            return heat, meta
+    return None
+
+
+def stored_map(run_path, image_id, word: str):
+    """The stored WordMap of (image, word) for a run (yours, else one shipped with it), or None."""
+    from core.engine.word_map import WordMap
+
+    word = word.strip().lower()
+    found = _read_map(run_path, image_id, word)
+    if found is None:
+        return None
+    heat, meta = found
+    return WordMap(word, heat, meta["method"], float(meta["log_prob"]), int(meta["occurrences"]),
+                   int(meta["sentences"]))
+
+
+def stored_picture(run, image_id, word: str, opacity: float = 0.5):
+    """The stored map of (image, word) drawn over the run's image (overlay), or None when it was never computed
+    or the image cannot be read; no model is loaded."""
+    from types import SimpleNamespace
+
+    from core.data import DatasetError, load_rgb
+    from core.store import Run
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    found = _read_map(run.path, image_id, word.strip().lower())
+    if found is None:
+        return None
+    heat, meta = found
+    images = run.images()
+    row = images[images["image_id"].astype(str) == str(image_id)]
+    if row.empty:
+        return None
+    try:
+        image = load_rgb(run.image_path(str(row["path"].iloc[0])))
+    except DatasetError:
+        return None
+    crop = SimpleNamespace(resize=meta["resize"], crop=meta["crop"]) if "crop" in meta else None
+    return overlay(image, heat, crop, opacity)
+
+
+def _explain_config(manifest: dict, n_sentences: int):
+    from core.engine.config import ExplainConfig
+
+    s = manifest.get("settings") or {}
+    kw = {k: s[k] for k in ("top_p", "temperature", "max_new_tokens", "seed") if k in s}
+    per = s.get("sentences_per_image")
+    return ExplainConfig(sentences_per_image=per if isinstance(per, int) else max(1, int(n_sentences)), **kw)
+
+
+def compute_map(run, image_id, word: str, classifier, translator, lm, extractor=None, store: bool = True):
+    """The WordMap of `word` over one of a run's images, from the run's own sentences (core.engine.word_map), stored
+    with the run. A run that kept only a sample of each image's sentences gets the image's sentences sampled again
+    when the word is in none of those kept (the counter-based sampler draws the run's own). ValueError names the
+    image's words when it uses none."""
+    from core.data import load_rgb
+    from core.engine.word_map import word_map
+    from core.store import Run
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    images = run.images()
+    row = images[images["image_id"].astype(str) == str(image_id)]
+    if row.empty:
+        raise ValueError(f"image {image_id!r} is not in run {run.name}")
+    r = row.iloc[0]
+    image = load_rgb(run.image_path(str(r["path"])))
+    sentences = run.sentences([r["image_id"]])["text"].tolist()
+    # A classifier read in a dataset's classes (SuperclassClassifier) has its base's features: map those, with the
+    # base's spatial feature map (the wrapper has none to differentiate).
+    features = getattr(classifier, "base", classifier)
+    try:
+        wm = word_map(image, word, features, translator, lm, sentences=sentences, extractor=extractor)
+    except ValueError:
+        n = int(r["n_sentences"]) if r["n_sentences"] == r["n_sentences"] and r["n_sentences"] else 0
+        if len(sentences) >= n:
+            raise
+        wm = word_map(image, word, features, translator, lm, image_id=r["image_id"],
+                      cfg=_explain_config(run.manifest, n), extractor=extractor)
+    if store:
+        save_map(run.path, r["image_id"], wm, getattr(classifier, "preprocessing", None))
+    return wm
+
+
+def class_map(image, classifier, class_index: int | None = None) -> np.ndarray | None:
+    """Grad-CAM of `class_index` (None: the predicted class) over the classifier's input crop, (H, W) in [0, 1], at
+    the same layer a word map differentiates; None when the classifier has no spatial feature map."""
+    import torch
+    import torch.nn.functional as F
+
+    from core.engine.word_map import spatial_layer
+    from core.models.gradcam import gradcam
+
+    layer = spatial_layer(getattr(classifier, "base", classifier))
+    if layer is None:
+        return None
+
+    class Logits(torch.nn.Module):  # the classifier's own logits (a wrapper's classes too), for gradcam
+        def __init__(self, clf):
+            super().__init__()
+            self.clf = clf
+
+        def forward(self, x):
+            return self.clf.features_and_logits(x)[1]
+
+    p = next(classifier.parameters())
+    x = classifier.preprocess(image)[None].to(p.device, p.dtype)
+    cams, _ = gradcam(Logits(classifier), layer, x, class_index)  # (1, h, w)
+    heat = F.interpolate(cams[:, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    heat = (heat - heat.min()).cpu().numpy()
+    return (heat / heat.max() if heat.max() > 0 else heat).astype(np.float32)
+
+
+# --- drawing a map over its image -----------------------------------------------------------------------------
+
+def crop_box(size: tuple[int, int], preprocessing) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the part of an image of `size` (width, height) that the classifier sees: the
+    centre crop after its shorter side is resized (core.models.classifier.Preprocessing)."""
+    w, h = size
+    side = min(w, h) * min(1.0, preprocessing.crop / preprocessing.resize)
+    return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+
+
+def colour(heat: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours, dark blue (0) to dark red (1)."""
+    t = np.clip(heat, 0, 1) * (len(_COLOURS) - 1)
+    i = np.minimum(t.astype(int), len(_COLOURS) - 2)
+    f = (t - i)[..., None]
+    return np.round(_COLOURS[i] * (1 - f) + _COLOURS[i + 1] * f).astype(np.uint8)
+
+
+def overlay(image, heatmap: np.ndarray, preprocessing=None, opacity: float = 0.5, peak: bool = True,
+            max_side: int = MAX_SIDE):
+    """A map over its image (a PIL image): the image cut to what the classifier sees (`preprocessing`'s crop; None:
+    the whole image), the map's colours laid over it with `opacity` (0: the photo alone, 1: the map alone), and a
+    ring at the map's peak."""
+    from PIL import Image, ImageDraw
+
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    im = image.convert("RGB")
+    if preprocessing is not None:
+        im = im.crop(tuple(int(round(v)) for v in crop_box(im.size, preprocessing)))
+    scale = min(1.0, max_side / max(im.size))
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+    heat = Image.fromarray(np.round(np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(im.size,
+                                                                                        Image.Resampling.BILINEAR)
+    heat = np.asarray(heat, dtype=np.float32) / 255.0
+    out = Image.fromarray(np.round(np.asarray(im, dtype=np.float32) * (1 - opacity) + colour(heat) * opacity)
+                          .astype(np.uint8))
+    if peak and heat.max() > 0:
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        r = max(5, round(min(out.size) / 24))
+        draw = ImageDraw.Draw(out)
+        draw.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), outline=(0, 0, 0), width=2)
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
+    return out
+
+
+def image_data_uri(image, max_side: int = 240) -> str:
+    """A PIL image as a data: URI (JPEG, at most `max_side` pixels on its longer side), for a self-contained page."""
+    import base64
+
+    im = image.convert("RGB")
+    im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# --- maps of a report's example images -----------------------------------------------------------------------
+
+def example_maps(report: dict, per_flag: int = 3, limit: int = 24) -> dict:
+    """{(class, word): [{"image_id", "uri"}]}: the stored maps of each error-view flag's example images, drawn over
+    them, as data: URIs for the HTML report (at most `per_flag` per flag and `limit` in all; nothing is computed)."""
+    from core.store import Run, RunStoreError
+
+    try:
+        run = Run.open(report["run"]["path"])
+    except (RunStoreError, OSError, KeyError):
+        return {}
+    out, n = {}, 0
+    for cls, rows in report["flags"]["by_class"].items():
+        for f in rows:
+            for image_id in f.get("example_image_ids") or []:
+                if n >= limit or len(out.get((cls, f["word"]), [])) >= per_flag:
+                    break
+                picture = stored_picture(run, image_id, f["word"])
+                if picture is not None:
+                    out.setdefault((cls, f["word"]), []).append({"image_id": image_id,
+                                                                 "uri": image_data_uri(picture)})
+                    n += 1
+    return out
+
+
+def maps_to_compute(report: dict, per_flag: int = 2, limit: int = 6) -> list[tuple[str, str]]:
+    """(image_id, word) pairs whose maps the report's examples lack: flags with a stored causal test first, then the
+    others in rank order; `per_flag` example images per flag, `limit` in all (a map takes seconds on a CPU)."""
+    from core.store import Run
+
+    run = Run.open(report["run"]["path"])
+    flags = [(cls, f) for cls, rows in report["flags"]["by_class"].items() for f in rows]
+    flags.sort(key=lambda cf: (cf[1].get("causal") is None, cf[1]["rank"]))
+    todo = []
+    for _, f in flags:
+        for image_id in (f.get("example_image_ids") or [])[:per_flag]:
+            if len(todo) < limit and stored_map(run.path, image_id, f["word"]) is None:
+                todo.append((image_id, f["word"]))
+    return todo
+
+
+# --- the causal test's verdict on a flag ----------------------------------------------------------------------
+
+CAUSAL_FIELDS = ("verdict", "images", "prediction_changed", "control_prediction_changed", "difference",
+                 "ratio_to_control", "right_after", "control_right_after", "word_share_change", "mean_share_before",
+                 "mean_share_after", "mean_share_control")
+SETTINGS_FIELDS = ("share", "fill", "seed", "max_images", "predicted")
+
+
+def causal_record(entry: dict) -> dict:
+    """One stored causal test (an entry of read_causal) as the report's `causal` field of a flag: verdict, images,
+    the rates with 95% intervals, and the settings it ran with."""
+    s = entry.get("summary") or {}
+    out = {k: s[k] for k in CAUSAL_FIELDS if k in s}
+    out.setdefault("verdict", "no image of the class uses the word")
+    out.setdefault("images", 0)
+    out["settings"] = {k: (entry.get("settings") or {}).get(k) for k in SETTINGS_FIELDS}
+    return out
+
+
+def causal_for(tests: dict, class_name: str, word: str, predicted: str | None = None) -> dict | None:
+    """The stored test that speaks for the flag (class_name, word): the one on the class's images read as
+    `predicted` (an error-view flag's "pulls toward"), else on all its images, else any; the one on the most images
+    among equals. As causal_record, or None when the flag was never tested. Tests that removed another region than
+    the word's map (a `region=` key) do not count."""
+    found = [e for k, e in tests.items() if "|region=" not in k and e.get("class") == class_name
+             and e.get("word") == word and e.get("rows")]
+    if not found:
+        return None
+
+    def rank(e):
+        p = (e.get("settings") or {}).get("predicted")
+        return (0 if predicted is not None and p == predicted else 1 if p is None else 2, -len(e.get("rows") or []))
+
+    return causal_record(min(found, key=rank))
+
+
+def causal_by_flag(run_path, flags: dict) -> dict:
+    """{(class, word): causal record} for the error-view flags of a report ({class: [flag rows]}) that were tested."""
+    from core.evaluation.causal import read_causal
+
+    tests = read_causal(run_path)
+    out = {}
+    for cls, rows in flags.items():
+        for f in rows:
+            record = causal_for(tests, cls, f["word"], f.get("predicted_as"))
+            if record is not None:
+                out[(cls, f["word"])] = record
+    return out
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def _rate(r: dict | None) -> str:
+    if not r:
+        return "–"
+    lo, hi = r.get("ci95") or (None, None)
+    return f"{_pct(r.get('rate'))} (95% CI {_pct(lo)}–{_pct(hi)})"
+
+
+def tested_images(record: dict, class_name: str, word: str) -> str:
+    """Which images a test ran on, in words: "38 landbird images read as waterbird whose sentences use 'lake'"."""
+    p = (record.get("settings") or {}).get("predicted")
+    read = f" read as {p}" if p is not None and p != class_name else " read right" if p == class_name else ""
+    n = record.get("images", 0)
+    return f"{n} {class_name} image{'s' if n != 1 else ''}{read} whose sentences use '{word}'"
+
+
+def causal_text(record: dict, class_name: str, word: str) -> str:
+    """One plain sentence of a flag's causal test: the verdict, then what removing the word's region did next to
+    removing as much of the image elsewhere."""
+    verdict = record.get("verdict", "")
+    what = tested_images(record, class_name, word)
+    if verdict not in ("causal", "correlational only"):
+        return f"Causal test on {what}: {verdict} to conclude (at least 5 are needed)." \
+            if verdict == "too few images" else f"Causal test: {verdict}."
+    st = record.get("settings") or {}
+    share = st.get("share")
+    how = f"{_pct(share)} of the image, {st.get('fill') or 'blur'}" if share is not None else st.get("fill") or ""
+    text = (f"Causal test on {what}: {verdict.upper()}. Removing the word's region ({how}) changed "
+            f"{_rate(record.get('prediction_changed'))} of the predictions; removing as much of the image elsewhere "
+            f"changed {_rate(record.get('control_prediction_changed'))}.")
+    if verdict == "correlational only":
+        n = record.get("images", 0)
+        small = (f"; with {n} images only a large effect would show, so test more before ruling it out"
+                 if n < 20 else "")
+        text += (" Not clearly more than the control: the test did not show that the classifier uses what the word "
+                 f"names{small}.")
+    return text
+
+
+def add_evidence(report: dict) -> dict:
+    """The report with its stored evidence: a `causal` field on every flag (both views) whose causal test is stored
+    with the run (causal_for), and `word_map_reliability` (the pointing game, or null). Two small JSON reads."""
+    from core.evaluation.causal import read_causal
+
+    path = report["run"]["path"]
+    tests = read_causal(path)
+    flags = report["flags"]
+    for cls, rows in flags["by_class"].items():
+        for f in rows:
+            if (record := causal_for(tests, cls, f["word"], f.get("predicted_as"))) is not None:
+                f["causal"] = record
+    for cls, rows in (flags.get("association") or {}).get("by_class", {}).items():
+        for f in rows:
+            if (record := causal_for(tests, cls, f["word"], cls)) is not None:
+                f["causal"] = record
+    report["word_map_reliability"] = reliability_summary(map_reliability(path))
+    return report
+
+
+def reliability_summary(doc: dict | None) -> dict | None:
+    """The pointing game's figures that a report carries (per word kind: maps, hit_rate, ci95, random_hit_rate,
+    random_ci95), or None."""
+    if not doc:
+        return None
+    keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95")
+    out = {kind: {k: doc[kind].get(k) for k in keep} for kind in ("scene", "object") if isinstance(doc.get(kind), dict)}
+    return {**out, "images": doc.get("images"), "rule": doc.get("rule"), "seconds_per_map": doc.get("seconds_per_map"),
+            "text": reliability_text(doc)}
+
+
+# --- how far a run's word maps point right --------------------------------------------------------------------
+
+def map_reliability(run_path) -> dict | None:
+    """The pointing game stored with a run (word_maps.json: yours over the shipped one), or None."""
+    from core.store import run_files
+
+    found = run_files(run_path, POINTING_FILE)
+    for which in ("yours", "shipped"):
+        try:
+            doc = json.loads(found[which].read_text()) if which in found else None
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and any(isinstance(doc.get(k), dict) for k in ("scene", "object")):
+            return doc
+    return None
+
+
+def reliability_text(doc: dict | None) -> str | None:
+    """The pointing game in two clauses (scene words' peak outside the object, object words' on it), each next to
+    random peaks on the same images; None without one."""
+    if not doc:
+        return None
+    parts = []
+    for kind, where in (("object", "on the object"), ("scene", "outside the object")):
+        k = doc.get(kind)
+        if not isinstance(k, dict) or not k.get("maps"):
+            continue
+        lo, hi = k.get("ci95") or (None, None)
+        parts.append(f"{kind} words' maps peak {where} for {_pct(k.get('hit_rate'))} of {k['maps']} images "
+                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))})")
+    if not parts:
+        return None
+    text = "Measured on this run's images with known object masks (the pointing game): " + "; ".join(parts) + "."
+    scene = doc.get("scene") or {}
+    if scene.get("hit_rate") is not None and scene.get("random_hit_rate") is not None \
+            and scene["hit_rate"] <= scene["random_hit_rate"]:
+        text += (" A scene word's peak is no better than a random point (most of the image is scene): read a scene "
+                 "word's map as 'somewhere in the scene', not as a place.")
+    return text
