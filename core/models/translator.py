@@ -8,6 +8,7 @@ model it was trained for; loading it against other models is refused with both n
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from core.errors import TranslatorMismatchError  # noqa: F401  (re-exported: callers catch it from here)
+from core.models.classifier import current_umask
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -135,6 +137,7 @@ class Translator(nn.Module):
         # Written to temporary names first so an interrupted save never leaves a half checkpoint.
         tmp_w, tmp_c = folder / (WEIGHTS_NAME + ".tmp"), folder / (CONFIG_NAME + ".tmp")
         save_file(state, str(tmp_w), metadata={"format": "pt", "texplain_translator": str(FORMAT_VERSION)})
+        os.chmod(tmp_w, 0o666 & ~current_umask())  # safetensors writes 0600; a shared folder must be readable
         tmp_c.write_text(json.dumps(asdict(self.config), indent=2))
         tmp_w.replace(folder / WEIGHTS_NAME)
         tmp_c.replace(folder / CONFIG_NAME)
@@ -147,7 +150,8 @@ class Translator(nn.Module):
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not cfg_path.exists() or not w_path.exists():
-            raise FileNotFoundError(f"{folder} is not a translator checkpoint: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise FileNotFoundError(f"{folder} is not a translator checkpoint: it needs {CONFIG_NAME} and "
+                                    f"{WEIGHTS_NAME}")
         try:
             raw = json.loads(cfg_path.read_text())
             config = TranslatorConfig(**raw)

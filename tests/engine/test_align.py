@@ -7,7 +7,7 @@ from torch import nn
 
 from core.data import load_rgb
 from core.engine.align import align_translator, fit_feature_map
-from core.models.classifier import Preprocessing, from_module
+from core.models.classifier import Preprocessing, current_umask, from_module
 from core.models.translator import Translator, TranslatorConfig, TranslatorMismatchError
 from tests import tiny
 
@@ -68,6 +68,8 @@ def test_an_aligned_translator_writes_what_the_base_writes_and_saves_only_its_ma
         theirs = base(tiny_classifier.features(x))
     assert torch.allclose(ours, theirs, atol=1e-2 * theirs.abs().max().item())  # ridge shrinks a little
     folder = aligned.save_pretrained(tmp_path / "aligned")
+    # Readable as any file the user writes (safetensors alone writes 0600).
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~current_umask()
     assert (folder / "model.safetensors").stat().st_size < (tmp_path / "base" / "model.safetensors").stat().st_size
     again = Translator.from_pretrained(folder, new, tiny_lm)
     with torch.no_grad():
