@@ -9,6 +9,8 @@ An explain job lives in its run folder, beside the run store it writes:
 
 A mitigate job lives where its results go (the test run's folder, or for a shipped run the user's overlay,
 see core.store.user_file): mitigate-job.json, mitigate.log and the mitigation.json it writes when done.
+A verify job (`texplain verify`, the causal test of a flag) lives where its causal.json goes, the same way:
+verify-job.json and verify.log, whose "i/n images" lines are its progress.
 
 The process is started in a session of its own (`start_new_session=True`), so it survives the page, the
 browser and the dashboard that started it; a Stop sends SIGTERM to its whole process group. Shards are
@@ -26,6 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,7 +42,8 @@ from core.store import MANIFEST, MITIGATION_FILE, SHIPPED_OVERLAY, process_alive
 
 JOB_FILE = "job.json"
 LOG_FILE = "explain.log"
-KINDS = {"explain": (JOB_FILE, LOG_FILE), "mitigate": ("mitigate-job.json", "mitigate.log")}  # kind -> files
+KINDS = {"explain": (JOB_FILE, LOG_FILE), "mitigate": ("mitigate-job.json", "mitigate.log"),
+         "verify": ("verify-job.json", "verify.log")}  # kind -> files
 # The states a job can be in, as `job_status` reports them.
 STATES = ("starting", "running", "stopping", "complete", "damaged", "partial", "stopped", "failed", "unknown")
 
@@ -62,8 +66,8 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def explain_command(dataset: str | Path, classifier: str | Path, translator: str | Path, out: str | Path,
-                    split: str | None = None, sentences: int | None = None, lm: str | None = None,
+def explain_command(dataset: str | Path, classifier: str | Path, translator: str | Path | None, out: str | Path,
+                    split: str | None = None, sentences: int | str | None = None, lm: str | None = None,
                     name: str | None = None, python: str | None = None, extra: list[str] | None = None,
                     ray: str | None = None, workers: int | None = None, variation: str | None = None,
                     max_images: int | None = None) -> list[str]:
@@ -74,14 +78,15 @@ def explain_command(dataset: str | Path, classifier: str | Path, translator: str
     Backgrounds Challenge folder to explain. `max_images`: a sample of at most that many images, stratified
     by group (`texplain explain --max-images`).
     """
+    # No translator: explain finds one made for the classifier, or builds one by the fast path first.
     cmd = [python or sys.executable, "-m", "core", "explain", "--dataset", str(dataset), "--classifier",
-           str(classifier), "--translator", str(translator), "--out", str(out)]
+           str(classifier), *(["--translator", str(translator)] if translator else []), "--out", str(out)]
     if variation:
         cmd += ["--variation", str(variation)]
     if split:
         cmd += ["--split", str(split)]
     if sentences is not None:
-        cmd += ["--sentences", str(int(sentences))]
+        cmd += ["--sentences", "auto" if str(sentences).lower() == "auto" else str(int(sentences))]
     if lm:
         cmd += ["--lm", str(lm)]
     if name:
@@ -206,7 +211,8 @@ def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
     out = Path(out)
     job_file, _ = _files(kind)
     job = _read_json(out / job_file) or {}
-    manifest = (_read_json(out / MANIFEST) or {}) if kind == "explain" else _mitigation_manifest(out, job)
+    manifest = (_read_json(out / MANIFEST) or {}) if kind == "explain" else \
+        _verify_manifest(out) if kind == "verify" else _mitigation_manifest(out, job)
     progress = manifest.get("progress") or {}
     running = bool(job) and _same_process(job)
     mstatus = manifest.get("status")
@@ -238,7 +244,12 @@ def job_status(out: str | Path, kind: str = "explain") -> JobStatus:
     unreadable = int(progress.get("unreadable_images") or 0)
     if running:  # between shards: the images explained so far (those not yet in a shard are redone on resume)
         done = max(done, int(progress.get("explained_images") or 0))
-    if kind == "mitigate":
+    if kind == "verify":
+        message = {"starting": "Loading the models…", "running": f"Testing: {done} of {total or '?'} images.",
+                   "stopping": "Stopping…", "complete": "Finished: the result is shown on this page.",
+                   "stopped": "Stopped by you; start it again to resume (finished images are kept).",
+                   "failed": "The process ended without a result; see the log below."}.get(state, state)
+    elif kind == "mitigate":
         message = {"starting": "Fitting: see the log for each step.", "running": "Fitting: see the log for each step.",
                    "complete": "Finished: the results are shown on this page.",
                    "failed": "The process ended without results; see the log below."}.get(state, state)
@@ -285,8 +296,8 @@ def start(out: str | Path, command: list[str], cwd: str | Path | None = None, en
     return job_status(out, kind)
 
 
-def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, translator: str | Path,
-                  split: str | None = None, sentences: int | None = None, lm: str | None = None,
+def start_explain(out: str | Path, dataset: str | Path, classifier: str | Path, translator: str | Path | None,
+                  split: str | None = None, sentences: int | str | None = None, lm: str | None = None,
                   name: str | None = None, extra: list[str] | None = None, ray: str | None = None,
                   workers: int | None = None, variation: str | None = None,
                   max_images: int | None = None) -> JobStatus:
@@ -307,6 +318,54 @@ def start_mitigate(run_val: str | Path, run_test: str | Path | None = None, meth
     out = user_file(run_test or run_val, MITIGATION_FILE).parent
     return start(out, [sys.executable, "-m", "core", *argv, "--method", method, "--groups", groups],
                  kind="mitigate")
+
+
+_VERIFY_PROGRESS = re.compile(r"(\d+)/(\d+) images")
+_VERIFY_DONE = re.compile(r": [A-Z][A-Z ]+ on \d+ images\.|: nothing to test")
+
+
+def _verify_manifest(out: Path) -> dict:
+    """A verify job's progress and outcome in the shape of a run manifest, from its log since it last started: the
+    CLI's "i/n images" progress and, when done, its verdict line."""
+    try:
+        with open(log_path(out, "verify"), "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}
+    text = text.rsplit("\n--- ", 1)[-1]  # this start's output only
+    steps = _VERIFY_PROGRESS.findall(text)
+    progress = {"done_images": int(steps[-1][0]), "total_images": int(steps[-1][1])} if steps else {}
+    if _VERIFY_DONE.search(text):
+        return {"status": "complete", "progress": progress}
+    return {"progress": progress} if progress else {}
+
+
+def start_verify(run: str | Path, class_name: str, word: str, predicted: str | None = None,
+                 max_images: int | None = None) -> JobStatus:
+    """Start `texplain verify` (the causal test of the flag `word` under `class_name`) in the background; its job
+    lives where the run's causal.json goes (see above). One test at a time per run."""
+    from core.evaluation.causal import RESULT_FILE
+
+    argv = ["verify", str(Path(run).resolve()), "--class", str(class_name), "--word", str(word)]
+    if predicted:
+        argv += ["--predicted", str(predicted)]
+    if max_images is not None:
+        argv += ["--max-images", str(int(max_images))]
+    return start(user_file(run, RESULT_FILE).parent, [sys.executable, "-m", "core", *argv], kind="verify")
+
+
+def verify_target(status: JobStatus) -> dict:
+    """{class, word, predicted, max_images} that a verify job tests, read from its command."""
+    cmd, out = list(status.command), {"class": None, "word": None, "predicted": None, "max_images": None}
+    for flag, key in (("--class", "class"), ("--word", "word"), ("--predicted", "predicted"),
+                      ("--max-images", "max_images")):
+        if flag in cmd[:-1]:
+            out[key] = cmd[cmd.index(flag) + 1]
+    if out["max_images"] is not None:
+        out["max_images"] = int(out["max_images"])
+    return out
 
 
 def resume(out: str | Path) -> JobStatus:
@@ -414,7 +473,31 @@ def _recorded_kind(label: str) -> str | None:
     return None
 
 
-def estimate(n_images: int, sentences_per_image: int, device: str = "auto",
+# With sentences_per_image="auto", the share of max_sentences an image gets on average when no earlier auto run
+# here says (bench.bench_adaptive: about 0.4 on the demo and ImageNet-9, docs/performance.md).
+AUTO_SHARE_OF_MAX = 0.5
+
+
+def expected_sentences(min_sentences: int, max_sentences: int, roots: dict | None = None) -> float:
+    """Sentences per image an auto run should take: the mean of the newest auto runs here with the same
+    bounds, else AUTO_SHARE_OF_MAX of max_sentences (never below min_sentences)."""
+    from core.store import run_roots
+
+    seen = []
+    for root in (roots or run_roots()).values():
+        root = Path(root)
+        for folder in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+            m = _read_json(folder / MANIFEST) or {}
+            s, mean = m.get("settings") or {}, (m.get("sentences") or {}).get("mean")
+            if (s.get("sentences_per_image") == "auto" and s.get("min_sentences") == min_sentences
+                    and s.get("max_sentences") == max_sentences and isinstance(mean, (int, float))):
+                seen.append((str(m.get("updated") or ""), float(mean)))
+    if seen:
+        return sorted(seen, reverse=True)[0][1]
+    return max(float(min_sentences), AUTO_SHARE_OF_MAX * max_sentences)
+
+
+def estimate(n_images: int, sentences_per_image: float, device: str = "auto",
              roots: dict | None = None) -> Estimate:
     """How long explaining `n_images` with `sentences_per_image` sentences each should take on `device`
     ("auto", "cpu", "cuda[:N]"): from the rates (`rate_images_per_s` x their sentences per image) that earlier
@@ -423,7 +506,7 @@ def estimate(n_images: int, sentences_per_image: int, device: str = "auto",
     (default: core.store.run_roots(), your runs and the shipped ones)."""
     from core.store import run_roots
 
-    if n_images < 0 or sentences_per_image < 1:
+    if n_images < 0 or not isinstance(sentences_per_image, (int, float)) or sentences_per_image < 1:
         raise JobError(f"n_images must be >= 0 and sentences_per_image >= 1, got {n_images} and "
                        f"{sentences_per_image}")
     kind = _device_kind(device)
@@ -433,7 +516,9 @@ def estimate(n_images: int, sentences_per_image: int, device: str = "auto",
         for folder in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
             m = _read_json(folder / MANIFEST) or {}
             rate, per = m.get("rate_images_per_s"), (m.get("settings") or {}).get("sentences_per_image")
-            if (isinstance(rate, (int, float)) and rate > 0 and isinstance(per, int) and per > 0
+            if per == "auto":  # an adaptive run: its images' mean
+                per = (m.get("sentences") or {}).get("mean")
+            if (isinstance(rate, (int, float)) and rate > 0 and isinstance(per, (int, float)) and per > 0
                     and _recorded_kind(m.get("device")) == kind):
                 seen.append((str(m.get("updated") or m.get("created") or ""), rate * per, folder.name))
     seen = sorted(seen, reverse=True)[:RATES_CONSIDERED]
@@ -446,6 +531,6 @@ def estimate(n_images: int, sentences_per_image: int, device: str = "auto",
     return Estimate(n_images * sentences_per_image / per_s, per_s, kind, [name for _, _, name in seen])
 
 
-def estimate_seconds(n_images: int, sentences_per_image: int, device: str = "auto") -> float:
+def estimate_seconds(n_images: int, sentences_per_image: float, device: str = "auto") -> float:
     """Seconds explaining `n_images` x `sentences_per_image` should take on `device` (see `estimate`)."""
     return estimate(n_images, sentences_per_image, device).seconds

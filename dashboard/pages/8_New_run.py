@@ -14,6 +14,7 @@ from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 OTHER = "Another folder…"
+AUTO = "auto"  # no --translator: explain finds or builds one (core.demo.auto_translator)
 JOB_STATES = "new_run_states"  # session-state key: the last seen state of each job (to refresh on a change)
 
 INTRO = ("Explain every image of a dataset with a classifier and its translator. The job runs in the "
@@ -21,19 +22,30 @@ INTRO = ("Explain every image of a dataset with a classifier and its translator.
 ui.page(__file__, INTRO)
 
 
+def auto_translator(classifier_spec: str, lm_name: str) -> str | None:
+    """The translator `texplain explain` would pick for this classifier without --translator, or None (it would
+    build one)."""
+    from core.demo.auto_translator import find_translator
+
+    found = find_translator(ui.classifier(classifier_spec), ui.language_model(lm_name))
+    return str(found) if found else None
+
+
 @st.cache_data(ttl=30, show_spinner="Reading the dataset…", max_entries=8)
 def read_dataset(folder: str, variation: str | None = None) -> dict:
     return api.describe_dataset(open_dataset(folder, variation=variation))
 
 
-def folder_picker(label: str, kind: str, key: str, help: str, builtin: dict[str, str] | None = None) -> str:
+def folder_picker(label: str, kind: str, key: str, help: str, builtin: dict[str, str] | None = None,
+                  builtin_first: bool = False, placeholder: str = "/path/to/checkpoint folder") -> str:
     """A shipped checkpoint folder, a built-in model (`builtin`: spec -> label) or a folder the user types."""
     shipped = [str(p) for p in registry.checkpoint_folders(kind)]
     builtin = builtin or {}
-    choice = st.selectbox(label, [*shipped, *builtin, OTHER], key=f"{key}_choice", help=help,
+    options = [*builtin, *shipped, OTHER] if builtin_first else [*shipped, *builtin, OTHER]
+    choice = st.selectbox(label, options, key=f"{key}_choice", help=help,
                           format_func=lambda p: p if p == OTHER else builtin.get(p) or f"{Path(p).name} (shipped)")
     if choice == OTHER:
-        return st.text_input(f"{label} folder", key=f"{key}_folder", placeholder="/path/to/checkpoint folder").strip()
+        return st.text_input(f"{label} folder", key=f"{key}_folder", placeholder=placeholder).strip()
     return choice
 
 
@@ -64,13 +76,19 @@ st.subheader("2 · Models")
 c1, c2 = st.columns(2)
 with c1:
     classifier = folder_picker("Classifier", "classifiers", "classifier",
-                               "A classifier checkpoint folder (config.json + model.safetensors), or the ImageNet "
-                               "EfficientNet-Lite0 as it comes (explain it with the general translator; its "
-                               "1,000 classes are read in the dataset's).",
-                               builtin={"efficientnet-lite0": "efficientnet-lite0 (ImageNet, off the shelf)"})
+                               "A classifier checkpoint folder (config.json + model.safetensors), a Hugging Face "
+                               "image classifier folder, a TorchScript file, or an ImageNet EfficientNet-Lite as "
+                               "it comes (its 1,000 classes are read in the dataset's). timm and torchvision "
+                               "weights files: `texplain explain --classifier timm:ARCH --checkpoint FILE`.",
+                               builtin={f"efficientnet-lite{i}": f"efficientnet-lite{i} (ImageNet, off the shelf)"
+                                        for i in (0, 1, 2)},
+                               placeholder="a checkpoint folder, hf:FOLDER or a TorchScript file")
 with c2:
     translator = folder_picker("Translator", "translators", "translator",
-                               "A translator trained for this classifier and language model.")
+                               "A translator trained for this classifier and language model. Automatic: one made "
+                               "for this classifier's features (shipped or yours), else one built first by the "
+                               "fast path, in minutes, from the general translator (no captions needed).",
+                               builtin={AUTO: "Automatic: find one, or build one in minutes"}, builtin_first=True)
 lm = st.text_input("Language model", value=api.DEFAULT_LM, help="The default SmolLM2, a local Hugging Face folder "
                                                                 "or a .gguf file.").strip()
 
@@ -78,17 +96,30 @@ lm = st.text_input("Language model", value=api.DEFAULT_LM, help="The default Smo
 def check_models() -> bool:
     """Load the classifier, the LM and the translator against them; say what is wrong when they do not fit."""
     if not classifier or not translator:
-        st.error("Choose a classifier folder and a translator folder.")
+        st.error("Choose a classifier and a translator.")
         return False
     try:
-        with st.spinner("Loading the classifier, the language model and the translator…"):
-            ui.translator(translator, classifier, lm or api.DEFAULT_LM)
+        if translator == AUTO:
+            with st.spinner("Loading the classifier and the language model, looking for its translator…"):
+                found = auto_translator(classifier, lm or api.DEFAULT_LM)
+            if found:
+                st.success(f"The job will use **{found}**, made for this classifier's features.")
+            else:
+                st.info("No translator is made for this classifier yet: the job first builds one by the fast path "
+                        "(a map of its features onto those the general translator reads, fitted on the demo "
+                        "worlds' photos; about 15 minutes on a 2-core CPU, seconds on a GPU), kept under "
+                        f"{ui.user_runs_root()}/translators/ for the next run. Its log says how well the map "
+                        "fits.", icon=":material/build:")
+        else:
+            with st.spinner("Loading the classifier, the language model and the translator…"):
+                ui.translator(translator, classifier, lm or api.DEFAULT_LM)
     except Exception as exc:  # TranslatorMismatchError, ClassifierLoadError, a missing LM, a corrupt file
         kind = "The translator does not fit this classifier or language model" \
             if type(exc).__name__ == "TranslatorMismatchError" else "The models cannot be loaded"
         st.error(f"**{kind}.** {exc}")
         return False
-    st.success("The translator fits the classifier and the language model.")
+    if translator != AUTO:
+        st.success("The translator fits the classifier and the language model.")
     if dataset is None:
         return True
     try:  # predictions must count the dataset's classes, or every accuracy on the run is wrong
@@ -154,7 +185,7 @@ if start:
             if (out / "manifest.json").exists():
                 st.info(f"{out.name} already exists: it is resumed if its settings are the same, refused otherwise.")
             try:
-                jobs.start_explain(out, data_folder, classifier, translator,
+                jobs.start_explain(out, data_folder, classifier, None if translator == AUTO else translator,
                                    split=None if split == "all" else split, sentences=int(sentences),
                                    lm=lm or None, name=name,
                                    ray=(ray_address or "local") if use_ray else None,
