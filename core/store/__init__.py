@@ -8,6 +8,6 @@ from core.store.run import (COLUMNS, IMAGE_COLUMNS, LOCK_FILE, MANIFEST, MITIGAT
 
 __all__ = ["COLUMNS", "IMAGE_COLUMNS", "LOCK_FILE", "MANIFEST", "MITIGATION_FILE", "SENTENCE_COLUMNS",
            "SHIPPED_OVERLAY", "TABLES", "WORD_COLUMNS", "Run", "RunEntry", "RunHealth", "RunLockedError",
-           "RunMismatchError", "RunStoreError", "dataset_fingerprint", "dataset_key", "describe_gain", "describe_sample",
-           "discover_runs", "list_runs", "portable_root", "process_alive", "read_mitigation_records",
+           "RunMismatchError", "RunStoreError", "dataset_fingerprint", "dataset_key", "describe_gain",
+           "describe_sample", "discover_runs", "list_runs", "portable_root", "process_alive", "read_mitigation_records",
            "resolve_image_path", "resolve_run", "run_files", "run_roots", "user_file"]

@@ -476,6 +476,12 @@ class Run:
         done = self.done_shards() if done is None else done
         return [str(self._shard_file(table, s)) for s in sorted(done)]
 
+    def shard_files(self, table: str) -> list[str]:
+        """The Parquet files of one table ("images", "words" or "sentences") in the readable shards, in order."""
+        if table not in TABLES:
+            raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+        return self._files(table)
+
     def table(self, table: str) -> pd.DataFrame:
         """A whole table as a DataFrame (only completed shards)."""
         if table not in TABLES:
@@ -500,29 +506,84 @@ class Run:
         return self.query("SELECT * FROM sentences WHERE image_id IN (SELECT unnest(?)) ORDER BY image_id, idx",
                           [ids])
 
-    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        """Run SQL over views `images`, `words` and `sentences` of this run."""
-        import duckdb
+    def fingerprint(self) -> str:
+        """What the run's tables hold, in 24 hex digits: the shards the manifest records as done, their sizes and
+        every shard file's size and modification time. A shard added, rewritten or lost gives another value;
+        reading it costs one stat per file (no Parquet footer), so a cache keyed by it is checked at once."""
+        prog = self.manifest.get("progress") or {}
+        shards = sorted(s for s in prog.get("done_shards") or [] if isinstance(s, int))
+        h = hashlib.sha256(json.dumps([shards, prog.get("shard_sizes") or {}], sort_keys=True, default=str).encode())
+        for s in shards:
+            for t in TABLES:
+                try:
+                    st = self._shard_file(t, s).stat()
+                    h.update(f"{t}:{s}:{st.st_size}:{st.st_mtime_ns};".encode())
+                except OSError:
+                    h.update(f"{t}:{s}:missing;".encode())
+        return h.hexdigest()[:24]
 
+    def connect(self, bounded: bool = False, positions: bool = False):
+        """A DuckDB connection with views `images`, `words` and `sentences` over the run's readable shards (close
+        it when done). `bounded`: analysis settings (memory capped at TEXPLAIN_DUCKDB_MEMORY, default 1GB,
+        spilling to a temporary folder; row order not kept). `positions`: `images` gets a column `_pos`, each
+        image's place in the run (shard, then row): what "first seen" means for the in-memory tables."""
         done = self.done_shards()  # once: every view reads the same, fully readable shards
-        con = duckdb.connect()
+        con = duckdb_connection(bounded)
         try:
             for t in TABLES:
                 files = self._files(t, done)
-                if files:
-                    # union_by_name: a column that is all null in one shard (no unreadable image there, no
-                    # words) is typed NULL in it; the shards are read as one table all the same.
+                if not files:
+                    continue
+                # union_by_name: a column that is all null in one shard (no unreadable image there, no
+                # words) is typed NULL in it; the shards are read as one table all the same.
+                if t == "images" and positions:
+                    con.execute(f"CREATE VIEW images AS SELECT * EXCLUDE (filename, file_row_number), "
+                                r"(CAST(regexp_extract(filename, 'shard-(\d+)', 1) AS BIGINT) << 32) + file_row_number "
+                                f"AS _pos FROM read_parquet({files!r}, union_by_name=true, filename=true, "
+                                "file_row_number=true)")
+                else:
                     con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({files!r}, union_by_name=true)")
-            try:
-                return con.execute(sql, params or []).df()
-            except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException):
-                raise  # the SQL is wrong, not the run
-            except duckdb.Error as exc:  # a shard whose footer reads but whose data does not
-                raise RunStoreError(f"{self.path}: a shard of this run cannot be read ({_first_line(exc)}); "
-                                    "the run is damaged: run the same `explain` command with --force to "
-                                    "rebuild it") from exc
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run SQL over views `images`, `words` and `sentences` of this run."""
+        con = self.connect()
+        try:
+            return run_sql(con, sql, params, self.path)
         finally:
             con.close()
+
+
+def duckdb_connection(bounded: bool = False):
+    """A new in-memory DuckDB connection; `bounded` (analysis): memory capped at TEXPLAIN_DUCKDB_MEMORY (default
+    1GB) with spilling to a temporary folder, insertion order not kept (an aggregate needs none)."""
+    import tempfile
+
+    import duckdb
+
+    if not bounded:
+        return duckdb.connect()
+    return duckdb.connect(config={
+        "memory_limit": os.environ.get("TEXPLAIN_DUCKDB_MEMORY") or "1GB",
+        "temp_directory": str(Path(tempfile.gettempdir()) / "texplain-duckdb"),
+        "preserve_insertion_order": False})
+
+
+def run_sql(con, sql: str, params: list | None, where: Path | str) -> pd.DataFrame:
+    """`sql` on `con` as a DataFrame; a shard whose data cannot be read is a RunStoreError naming the run."""
+    import duckdb
+
+    try:
+        return con.execute(sql, params or []).df()
+    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException):
+        raise  # the SQL is wrong, not the run
+    except duckdb.Error as exc:  # a shard whose footer reads but whose data does not
+        raise RunStoreError(f"{where}: a shard of this run cannot be read ({_first_line(exc)}); "
+                            "the run is damaged: run the same `explain` command with --force to "
+                            "rebuild it") from exc
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:

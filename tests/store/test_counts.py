@@ -76,8 +76,6 @@ def test_a_finished_job_whose_run_lost_a_shard_is_damaged_not_complete(run_with_
 def test_shards_whose_columns_are_empty_read_as_one_table(tmp_path):
     """A shard with no unreadable image has no error, one whose images gave no words has an empty words table:
     written by another version such a column is Parquet's NULL type, and the shards still read as one table."""
-    import pandas as pd
-
     from core.engine.run_io import shard_tables
 
     run = Run.create(tmp_path / "r", {"name": "r", "dataset": {"name": "d", "root": str(tmp_path)}})
