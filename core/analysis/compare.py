@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.analysis.distributions import BY_OPTIONS, image_share_matrix, key_column
-from core.analysis.tables import isin, load_tables, select_images
+from core.analysis.aggregates import totals
+from core.analysis.distributions import BY_OPTIONS, key_column
+from core.analysis.tables import RunTables, isin, load_tables
 
 UNITS = ("sentences", "count")
 COMPARE_COLUMNS = ["word", "share_a", "share_b", "images_a", "images_b", "n_images_a", "n_images_b",
@@ -34,48 +35,73 @@ __all__ = ["ImageSet", "image_set", "word_totals", "totals_from_rows", "log_odds
            "compare_runs", "COMPARE_COLUMNS"]
 
 
-@dataclass
 class ImageSet:
-    """Some images of a run and their words rows. `images` needs image_id and n_sentences."""
+    """Some images of a run and their words: `ImageSet(name, images, words)` from DataFrames (`images` needs
+    image_id and n_sentences), or, from `image_set`, a view of a run's tables whose word totals come from its cells
+    (nothing is read until `images` or `words` is asked for). Images without sentences are left out."""
 
-    name: str
-    images: pd.DataFrame
-    words: pd.DataFrame
+    def __init__(self, name: str, images: pd.DataFrame | None = None, words: pd.DataFrame | None = None,
+                 tables: RunTables | None = None):
+        self.name = name
+        if tables is None:
+            for attr, df, cols in (("images", images, ("image_id", "n_sentences")),
+                                   ("words", words, ("image_id", "word", "count", "sentences"))):
+                if not isinstance(df, pd.DataFrame):
+                    raise TypeError(f"ImageSet.{attr} must be a DataFrame, got {type(df).__name__}")
+                missing = [c for c in cols if c not in df]
+                if missing:
+                    raise ValueError(f"ImageSet.{attr} is missing columns {missing}")
+            images = images[images["n_sentences"].fillna(0) > 0]
+            tables = RunTables(images, words[isin(words["image_id"], images["image_id"])])
+        self.tables = tables
 
-    def __post_init__(self) -> None:
-        for attr, cols in (("images", ("image_id", "n_sentences")), ("words", ("image_id", "word", "count",
-                                                                              "sentences"))):
-            df = getattr(self, attr)
-            if not isinstance(df, pd.DataFrame):
-                raise TypeError(f"ImageSet.{attr} must be a DataFrame, got {type(df).__name__}")
-            missing = [c for c in cols if c not in df]
-            if missing:
-                raise ValueError(f"ImageSet.{attr} is missing columns {missing}")
-        self.images = self.images[self.images["n_sentences"].fillna(0) > 0]
-        self.words = self.words[isin(self.words["image_id"], self.images["image_id"])]
+    def __repr__(self) -> str:
+        return f"ImageSet({self.name!r}, {self.n_images} images)"
+
+    @property
+    def images(self) -> pd.DataFrame:
+        images = self.tables.images
+        return images[images["n_sentences"].fillna(0) > 0]
+
+    @property
+    def words(self) -> pd.DataFrame:
+        words = self.tables.words
+        return words[isin(words["image_id"], self.images["image_id"])]
+
+    def _cells(self):
+        stats = self.tables.stats
+        return stats.where(stats.images["n_sentences"].fillna(0).to_numpy() > 0)
 
     @property
     def n_images(self) -> int:
-        return len(self.images)
+        return self._cells().n_images
 
     def __len__(self) -> int:
         return self.n_images
 
+    def totals(self) -> pd.DataFrame:
+        """Per word: sentence incidences, occurrences, images using it and mean sentence share (word_totals)."""
+        cells = self._cells()
+        return totals(cells.words, cells.n_images)
+
 
 def image_set(run_or_tables: Any, name: str | None = None, images: pd.DataFrame | None = None,
               **filters: Any) -> ImageSet:
-    """The images of a run matching `filters` (keywords of `select_images`), or the given `images` rows."""
+    """The images of a run matching `filters` (keywords of `select_images`), or the given `images` rows (looked up
+    by image id)."""
     tables = load_tables(run_or_tables)
     if images is None:
-        images = select_images(tables.images, class_names=tables.class_names, **filters)
+        ids = filters.get("image_ids")
+        chosen = tables.select(**{k: v for k, v in filters.items() if k != "image_ids"})
+        if ids is not None:
+            chosen = chosen.subset(list(ids))
     elif filters:
         raise ValueError("give either images or filters to image_set, not both")
     else:
-        images = tables.images[isin(tables.images["image_id"], images["image_id"])]
+        chosen = tables.subset(list(images["image_id"]))
     if name is None:
         name = ", ".join(f"{k}={v}" for k, v in filters.items()) or "images"
-    words = tables.words[isin(tables.words["image_id"], images["image_id"])]
-    return ImageSet(name, images, words)
+    return ImageSet(name, tables=chosen)
 
 
 def _check_set(s: Any, argument: str) -> ImageSet:
@@ -86,7 +112,7 @@ def _check_set(s: Any, argument: str) -> ImageSet:
 
 def word_totals(s: ImageSet) -> pd.DataFrame:
     """Per word of a set: sentence incidences, occurrences, images using it and mean sentence share."""
-    return totals_from_rows(image_share_matrix(s.words, s.images), s.n_images)
+    return _check_set(s, "s").totals()
 
 
 def totals_from_rows(rows: pd.DataFrame, n_images: int) -> pd.DataFrame:
@@ -205,17 +231,16 @@ def compare_runs(run_a: Any, run_b: Any, by: str = "label", split: str | list[st
     if by not in BY_OPTIONS or by is None:
         raise ValueError(f"by must be one of {[b for b in BY_OPTIONS if b]}, got {by!r}")
     ta, tb = load_tables(run_a), load_tables(run_b)
-    images_a, images_b = ta.images, tb.images
     if split is not None:
-        images_a, images_b = select_images(images_a, split=split), select_images(images_b, split=split)
-    keys_a, order = key_column(images_a, by, ta)
-    keys_b, order_b = key_column(images_b, by, tb)
+        ta, tb = ta.select(split=split), tb.select(split=split)
+    keys_a, order = key_column(ta.stats.images, by, ta)
+    keys_b, order_b = key_column(tb.stats.images, by, tb)
     for key, pos in order_b.items():
         order.setdefault(key, len(order) + pos)
     frames = []
     for value in sorted(set(keys_a.dropna()) | set(keys_b.dropna()), key=lambda v: order.get(v, len(order))):
-        set_a = image_set(ta, name=f"{value} (a)", images=images_a[(keys_a == value).to_numpy()])
-        set_b = image_set(tb, name=f"{value} (b)", images=images_b[(keys_b == value).to_numpy()])
+        set_a = ImageSet(f"{value} (a)", tables=_key_view(ta, keys_a, by, value))
+        set_b = ImageSet(f"{value} (b)", tables=_key_view(tb, keys_b, by, value))
         if set_a.n_images == 0 or set_b.n_images == 0:
             continue
         cmp = compare_word_sets(set_b, set_a, min_images=min_images)
@@ -232,21 +257,65 @@ def compare_runs(run_a: Any, run_b: Any, by: str = "label", split: str | list[st
     def _name(t, fallback):
         return (t.manifest or {}).get("name") or (t.run.name if t.run is not None else fallback)
 
-    out.attrs.update(a=_name(ta, "a"), b=_name(tb, "b"),
-                     shared_images=int(isin(images_a["image_id"], images_b["image_id"]).sum()))
+    out.attrs.update(a=_name(ta, "a"), b=_name(tb, "b"), shared_images=shared_image_count(ta, tb))
     return out
+
+
+def _key_view(tables: RunTables, keys: pd.Series, by: str, value: str) -> RunTables:
+    """The tables of the images whose `by` key (key_column of their cells) is `value`."""
+    if by == "outcome":
+        return tables.select(outcome=value)
+    cells = tables.stats.images
+    ids = sorted({int(v) for v in cells.loc[(keys == value).to_numpy(), by].dropna()})
+    return tables.select(**{by: ids})
+
+
+def shared_image_count(a: RunTables, b: RunTables) -> int:
+    """How many of a's (selected) images have an id that b's images have too (0: not the same images)."""
+    from core.analysis.aggregates import tables_connection
+
+    if not a.in_store and not b.in_store:
+        return int(isin(a.images["image_id"], b.images["image_id"]).sum())
+    with tables_connection({"a": a, "b": b}) as con:
+        return int(con.execute("SELECT count(*) FROM a WHERE image_id IN (SELECT image_id FROM b)").fetchone()[0])
 
 
 def same_explanations(a: Any, b: Any) -> bool:
     """Whether two runs hold the same words for the same images (same features, translator, LM and seed).
 
     A classifier whose last layer was refit keeps its features, so its explanations are the original's; then
-    only predictions differ, and words are best compared per predicted class.
+    only predictions differ, and words are best compared per predicted class. In-memory tables are compared row
+    by row; a run's store by a digest of its (image_id, word, count) rows (words_digest), one pass each, kept
+    per run fingerprint.
     """
     a, b = load_tables(a), load_tables(b)
     cols = ["image_id", "word", "count"]
-    if len(a.words) != len(b.words) or not set(cols) <= set(a.words) or not set(cols) <= set(b.words):
-        return False
-    wa = a.words[cols].sort_values(cols[:2]).reset_index(drop=True)
-    wb = b.words[cols].sort_values(cols[:2]).reset_index(drop=True)
-    return bool(wa.astype(str).equals(wb.astype(str)))
+    if not a.in_store and not b.in_store:
+        if len(a.words) != len(b.words) or not set(cols) <= set(a.words) or not set(cols) <= set(b.words):
+            return False
+        wa = a.words[cols].sort_values(cols[:2]).reset_index(drop=True)
+        wb = b.words[cols].sort_values(cols[:2]).reset_index(drop=True)
+        return bool(wa.astype(str).equals(wb.astype(str)))
+    return words_digest(a) == words_digest(b)
+
+
+def words_digest(tables: RunTables) -> tuple[int, int, int]:
+    """(rows, sum and xor of a 64-bit hash of each row's image_id, word and count as text) of the words rows of
+    the tables' images: equal for the same rows in any order, different (but for a 2^-64 chance) otherwise."""
+    from core.analysis.aggregates import query
+
+    sql = """SELECT count(*) AS n, CAST(coalesce(sum(CAST(h AS HUGEINT)) % 18446744073709551616, 0) AS VARCHAR) AS s,
+                    CAST(coalesce(bit_xor(h), 0) AS VARCHAR) AS x
+             FROM (SELECT hash(CAST(w.image_id AS VARCHAR), CAST(w.word AS VARCHAR), CAST(w."count" AS VARCHAR)) AS h
+                   FROM images_words w WHERE w.image_id IN (SELECT image_id FROM images))"""
+
+    def compute() -> pd.DataFrame:
+        return query(tables, sql)
+
+    if tables.in_store:
+        from core.store.cache import cached_frame
+
+        row = cached_frame(tables.run, "words-digest", {"filters": tables.filters}, compute).iloc[0]
+    else:
+        row = compute().iloc[0]
+    return int(row["n"]), int(row["s"]), int(row["x"])

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.analysis.tables import RunTables, add_outcome, isin, load_tables, select_images
+from core.analysis.aggregates import share_sums
+from core.analysis.tables import RunTables, add_outcome, load_tables, select_images
 
 BY_OPTIONS = ("label", "prediction", "outcome", "group", None)
 SHARE_COLUMNS = ["word", "share", "images_with_word", "n_images", "ci_low", "ci_high", "total_count"]
@@ -73,31 +74,36 @@ def word_shares(run_or_tables: Any, by: str | None = "label", split: str | list[
     selected yourself (e.g. with `select_images`). A word is listed for a value of `by` only if at least
     `min_images` of its images use it. Images without sentences (n_sentences 0) are left out.
     Rows are ordered by the class / group order of the run, then by share, largest first.
+
+    Computed from the run's cells (core.analysis.aggregates): sums of the per-image shares and their squares,
+    the mean and its normal interval from them.
     """
     if by not in BY_OPTIONS:
         raise ValueError(f"by must be one of {BY_OPTIONS}, got {by!r}")
     if not isinstance(min_images, (int, np.integer)) or min_images < 1:
         raise ValueError(f"min_images must be an integer >= 1, got {min_images!r}")
     tables = load_tables(run_or_tables)
-    imgs = tables.images if images is None else images
-    if images is not None and "n_sentences" not in images:
-        imgs = tables.images[isin(tables.images["image_id"], images["image_id"])]
+    if images is not None:
+        tables = tables.subset(images)
+    stats = tables.stats
     if split is not None:
-        imgs = select_images(imgs, split=split)
-    imgs = imgs[imgs["n_sentences"].fillna(0) > 0]
-    keys, order = key_column(imgs, by, tables)
+        stats = stats.select([], split=split)
+    cells = stats.images[stats.images["n_sentences"].fillna(0).to_numpy() > 0]
+    keys, order = key_column(cells, by, tables)
     col = by or "_all"
-    imgs = imgs[["image_id", "n_sentences"]].assign(**{col: keys.values})
-    imgs = imgs[imgs[col].notna()]
-    if imgs.empty:
+    cells = cells[["cell", "n_images"]].assign(**{col: keys.values})
+    cells = cells[cells[col].notna()]
+    if cells.empty:
         return pd.DataFrame(columns=([by] if by else []) + SHARE_COLUMNS)
 
-    rows = image_share_matrix(tables.words[["image_id", "word", "count", "sentences"]], imgs, keep=(col,))
-    rows["share_sq"] = rows["share"] ** 2
-    agg = rows.groupby([col, "word"], sort=False).agg(
-        s1=("share", "sum"), s2=("share_sq", "sum"), images_with_word=("image_id", "size"),
-        total_count=("count", "sum")).reset_index()
-    n_images = imgs.groupby(col).size()
+    key_of = pd.Series(cells[col].to_numpy(), index=cells["cell"].to_numpy())
+    words = stats.words[np.isin(stats.words["cell"].to_numpy(), cells["cell"].to_numpy())]
+    words = words.assign(**{col: key_of.reindex(words["cell"].to_numpy()).to_numpy()})
+    sums = share_sums(words, [col, "word"]).reset_index()
+    agg = pd.DataFrame({col: sums[col].to_numpy(), "word": sums["word"].astype(str).to_numpy(),
+                        "s1": sums["share"].to_numpy(), "s2": sums["share_sq"].to_numpy(),
+                        "images_with_word": sums["images"].to_numpy(), "total_count": sums["count"].to_numpy()})
+    n_images = cells.groupby(col)["n_images"].sum()
     agg["n_images"] = agg[col].map(n_images).astype(int)
     agg = agg[agg["images_with_word"] >= min_images]
 
@@ -121,8 +127,11 @@ def subset_word_shares(run_or_tables: Any, min_images: int = 1, **filters: Any) 
         subset_word_shares(run, label="landbird", prediction="waterbird", split="test")
     """
     tables = load_tables(run_or_tables)
-    subset = select_images(tables.images, class_names=tables.class_names, **filters)
-    return word_shares(tables, by=None, min_images=min_images, images=subset)
+    ids = filters.pop("image_ids", None)
+    subset = tables.select(**filters)
+    if ids is not None:
+        subset = subset.subset(list(ids))
+    return word_shares(subset, by=None, min_images=min_images)
 
 
 def top_words(shares: pd.DataFrame, k: int = 10, by: str | None = None) -> pd.DataFrame:

@@ -22,12 +22,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from core.analysis.spurious import SpuriousTermScorer, spurious_share
+from core.analysis.spurious import SpuriousTermScorer, spurious_share, spurious_share_counts
 from core.analysis.stats import wilson_bounds
-from core.analysis.tables import RunTables, isin, load_tables, scored_images
+from core.analysis.tables import RunTables, image_counts, isin, load_tables, scored_images
 
 __all__ = ["group_accuracy", "worst_group_accuracy", "WorstGroupAccuracy", "train_group_counts_from_manifest",
-           "GroupInferrer", "group_agreement", "GroupAgreement", "otsu_threshold", "describe_group_words"]
+           "GroupInferrer", "group_agreement", "GroupAgreement", "otsu_threshold", "describe_group_words",
+           "adjusted_rand"]
 
 
 def _group_values(images: pd.DataFrame, groups: str | pd.Series) -> pd.Series:
@@ -37,7 +38,8 @@ def _group_values(images: pd.DataFrame, groups: str | pd.Series) -> pd.Series:
         values = images[groups]
     elif isinstance(groups, pd.Series):
         # A Series indexed by image_id (as GroupInferrer.predict returns), or aligned with images.
-        values = images["image_id"].map(groups) if groups.index.isin(images["image_id"]).any() else groups
+        by_id = "image_id" in images and groups.index.isin(images["image_id"]).any()
+        values = images["image_id"].map(groups) if by_id else groups
         values = pd.Series(np.asarray(values), index=images.index)
     else:
         raise TypeError(f"groups must be a column name or a pandas Series, got {type(groups).__name__}")
@@ -52,18 +54,21 @@ def group_accuracy(images: pd.DataFrame, groups: str | pd.Series = "group",
     """Accuracy per group: columns group, group_name, n, correct, accuracy, ci_low, ci_high (Wilson).
 
     `groups` is the images column holding group ids, or a Series of ids (indexed by image_id, e.g. from
-    GroupInferrer.predict). Images without a group, label or prediction are left out.
+    GroupInferrer.predict). Images without a group, label or prediction are left out. `images` may also be
+    counts: rows that stand for `n_images` images each (a run's cells, core.analysis.aggregates).
     """
     if not isinstance(images, pd.DataFrame):
         raise TypeError(f"images must be a DataFrame, got {type(images).__name__}")
-    missing = [c for c in ("image_id", "label", "prediction") if c not in images]
+    missing = [c for c in ("label", "prediction") + (() if "n_images" in images else ("image_id",))
+               if c not in images]
     if missing:
         raise ValueError(f"images is missing columns {missing}")
     values = _group_values(images, groups)
     known = values.notna() & images.index.isin(scored_images(images).index)
-    frame = pd.DataFrame({"group": values[known].astype(int),
-                          "correct": (images.loc[known, "label"] == images.loc[known, "prediction"]).astype(int)})
-    out = frame.groupby("group").agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
+    count = pd.Series(image_counts(images), index=images.index)[known]
+    right = (images.loc[known, "label"] == images.loc[known, "prediction"]).astype(int)
+    frame = pd.DataFrame({"group": values[known].astype(int), "n": count, "correct": right * count})
+    out = frame.groupby("group").agg(n=("n", "sum"), correct=("correct", "sum")).reset_index()
     out["accuracy"] = out["correct"] / out["n"]
     out["ci_low"], out["ci_high"] = wilson_bounds(out["correct"].to_numpy(), out["n"].to_numpy(), z)
     names = {int(k): str(v) for k, v in (group_names or {}).items()}
@@ -143,26 +148,46 @@ def worst_group_accuracy(images: pd.DataFrame, weights: str | dict = "test",
         weighting=weighting, weights=norm, per_group=per_group)
 
 
-def otsu_threshold(values: np.ndarray) -> float:
+def otsu_threshold(values: np.ndarray, counts: np.ndarray | None = None) -> float:
     """The cut that best splits `values` into two groups (Otsu: largest between-group variance).
 
     Returns a value halfway between the last value below and the first above the cut; +inf when the
-    values cannot be split (fewer than two distinct values), so that nothing lies above it.
+    values cannot be split (fewer than two distinct values), so that nothing lies above it. `counts` (one per
+    value) makes it a histogram: value i stands for counts[i] values; only cuts between distinct values are
+    tried either way, so the cut is the same (its arithmetic too, where the sums are exact).
     """
-    v = np.sort(np.asarray(values, dtype=float))
-    v = v[np.isfinite(v)]
-    if len(v) < 2 or v[0] == v[-1]:
+    v = np.asarray(values, dtype=float)
+    c = np.ones(len(v), dtype="int64") if counts is None else np.asarray(counts, dtype="int64")
+    if c.shape != v.shape:
+        raise ValueError(f"counts must have one count per value; got {c.shape} for {v.shape}")
+    keep = np.isfinite(v) & (c > 0)
+    v, c = v[keep], c[keep]
+    if counts is None:
+        v = np.sort(v)
+        if len(v) < 2 or v[0] == v[-1]:
+            return float("inf")
+        n = len(v)
+        csum = np.cumsum(v)
+        k = np.arange(1, n)  # split after k values
+        w0, w1 = k / n, (n - k) / n
+        m0 = csum[:-1] / k
+        m1 = (csum[-1] - csum[:-1]) / (n - k)
+        between = w0 * w1 * (m0 - m1) ** 2
+        between[v[:-1] == v[1:]] = -1  # only cut between distinct values
+        i = int(np.argmax(between))
+        return float((v[i] + v[i + 1]) / 2)
+    u, inverse = np.unique(v, return_inverse=True)
+    if len(u) < 2:
         return float("inf")
-    n = len(v)
-    csum = np.cumsum(v)
-    k = np.arange(1, n)  # split after k values
+    m = np.bincount(inverse, weights=c).astype("int64")  # images per distinct value
+    n = int(m.sum())
+    k = np.cumsum(m)[:-1]  # split after the first j distinct values: k values below
+    csum = np.cumsum(u * m)
     w0, w1 = k / n, (n - k) / n
     m0 = csum[:-1] / k
     m1 = (csum[-1] - csum[:-1]) / (n - k)
-    between = w0 * w1 * (m0 - m1) ** 2
-    between[v[:-1] == v[1:]] = -1  # only cut between distinct values
-    i = int(np.argmax(between))
-    return float((v[i] + v[i + 1]) / 2)
+    i = int(np.argmax(w0 * w1 * (m0 - m1) ** 2))
+    return float((u[i] + u[i + 1]) / 2)
 
 
 def describe_group_words(words: dict, views: dict | None = None) -> str:
@@ -208,15 +233,17 @@ class GroupInferrer:
         self.classes_ = tables.class_names
         self.spurious_words_, views = self._words(flags)
         self.word_views_ = {c: views.get(c, "given") for c in self.spurious_words_}
-        share = spurious_share(tables, self.spurious_words_)
-        labels = tables.images["label"]
+        # The images' spurious shares as counts (label, prediction, group, share -> images): no row per image.
+        self.share_counts_ = spurious_share_counts(tables, self.spurious_words_)
+        counts = self.share_counts_
         self.thresholds_ = {}
         for i, name in enumerate(self.classes_):
             if isinstance(self.threshold, dict):
                 self.thresholds_[name] = float(self.threshold.get(name, float("inf")))
             elif self.threshold == "otsu":
-                values = share[labels == i].to_numpy()
-                self.thresholds_[name] = otsu_threshold(values) if self.spurious_words_.get(name) else float("inf")
+                rows = counts[(counts["label"] == i).fillna(False).to_numpy(bool)]
+                self.thresholds_[name] = float("inf") if not self.spurious_words_.get(name) else \
+                    otsu_threshold(rows["spurious_share"].to_numpy(), rows["n_images"].to_numpy())
             else:
                 self.thresholds_[name] = float(self.threshold)
         self.group_names_ = {}
@@ -262,13 +289,12 @@ class GroupInferrer:
         if images is None:
             tables = self._tables
         elif isinstance(images, pd.DataFrame):
-            source = self._tables.words if words is None else words
+            source = self._tables.words_of(images["image_id"]) if words is None else words
             tables = RunTables(images, source[isin(source["image_id"], images["image_id"])], self._tables.manifest)
             tables = load_tables(tables)
         else:
             tables = load_tables(images)
-        share = spurious_share(RunTables(tables.images, tables.words, {"dataset": {"class_names": self.classes_}}),
-                               self.spurious_words_)
+        share = spurious_share(tables, self.spurious_words_, class_names=self.classes_)
         labels = tables.images["label"]
         threshold = labels.map(lambda v: self.thresholds_.get(self.classes_[int(v)], float("inf"))
                                if pd.notna(v) else float("inf"))
@@ -286,6 +312,21 @@ class GroupInferrer:
         return pd.Series(out["inferred_group"].to_numpy(), index=pd.Index(out["image_id"], name="image_id"),
                          name="inferred_group")
 
+    def group_counts(self) -> pd.DataFrame:
+        """The images seen in fit as counts: label, prediction, group (the true one, NA without), unreadable,
+        inferred_group, n_images; what `predict` gives per image, summed (for accuracies and agreement)."""
+        if not hasattr(self, "thresholds_"):
+            raise RuntimeError("this GroupInferrer is not fitted yet; call fit(run, flags) first")
+        counts = self.share_counts_
+        labels = counts["label"]
+        threshold = labels.map(lambda v: self.thresholds_.get(self.classes_[int(v)], float("inf"))
+                               if pd.notna(v) else float("inf")).astype(float)
+        carries = (counts["spurious_share"].to_numpy() > threshold.to_numpy()) & labels.notna().to_numpy()
+        group = (2 * labels + carries.astype(int)).astype("Int64")
+        out = counts.drop(columns="spurious_share").assign(inferred_group=group)
+        keys = ["label", "prediction", "group", "unreadable", "inferred_group"]
+        return out.groupby(keys, dropna=False, sort=True)["n_images"].sum().reset_index()
+
 
 @dataclass
 class GroupAgreement:
@@ -301,27 +342,46 @@ class GroupAgreement:
                 "mapping": {str(k): v for k, v in self.mapping.items()}}
 
 
-def group_agreement(true: Iterable, inferred: Iterable) -> GroupAgreement:
+def group_agreement(true: Iterable, inferred: Iterable, counts: Iterable | None = None) -> GroupAgreement:
     """Agreement of two group assignments of the same images (pairs with a missing value are dropped).
 
-    Two pandas Series indexed by image_id are aligned on it; otherwise they are paired by position.
+    Two pandas Series indexed by image_id are aligned on it; otherwise they are paired by position. `counts`
+    (paired by position) makes each pair stand for that many images (GroupInferrer.group_counts).
     """
     from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics import adjusted_rand_score
 
-    if isinstance(true, pd.Series) and isinstance(inferred, pd.Series) and not true.index.equals(inferred.index) \
-            and inferred.index.isin(true.index).any():
+    if counts is None and isinstance(true, pd.Series) and isinstance(inferred, pd.Series) \
+            and not true.index.equals(inferred.index) and inferred.index.isin(true.index).any():
         true, inferred = true.align(inferred, join="inner")
     t, i = pd.Series(np.asarray(true, dtype=object)), pd.Series(np.asarray(inferred, dtype=object))
-    if len(t) != len(i):
-        raise ValueError(f"true and inferred must have the same length, got {len(t)} and {len(i)}")
-    keep = t.notna() & i.notna()
-    t, i = t[keep].astype(int), i[keep].astype(int)
-    if len(t) == 0:
+    w = pd.Series(np.ones(len(t), dtype="int64") if counts is None else np.asarray(counts, dtype="int64"))
+    if len(t) != len(i) or len(w) != len(t):
+        raise ValueError(f"true and inferred must have the same length, got {len(t)} and {len(i)}"
+                         + ("" if counts is None else f" (and {len(w)} counts)"))
+    keep = t.notna() & i.notna() & (w > 0)
+    t, i, w = t[keep].astype(int), i[keep].astype(int), w[keep]
+    n = int(w.sum())
+    if n == 0:
         raise ValueError("true and inferred share no image with both groups known")
-    table = pd.crosstab(i, t)
+    table = pd.crosstab(i, t, values=w, aggfunc="sum").fillna(0).astype("int64")
     rows, cols = linear_sum_assignment(-table.to_numpy())
     matched = int(table.to_numpy()[rows, cols].sum())
     mapping = {int(table.index[r]): int(table.columns[c]) for r, c in zip(rows, cols)}
-    return GroupAgreement(accuracy=matched / len(t), adjusted_rand=float(adjusted_rand_score(t, i)), n=int(len(t)),
+    return GroupAgreement(accuracy=matched / n, adjusted_rand=adjusted_rand(table.to_numpy().T), n=n,
                           mapping=mapping)
+
+
+def adjusted_rand(contingency: np.ndarray) -> float:
+    """The adjusted Rand index of two partitions from their contingency table (rows: one partition, columns:
+    the other, cells: images in both), by sklearn's formula (adjusted_rand_score) in exact integers."""
+    c = np.asarray(contingency, dtype="int64")
+    n = int(c.sum())
+    sum_squares = int((c.astype(object) ** 2).sum())
+    n_c, n_k = c.sum(axis=1), c.sum(axis=0)
+    tp = sum_squares - n
+    fp = int((c.astype(object) @ n_k.astype(object)).sum()) - sum_squares
+    fn = int((c.T.astype(object) @ n_c.astype(object)).sum()) - sum_squares
+    tn = n * n - fp - fn - sum_squares
+    if fn == 0 and fp == 0:
+        return 1.0
+    return 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))

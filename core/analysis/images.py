@@ -70,8 +70,14 @@ def word_share(run_or_tables: Any, word: str) -> pd.Series:
     word = str(word).strip().lower()
     if not word:
         raise ValueError("word must be a non-blank word")
-    images, words = tables.images, tables.words
-    hits = words[words["word"] == word].groupby("image_id")["sentences"].sum()
+    images = tables.images
+    if tables.in_store:  # only the rows of that word are read
+        from core.analysis.aggregates import query
+
+        rows = query(tables, "SELECT image_id, sentences FROM images_words WHERE CAST(word AS VARCHAR) = ?", [word])
+    else:
+        rows = tables.words[tables.words["word"] == word]
+    hits = rows.groupby("image_id")["sentences"].sum()
     n = images.set_index("image_id")["n_sentences"].astype(float).clip(lower=1)
     return (hits.reindex(n.index).fillna(0) / n).rename(f"share_{word}")
 

@@ -60,9 +60,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from core.analysis.compare import log_odds_table, totals_from_rows
-from core.analysis.distributions import image_share_matrix
-from core.analysis.tables import RunTables, evaluation_split, isin, load_tables, select_images
+from core.analysis.aggregates import query, share_sums, totals
+from core.analysis.compare import log_odds_table
+from core.analysis.tables import RunTables, evaluation_split, load_tables
 
 ANNOTATIONS_FILE = "annotations.json"
 ALL_CLASSES = "*"  # a CoreWordList class key that applies to every class
@@ -537,14 +537,21 @@ class SpuriousTermScorer:
 
     # fitting --------------------------------------------------------------------------------------
     def fit(self, run_or_tables: Any) -> "SpuriousTermScorer":
-        """Score every word in both views; keep the flags and the reasons a class has none."""
+        """Score every word in both views; keep the flags and the reasons a class has none.
+
+        Every score comes from the run's cells (core.analysis.aggregates: word sums per class, prediction and
+        group); only the example images of the flags are fetched by one query."""
         self._check_params()
         tables = load_tables(run_or_tables)
-        self.split_ = evaluation_split(tables.images, self.split)
-        images = select_images(tables.images, split=self.split_) if self.split_ else tables.images
-        images = images[images["label"].notna() & images["prediction"].notna()
-                        & (images["n_sentences"].fillna(0) > 0)]
-        images = images.assign(label=images["label"].astype(int), prediction=images["prediction"].astype(int))
+        stats = tables.stats
+        self.split_ = evaluation_split(stats.images, self.split)
+        if self.split_:
+            stats = stats.select([], split=self.split_)
+        cells = stats.images
+        stats = stats.where((cells["label"].notna() & cells["prediction"].notna()).to_numpy(bool)
+                            & (cells["n_sentences"].fillna(0).to_numpy() > 0))
+        images = stats.images.assign(label=stats.images["label"].astype(int),
+                                     prediction=stats.images["prediction"].astype(int))
         has_groups = "group" in images and images["group"].notna().any()
         names = tables.class_names
         self.classes_ = names
@@ -553,21 +560,23 @@ class SpuriousTermScorer:
         self.core_words_ = self._core_list(tables)
         synsets = tables.class_synsets
         self.concept_words_ = {n: concept_words(n, self.use_wordnet, synsets.get(n)) for n in names}
-        words = tables.words[isin(tables.words["image_id"], images["image_id"])]
-        # One (image, word) table for every contrast below; contrasts are then masks on label/prediction.
-        keep = ("label", "prediction", "group") if has_groups else ("label", "prediction")
-        shares = image_share_matrix(words, images, keep=keep)
-        self._shares = shares.assign(word=shares["word"].astype("category"))
-        self._n_predicted = images["prediction"].value_counts()
-        self._images, self._n_images = images, len(images)
+        # One (cell, word) table for every contrast below; contrasts are then masks on label/prediction.
+        shares = stats.words
+        self._shares = shares.assign(label=shares["label"].astype(int), prediction=shares["prediction"].astype(int))
+        self._n_predicted = images.groupby("prediction")["n_images"].sum()
+        self._images, self._n_images = images, int(images["n_images"].sum())
+        self._tables = tables.select(split=self.split_) if self.split_ else tables
         self._toward_cache: dict[int, pd.DataFrame | None] = {}
         self._owner_maps: dict[str, dict[str, str]] = {}
 
         class_frames, pair_frames, misread = [], [], []
         for t in sorted(images["label"].unique()):
             t_images = images[images["label"] == t]
-            n_right = int((t_images["prediction"] == t).sum())
-            confusers = t_images.loc[t_images["prediction"] != t, "prediction"].value_counts()
+            n_right = int(t_images.loc[t_images["prediction"] == t, "n_images"].sum())
+            # Classes t's images are taken for, most often first (ties: the one seen first in the run).
+            confusers = t_images[t_images["prediction"] != t].groupby("prediction").agg(
+                n=("n_images", "sum"), first=("first", "min")).sort_values(["n", "first"], ascending=[False, True])
+            confusers = confusers["n"]
             n_wrong = int(confusers.sum())
             scored = n_wrong >= self.min_misread and n_right >= 1
             misread.append({"class": names[t], "predicted_as": None, "n_wrong": n_wrong, "n_right": n_right,
@@ -581,14 +590,19 @@ class SpuriousTermScorer:
         self.misread_ = pd.DataFrame(misread, columns=["class", "predicted_as", "n_wrong", "n_right", "scored"])
         self.scores_ = self._concat(class_frames)
         self.pair_scores_ = self._concat(pair_frames)
-        self.flags_ = self._flags(self.scores_, single_target=False)
-        self.pair_flags_ = self._flags(self.pair_scores_, single_target=True)
-
         present = sorted(set(images["label"]) | set(images["prediction"]))
         self.association_scores_ = self._concat([self._association(int(c)) for c in present], _ASSOC_SCORE_COLUMNS)
+        # The images behind every flag, in one query for the flagged words of all three tables.
+        flagged = [t.loc[t["flagged"].astype(bool), "word"] for t in (self.scores_, self.pair_scores_,
+                                                                      self.association_scores_) if len(t)]
+        self._example_rows = example_rows(self._tables, sorted(set(pd.concat(flagged))) if flagged else [],
+                                          self.n_examples)
+        self.flags_ = self._flags(self.scores_, single_target=False)
+        self.pair_flags_ = self._flags(self.pair_scores_, single_target=True)
         self.associations_ = self._association_flags(self.association_scores_)
         self.notes_ = self._notes()
         del self._shares, self._toward_cache, self._n_predicted, self._images, self._n_images, self._owner_maps
+        del self._tables, self._example_rows
         return self
 
     @staticmethod
@@ -606,7 +620,7 @@ class SpuriousTermScorer:
             table = None
             if n_pos and n_neg:
                 mask = (rows["prediction"] == p).to_numpy()
-                table = log_odds_table(totals_from_rows(rows[mask], n_pos), totals_from_rows(rows[~mask], n_neg),
+                table = log_odds_table(totals(rows[mask], n_pos), totals(rows[~mask], n_neg),
                                        n_pos, n_neg, prior_strength=self.prior_strength)
             self._toward_cache[p] = table
         return self._toward_cache[p]
@@ -644,17 +658,19 @@ class SpuriousTermScorer:
         right_mask = (rows["prediction"] == t).to_numpy()
         wrong_mask = (rows["prediction"] == p).to_numpy() if p is not None else ~right_mask
         images = self._images[self._images["label"] == t]
-        n_right = int((images["prediction"] == t).sum())
-        n_wrong = int((images["prediction"] == p).sum()) if p is not None else len(images) - n_right
+        n_right = int(images.loc[images["prediction"] == t, "n_images"].sum())
+        n_wrong = int(images.loc[images["prediction"] == p, "n_images"].sum()) if p is not None else \
+            int(images["n_images"].sum()) - n_right
         if n_wrong == 0 or n_right == 0:
             return pd.DataFrame(columns=_SCORE_COLUMNS)
         wrong_rows = rows[wrong_mask]
-        cmp = log_odds_table(totals_from_rows(wrong_rows, n_wrong), totals_from_rows(rows[right_mask], n_right),
+        cmp = log_odds_table(totals(wrong_rows, n_wrong), totals(rows[right_mask], n_right),
                              n_wrong, n_right, prior_strength=self.prior_strength)
         cmp = cmp[cmp["images_a"] > 0]  # a flag must appear in misread images
         if p is None:
             # The class the word's misread images were most often taken for.
-            counts = wrong_rows.groupby(["word", "prediction"], observed=True).size().reset_index(name="n")
+            counts = wrong_rows.groupby(["word", "prediction"], observed=True)["images"].sum().reset_index(name="n")
+            counts = counts[counts["n"] > 0]
             top = counts.sort_values(["n", "prediction"], ascending=[False, True]).drop_duplicates("word")
             target = cmp["word"].map(pd.Series(top["prediction"].to_numpy(), index=top["word"].astype(str)))
         else:
@@ -723,21 +739,22 @@ class SpuriousTermScorer:
         column = self.association_by
         rows, images = self._shares, self._images
         pos_mask = (rows[column] == c).to_numpy()
-        in_class = images[column] == c
-        n_pos, n_neg = int(in_class.sum()), int((~in_class).sum())
+        in_class = (images[column] == c).to_numpy()
+        n_pos, n_neg = int(images["n_images"][in_class].sum()), int(images["n_images"][~in_class].sum())
         if n_pos == 0 or n_neg == 0:
             return pd.DataFrame(columns=_ASSOC_SCORE_COLUMNS)
         if column == "prediction":
             cmp = self._toward_table(c)
         else:
-            cmp = log_odds_table(totals_from_rows(rows[pos_mask], n_pos), totals_from_rows(rows[~pos_mask], n_neg),
+            cmp = log_odds_table(totals(rows[pos_mask], n_pos), totals(rows[~pos_mask], n_neg),
                                  n_pos, n_neg, prior_strength=self.prior_strength)
         cmp = cmp[cmp["images_a"] > 0].reset_index(drop=True)
         # Misread images on the class's side: other classes' images taken for c (by prediction), or c's
         # images taken for something else (by label).
         misread_rows = rows[pos_mask & (rows["label"] != rows["prediction"]).to_numpy()]
-        n_misread = int((in_class & (images["label"] != images["prediction"])).sum())
-        per_word = misread_rows.groupby("word", observed=True).size()
+        n_misread = int(images["n_images"][in_class & (images["label"] != images["prediction"]).to_numpy()].sum())
+        per_word = misread_rows.groupby("word", observed=True)["images"].sum()
+        per_word = per_word[per_word > 0]
         per_word.index = per_word.index.astype(str)
         out = pd.DataFrame({
             "class": c_name, "word": cmp["word"], "score": cmp["z"], "share_class": cmp["share_a"],
@@ -769,11 +786,12 @@ class SpuriousTermScorer:
         if not self.has_groups_ or words.empty:
             return empty
         images = self._images[self._images["group"].notna()]
-        sizes = images.groupby(["label", "group"]).size()
+        images = images.assign(group=images["group"].astype(int))
+        sizes = images.groupby(["label", "group"])["n_images"].sum()
         sizes = sizes[sizes > 0]
         rows = self._shares[self._shares["word"].isin(list(words)) & self._shares["group"].notna()]
-        sums = rows.groupby(["word", "label", "group"], observed=True)["share"].sum()
-        sums.index = sums.index.set_levels(sums.index.levels[0].astype(str), level=0)
+        rows = rows.assign(word=rows["word"].astype(str), group=rows["group"].astype(int))
+        sums = share_sums(rows, ["word", "label", "group"])["share"]
         # Mean share of every (word, class, group), zeros included: one row per word x group of the images.
         cells = pd.MultiIndex.from_tuples([(w, lab, g) for w in words for lab, g in sizes.index],
                                           names=["word", "label", "group"])
@@ -827,7 +845,7 @@ class SpuriousTermScorer:
     def _association_examples(self, flags: pd.DataFrame) -> list[list[str]]:
         """Per association flag, the class's images that use the word most, misread ones first."""
         names = self.classes_
-        rows = self._shares[self._shares["word"].isin(flags["word"].tolist())]
+        rows = self._example_rows
         column = self.association_by
         out = []
         for r in flags.itertuples(index=False):
@@ -910,7 +928,7 @@ class SpuriousTermScorer:
     def _examples(self, flags: pd.DataFrame) -> list[list[str]]:
         """Per flag, the misread images whose explanations use the word most."""
         names = self.classes_
-        rows = self._shares[self._shares["word"].isin(flags["word"].tolist())]
+        rows = self._example_rows
         rows = rows[rows["label"] != rows["prediction"]]
         rows = rows.assign(class_name=rows["label"].map(lambda v: names[int(v)]),
                            target=rows["prediction"].map(lambda v: names[int(v)]))
@@ -998,25 +1016,105 @@ _ASSOC_SCORE_COLUMNS = ["class", "word", "score", "share_class", "share_other", 
                         "group_low", "share_group_high", "share_group_low", "confirmed"]
 
 
-def spurious_share(run_or_tables: Any, words_by_class: dict[str, Iterable[str]]) -> pd.Series:
-    """Per image (aligned with the images table), the summed sentence share of its true class's words,
-    capped at 1: an upper bound on the share of its sentences that use any of them (0 when none do)."""
-    tables = load_tables(run_or_tables)
+def _class_word_pairs(tables: RunTables, words_by_class: dict[str, Iterable[str]],
+                      names: list[str] | None = None) -> pd.DataFrame:
     if not isinstance(words_by_class, dict):
         raise TypeError(f"words_by_class must be a dict of class name -> words, got {type(words_by_class).__name__}")
-    names = tables.class_names
+    names = tables.class_names if names is None else list(names)
     unknown = [c for c in words_by_class if c not in names]
     if unknown:
         raise ValueError(f"words_by_class has classes {unknown} that this run does not have; classes: {names}")
-    pairs = pd.DataFrame([(names.index(c), w) for c, ws in words_by_class.items() for w in ws],
+    pairs = pd.DataFrame([(names.index(c), str(w)) for c, ws in words_by_class.items() for w in ws],
                          columns=["label", "word"])
+    return pairs.drop_duplicates().astype({"label": "int64", "word": object})
+
+
+# Per image with one of its class's words: the sum over those words of its sentences using each (clipped to n).
+_MATCHED = """SELECT w.image_id, CAST(sum(least(greatest(w.sentences, 0), i.n_sentences)) AS BIGINT) AS s
+    FROM images_words w JOIN images i ON w.image_id = i.image_id
+    JOIN _pairs p ON p.word = CAST(w.word AS VARCHAR) AND p.label = CAST(i.label AS BIGINT)
+    WHERE i.n_sentences > 0 GROUP BY w.image_id"""
+
+
+def _share_of(s: pd.Series, n: pd.Series) -> np.ndarray:
+    """min(s / n, 1), and 0 for an image without sentences."""
+    s, n = s.fillna(0).to_numpy(dtype=float), n.fillna(0).to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, np.minimum(s / np.where(n > 0, n, 1.0), 1.0), 0.0)
+
+
+def spurious_share(run_or_tables: Any, words_by_class: dict[str, Iterable[str]],
+                   class_names: list[str] | None = None) -> pd.Series:
+    """Per image (aligned with the images table), the summed sentence share of its true class's words,
+    capped at 1: an upper bound on the share of its sentences that use any of them (0 when none do).
+
+    The sum is of the sentence counts, divided once by the image's number of sentences (the same number as
+    summing the words' shares, exactly so with a power-of-two number of sentences). `class_names` name the
+    labels (default: the run's)."""
+    tables = load_tables(run_or_tables)
+    pairs = _class_word_pairs(tables, words_by_class, class_names)
     images = tables.images
     if pairs.empty:
         return pd.Series(0.0, index=images.index, name="spurious_share")
-    rows = image_share_matrix(tables.words, images, keep=("label",))
-    rows = rows.merge(pairs, on=["label", "word"], how="inner")
-    per_image = rows.groupby("image_id")["share"].sum().clip(upper=1.0)
-    return images["image_id"].map(per_image).fillna(0.0).rename("spurious_share")
+    matched = query(tables, _MATCHED.replace("_pairs", "_pairs_df"), frames={"_pairs_df": pairs})
+    per_image = pd.Series(matched["s"].to_numpy(), index=matched["image_id"].astype(str).to_numpy())
+    s = images["image_id"].astype(str).map(per_image)
+    return pd.Series(_share_of(s, images["n_sentences"].astype("Float64")), index=images.index, name="spurious_share")
+
+
+def spurious_share_counts(run_or_tables: Any, words_by_class: dict[str, Iterable[str]]) -> pd.DataFrame:
+    """`spurious_share` as counts: images per (label, prediction, group, unreadable, spurious_share), label,
+    prediction and group as in the images table (NA where missing); what GroupInferrer needs, without a row per
+    image."""
+    from core.analysis.aggregates import image_key_sql
+
+    tables = load_tables(run_or_tables)
+    pairs = _class_word_pairs(tables, words_by_class)
+    if pairs.empty:
+        pairs = pd.DataFrame({"label": pd.Series(dtype="int64"), "word": pd.Series(dtype=object)})
+    keys, unreadable = image_key_sql(tables, ["label", "prediction", "group", "n_sentences"])
+    sql = f"""WITH m AS ({_MATCHED.replace("_pairs", "_pairs_df")})
+        SELECT {keys}, {unreadable} AS unreadable, coalesce(m.s, 0) AS s, CAST(count(*) AS BIGINT) AS n_images
+        FROM images i LEFT JOIN m ON i.image_id = m.image_id GROUP BY ALL"""
+    rows = query(tables, sql, frames={"_pairs_df": pairs})
+    for column in ("label", "prediction", "group", "n_sentences"):
+        rows[column] = rows[column].astype("Int64")
+    rows["unreadable"] = rows["unreadable"].astype(bool)
+    rows["spurious_share"] = _share_of(rows["s"], rows["n_sentences"].astype("Float64"))
+    out = rows.groupby(["label", "prediction", "group", "unreadable", "spurious_share"], dropna=False,
+                       sort=True)["n_images"].sum().reset_index()
+    return out
+
+
+def example_rows(run_or_tables: Any, words: list[str], n: int) -> pd.DataFrame:
+    """The images behind flags: for each (label, prediction, word) of `words`, the `n` images whose sentences use
+    the word most (share, then image id): image_id, word, label, prediction, share. Every flag's examples are
+    among them (they are the top of some of these partitions). Fetched by one query, cached per run."""
+    columns = ["image_id", "word", "label", "prediction", "share"]
+    tables = load_tables(run_or_tables)
+    if not words:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    sql = f"""SELECT image_id, word, label, prediction, share FROM (
+        SELECT i.image_id, CAST(w.word AS VARCHAR) AS word, CAST(i.label AS BIGINT) AS label,
+               CAST(i.prediction AS BIGINT) AS prediction,
+               CAST(least(greatest(w.sentences, 0), i.n_sentences) AS DOUBLE) / CAST(i.n_sentences AS DOUBLE) AS share
+        FROM images_words w JOIN images i ON w.image_id = i.image_id
+        WHERE CAST(w.word AS VARCHAR) IN (SELECT word FROM _wanted_df) AND i.n_sentences > 0
+              AND i.label IS NOT NULL AND i.prediction IS NOT NULL)
+        QUALIFY row_number() OVER (PARTITION BY label, prediction, word ORDER BY share DESC, image_id) <= {int(n)}"""
+    wanted = pd.DataFrame({"word": pd.Series(sorted(set(map(str, words))), dtype=object)})
+
+    def fetch() -> pd.DataFrame:
+        rows = query(tables, sql, frames={"_wanted_df": wanted})
+        return rows.sort_values(["label", "prediction", "word", "share", "image_id"],
+                                ascending=[True, True, True, False, True]).reset_index(drop=True)
+
+    if tables.in_store:
+        from core.store.cache import cached_frame
+
+        return cached_frame(tables.run, "examples", {"filters": tables.filters, "words": wanted["word"].tolist(),
+                                                     "n": int(n)}, fetch)
+    return fetch()
 
 
 def flag_examples(run: Any, class_name: str, word: str, k: int = 5, misread_only: bool = False) -> pd.DataFrame:
@@ -1037,15 +1135,19 @@ def flag_examples(run: Any, class_name: str, word: str, k: int = 5, misread_only
     if class_name not in names:
         raise ValueError(f"class_name {class_name!r} is not a class of this run; classes: {names}")
     word = word.strip().lower()
-    images = tables.images[tables.images["label"] == names.index(class_name)]
-    if misread_only:
-        images = images[images["prediction"] != images["label"]]
-    rows = image_share_matrix(tables.words[tables.words["word"] == word], images, keep=("label", "prediction"))
     columns = ["image_id", "label_name", "prediction_name", "outcome", "idx", "text"]
+    c = names.index(class_name)
+    misread = "AND i.prediction IS DISTINCT FROM i.label" if misread_only else ""
+    # The images of the class that use the word, misread ones first, then by share (as many as can give k
+    # sentences: each image's sentences are a sample that may not hold the word).
+    rows = query(tables, f"""
+        SELECT i.image_id, i.label IS DISTINCT FROM i.prediction AS misread,
+               CAST(w.sentences AS DOUBLE) / CAST(i.n_sentences AS DOUBLE) AS share
+        FROM images_words w JOIN images i ON w.image_id = i.image_id
+        WHERE CAST(w.word AS VARCHAR) = ? AND i.label = {c} AND i.n_sentences > 0 {misread}
+        ORDER BY misread DESC, least(greatest(share, 0.0), 1.0) DESC, i.image_id LIMIT {max(4 * k, 20)}""", [word])
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    rows = rows.assign(misread=rows["label"] != rows["prediction"])
-    rows = rows.sort_values(["misread", "share", "image_id"], ascending=[False, False, True]).head(max(4 * k, 20))
     rank = {i: n for n, i in enumerate(rows["image_id"])}
     sentences = tables.run.sentences(list(rank))
     pattern = re.compile(rf"\b{re.escape(word)}(?:s|es)?\b", re.IGNORECASE)
@@ -1055,7 +1157,7 @@ def flag_examples(run: Any, class_name: str, word: str, k: int = 5, misread_only
     sentences = sentences.assign(_rank=sentences["image_id"].map(rank))
     sentences["_nth"] = sentences.sort_values(["_rank", "idx"]).groupby("image_id").cumcount()
     sentences = sentences.sort_values(["_nth", "_rank", "idx"]).head(k)
-    info = images.set_index("image_id")
+    info = tables.images_of(sentences["image_id"].unique()).drop_duplicates("image_id").set_index("image_id")
     out = sentences.assign(
         label_name=sentences["image_id"].map(info["label_name"]) if "label_name" in info else class_name,
         prediction_name=sentences["image_id"].map(info["prediction_name"]) if "prediction_name" in info else None,
