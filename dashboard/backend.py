@@ -30,7 +30,7 @@ from core.analysis.groups import (
     train_group_counts_from_manifest,
     worst_group_accuracy,
 )
-from core.analysis.tables import RunTables, scored_images
+from core.analysis.tables import RunTables, image_counts, scored_images
 from core.models.registry import as_checkpoint_folder, relative_to_repo
 from core.store import MITIGATION_FILE, RunEntry, dataset_key, describe_gain, read_mitigation_records
 
@@ -39,8 +39,12 @@ UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 def _accuracy(images: pd.DataFrame) -> float | None:
+    """Accuracy of an images table or of a run's cells (rows of n_images images); None without a scored image."""
     scored = scored_images(images)
-    return float((scored["label"] == scored["prediction"]).mean()) if len(scored) else None
+    if scored.empty:
+        return None
+    counts = image_counts(scored)
+    return int(counts[(scored["label"] == scored["prediction"]).to_numpy(bool)].sum()) / int(counts.sum())
 
 
 def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict:
@@ -51,7 +55,7 @@ def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict
     """
     m = tables.manifest or {}
     models, dataset, settings = m.get("models") or {}, m.get("dataset") or {}, m.get("settings") or {}
-    images = tables.images
+    images = tables.stats.images  # the run's cells (core.analysis.aggregates): no row per image is read
     per_class = pd.DataFrame()
     if len(scored_images(images)):
         per_class = group_accuracy(scored_images(images), groups="label",
@@ -86,8 +90,8 @@ def run_summary(tables: RunTables, scorer: Any = None, k_flags: int = 3) -> dict
         "class_names": tables.class_names,
         # The dataset's own classes; class_names can hold more that only the classifier predicts.
         "n_dataset_classes": len(dataset.get("class_names") or tables.class_names),
-        "n_images": int(len(images)),
-        "n_errors": int(images["error"].notna().sum()) if "error" in images else 0,
+        "n_images": int(image_counts(images).sum()),
+        "n_errors": int(image_counts(images)[images["unreadable"].to_numpy(bool)].sum()),
         "sentences_per_image": settings.get("sentences_per_image"),
         "accuracy": _accuracy(images),
         "per_class": per_class,
@@ -136,8 +140,9 @@ class GroupSummary:
 
 
 def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
-    """Per-group and worst-group accuracy for true and inferred groups, and how well the two agree."""
-    images = tables.images
+    """Per-group and worst-group accuracy for true and inferred groups, and how well the two agree (from the run's
+    cells and the inferred groups' counts: no row per image)."""
+    images = tables.stats.images
     notes: list[str] = []
     has_groups = "group" in images and images["group"].notna().any()
     true = train = None
@@ -159,16 +164,17 @@ def group_summary(tables: RunTables, scorer: Any) -> GroupSummary:
     words, thresholds, views = {}, {}, {}
     if scorer is not None and any(scorer.group_words(5)[0].values()):
         inferrer = GroupInferrer().fit(tables, scorer)
-        predicted = inferrer.predict()
+        counts = inferrer.group_counts()
         words, thresholds, views = inferrer.spurious_words_, inferrer.thresholds_, inferrer.word_views_
-        inferred = worst_group_accuracy(images, weights="test", groups=predicted, group_names=inferrer.group_names_)
+        inferred = worst_group_accuracy(counts, weights="test", groups="inferred_group",
+                                        group_names=inferrer.group_names_)
         if has_groups:
-            true_groups = images.set_index("image_id")["group"]
-            agreement = group_agreement(true_groups, predicted)
-            both = pd.DataFrame({"true": true_groups, "inferred": predicted}).dropna()
+            agreement = group_agreement(counts["group"], counts["inferred_group"], counts["n_images"])
+            both = counts.dropna(subset=["group", "inferred_group"])
             names_t, names_i = tables.group_names, inferrer.group_names_
-            crosstab = pd.crosstab(both["inferred"].astype(int).map(lambda g: names_i.get(int(g), f"group {g}")),
-                                   both["true"].astype(int).map(lambda g: names_t.get(int(g), f"group {g}")))
+            crosstab = pd.crosstab(both["inferred_group"].astype(int).map(lambda g: names_i.get(int(g), f"group {g}")),
+                                   both["group"].astype(int).map(lambda g: names_t.get(int(g), f"group {g}")),
+                                   values=both["n_images"], aggfunc="sum").fillna(0).astype("int64")
             crosstab.index.name, crosstab.columns.name = "inferred group", "true group"
     else:
         notes.append("No word is flagged for any class, so no groups can be inferred from the explanations.")
@@ -368,19 +374,20 @@ def counts_frame(counts: dict, n_sentences: int) -> pd.DataFrame:
 
 
 def image_word_shares(tables: RunTables, image_id: str) -> pd.DataFrame:
-    """The stored words of one image: word, share (of its sentences), count, sentences; largest first."""
-    row = tables.images[tables.images["image_id"] == image_id]
+    """The stored words of one image: word, share (of its sentences), count, sentences; largest first (its rows
+    only are read from a run's store)."""
+    row = tables.images_of([image_id])
     if row.empty:
         raise ValueError(f"image {image_id!r} is not in this run")
     n = int(row["n_sentences"].fillna(0).iloc[0])
-    words = tables.words[tables.words["image_id"] == image_id]
+    words = tables.words_of([image_id])
     counts = {str(w): (int(c), int(s)) for w, c, s in zip(words["word"], words["count"], words["sentences"])}
     return counts_frame(counts, n)
 
 
 def image_set_choices(tables: RunTables) -> dict[str, dict]:
     """Named image sets to compare (label -> keywords of core.analysis.compare.image_set)."""
-    images = tables.images
+    images = tables.stats.images  # the run's cells: the same labels, predictions and groups
     names = tables.class_names
     present = set(images["label"].dropna().astype(int)) | set(images["prediction"].dropna().astype(int))
     out: dict[str, dict] = {}
@@ -637,3 +644,132 @@ def as_percent(x: Any, digits: int = 0) -> str:
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "–"
     return f"{100 * float(x):.{digits}f}%"
+
+
+# --- word maps and causal tests (Explain an image, Spurious terms) ----------------------------------------------
+
+MAP_METHODS = {  # how a word map was computed, for a caption (core.engine.word_map)
+    "gradient": "gradient: the word's log-probability in the image's own sentences, differentiated with respect to "
+                "the classifier's last feature map and weighted Grad-CAM style",
+    "occlusion": "occlusion: patches of the image hidden one at a time, scored by how much less likely the word "
+                 "becomes (this classifier has no spatial feature map to differentiate)"}
+
+
+@dataclass
+class WordMapView:
+    """A word's map over one image, next to the Grad-CAM of a class, drawn for a page (PIL images over the part of
+    the image the classifier sees)."""
+
+    word: str
+    method: str  # "gradient" or "occlusion"
+    word_picture: Any
+    class_picture: Any | None  # None: the classifier has no spatial feature map for a Grad-CAM
+    sentences: int  # of the image's sentences, those that use the word
+    peak: tuple[float, float]  # (row, column) of the map's peak, as fractions of the crop's height and width
+
+
+def run_image(run_path: str | Path, image_id: str):
+    """One of a run's images (a PIL image), by its id; ValueError when the run has no such image."""
+    from core.data import load_rgb
+    from core.store import Run
+
+    run = Run.open(run_path)
+    images = run.images()
+    found = images.loc[images["image_id"].astype(str) == str(image_id), "path"]
+    if found.empty:
+        raise ValueError(f"image {image_id!r} is not in run {run.name}")
+    return load_rgb(run.image_path(str(found.iloc[0])))
+
+
+def word_map_view(run_path: str | Path, image_id: str, word: str, cam=None, preprocessing=None,
+                  opacity: float = 0.5) -> WordMapView | None:
+    """The stored map of `word` over a run's image (core.report.evidence), drawn, with the class map `cam` ((H, W)
+    over `preprocessing`'s crop, or None) beside it; None when the word's map was never computed."""
+    from core.report.evidence import overlay, stored_map, stored_picture
+
+    wm = stored_map(run_path, image_id, word)
+    picture = stored_picture(run_path, image_id, word, opacity) if wm is not None else None
+    if picture is None:
+        return None
+    class_picture = overlay(run_image(run_path, image_id), cam, preprocessing, opacity) if cam is not None else None
+    h, w = wm.heatmap.shape
+    row, col = wm.peak()
+    return WordMapView(wm.word, wm.method, picture, class_picture, wm.sentences,
+                       (row / max(h - 1, 1), col / max(w - 1, 1)))
+
+
+def where_in(peak: tuple[float, float]) -> str:
+    """(row, column) fractions -> "the upper left", "the centre", "the right", ... of an image."""
+    row, col = peak
+    v = "upper " if row < 1 / 3 else "lower " if row > 2 / 3 else ""
+    h = "left" if col < 1 / 3 else "right" if col > 2 / 3 else ""
+    return f"the {(v + h).strip() or 'centre'}" if h or not v else f"the {v.strip()} middle"
+
+
+def seconds_per_map(run_path: str | Path) -> float | None:
+    """Seconds one word map took when the run's maps were measured (word_maps.json), or None."""
+    from core.report.evidence import map_reliability
+
+    doc = map_reliability(run_path) or {}
+    value = doc.get("seconds_per_map")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def causal_tests(run_path: str | Path, class_name: str | None = None, word: str | None = None) -> pd.DataFrame:
+    """The causal tests stored for a run (core.evaluation.causal.read_causal), one row each: class, word, predicted,
+    images, verdict, changed / control (rates) with their 95% intervals, ratio, share_before, share_after, share,
+    fill, key and record (core.report.evidence.causal_record); optionally only those of `class_name` and `word`.
+    Tests of another region than the word's map are left out."""
+    from core.evaluation.causal import read_causal
+    from core.report.evidence import causal_record
+
+    rows = []
+    for key, e in read_causal(run_path).items():
+        if "|region=" in key or (class_name is not None and e.get("class") != class_name) \
+                or (word is not None and e.get("word") != word):
+            continue
+        s, st = e.get("summary") or {}, e.get("settings") or {}
+        p, c = s.get("prediction_changed") or {}, s.get("control_prediction_changed") or {}
+        rows.append({"class": e.get("class"), "word": e.get("word"), "predicted": st.get("predicted"),
+                     "images": int(s.get("images") or 0), "verdict": s.get("verdict"),
+                     "changed": p.get("rate"), "changed_ci": p.get("ci95"),
+                     "control": c.get("rate"), "control_ci": c.get("ci95"), "ratio": s.get("ratio_to_control"),
+                     "share_before": s.get("mean_share_before"), "share_after": s.get("mean_share_after"),
+                     "share": st.get("share"), "fill": st.get("fill"), "max_images": st.get("max_images"),
+                     "key": key, "record": causal_record(e)})
+    columns = ["class", "word", "predicted", "images", "verdict", "changed", "changed_ci", "control", "control_ci",
+               "ratio", "share_before", "share_after", "share", "fill", "max_images", "key", "record"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def causal_verdicts(run_path: str | Path, flags: pd.DataFrame) -> list[str]:
+    """For each flag row (class, word, predicted_as when the view has it): the verdict of its stored causal test
+    (core.report.evidence.causal_for), or "" when it was never tested."""
+    from core.evaluation.causal import read_causal
+    from core.report.evidence import causal_for
+
+    tests = read_causal(run_path)
+    if not tests:
+        return [""] * len(flags)
+    out = []
+    for r in flags.to_dict(orient="records"):
+        predicted = r.get("predicted_as") if "predicted_as" in r else r["class"]
+        record = causal_for(tests, r["class"], r["word"], predicted if isinstance(predicted, str) else None)
+        out.append(record["verdict"] if record else "")
+    return out
+
+
+def causal_candidates(tables: RunTables, class_name: str, word: str, predicted: str | None = None) -> int:
+    """How many images a causal test of (class_name, word) would run on: the class's images (read as `predicted`,
+    when given) whose sentences use the word, as core.evaluation.causal.verify_flag selects them."""
+    from core.analysis.aggregates import query
+
+    names = list(tables.class_names)
+    if class_name not in names or (predicted is not None and predicted not in names):
+        return 0
+    # One query over the run's store (or the in-memory tables): a million-image run is not read into memory.
+    read_as = f" AND prediction = {names.index(predicted)}" if predicted is not None else ""
+    found = query(tables, f"""SELECT count(*) AS n FROM images WHERE label = {names.index(class_name)}
+        AND prediction IS NOT NULL{read_as}
+        AND image_id IN (SELECT image_id FROM images_words WHERE CAST(word AS VARCHAR) = ?)""", [str(word)])
+    return int(found["n"].iloc[0])

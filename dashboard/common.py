@@ -1,9 +1,11 @@
 """UI glue shared by every page: page set-up, the run pickers, cached loaders and small display helpers.
 
 State that survives page changes lives in `st.session_state` under two keys: RUN_A and RUN_B hold the
-folder paths of the chosen runs (RUN_B may be None). Tables are cached with st.cache_data and models
-with st.cache_resource, keyed by the run's files' modification times, so a run that grows or a word
-marked core/spurious is picked up on the next rerun. All computation is a call into `core`.
+folder paths of the chosen runs (RUN_B may be None). A run's tables are a view of its store (core.analysis.tables:
+its cells are computed once per run fingerprint and kept on disk, rows are read only when a page shows them),
+held with st.cache_resource; small results (summaries, word shares) with st.cache_data; all keyed by the run's
+files' modification times, so a run that grows or a word marked core/spurious is picked up on the next rerun.
+All computation is a call into `core`.
 """
 from __future__ import annotations
 
@@ -103,10 +105,11 @@ def stamp(path: str) -> tuple[int, int]:
 
 # --- cached loaders ---------------------------------------------------------------------------------
 
-@st.cache_data(show_spinner="Reading the run…", max_entries=16)
-def _load_tables(path: str, _stamp: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    run = Run.open(path)
-    return run.images(), run.words(), run.manifest
+@st.cache_resource(show_spinner="Reading the run…", max_entries=16)
+def _load_tables(path: str, _stamp: int) -> RunTables:
+    tables = RunTables.from_run(Run.open(path))
+    tables.stats  # noqa: B018  (the run's cells: one pass over its shards, or its cache; a broken shard fails here)
+    return tables
 
 
 def _fail(path: str, exc: Exception) -> None:
@@ -116,17 +119,31 @@ def _fail(path: str, exc: Exception) -> None:
 
 
 def tables(path: str) -> RunTables:
-    """All of a run's images and words (stops the page with a clear error when the run is broken)."""
+    """A run's tables: a view of its store, whose rows are read only when a page asks for them (stops the page
+    with a clear error when the run is broken)."""
     try:
-        images, words, manifest = _load_tables(path, stamp(path)[0])
+        return _load_tables(path, stamp(path)[0])
     except Exception as exc:  # a broken folder: bad JSON, a corrupt Parquet shard, a missing table
+        if type(exc).__name__ in ("StopException", "RerunException"):
+            raise
         _fail(path, exc)
-    return RunTables(images, words, manifest, Run(Path(path)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _eval_tables(path: str, _stamp: int) -> tuple[RunTables, str | None]:
+    return evaluation_tables(tables(path))
 
 
 def eval_tables(path: str) -> tuple[RunTables, str | None]:
     """The run's tables on its evaluation split (test when present, else all images)."""
-    return evaluation_tables(tables(path))
+    return _eval_tables(path, stamp(path)[0])
+
+
+def image_info(path: str, image_ids: list[str]) -> pd.DataFrame:
+    """The images rows of some of run `path`'s evaluation images, indexed by image_id (read by one query, not the
+    whole table: what a page that shows a few images needs)."""
+    evaluated, _ = eval_tables(path)
+    return evaluated.images_of(list(image_ids)).drop_duplicates("image_id").set_index("image_id")
 
 
 @st.cache_resource(show_spinner="Scoring spurious terms (the first time also loads WordNet)…", max_entries=16)
@@ -453,7 +470,8 @@ def from_url(entries: dict) -> None:
         elif value in by_name:
             st.session_state[slot] = by_name[value]
         else:
-            st.session_state["_url_problem"] = f"The link names a run **{value}** that is not here; showing the default."
+            st.session_state["_url_problem"] = (f"The link names a run **{value}** that is not here; showing the "
+                                                "default.")
 
 
 def to_url(entries: dict) -> None:
@@ -568,7 +586,7 @@ def run_caption(path: str) -> None:
     m = evaluated.manifest or {}
     models, dataset = m.get("models") or {}, m.get("dataset") or {}
     st.caption(f"Run **{Path(path).name}** · classifier **{models.get('classifier', '?')}** · dataset "
-               f"**{dataset.get('name', '?')}** · {len(evaluated.images)} images"
+               f"**{dataset.get('name', '?')}** · {evaluated.stats.n_images} images"
                f"{f' of the {split} split' if split else ''}")
 
 

@@ -31,7 +31,9 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
   [{rank, word, score, share_class, share_other, n_class, n_other, images_class, z, images_misread,
   n_misread, group_gap, group_high, group_low, share_group_high, share_group_low, confirmed, evidence,
   example_image_ids, source}]}}, notes [{class, view, n_flags, reason}] (reason: why a class has no flags
-  in a view, else null)
+  in a view, else null); a flag whose causal test is stored with the run also has causal {verdict
+  ("causal", "correlational only", "too few images"), images, prediction_changed and control_prediction_changed
+  {rate, ci95, images}, difference, ratio_to_control, word_share_change, settings} (core.report.evidence)
 - top_words: by_class {class: [{word, share, ci_low, ci_high, images_with_word, n_images}]}
 - mitigation: the run folder's mitigation.json when present (a list of {method, groups,
   worst_group_before, worst_group_after, average_before, average_after}), else null
@@ -53,6 +55,8 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
   predicted_as, images}], per_class, example_image_ids}]
 - verdict: absent or null, or the CI gate's verdict (core.report.audit, `texplain audit`): {passed,
   rules [{rule, threshold, value, passed, evidence}]}
+- word_map_reliability: null, or the pointing game stored with the run (word_maps.json): scene and object
+  {maps, hit_rate, ci95, random_hit_rate, random_ci95}, images, rule, seconds_per_map, text
 - notes: plain-English remarks (e.g. "groups were inferred: the dataset has none")
 
 Numbers are fractions in [0, 1]; missing numbers are null, never NaN.
@@ -80,7 +84,8 @@ from core.analysis.groups import (
 )
 from core.analysis.slices import WordSlice, saved_slices
 from core.analysis.spurious import SpuriousTermScorer
-from core.analysis.tables import RunTables, evaluation_tables, load_tables, scored_images
+from core.analysis.tables import RunTables, evaluation_tables, image_counts, load_tables, scored_images
+from core.report.evidence import add_evidence
 from core.report.schema import ASSOCIATION_DEFINITION, SCHEMA_VERSION, flags_definition
 from core.store import Run, discover_runs, read_mitigation_records
 
@@ -132,13 +137,15 @@ def _provenance(manifest: dict) -> dict:
 
 
 def _accuracy(images: pd.DataFrame, class_names: list[str]) -> dict:
+    """Overall and per-class accuracy of an images table or of a run's cells (rows of n_images images)."""
     scored = scored_images(images)
     if scored.empty:
         return {"overall": None, "n_images": 0, "per_class": []}
     per_class = group_accuracy(scored, groups="label", group_names=dict(enumerate(class_names)))
     per_class = per_class.rename(columns={"group_name": "class"}).drop(columns="group")
-    overall = float((scored["label"] == scored["prediction"]).mean())
-    return {"overall": overall, "n_images": int(len(scored)), "per_class": per_class}
+    counts = image_counts(scored)
+    n, right = int(counts.sum()), int(counts[(scored["label"] == scored["prediction"]).to_numpy(bool)].sum())
+    return {"overall": right / n, "n_images": n, "per_class": per_class}
 
 
 def _group_block(images: pd.DataFrame, groups: Any, names: dict, source: str, train_counts: dict | None) -> dict:
@@ -205,12 +212,12 @@ def _read_evaluation(run: Run, notes: list[str]) -> dict | None:
 def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[str],
              train_group_counts: dict | None, scorer_params: dict | None = None
              ) -> tuple[dict, RunTables, SpuriousTermScorer]:
-    """The per-run part of a report."""
+    """The per-run part of a report, from the run's cells (core.analysis.aggregates): nothing is read per image."""
     tables = load_tables(run)
     manifest = tables.manifest
     names = tables.class_names
     evaluated, split_used = evaluation_tables(tables, split)
-    images = evaluated.images
+    images = evaluated.stats.images  # cells: rows of n_images alike images
 
     scorer = SpuriousTermScorer(**{**(scorer_params or {}), "split": None}).fit(evaluated)
     train_counts = train_group_counts if train_group_counts is not None else train_group_counts_from_manifest(manifest)
@@ -219,13 +226,14 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
     groups = _group_block(images, "group", tables.group_names, "true", train_counts) if has_groups else None
 
     inferred = None
+    n_evaluated = int(image_counts(images).sum())
     if any(scorer.group_words(5)[0].values()):
         inferrer = GroupInferrer().fit(evaluated, scorer)
-        predicted = inferrer.predict()
-        block = _group_block(images, predicted, inferrer.group_names_, "inferred", None)
+        counts = inferrer.group_counts()
+        block = _group_block(counts, "inferred_group", inferrer.group_names_, "inferred", None)
         agreement = None
         if has_groups:
-            agreement = group_agreement(images.set_index("image_id")["group"], predicted).to_dict()
+            agreement = group_agreement(counts["group"], counts["inferred_group"], counts["n_images"]).to_dict()
             agreement.pop("mapping", None)
         inferred = {"words": inferrer.spurious_words_, "word_views": inferrer.word_views_,
                     "thresholds": inferrer.thresholds_,
@@ -234,7 +242,7 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
         if groups is None:
             groups = block
             notes.append("The dataset has no group labels: groups were inferred from the flagged words.")
-    elif images.empty:
+    elif n_evaluated == 0:
         notes.append("The run has no finished images yet: there is nothing to report.")
     elif not has_groups:
         notes.append("The dataset has no group labels and no word was flagged, so no groups could be inferred.")
@@ -250,10 +258,11 @@ def _analyse(run: Run, split: str | None, top_k: int, flags_k: int, notes: list[
         "inferred_groups": inferred,
         "flags": _flags_block(scorer, flags_k, names),
         "top_words": {"by_class": top_by_class},
-        "split": split_used, "n_images": int(len(tables.images)), "n_evaluated": int(len(images)),
-        "n_unreadable": int(len(images) - len(scored_images(images))) if len(images) else 0,
+        "split": split_used, "n_images": tables.stats.n_images, "n_evaluated": n_evaluated,
+        "n_unreadable": n_evaluated - int(image_counts(scored_images(images)).sum()),
     }
-    if split_used is None and "split" in tables.images and tables.images["split"].nunique() > 1:
+    all_cells = tables.stats.images
+    if split_used is None and "split" in all_cells and all_cells["split"].nunique() > 1:
         notes.append("The run has no test split: numbers are over all its images.")
     return part, evaluated, scorer
 
@@ -387,7 +396,7 @@ def build_report(run: Any, compare: Any = None, split: str | None = "auto", top_
             "flags": {k: other_part["flags"][k] for k in ("by_class", "association", "notes")},
             "by": by, "same_explanations": same, "divergence": divergences, "changed_words": changed}
         notes.extend(f"{other.name}: {n}" for n in other_notes)
-    return _clean(report)
+    return add_evidence(_clean(report))
 
 
 def to_json(report: dict, path: str | Path | None = None, indent: int = 2) -> str:
