@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(R.world_table(data["worlds"]))
         print()
         print(R.kind_table(data["summary"]))
+        print()
+        print(R.verdict(data["summary"]))
         return 0
     settings = R.replace_settings(R.BenchSettings(), sentences=a.sentences)
     max_worlds = a.max_worlds if a.max_worlds is not None else (FINETUNE_MAX_WORLDS if a.tier == "finetune" else None)

@@ -615,13 +615,29 @@ def run_suite(names: list[str] | None = None, tier: str = "linear", settings: Be
     print("\nPer world (tier %s, N=%d sentences):\n" % (tier, settings.sentences) + world_table(results))
     print("\nPer cue kind, learned worlds (means; [95%% bootstrap interval over worlds] on the last row):\n"
           + kind_table(summary))
-    t = summary["targets"]
-    print(f"\nTargets: hit@3 >= 80% over learned worlds: {t['hit_at_3_at_least_80pct']}; TExplain P@10 >= best "
-          f"baseline ({t['best_baseline']}): {t['precision_at_10_at_least_best_baseline']}. "
-          f"{summary['n_learned']}/{summary['n_worlds']} worlds learned their cue; {summary['seconds']:.0f} s.")
+    print("\n" + verdict(summary))
     _write_json(out, tier, summary, results)
     say(f"wrote {out}")
     return {"summary": summary, "worlds": results, "json": str(out)}
+
+
+def verdict(summary: dict) -> str:
+    """The targets and TExplain minus one sentence (paired over learned worlds, 95% bootstrap interval)."""
+    t = summary["targets"]
+    lines = [f"Targets: hit@3 >= 80% over learned worlds: {t['hit_at_3_at_least_80pct']}; TExplain P@10 >= best "
+             f"baseline ({t['best_baseline']}): {t['precision_at_10_at_least_best_baseline']}. "
+             f"{summary['n_learned']}/{summary['n_worlds']} worlds learned their cue"
+             + (f"; {summary['seconds']:.0f} s." if "seconds" in summary else ".")]
+    for measure, pct in (("precision_at_k", True), ("auroc", False)):
+        d = summary["texplain_minus_one_sentence"]["learned"][measure]
+        if d:
+            scale = 100 if pct else 1
+            lines.append(f"TExplain (N={summary['settings']['sentences']}) minus one sentence, {measure}: "
+                         f"{scale * d['gap']:+.{0 if pct else 2}f} [{scale * d['low']:+.{0 if pct else 2}f}, "
+                         f"{scale * d['high']:+.{0 if pct else 2}f}] over {d['n']} learned worlds")
+    if summary.get("pending"):
+        lines.append(f"Not run: {', '.join(summary['pending'])}")
+    return "\n".join(lines)
 
 
 def interleave_kinds(specs: list[W.WorldSpec]) -> list[W.WorldSpec]:

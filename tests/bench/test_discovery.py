@@ -244,7 +244,7 @@ def _result(name, kind, learned, hit, p, auroc=0.7):
 
 
 def test_summary_counts_hits_over_learned_worlds_only():
-    from bench.discovery.run import BenchSettings, kind_table, summarize
+    from bench.discovery.run import BenchSettings, kind_table, summarize, verdict
 
     results = [_result("a", "scene", True, True, 0.9), _result("b", "scene", True, False, 0.7),
                _result("c", "tint", False, False, 0.5), {**_result("d", "tint", False, False, 0.5), "methods": None}]
@@ -259,6 +259,9 @@ def test_summary_counts_hits_over_learned_worlds_only():
     assert s["texplain_minus_one_sentence"]["learned"]["precision_at_k"]["gap"] == pytest.approx(0.3)
     table = kind_table(s)
     assert "| scene | 2/2 | 1/2 |" in table and "| tint | 0/2 | — |" in table
+    said = verdict({**s, "pending": ["e"]})
+    assert "best baseline (one_sentence): True" in said and "minus one sentence, precision_at_k: +30" in said
+    assert said.endswith("Not run: e")
 
 
 def test_a_run_takes_one_world_of_every_cue_kind_before_a_second_of_any():
