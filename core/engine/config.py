@@ -13,25 +13,50 @@ ProgressFn = Callable[[int, int, dict], None]  # (images done, images in all, de
 
 @dataclass
 class ExplainConfig:
-    sentences_per_image: int = 32  # N samples per image; the paper uses many, the word shares converge ~32-64
+    # N samples per image, or "auto": sample in rounds and stop each image once its words have settled
+    # (core.engine.adaptive: min_sentences, then round_sentences more at a time, up to max_sentences)
+    sentences_per_image: int | str = 32
+    min_sentences: int = 8  # auto: the first round, what every image gets
+    max_sentences: int = 32  # auto: the most an image gets
+    round_sentences: int = 4  # auto: sentences added per later round
+    # auto: the stopping rule's tolerance on word shares (core.engine.adaptive.RULE); 0.125 stops every image by
+    # 20 sentences, most at 12-16 (bench.bench_adaptive)
+    tolerance: float = 0.125
     top_p: float = 0.9  # nucleus sampling: varied but grammatical sentences
     temperature: float = 0.9
     max_new_tokens: int = 20  # captions are one short sentence
-    batch_rows: int | None = None  # sequences per sampler call (images x samples); None: 512 on CPU, what free GPU memory holds on CUDA
+    # sequences per sampler call (images x samples); None: 512 on CPU, what free GPU memory holds on CUDA
+    batch_rows: int | None = None
     shard_size: int = 64  # images per store shard: the unit of resumption only, never the sampler's batch
     keep_sentences: int | None = None  # sentences stored per image (None = all: sentence-level stats can be redone)
     image_batch: int | None = None  # images per classifier forward pass; None: 32 on CPU, 256 on CUDA
     num_workers: int | None = None  # image-decoding processes; None: 0 on CPU (no gain on 2 cores), up to 8 on CUDA
     nucleus: str = "auto"  # "tiers" (top-k tiers, CPU default), "pivot" (threshold search, CUDA default): same choices
-    kv_cache: str = "auto"  # "dynamic" (grown by concatenation, CPU default) or "preallocated" (CUDA default): same numbers
+    # "dynamic" (grown by concatenation, CPU default) or "preallocated" (CUDA default): same numbers
+    kv_cache: str = "auto"
     seed: int = 0
     device: str = "auto"
     dtype: str | None = None  # None: bf16 on CUDA, float32 on CPU
 
     def __post_init__(self):
-        for name in ("sentences_per_image", "max_new_tokens", "shard_size"):
+        spi = self.sentences_per_image
+        bad = f"sentences_per_image must be a number >= 1 or 'auto', got {spi!r}"
+        if isinstance(spi, str):  # "auto", or a number read from a manifest or a form
+            if spi.strip().lower() != "auto" and not spi.strip().isdigit():
+                raise ValueError(bad)
+            self.sentences_per_image = "auto" if spi.strip().lower() == "auto" else int(spi)
+        elif isinstance(spi, bool) or not isinstance(spi, int):
+            raise ValueError(bad)
+        for name in ("sentences_per_image", "max_new_tokens", "shard_size", "min_sentences", "max_sentences",
+                     "round_sentences"):
+            if name == "sentences_per_image" and self.adaptive:
+                continue
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_sentences > self.max_sentences:
+            raise ValueError(f"min_sentences ({self.min_sentences}) must be <= max_sentences ({self.max_sentences})")
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be > 0 (a share, e.g. 0.1), got {self.tolerance}")
         for name in ("batch_rows", "image_batch"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for the device's default), got {getattr(self, name)}")
@@ -46,12 +71,30 @@ class ExplainConfig:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether each image gets as many sentences as its words need (sentences_per_image="auto")."""
+        return self.sentences_per_image == "auto"
+
+    @property
+    def first_round(self) -> int:
+        """Sentences every image gets in its first sampler call: N, or min_sentences with auto."""
+        return self.min_sentences if self.adaptive else self.sentences_per_image
+
+    @property
+    def most_sentences(self) -> int:
+        """The most sentences one image can get: N, or max_sentences with auto."""
+        return self.max_sentences if self.adaptive else self.sentences_per_image
+
     def sampling_settings(self) -> dict:
         """The settings that determine the output (recorded in the manifest, checked on resume)."""
         d = asdict(self)
         for speed_only in ("device", "image_batch", "batch_rows", "num_workers", "nucleus", "kv_cache"):
             # never change the random numbers drawn, so a run may resume with other values
             d.pop(speed_only)
+        if not self.adaptive:  # a fixed-N run records what it always did (and resumes runs made before auto)
+            for auto_only in ("min_sentences", "max_sentences", "round_sentences", "tolerance"):
+                d.pop(auto_only)
         return d
 
 

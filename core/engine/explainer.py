@@ -67,7 +67,7 @@ def images_per_call(cfg: ExplainConfig, on_gpu: bool) -> int:
     every placement cuts the stream at the same images."""
     import math
 
-    per_sampler = max(1, (cfg.batch_rows or (32768 if on_gpu else 512)) // cfg.sentences_per_image)
+    per_sampler = max(1, (cfg.batch_rows or (32768 if on_gpu else 512)) // cfg.first_round)
     return math.lcm(per_sampler, cfg.image_batch or default_image_batch(on_gpu))
 
 
@@ -95,8 +95,10 @@ class Explainer:
         translator.to(self.compute.device)
         lm.model.to(self.compute.device, self.compute.dtype)
         on_gpu = self.compute.device.type == "cuda"
+        # With auto, a sampler call holds image rounds (min_sentences or round_sentences sequences each).
+        per_image = max(cfg.min_sentences, cfg.round_sentences) if cfg.adaptive else cfg.sentences_per_image
         self.cfg = replace(cfg, batch_rows=resolve_batch_rows(lm, translator.config.prefix_length, cfg.max_new_tokens,
-                                                              cfg.sentences_per_image, cfg.batch_rows),
+                                                              per_image, cfg.batch_rows),
                            image_batch=cfg.image_batch or default_image_batch(on_gpu))
         self._extractor = extractor
         self._dtype = next(classifier.parameters()).dtype
@@ -111,11 +113,8 @@ class Explainer:
         return self._extractor
 
     @torch.inference_mode()
-    def explain_batch(self, x: torch.Tensor, image_ids: Sequence) -> tuple[torch.Tensor, list[list[str]]]:
-        """Preprocessed images x (B, 3, H, W) -> softmax probabilities (B, C) on the CPU and B lists of
-        `cfg.sentences_per_image` sentences. `image_ids` fix each image's random stream (see `image_key`)."""
-        if len(image_ids) != len(x):
-            raise ValueError(f"image_ids has {len(image_ids)} entries for {len(x)} images")
+    def classify_translate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed images x (B, 3, H, W) -> softmax probabilities (B, C) on the CPU and prefixes (B, k, d)."""
         probs, prefixes = [], []
         with self.stages("classify_translate"):
             for i0 in range(0, len(x), self.cfg.image_batch):
@@ -123,10 +122,34 @@ class Explainer:
                 z, logits = self.classifier.features_and_logits(xb.to(self._dtype))  # (b, D), (b, C)
                 probs.append(logits.float().softmax(-1).cpu())
                 prefixes.append(self.translator(z.float()))  # (b, k, d)
+        return torch.cat(probs), torch.cat(prefixes)
+
+    def adaptive_sampler(self):
+        """An AdaptiveSampler over this explainer's LM, settings and word counter (sentences_per_image="auto")."""
+        from core.engine.adaptive import AdaptiveSampler
+
+        return AdaptiveSampler(self.lm, self.cfg, self.extractor.count, self.cfg.batch_rows)
+
+    @torch.inference_mode()
+    def explain_batch(self, x: torch.Tensor, image_ids: Sequence) -> tuple[torch.Tensor, list[list[str]]]:
+        """Preprocessed images x (B, 3, H, W) -> softmax probabilities (B, C) on the CPU and B lists of
+        sentences: `cfg.sentences_per_image` each, or with "auto" as many as each image's words need (the
+        images of this batch share the sampler's calls). `image_ids` fix each image's random stream (see
+        `image_key`)."""
+        if len(image_ids) != len(x):
+            raise ValueError(f"image_ids has {len(image_ids)} entries for {len(x)} images")
+        probs, prefixes = self.classify_translate(x)
         keys = [image_key(i, self.cfg.seed) for i in image_ids]
         with self.stages("sample"):
-            sentences = sample_sentences(self.lm, torch.cat(prefixes), self.cfg.sentences_per_image, self.cfg, keys)
-        return torch.cat(probs), sentences
+            if self.cfg.adaptive:
+                sampler = self.adaptive_sampler()
+                for i, (prefix, key) in enumerate(zip(prefixes, keys)):
+                    sampler.add(i, prefix, key)
+                done = sampler.run()
+                sentences = [done[i] for i in range(len(keys))]
+            else:
+                sentences = sample_sentences(self.lm, prefixes, self.cfg.sentences_per_image, self.cfg, keys)
+        return probs, sentences
 
     def explain(self, images: Sequence, image_ids: Sequence | None = None) -> list[Explanation]:
         """Explain PIL images in memory: prediction, sentences and word counts per image, nothing stored.

@@ -97,7 +97,7 @@ def _explain_here(plan: RunPlan, explainer: Explainer, extractor, progress, shou
     total, done_images = plan.total_images, plan.done_images
     bar = tqdm(total=total, initial=done_images, unit="img", desc=f"explain {plan.manifest['name']}",
                disable=not show_progress)
-    writer = _ShardWriter(run, {s: len(shards[s]) for s in plan.todo}, total, plan.ds,
+    writer = _ShardWriter(run, {s: shards[s] for s in plan.todo}, total, plan.ds,
                           explainer.classifier.class_names, cfg, extractor, explained=done_images)
     stream = _Stream(explainer, writer, images_per_call(cfg, explainer.compute.device.type == "cuda"))
     t0, n_new, stopped = time.time(), 0, False
@@ -105,8 +105,8 @@ def _explain_here(plan: RunPlan, explainer: Explainer, extractor, progress, shou
     def report_written() -> None:
         nonlocal done_images, n_new
         bar.update(stream.taken - (bar.n - plan.done_images))  # the bar moves per block, not per shard
-        if stream.taken:
-            bar.set_postfix(sent_s=f"{stream.taken / max(time.time() - t0, 1e-9) * cfg.sentences_per_image:.0f}")
+        if stream.sentences:
+            bar.set_postfix(sent_s=f"{stream.sentences / max(time.time() - t0, 1e-9):.0f}")
         for s in writer.newly_written():
             done_images += len(shards[s])
             n_new += len(shards[s])
@@ -134,7 +134,7 @@ def _explain_here(plan: RunPlan, explainer: Explainer, extractor, progress, shou
     report_written()
     elapsed = max(time.time() - t0, 1e-9)
     throughput = {"images_per_s": round(stream.images / elapsed, 3),
-                  "sentences_per_s": round(stream.images * cfg.sentences_per_image / elapsed, 1),
+                  "sentences_per_s": round(stream.sentences / elapsed, 1),
                   "mean_rows_per_batch": round(stream.rows / stream.calls, 1) if stream.calls else None,
                   "batch_rows": cfg.batch_rows, "image_batch": cfg.image_batch, "num_workers": cfg.num_workers,
                   "images_per_call": stream.per_call,
@@ -185,13 +185,20 @@ def _decode_batches(items, ds, explainer: Explainer):
 class _Stream:
     """Decoded images gather into blocks of `per_call` (unreadable ones included, so that every placement cuts
     the stream at the same images); a block's readable images go through one `explain_batch` call, and the
-    results to the writer thread."""
+    results to the writer thread.
+
+    With sentences_per_image="auto" a block is classified and translated, and its images join an
+    AdaptiveSampler that outlives the block: a sampler call runs once batch_rows sequences wait (images under
+    way first, then new ones), so images that stop early leave room for the next block's, and every call but
+    the last ones is full."""
 
     def __init__(self, explainer: Explainer, writer: "_ShardWriter", per_call: int):
         self.explainer, self.writer, self.per_call = explainer, writer, per_call
         self.block: list[tuple] = []  # (item, tensor | None, error | None)
-        self.images = self.rows = self.calls = 0
+        self.images = self.rows = self.calls = self.sentences = self.added = 0
         self.taken = 0  # images handed to the writer, unreadable ones included (the progress bar's count)
+        self.sampler = explainer.adaptive_sampler() if explainer.cfg.adaptive else None
+        self.probs: dict[int, tuple] = {}  # auto: an image under way -> (item, its probabilities)
 
     def push(self, batch) -> None:
         self.block += batch
@@ -201,6 +208,8 @@ class _Stream:
     def flush(self) -> None:
         while self.block:
             self._explain(min(self.per_call, len(self.block)))
+        if self.sampler is not None:
+            self._sample(full_only=False)
 
     def _explain(self, count: int) -> None:
         take, self.block = self.block[:count], self.block[count:]
@@ -211,28 +220,60 @@ class _Stream:
         self.taken += len(take) - len(ok)
         if not ok:
             return
-        probs, sentences = self.explainer.explain_batch(torch.stack([x for _, x in ok]),
-                                                        [r.image_id for (_, r), _ in ok])
+        x, ids = torch.stack([x for _, x in ok]), [r.image_id for (_, r), _ in ok]
+        if self.sampler is not None:
+            from core.engine.sampling import image_key
+
+            probs, prefixes = self.explainer.classify_translate(x)
+            for (item, _), p, prefix, image_id in zip(ok, probs, prefixes, ids):
+                self.added += 1
+                self.probs[self.added] = (item, p)
+                self.sampler.add(self.added, prefix, image_key(image_id, self.explainer.cfg.seed))
+            self._sample(full_only=True)
+            return
+        probs, sentences = self.explainer.explain_batch(x, ids)
         n, cfg = len(ok), self.explainer.cfg
         self.images += n
         self.rows += n * cfg.sentences_per_image
+        self.sentences += n * cfg.sentences_per_image
         self.calls += math.ceil(n / max(1, cfg.batch_rows // cfg.sentences_per_image))  # the sampler's chunks
         self.writer.put(("explained", [item for item, _ in ok], probs, sentences))
         self.taken += n
+
+    def _sample(self, full_only: bool) -> None:
+        """auto: sampler calls while a full one waits (or, at the end, until every image is done)."""
+        sampler = self.sampler
+        while sampler.waiting and (not full_only or sampler.pending_rows >= sampler.batch_rows):
+            rows = sampler.rows
+            with self.explainer.stages("sample"):
+                done = sampler.step()
+            self.calls += 1
+            self.rows += sampler.rows - rows
+            if not done:
+                continue
+            items = [self.probs.pop(tag) for tag, _ in done]
+            self.images += len(done)
+            self.sentences += sum(len(s) for _, s in done)
+            self.writer.put(("explained", [item for item, _ in items], torch.stack([p for _, p in items]),
+                             [s for _, s in done]))
+            self.taken += len(done)
 
 
 class _ShardWriter:
     """Word counting, row building and shard writes in a background thread, while the LM works.
 
-    Items arrive in dataset order; a shard is written (atomically, by the store) as soon as all its
-    images have arrived, in the same row order as ever: readable images, then unreadable ones.
+    A shard is written (atomically, by the store) as soon as all its images have arrived, in the same row
+    order as ever: readable images, then unreadable ones, each in dataset order (with sentences_per_image
+    "auto" images arrive in the order they settle).
     """
 
     PROGRESS_EVERY_S = 1.0  # manifest writes of progress.explained_images, at most one a second
 
-    def __init__(self, run: Run, shard_sizes: dict[int, int], total_images: int, ds, class_names, cfg, extractor,
+    def __init__(self, run: Run, shard_records: dict[int, list], total_images: int, ds, class_names, cfg, extractor,
                  explained: int = 0):
-        self.run, self.sizes, self.total = run, shard_sizes, total_images
+        self.run, self.total = run, total_images
+        self.sizes = {s: len(records) for s, records in shard_records.items()}
+        self.position = {(s, r.image_id): i for s, records in shard_records.items() for i, r in enumerate(records)}
         self.explained, self.explained_before = explained, explained  # images done, in shards or pending
         self.noted_at = 0.0
         self.ds, self.class_names, self.cfg, self.extractor = ds, class_names, cfg, extractor
@@ -307,7 +348,7 @@ class _ShardWriter:
                                  rate_images_per_s=round(rate, 3))
 
     def _shard(self, s: int) -> dict:
-        return self.pending.setdefault(s, {"images": [], "failed": [], "words": [], "sentences": [], "n": 0})
+        return self.pending.setdefault(s, {"explained": [], "failed": [], "n": 0})
 
     def _take(self, item) -> None:
         if item[0] == "failed":
@@ -323,9 +364,7 @@ class _ShardWriter:
             sh = self._shard(s)
             image, words, kept = explained_rows(r, p, c, sents, cnt, self.ds, self.class_names,
                                                 self.cfg.keep_sentences)
-            sh["images"].append(image)
-            sh["words"] += words
-            sh["sentences"] += kept
+            sh["explained"].append((self.position[(s, r.image_id)], image, words, kept))
             self._done(s, 1)
 
     def _done(self, s: int, k: int) -> None:
@@ -333,9 +372,12 @@ class _ShardWriter:
         sh["n"] += k
         self.explained += k
         if sh["n"] == self.sizes[s]:
+            explained = sorted(sh["explained"], key=lambda e: e[0])
+            images = [image for _, image, _, _ in explained] + sh["failed"]
+            words = [w for _, _, ws, _ in explained for w in ws]
+            sentences = [t for _, _, _, kept in explained for t in kept]
             with self.stages("write_shard"):
-                self.run.write_shard(s, *shard_tables(sh["images"] + sh["failed"], sh["words"], sh["sentences"]),
-                                     total_images=self.total)
+                self.run.write_shard(s, *shard_tables(images, words, sentences), total_images=self.total)
             self.images_written += self.sizes[s]
             # Read by the dashboard's job list for its time-left estimate (this thread owns the manifest now).
             self.run.update_manifest(rate_images_per_s=round(self.images_written / max(time.time() - self.t0, 1e-9), 3))

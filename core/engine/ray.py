@@ -44,7 +44,8 @@ class RayPlacement:
     """Where and how wide a Ray run goes (a `placement` for explain_dataset). Nothing here changes the
     tables, only where they are computed."""
 
-    address: str | None = None  # None: $RAY_ADDRESS or a new local Ray; "auto": the cluster running on this machine; "HOST:PORT"
+    # None: $RAY_ADDRESS or a new local Ray; "auto": the cluster running on this machine; "HOST:PORT"
+    address: str | None = None
     workers: int | None = None  # explainer actors; None: one per GPU, else one per CPU but one (at least 1)
     gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0 (CPU actors)
     cpus_per_worker: float = 1  # CPUs each actor holds (a CPU actor's torch threads: Ray sets OMP_NUM_THREADS from it)
@@ -189,11 +190,13 @@ class ModelFiles:
 
 class ExplainActor:
     """Actor: loads the classifier, translator and LM once, then explains blocks of decoded images with the
-    same `Explainer.explain_batch` a single process uses."""
+    same `Explainer.explain_batch` a single process uses. With sentences_per_image="auto" a block's images
+    share the sampler's calls until each has settled, and the stopping rule counts words with the run's
+    `extractor`: an image gets the sentences it gets in one process."""
 
-    def __init__(self, models, cfg: ExplainConfig):
+    def __init__(self, models, cfg: ExplainConfig, extractor=None):
         # The Explainer sizes batch_rows here, where the device is: free GPU memory differs from actor to actor.
-        self.explainer = Explainer(*models.load(), cfg)
+        self.explainer = Explainer(*models.load(), cfg, extractor)
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -388,8 +391,8 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
     from PIL import Image
 
     shape = tuple(preprocess(Image.new("RGB", (64, 64))).shape)  # what an unreadable image's placeholder looks like
-    n = cfg.sentences_per_image
     per_call = images_per_call(cfg, per_gpu > 0)
+    n_sentences = 0
     t0, n_new, stopped = time.time(), 0, False
     sizes = {s: len(shards[s]) for s in todo}
     pending: dict[int, list[dict]] = {}
@@ -406,7 +409,8 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
         stream = (ray.data.from_pandas(blocks)
                   .map_batches(decode_images, fn_kwargs={"preprocess": preprocess, "shape": shape},
                                batch_size=None, num_cpus=1)
-                  .map_batches(ExplainActor, fn_constructor_kwargs={"models": models, "cfg": cfg},
+                  .map_batches(ExplainActor, fn_constructor_kwargs={"models": models, "cfg": cfg,
+                                                                    "extractor": extractor},
                                batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers),
                                num_gpus=per_gpu, num_cpus=opts.cpus_per_worker)
                   .map_batches(count_words, fn_kwargs={"extractor": extractor}, batch_size=None, num_cpus=1))
@@ -420,6 +424,7 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
             for row in rows:
                 s, pos, r = where[int(row["index"])]
                 pending.setdefault(s, []).append({**row, "_pos": pos, "_record": r})
+                n_sentences += len(row["sentences"])
                 explained += 1
                 if time.time() - noted_at >= 1.0:  # progress between shards, at most one manifest write a second
                     noted_at = time.time()
@@ -444,7 +449,7 @@ def _stream(ray, plan, classifier, cfg, opts, workers, per_gpu, extractor, model
             if close and not interrupted:
                 close()
     elapsed = max(time.time() - t0, 1e-9)
-    throughput = {"images_per_s": round(n_new / elapsed, 3), "sentences_per_s": round(n_new * n / elapsed, 1),
+    throughput = {"images_per_s": round(n_new / elapsed, 3), "sentences_per_s": round(n_sentences / elapsed, 1),
                   "batch_rows": cfg.batch_rows, "images_per_actor_call": per_call, "image_batch": cfg.image_batch,
                   "ray_workers": workers}
     end_run(run, len(shards), stopped, rate_images_per_s=round(n_new / elapsed, 3), throughput=throughput)

@@ -92,10 +92,25 @@ def start_run(dataset, split: str | None, classifier, translator, lm, out_dir, c
     return RunPlan(run, manifest, ds, shards, done, todo)
 
 
+def sentence_summary(run: Run) -> dict | None:
+    """How many sentences the run's explained images got: {images, total, mean, min, max} (None before any).
+    With sentences_per_image="auto" they differ from image to image; the images table's n_sentences holds each."""
+    images = run.images()
+    if images.empty or "n_sentences" not in images:
+        return None
+    n = images.loc[images["error"].isna(), "n_sentences"] if "error" in images else images["n_sentences"]
+    if n.empty:
+        return None
+    return {"images": int(len(n)), "total": int(n.sum()), "mean": round(float(n.mean()), 2), "min": int(n.min()),
+            "max": int(n.max())}
+
+
 def end_run(run: Run, n_shards: int, stopped: bool, **fields) -> None:
     progress = run.manifest.get("progress") or {}
     # Images explained but not yet in a shard are redone on resume: from now on only the shards count.
     run.update_manifest(progress={**progress, "explained_images": progress.get("done_images", 0)}, **fields)
+    if n_shards:  # (not when giving up on a failure: the disk may be what failed)
+        run.update_manifest(sentences=sentence_summary(run))
     if stopped:
         run.update_manifest(status="stopped")
     elif len(run.done_shards()) == n_shards:

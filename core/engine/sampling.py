@@ -236,43 +236,76 @@ def _choose(option: str, device: torch.device, gpu: str, cpu: str) -> str:
     return option if option != "auto" else (gpu if device.type == "cuda" else cpu)
 
 
+def pack_rows(counts: Sequence[int], batch_rows: int) -> list[range]:
+    """Consecutive images whose sequences (counts[i] each) fill sampler calls of at most batch_rows rows;
+    an image is never split across calls (its samples share one prefill), and a call holds at least one image.
+    With equal counts this is batch_rows // n images a call."""
+    out, i0, rows = [], 0, 0
+    for i, c in enumerate(counts):
+        if rows and rows + c > batch_rows:
+            out.append(range(i0, i))
+            i0, rows = i, 0
+        rows += c
+    if i0 < len(counts):
+        out.append(range(i0, len(counts)))
+    return out
+
+
 @torch.inference_mode()
-def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
-                     keys: Sequence[int] | None = None) -> list[list[str]]:
+def sample_sentences(lm, prefix: torch.Tensor, n: int | Sequence[int], cfg: ExplainConfig,
+                     keys: Sequence[int] | None = None, first: Sequence[int] | None = None) -> list[list[str]]:
     """prefix (B, k, d) -> B lists of n sentences, sampled with a KV cache, ~batch_rows sequences at a time.
 
     `keys` (one per image, see `image_key`) fix each image's random stream; by default 0..B-1
     mixed with cfg.seed. `cfg.batch_rows=None` takes the device's default (see `resolve_batch_rows`).
+
+    `n` may be one count per image, and `first` (default 0) the index of each image's first sample:
+    image i gets its samples first[i] .. first[i] + n[i] - 1. Sample j of an image is the same sentence
+    whichever call draws it (its random numbers depend on (key, j, step) only), so an image's first n
+    sentences do not depend on how many it gets in all, nor on the rounds they were drawn in.
     """
     model, stop = lm.model, torch.tensor(lm.stop_token_ids)
     B = prefix.shape[0]
     if keys is None:
         keys = [image_key(i, cfg.seed) for i in range(B)]
-    if len(keys) != B:
-        raise ValueError(f"keys has {len(keys)} entries for {B} prefixes")
+    counts = [int(n)] * B if isinstance(n, int) else [int(c) for c in n]
+    first = [0] * B if first is None else [int(f) for f in first]
+    if len(keys) != B or len(counts) != B or len(first) != B:
+        raise ValueError(f"keys, n and first need one entry per prefix ({B}); got {len(keys)}, {len(counts)} and "
+                         f"{len(first)}")
+    if any(c < 0 for c in counts) or any(f < 0 for f in first):
+        raise ValueError("sample counts and first sample indices must be >= 0")
     nucleus = _choose(cfg.nucleus, lm.device, "pivot", "tiers")
     kv_cache = _choose(cfg.kv_cache, lm.device, "preallocated", "dynamic")
-    batch_rows = cfg.batch_rows or resolve_batch_rows(lm, prefix.shape[1], cfg.max_new_tokens, n)
+    batch_rows = cfg.batch_rows or resolve_batch_rows(lm, prefix.shape[1], cfg.max_new_tokens, max(counts, default=1))
     # Sequence j of image i has key mix(key_i) + j: distinct streams for every sample.
-    row_keys = (_mix64(torch.tensor(list(keys), dtype=torch.long)).repeat_interleave(n)
-                + torch.arange(n).repeat(B))  # (B*n,)
+    count_t = torch.tensor(counts, dtype=torch.long)
+    starts = torch.cumsum(count_t, 0) - count_t  # (B,) each image's first row
+    image_of_row = torch.arange(B).repeat_interleave(count_t)  # (rows,)
+    row_keys = (_mix64(torch.tensor(list(keys), dtype=torch.long))[image_of_row] + torch.tensor(first)[image_of_row]
+                + torch.arange(len(image_of_row)) - starts[image_of_row])  # (rows,)
     prefix = prefix.to(lm.device, lm.model.dtype)
-    out_tokens: list[list[int]] = [[] for _ in range(B * n)]
-    per_chunk = max(1, batch_rows // n)  # whole images per chunk, so every sample of an image shares its prefill
-    for i0 in range(0, B, per_chunk):
-        chunk = prefix[i0:i0 + per_chunk]  # (b, k, d)
+    out_tokens: list[list[int]] = [[] for _ in range(len(image_of_row))]
+    # whole images per chunk, so every sample of an image shares its prefill
+    for images in pack_rows(counts, batch_rows):
+        images = [i for i in images if counts[i]]
+        if not images:
+            continue
+        chunk = prefix[torch.tensor(images, device=prefix.device)]  # (b, k, d)
+        chunk_counts = count_t[images]
         cache = None
         if kv_cache == "preallocated":
-            cache = _preallocated_cache(model.config.num_hidden_layers, chunk.shape[0] * n,
+            cache = _preallocated_cache(model.config.num_hidden_layers, int(chunk_counts.sum()),
                                         chunk.shape[1] + cfg.max_new_tokens)
         # Sequences with the same history (same image, same tokens so far) have the same next-token
         # distribution, so the cache and the LM step hold one state per distinct history, not one
         # per sequence: an image's prefix runs once for its n samples, and so do common openings
         # ("A bird standing ..."), about 10% of all steps for captions.
-        out = model(inputs_embeds=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)  # only the last position predicts
+        # only the last position predicts
+        out = model(inputs_embeds=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1]  # (states, V)
-        alive = torch.arange(i0 * n, (i0 + chunk.shape[0]) * n)  # global row of each live sequence
-        state = torch.arange(chunk.shape[0]).repeat_interleave(n)  # each live sequence's state
+        alive = torch.cat([torch.arange(int(starts[i]), int(starts[i]) + counts[i]) for i in images])  # global rows
+        state = torch.arange(len(images)).repeat_interleave(chunk_counts)  # each live sequence's state
         for step in range(cfg.max_new_tokens):
             u = row_uniforms(row_keys[alive], step)
             tok = sample_top_p(logits, cfg.top_p, cfg.temperature, u, state, consume=True, method=nucleus).cpu()  # (R,)
@@ -290,10 +323,10 @@ def sample_sentences(lm, prefix: torch.Tensor, n: int, cfg: ExplainConfig,
                 cache.batch_select_indices(parent.to(lm.device))
             out = model(inputs_embeds=lm.embed(next_tok.to(lm.device)[:, None]), past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
-    texts = lm.tokenizer.batch_decode(out_tokens, skip_special_tokens=True)
+    texts = lm.tokenizer.batch_decode(out_tokens, skip_special_tokens=True) if out_tokens else []
     # A sentence ends at its first line break; the LM sometimes runs on into a second one.
     texts = [t.split("\n", 1)[0].strip() for t in texts]
-    return [texts[i * n:(i + 1) * n] for i in range(B)]
+    return [texts[int(starts[i]):int(starts[i]) + counts[i]] for i in range(B)]
 
 
 # --- how many sequences fit on a GPU ----------------------------------------------------------

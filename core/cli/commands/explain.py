@@ -28,7 +28,18 @@ def add_parser(subparsers) -> None:
     def knob(flag: str, field: str, kind, text: str, **kw) -> None:
         e.add_argument(flag, type=kind, default=default(ExplainConfig, field), help=text, **kw)
 
-    knob("--sentences", "sentences_per_image", int, "sentences sampled per image (default %(default)s)")
+    knob("--sentences", "sentences_per_image", sentences_option,
+         "sentences sampled per image: a number N, or 'auto' to sample in rounds and stop each image once its words "
+         "have settled (see --min-sentences, --max-sentences, --tolerance; default %(default)s)", metavar="N|auto")
+    knob("--min-sentences", "min_sentences", int, "with --sentences auto: sentences every image gets (the first "
+         "round; default %(default)s)", metavar="N")
+    knob("--max-sentences", "max_sentences", int, "with --sentences auto: the most an image gets (default "
+         "%(default)s)", metavar="N")
+    knob("--round-sentences", "round_sentences", int, "with --sentences auto: sentences added per later round "
+         "(default %(default)s)", metavar="N")
+    knob("--tolerance", "tolerance", float, "with --sentences auto: an image stops once every word in at least 10%% "
+         "of its sentences has a share standard error below this, or a round moved no word's share by more "
+         "(default %(default)s)", metavar="SHARE")
     knob("--top-p", "top_p", float, "nucleus sampling's top-p (default %(default)s)")
     knob("--temperature", "temperature", float, "sampling temperature (default %(default)s)")
     knob("--max-new-tokens", "max_new_tokens", int, "tokens per sentence at most (default %(default)s)")
@@ -61,6 +72,21 @@ def add_parser(subparsers) -> None:
                    help="start over: delete the run in --out (its shards) instead of resuming it; needed when "
                         "the dataset or the settings changed since it started")
     e.set_defaults(func=run)
+
+
+def sentences_option(value: str):
+    """--sentences: a positive whole number, or "auto"."""
+    import argparse
+
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of sentences or 'auto', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'auto'), got {n}")
+    return n
 
 
 def _quality(folder) -> str:
@@ -106,9 +132,16 @@ def _print_estimate(dataset, args) -> None:
             done = 0
     left = max(0, n - done)
     device = "cuda" if args.ray is not None and args.gpus_per_worker else args.device
-    guess = estimate(left, args.sentences, device)
+    if args.sentences == "auto":
+        from core.jobs import expected_sentences
+
+        per_image = expected_sentences(args.min_sentences, args.max_sentences)
+        how = f"about {per_image:.0f} sentences (auto, {args.min_sentences}-{args.max_sentences})"
+    else:
+        per_image, how = args.sentences, f"{args.sentences} sentences"
+    guess = estimate(left, per_image, device)
     resumed = f" ({done} already explained)" if done else ""
-    print(f"estimate: about {_duration(guess.seconds)} for {left} images x {args.sentences} sentences{resumed}, "
+    print(f"estimate: about {_duration(guess.seconds)} for {left} images x {how}{resumed}, "
           f"after the models load ({guess.basis})", flush=True)
 
 
@@ -122,6 +155,7 @@ def run(args) -> int:
         raise ValueError(f"--keep-sentences must be >= 0, got {args.keep_sentences}")
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+    cfg = config_from(args)  # before any model loads: bad sampling options fail at once
     if args.ray is not None:
         from core.engine.ray import check_address
 
@@ -162,18 +196,46 @@ def run(args) -> int:
                                                    checkpoint=args.checkpoint, layer=args.layer,
                                                    class_names=args.class_names,
                                                    random_weights=args.random_weights))
-    cfg = ExplainConfig(sentences_per_image=args.sentences, top_p=args.top_p, temperature=args.temperature,
-                        max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows, shard_size=args.shard_size,
-                        image_batch=args.image_batch, num_workers=args.num_workers,
-                        keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
     run_ = explain_dataset(dataset, classifier, translator, lm, args.out, cfg, split=args.split, name=args.name,
                            max_shards=args.max_shards, force=args.force, placement=placement,
                            max_images=args.max_images)
     health = run_.health()
-    print(f"run {run_.path}: {health.status}, {images_line(run_, health)}")
+    print(f"run {run_.path}: {health.status}, {images_line(run_, health)}{sentences_line(run_)}")
     if health.describe() and health.status != "partial":
         print(f"warning: {health.describe()}")
     return 0
+
+
+# ExplainConfig's fields as this command's options, for its error messages.
+_FLAGS = {"sentences_per_image": "--sentences", "min_sentences": "--min-sentences", "max_sentences": "--max-sentences",
+          "round_sentences": "--round-sentences", "tolerance": "--tolerance", "top_p": "--top-p",
+          "temperature": "--temperature", "max_new_tokens": "--max-new-tokens", "batch_rows": "--batch-rows",
+          "image_batch": "--image-batch", "num_workers": "--num-workers", "shard_size": "--shard-size"}
+
+
+def config_from(args) -> ExplainConfig:
+    """The sampling settings the options give; a bad value (--min-sentences above --max-sentences, a tolerance
+    <= 0, ...) is a ValueError that names the option."""
+    import re
+
+    try:
+        return ExplainConfig(sentences_per_image=args.sentences, min_sentences=args.min_sentences,
+                             max_sentences=args.max_sentences, round_sentences=args.round_sentences,
+                             tolerance=args.tolerance, top_p=args.top_p, temperature=args.temperature,
+                             max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows,
+                             shard_size=args.shard_size, image_batch=args.image_batch, num_workers=args.num_workers,
+                             keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
+    except ValueError as exc:
+        text = re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], str(exc))
+        raise ValueError(text) from None
+
+
+def sentences_line(run_) -> str:
+    """'; 14.2 sentences per image (8-32)' for a run whose images got different numbers of sentences."""
+    summary = run_.manifest.get("sentences") or {}
+    if not summary or summary.get("min") == summary.get("max"):
+        return ""
+    return f"; {summary['mean']:g} sentences per image ({summary['min']}-{summary['max']}, auto)"
 
 
 def translator_folder(value: str):
