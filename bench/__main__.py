@@ -6,7 +6,8 @@ import sys
 import time
 
 BENCHES = ["bench_words", "bench_generate", "bench_precision", "bench_train", "bench_memory", "bench_dashboard",
-           "bench_scaling", "bench_evaluate", "bench_workers", "bench_ray", "bench_word_maps"]
+           "bench_scaling", "bench_evaluate", "bench_workers", "bench_ray", "bench_word_maps", "bench_adaptive",
+           "bench_scale"]
 
 
 def main() -> int:
