@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]  # AppTest resolves relative paths against the calling file
-PAGES = {"Home": ROOT / "dashboard/Home.py", "Class words": ROOT / "dashboard/pages/2_Class_words.py"}
+PAGES = {"Home": ROOT / "dashboard/Home.py", "Class words": ROOT / "dashboard/pages/3_Class_words.py"}
 VOCAB = [f"w{i}" for i in range(400)] + ["water", "lake", "sea", "tree", "forest", "grass", "bird", "duck"]
 
 
