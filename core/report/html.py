@@ -10,6 +10,7 @@ import pandas as pd
 from core import plots
 from core.report import view
 from core.report.build import mitigation_cautions, to_json
+from core.report.evidence import causal_text, example_maps
 from core.report.schema import validate_report
 from core.report.view import pct
 
@@ -49,16 +50,36 @@ class _Blocks(list):
         self.append({"kind": "chart", "html": html})
 
 
+def _evidence(b: _Blocks, cls: str, rows: list[dict], maps: dict) -> None:
+    """Each flag's causal verdict and the word's map on its example images, where they were computed."""
+    for f in rows:
+        if f.get("causal"):
+            verdict = f["causal"]["verdict"]
+            b.p(causal_text(f["causal"], cls, f["word"]), "causal" if verdict == "causal" else "causal other")
+        if pictures := maps.get((cls, f["word"])):
+            b.append({"kind": "maps", "title": f"Where '{f['word']}' comes from in example {cls} images",
+                      "items": [{"uri": m["uri"], "caption": f"image {m['image_id']}"} for m in pictures]})
+
+
 def _flags(b: _Blocks, report: dict) -> None:
     flags = report["flags"]
     b.h2("Spurious-term flags")
     b.p(flags["definition"], "def")
     b.chart(plots.flags_chart(pd.DataFrame([dict(f, **{"class": c}) for c, fs in flags["by_class"].items()
                                             for f in fs])))
+    maps = example_maps(report)
+    n_examples = sum(len(f.get("example_image_ids") or []) for fs in flags["by_class"].values() for f in fs)
+    if maps or (report.get("word_map_reliability") or {}).get("text"):
+        n = sum(len(v) for v in maps.values())
+        b.p(f"Word maps show where in an image the classifier's features make the language model say the word "
+            f"(red: most, blue: least). They are drawn where they were computed ({n} of {n_examples} example images; "
+            "the dashboard computes them on Explain an image, Spurious terms and the Report page), so building "
+            "this report loads no model. " + ((report.get("word_map_reliability") or {}).get("text") or ""), "def")
     for cls, rows in flags["by_class"].items():
         b.h3(view.flags_heading(flags, cls, "error"))
         if rows:
             b.table(view.flags_table(rows, examples=True))
+            _evidence(b, cls, rows, maps)
         else:
             b.p(view.no_flags(flags, cls, "error"))
     assoc = flags.get("association")
@@ -69,6 +90,7 @@ def _flags(b: _Blocks, report: dict) -> None:
             b.h3(view.flags_heading(flags, cls, "association"))
             if rows:
                 b.table(view.association_table(cls, rows, evidence=True))
+                _evidence(b, cls, rows, {})
             else:
                 b.p(view.no_flags(flags, cls, "association"))
 
@@ -168,4 +190,5 @@ def to_html(report: dict) -> str:
     return _environment().get_template("report.html.j2").render(
         run=report["run"], models={k: prov["models"].get(k) for k in ("classifier", "translator", "lm")},
         dataset={"name": prov["dataset"].get("name")}, split=view.split_name(report),
-        settings=view.settings_line(prov), images_line=view.images_line(report["run"]), notes=report["notes"], kpis=kpis, blocks=b, data=data)
+        settings=view.settings_line(prov), images_line=view.images_line(report["run"]), notes=report["notes"],
+        kpis=kpis, blocks=b, data=data)

@@ -5,6 +5,7 @@ from typing import Any
 
 from core.report import view
 from core.report.build import mitigation_cautions
+from core.report.evidence import causal_text
 from core.report.schema import validate_report
 from core.report.view import Table, pct
 
@@ -29,12 +30,22 @@ def md_table(table: Table, bold: tuple[int, ...] = ()) -> str:
     return "\n".join(lines)
 
 
+def _causal(cls: str, rows: list[dict]) -> list[str]:
+    """A line per flag whose causal test is stored: does the classifier use what the word names?"""
+    lines = [f"- **{_escape(f['word'])}**: {_escape(causal_text(f['causal'], cls, f['word']))}"
+             for f in rows if f.get("causal")]
+    return lines + [""] if lines else []
+
+
 def _flags(report: dict) -> list[str]:
     flags = report["flags"]
     out = ["## Spurious-term flags", "", f"_{flags['definition']}_", ""]
+    if text := (report.get("word_map_reliability") or {}).get("text"):
+        out += [f"Word maps (where in an image a word comes from): {text}", ""]
     for cls, rows in flags["by_class"].items():
         out += [f"### {view.flags_heading(flags, cls, 'error')}", ""]
         out += [md_table(view.flags_table(rows), bold=(1,)) if rows else view.no_flags(flags, cls, "error"), ""]
+        out += _causal(cls, rows)
     assoc = flags.get("association")
     if assoc:
         out += ["### Association view", "", f"_{assoc['definition']}_", ""]
@@ -42,6 +53,7 @@ def _flags(report: dict) -> list[str]:
             out += [f"#### {view.flags_heading(flags, cls, 'association')}", ""]
             out += [md_table(view.association_table(cls, rows), bold=(1,)) if rows
                     else view.no_flags(flags, cls, "association"), ""]
+            out += _causal(cls, rows)
     return out
 
 
