@@ -176,7 +176,14 @@ def class_map(image, classifier, class_index: int | None = None) -> np.ndarray |
 
     p = next(classifier.parameters())
     x = classifier.preprocess(image)[None].to(p.device, p.dtype)
-    cams, _ = gradcam(Logits(classifier), layer, x, class_index)  # (1, h, w)
+    # gradcam puts the wrapper back in the mode it found, a new module's training mode, and with it every module of
+    # the classifier: put each back as it was, or a cached classifier's batch norms learn from every later image.
+    modes = [(m, m.training) for m in classifier.modules()]
+    try:
+        cams, _ = gradcam(Logits(classifier), layer, x, class_index)  # (1, h, w)
+    finally:
+        for m, training in modes:
+            m.training = training
     heat = F.interpolate(cams[:, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     heat = (heat - heat.min()).cpu().numpy()
     return (heat / heat.max() if heat.max() > 0 else heat).astype(np.float32)
