@@ -2,6 +2,7 @@
 import dataclasses
 import html
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
@@ -11,10 +12,12 @@ import streamlit as st  # noqa: E402
 
 from core import plots  # noqa: E402
 from core.models import registry  # noqa: E402
+from core.report import evidence  # noqa: E402
 from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 RESULT = "explain_upload"  # session-state key: the last live explanation (survives reruns and page changes)
+MAPS_ON = "explain_maps_on"  # session-state key: the user asked for a word map once; later picks map at once
 
 INTRO = ("The words the language model uses for one image are what the classifier's features say about it.")
 run_a, _ = ui.page(__file__, INTRO)
@@ -52,6 +55,93 @@ def show_words(words, n_sentences: int, sentences: list[str], key: str) -> None:
     empty = len(sentences) - len(shown)
     if empty or not shown:
         st.caption(f"{empty} empty sentence(s) not shown." if shown else "No sentences stored for this image.")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def class_cam(path: str, image_id: str, class_index: int):
+    """The Grad-CAM of class `class_index` over a run's image, with the classifier's preprocessing (its crop)."""
+    sources = registry.run_model_sources(ui.tables(path).manifest)
+    stamp = ui.file_stamp(Path(sources.classifier) / "model.safetensors")  # as ui.load_models keys it
+    clf = registry.classifier_for_run(ui.classifier(sources.classifier, stamp), sources)
+    return evidence.class_map(api.run_image(path, image_id), clf, class_index), clf.preprocessing
+
+
+def compute_map(path: str, image_id: str, word: str) -> bool:
+    """Compute and store the map of `word` over the image, with progress; False (and an error shown) on failure."""
+    with st.status(f"Mapping '{word}' over the image…", expanded=True) as status:
+        try:
+            st.write("Loading the classifier, translator and language model (cached after the first time)…")
+            clf, tr, lm = ui.load_models(registry.run_model_sources(ui.tables(path).manifest))
+            st.write(f"Following '{word}' in the image's sentences back to the classifier's features…")
+            t0 = time.time()
+            evidence.compute_map(path, image_id, word, clf, tr, lm)
+        except Exception as exc:  # the run's models are not here, a word the sentences lack, an unreadable image
+            status.update(label=f"Could not map '{word}'", state="error")
+            st.error(f"**{type(exc).__name__}:** {exc}")
+            return False
+        status.update(label=f"Mapped '{word}' in {time.time() - t0:.1f} s", state="complete", expanded=False)
+    return True
+
+
+def word_map_section(path: str, image_id: str, r, words) -> None:
+    """Pick a word of the image's sentences: where in the image it comes from, next to the predicted class's
+    Grad-CAM (core.report.evidence; maps are computed on demand and kept with the run)."""
+    if words.empty:  # no sentences, no word to map
+        return
+    st.subheader("Where in the image a word comes from")
+    scorer, cls = ui.scorer(path), str(r["label_name"])
+    flags = scorer.flags_for(cls) if cls in scorer.classes_ else scorer.flags_.iloc[:0]  # and what they pull toward
+    flagged = dict(zip(flags["word"], flags["predicted_as"].fillna("another class")))
+    options = words["word"].head(40).tolist()
+    share = dict(zip(words["word"], words["share"]))
+    default = next((w for w in options if w in flagged), options[0])
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    word = c1.selectbox("Word to map", options, index=options.index(default), key=f"map_word_{image_id}",
+                        format_func=lambda w: f"{w} ({ui.pct(share[w])} of sentences)"
+                        + (f" · flagged: pulls {r['label_name']} toward {flagged[w]}" if w in flagged else ""),
+                        help="The image's words, most used first; flagged words of its class are marked.")
+    opacity = c2.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="map_opacity",
+                        help="0 shows the photo alone; 1 the map alone.")
+    if evidence.stored_map(path, image_id, word) is None:
+        per = api.seconds_per_map(path)
+        if not st.session_state.get(MAPS_ON) and not st.button(
+                f"Show where '{word}' comes from", type="primary", icon=":material/travel_explore:"):
+            st.caption("A word map is computed when you ask for it ("
+                       + (f"about {per:.0f} s each on the machine that measured this run's maps" if per else "seconds")
+                       + ", plus loading the models the first time) and kept with the run, so it shows at once next "
+                       "time and in the HTML report.")
+            return
+        st.session_state[MAPS_ON] = True
+        if not compute_map(path, image_id, word):
+            return
+    try:
+        cam, pre = class_cam(path, image_id, int(r["prediction"]))
+    except Exception as exc:  # the run's classifier is not here: the word map still shows
+        cam, pre, cam_problem = None, None, f"No Grad-CAM: {exc}"
+    else:
+        cam_problem = None if cam is not None else "This classifier has no spatial feature map: no Grad-CAM."
+    view = api.word_map_view(path, image_id, word, cam, pre, opacity)
+    if view is None:
+        st.warning("The map could not be drawn (the image cannot be read).")
+        return
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.image(view.word_picture, width="stretch",
+                 caption=f"'{word}': where the classifier's features make the language model say it")
+    with right:
+        if view.class_picture is not None:
+            st.image(view.class_picture, width="stretch",
+                     caption=f"Grad-CAM of the predicted class, {r['prediction_name']}: where the prediction comes "
+                             "from")
+        else:
+            st.info(cam_problem)
+    st.caption(f"Method: **{view.method}** ({api.MAP_METHODS.get(view.method, view.method)}), over the "
+               f"{view.sentences} sentences of this image that use '{word}'. Its peak (the ring) is in "
+               f"{api.where_in(view.peak)} of the image. Red: most; blue: least. Both maps cover the centre "
+               "crop the classifier sees. A map says where the features that carry the word come from, not that the "
+               "word is right.")
+    if reliability := evidence.reliability_text(evidence.map_reliability(path)):
+        st.caption(f"How far to trust these maps: {reliability}")
 
 
 if source == "From the run":
@@ -105,6 +195,7 @@ if source == "From the run":
     sentences = evaluated.run.sentences([image_id])["text"].tolist()
     n_sentences = int(r["n_sentences"]) if r["n_sentences"] == r["n_sentences"] and r["n_sentences"] else 0
     show_words(words, n_sentences, sentences, key=f"stored-{image_id}")
+    word_map_section(path, image_id, r, words)
 else:
     uploaded = st.file_uploader("An image file", type=list(api.UPLOAD_TYPES),
                                 help="Explained live with the models of run A (classifier, translator, LM).")

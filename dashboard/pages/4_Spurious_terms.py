@@ -2,15 +2,20 @@
 predictions go with), with their evidence, example images and sentences; mark words as core or spurious."""
 import html  # class names go into raw HTML below: escape them
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `core` and `dashboard`
 
 import streamlit as st  # noqa: E402
 
-from core import paths, plots  # noqa: E402
+from core import jobs, paths, plots  # noqa: E402
 from core.analysis import CoreWordList, flag_examples  # noqa: E402
-from core.report import ASSOCIATION_DEFINITION, flags_definition  # noqa: E402
+from core.evaluation.causal import RESULT_FILE  # noqa: E402
+from core.models import registry  # noqa: E402
+from core.report import ASSOCIATION_DEFINITION, evidence, flags_definition  # noqa: E402
+from core.store import user_file  # noqa: E402
+from dashboard import backend as api  # noqa: E402
 from dashboard import common as ui  # noqa: E402
 
 run_a, _ = ui.page(__file__)
@@ -63,6 +68,142 @@ def slice_buttons(cls: str, words: list[str], key: str) -> None:
             ui.go_to("pages/1_Images.py", slice=word)
 
 
+def example_maps(evaluated, ids: list[str], word: str) -> None:
+    """The example images, each with the word's map over it where it was computed, and a button that computes the
+    others (core.report.evidence: stored with the run, so they show at once next time and in the HTML report)."""
+    info = evaluated.images.set_index("image_id")
+    ids = [i for i in ids if i in info.index]
+    cols = st.columns(5)
+    missing = []
+    for col, image_id in zip(cols, ids):
+        r = info.loc[image_id]
+        with col:
+            picture = evidence.stored_picture(evaluated.run, image_id, word)
+            if picture is not None:
+                st.image(picture, caption=f"{image_id}: {r['label_name']} → {r['prediction_name']}", width="stretch")
+            else:
+                missing.append(image_id)
+                ui.show_image(evaluated.run.image_path(str(r["path"])),
+                              caption=f"{image_id}: {r['label_name']} → {r['prediction_name']}")
+    if len(missing) < len(ids):
+        st.caption(f"Coloured: where in the image the classifier's features make the language model say '{word}' "
+                   "(red: most, blue: least; the ring marks the peak), over the centre crop the classifier sees.")
+        if reliability := evidence.reliability_text(evidence.map_reliability(path)):
+            st.caption(f"How far to trust the maps: {reliability}")
+    if not missing:
+        return
+    per = api.seconds_per_map(path)
+    about = f" (about {per * len(missing):.0f} s, plus loading the models the first time)" if per else ""
+    if not st.button(f"Show where '{word}' comes from on {'this image' if len(missing) == 1 else 'these images'}",
+                     key="evidence-maps", icon=":material/travel_explore:",
+                     help=f"Computes {len(missing)} word map(s){about}; they are kept with the run."):
+        return
+    bar = st.progress(0.0, text="Loading the classifier, translator and language model…")
+    try:
+        clf, tr, lm = ui.load_models(registry.run_model_sources(ui.tables(path).manifest))
+    except Exception as exc:  # the run's models are not here
+        bar.empty()
+        st.error(f"**The maps need the run's models.** {exc}")
+        return
+    t0, problems = time.time(), []
+    for i, image_id in enumerate(missing):
+        bar.progress(i / len(missing), text=f"Mapping '{word}' on image {image_id} ({i + 1} of {len(missing)})…")
+        try:
+            evidence.compute_map(path, image_id, word, clf, tr, lm)
+        except ValueError as exc:  # the image's sentences do not use the word after all
+            problems.append(f"{image_id}: {exc}")
+    bar.progress(1.0, text=f"{len(missing)} map(s) in {time.time() - t0:.0f} s")
+    if problems:
+        st.warning("Some images could not be mapped: " + "; ".join(problems))
+    else:
+        st.rerun()
+
+
+def show_test(t: dict, cls: str, word: str) -> None:
+    """One stored causal test of (cls, word): its verdict, the two rates with 95% intervals, the word's share."""
+    badge = {"causal": ":red-background[**causal**]", "correlational only": ":gray-background[**correlational "
+             "only**]"}.get(t["verdict"], f":orange-background[**{t['verdict']}**]")
+    st.markdown(f"{badge} · {evidence.tested_images(t['record'], cls, word)}")
+    if t["verdict"] not in ("causal", "correlational only"):
+        st.caption(evidence.causal_text(t["record"], cls, word))
+        return
+
+    def interval(ci) -> str:
+        return f"95% CI {ui.pct(ci[0])}–{ui.pct(ci[1])}" if ci else ""
+
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Predictions changed: the word's region removed", ui.pct(t["changed"]), interval(t["changed_ci"]),
+              delta_color="off", delta_arrow="off",
+              help=f"The top {ui.pct(t['share'])} of the word's map, filled ({t['fill']}), then classified again.")
+    m2.metric("Control: as much removed elsewhere", ui.pct(t["control"]), interval(t["control_ci"]),
+              delta_color="off", delta_arrow="off", help="A rectangle of the same area at a random place.")
+    m3.metric(f"Sentences using '{word}'", f"{ui.pct(t['share_before'])} → {ui.pct(t['share_after'])}",
+              help="The image explained again after the word's region is removed.")
+    st.caption(evidence.causal_text(t["record"], cls, word))
+
+
+def causal_section(cls: str, word: str, predicted) -> None:
+    """Does the classifier use what the word names? The stored causal tests of the flag, and a button that runs the
+    test as a background job (`texplain verify`), with its progress."""
+    predicted = predicted if isinstance(predicted, str) else None
+    st.markdown("**Does the classifier use it?** Remove the part of the image the word comes from and see whether "
+                "the prediction changes more than when as much is removed elsewhere.")
+    tests = api.causal_tests(path, cls, word)
+    if len(tests):
+        tests = tests.assign(first=[0 if p == predicted else 1 if p is None else 2 for p in tests["predicted"]])
+        for t in tests.sort_values(["first", "images"], ascending=[True, False]).to_dict(orient="records"):
+            show_test(t, cls, word)
+    folder = user_file(path, RESULT_FILE).parent
+    state = jobs.job_status(folder, kind="verify")
+    n = api.causal_candidates(ui.tables(path), cls, word, predicted)
+    same = tests["predicted"].eq(predicted) if predicted else tests["predicted"].isna()
+    done = int(tests.loc[same, "images"].max()) if same.any() else 0  # images this flag's own test already did
+    read = f" read as {predicted}" if predicted and predicted != cls else ""
+    if n == 0:
+        st.caption(f"No {cls} image{read} uses '{word}': there is nothing to test.")
+    elif done < n:
+        per_image = (ui.tables(path).manifest.get("settings") or {}).get("sentences_per_image")
+        # One word map, then the image explained twice (its region removed, and the control).
+        per = (api.seconds_per_map(path) or 10.0) + jobs.estimate(2, per_image if isinstance(per_image, int)
+                                                                  else 32).seconds
+        c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+        k = c1.number_input("Images to test", min_value=1, max_value=n, value=min(n, 40), key="verify-images",
+                            help=f"{n} {cls} image(s){read} use '{word}'; more images give narrower intervals.")
+        label = "Test whether the classifier uses it" if not done else f"Test more images ({done} done are kept)"
+        if c2.button(label, type="primary", icon=":material/science:", disabled=state.running, key="verify-start",
+                     help=f"A background job (`texplain verify`), about {api.duration_text(per * (k - done))}; "
+                          "you can leave the page."):
+            try:
+                jobs.start_verify(path, cls, word, predicted, max_images=None if k >= n else int(k))
+            except (jobs.JobError, OSError) as exc:
+                st.error(f"The test could not be started: {exc}")
+            else:
+                st.rerun()
+
+    @st.fragment(run_every=2.0 if state.running else None)
+    def show_job() -> None:
+        job = jobs.job_status(folder, kind="verify")
+        target = jobs.verify_target(job)
+        mine = target["class"] == cls and target["word"] == word
+        if job.running or (mine and job.state in ("failed", "stopped")):
+            with st.container(border=True):
+                head, button = st.columns([4, 1], vertical_alignment="center")
+                head.markdown(f"**Causal test of '{target['word']}' under {target['class']}** · {job.message}")
+                if job.running and button.button("Stop", key="stop-verify"):
+                    jobs.stop(job.out, kind="verify")
+                    st.rerun(scope="app")
+                if job.total_images:
+                    st.progress(job.fraction)
+                if job.state == "failed" and job.log_tail:
+                    st.code(job.log_tail, language=None)
+                if job.running and not mine:
+                    st.caption("One test runs at a time per run; this flag's can start when it ends.")
+        if state.running and not job.running:  # it just finished: show its result
+            st.rerun(scope="app")
+
+    show_job()
+
+
 notice = st.session_state.pop("spurious_notice", None)
 if notice:
     st.success(notice)
@@ -82,13 +223,15 @@ for tab, cls in zip(tabs, classes):
                       "source"]]
         table = table.assign(mark=[marks.status(cls, w) or "" for w in rows["word"]],
                              predicted_as=table["predicted_as"].fillna("–"))
+        if any(verdicts := api.causal_verdicts(path, rows)):  # tested flags: the causal test's verdict, by the word
+            table.insert(3, "causal", [v or "not tested" for v in verdicts])
         st.dataframe(table, hide_index=True, width="stretch", column_config={
             "predicted_as": "pulls toward",
             "share_wrong": st.column_config.ProgressColumn("misread", format="percent", min_value=0, max_value=1),
             "share_right": st.column_config.ProgressColumn("read right", format="percent", min_value=0, max_value=1),
             "z": st.column_config.NumberColumn("z", format="%.1f"),
             "images_wrong": "misread images using it", "n_wrong": "misread images", "mark": "your mark",
-            "source": "flagged by"})
+            "source": "flagged by", "causal": "causal test"})
         slice_buttons(cls, rows["word"].tolist(), key="error")
 
 st.subheader("Association view: flags before the errors show")
@@ -153,14 +296,8 @@ else:
     if ids:
         st.markdown("**Example misread images** (whose sentences use the word most)" if view == "error" else
                     f"**Example images predicted as {cls}** (misread ones first, then those using the word most)")
-        info = evaluated.images.set_index("image_id")
-        cols = st.columns(5)
-        for col, image_id in zip(cols, ids[:5]):
-            with col:
-                if image_id in info.index:
-                    r = info.loc[image_id]
-                    ui.show_image(evaluated.run.image_path(str(r["path"])),
-                                  caption=f"{image_id}: {r['label_name']} → {r['prediction_name']}")
+        example_maps(evaluated, ids[:5], word)
+    causal_section(cls, word, row.get("predicted_as") if view == "error" else cls)
     examples = flag_examples(evaluated.run, cls, word, k=6)
     st.markdown("**Sentences that use it**")
     if examples.empty:

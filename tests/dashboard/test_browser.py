@@ -358,7 +358,8 @@ def test_images_page_filters_and_maps_every_image(page, server):
     page.wait_for_timeout(1000)
     x, y = page.evaluate("""() => { const gds = document.querySelectorAll('.js-plotly-plot');
         const gd = gds[gds.length - 1], fl = gd._fullLayout, tr = gd._fullData[0], r = gd.getBoundingClientRect();
-        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[0]), r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[0])]; }""")
+        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[0]),
+                r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[0])]; }""")
     page.mouse.click(x, y)
     wait_for_text(page, "True class")
     assert "Explain an image" in page.locator("h1").first.inner_text() and "image=" in page.url
@@ -399,3 +400,28 @@ def test_the_runs_chosen_survive_a_reload(page, server):
     page.wait_for_selector("h1")
     settle(page, rerun=False)
     assert "Run A: demo-robust-test" in page.inner_text("body")
+
+
+def test_a_word_map_over_the_image_beside_the_class_gradcam(page, server, world):
+    if not world["demo"]:
+        pytest.skip("a word map needs the run's models: the demo's (texplain setup builds them)")
+    open_page(page, server, "Explain_an_image")
+    assert_no_exception(page, "Explain an image")
+    page.get_by_text("Where in the image a word comes from").first.scroll_into_view_if_needed()
+    page.get_by_role("button", name=re.compile(r"^Show where '.+' comes from$")).click()
+    wait_for_text(page, "Grad-CAM of the predicted class", timeout_s=600)  # loads the real models the first time
+    assert_no_exception(page, "Explain an image, a word map")
+    body = page.inner_text("body")
+    assert "Method: gradient" in body and "Its peak (the ring) is in the" in body
+    maps = page.locator('[data-testid="stImage"] img')
+    drawn = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stImage"] img'))
+                                   .slice(-2).map(i => [i.naturalWidth, i.naturalHeight])""")
+    assert maps.count() >= 4 and all(w > 100 and w == h for w, h in drawn)  # two square maps of the centre crop
+    # The opacity slider redraws both from the stored map (nothing is computed again).
+    slider = page.get_by_role("slider", name="Map opacity")
+    slider.focus()
+    for _ in range(4):
+        slider.press("ArrowLeft")
+    settle(page)
+    assert_no_exception(page, "Explain an image, map opacity")
+    screenshot(page, "flow_word_map")

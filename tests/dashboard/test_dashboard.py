@@ -348,6 +348,29 @@ def test_new_run_rejects_a_translator_for_another_classifier(world):
     assert "The translator fits the classifier and the language model." in texts(at)
 
 
+def test_new_run_finds_a_translator_for_the_classifier_or_says_it_will_build_one(world):
+    models = world["models"]
+    mine = world["user"] / "translators" / "tiny"
+    shutil.copytree(models["translator"], mine)
+    try:
+        at = run_page("pages/8_New_run.py")
+        assert at.selectbox(key="translator_choice").value == "auto"  # the default: no translator to pick
+        at.text_input(key="dataset_folder").set_value(str(world["data"])).run()
+        at.selectbox(key="classifier_choice").set_value("Another folder…").run()
+        at.text_input(key="classifier_folder").set_value(models["classifier"])
+        [t for t in at.text_input if t.label == "Language model"][0].set_value(models["lm"])
+        [b for b in at.button if b.label == "Check models"][0].click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert f"The job will use **{mine}**" in texts(at)
+        at.text_input(key="classifier_folder").set_value(models["other_classifier"])
+        [b for b in at.button if b.label == "Check models"][0].click().run()
+        assert any("No translator is made for this classifier yet" in i.value for i in at.info)
+        assert jobs.explain_command("d", "c", None, "o")[4:8] == ["--dataset", "d", "--classifier", "c"]
+        assert "--translator" not in jobs.explain_command("d", "c", None, "o")
+    finally:
+        shutil.rmtree(mine.parent)
+
+
 def test_new_run_starts_a_background_job_that_finishes(world):
     models = world["models"]
     at = _new_run(run_page("pages/8_New_run.py"), world["data"], models["classifier"], models["translator"],
