@@ -21,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.store import run_files
+
+CAUSAL_FILE = "causal.json"  # core.evaluation.causal.RESULT_FILE, named here to check for it without torch
+
 MAPS_FOLDER = "maps"  # word maps computed for a run's images, one .npz file per (image, word)
 POINTING_FILE = "word_maps.json"  # the pointing game on a run (texplain maintain word-maps)
 # The colours of a map, from cold to hot ("jet", as Grad-CAM figures draw them): blue, cyan, yellow, red. Blue and
@@ -382,10 +386,12 @@ def causal_text(record: dict, class_name: str, word: str) -> str:
 def add_evidence(report: dict) -> dict:
     """The report with its stored evidence: a `causal` field on every flag (both views) whose causal test is stored
     with the run (causal_for), and `word_map_reliability` (the pointing game, or null). Two small JSON reads."""
-    from core.evaluation.causal import read_causal
-
     path = report["run"]["path"]
-    tests = read_causal(path)
+    tests = {}
+    if run_files(path, CAUSAL_FILE):  # core.evaluation.causal imports torch: 20 s of a first report on a busy CPU
+        from core.evaluation.causal import read_causal
+
+        tests = read_causal(path)
     flags = report["flags"]
     for cls, rows in flags["by_class"].items():
         for f in rows:

@@ -181,3 +181,17 @@ def test_maps_to_compute_puts_tested_flags_first_and_stays_small(run):
     todo = evidence.maps_to_compute(report, per_flag=2, limit=3)
     assert len(todo) == 3 and todo[0][1] == last["word"]
     assert all(evidence.stored_map(run.path, i, w) is None for i, w in todo)
+
+
+def test_a_report_without_causal_tests_does_not_load_the_causal_module(run):
+    import subprocess
+    import sys
+
+    from core.evaluation.causal import RESULT_FILE
+
+    assert evidence.CAUSAL_FILE == RESULT_FILE
+    # A fresh interpreter: causal imports torch, seconds a first report need not pay when nothing was tested.
+    code = ("import sys; from core.report import build_report; build_report(sys.argv[1]); "
+            "print('core.evaluation.causal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
