@@ -24,7 +24,7 @@ from core.analysis import backgrounds  # noqa: E402
 from core.analysis.spurious import ANNOTATIONS_FILE  # noqa: E402
 from core.analysis.tables import RunTables, evaluation_tables  # noqa: E402
 from core.models import registry  # noqa: E402
-from core.store import MANIFEST, Run, user_file  # noqa: E402
+from core.store import MANIFEST, Run, describe_sentences, user_file  # noqa: E402
 from dashboard import backend as api  # noqa: E402
 
 RUN_A, RUN_B = "run_a", "run_b"  # session-state keys: the chosen runs' folder paths ("" for no run B)
@@ -587,7 +587,8 @@ def run_caption(path: str) -> None:
     models, dataset = m.get("models") or {}, m.get("dataset") or {}
     st.caption(f"Run **{Path(path).name}** · classifier **{models.get('classifier', '?')}** · dataset "
                f"**{dataset.get('name', '?')}** · {evaluated.stats.n_images} images"
-               f"{f' of the {split} split' if split else ''}")
+               f"{f' of the {split} split' if split else ''}"
+               f"{f' · {per}' if (per := describe_sentences(m.get('settings'), m.get('sentences'))) else ''}")
 
 
 # --- display helpers -------------------------------------------------------------------------------------

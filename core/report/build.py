@@ -87,7 +87,7 @@ from core.analysis.spurious import SpuriousTermScorer
 from core.analysis.tables import RunTables, evaluation_tables, image_counts, load_tables, scored_images
 from core.report.evidence import add_evidence
 from core.report.schema import ASSOCIATION_DEFINITION, SCHEMA_VERSION, flags_definition
-from core.store import Run, discover_runs, read_mitigation_records
+from core.store import Run, describe_sentences, discover_runs, read_mitigation_records
 
 FORMATS = ("html", "json", "md")
 
@@ -133,7 +133,8 @@ def _provenance(manifest: dict) -> dict:
     dataset = {k: v for k, v in (manifest.get("dataset") or {}).items()
                if k in ("name", "kind", "root", "class_names", "group_names", "train_group_counts")}
     return {"models": dict(manifest.get("models") or {}), "dataset": dataset, "settings": settings,
-            "seed": settings.get("seed", manifest.get("seed")), "versions": dict(manifest.get("versions") or {})}
+            "seed": settings.get("seed", manifest.get("seed")), "versions": dict(manifest.get("versions") or {}),
+            "sentences": describe_sentences(settings, manifest.get("sentences"))}
 
 
 def _accuracy(images: pd.DataFrame, class_names: list[str]) -> dict:

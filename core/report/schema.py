@@ -99,7 +99,7 @@ _MITIGATION_ROW = {"type": "object", "required": ["method"],
 _PROVENANCE = {"type": "object", "required": ["models", "dataset", "settings", "seed", "versions"],
                "properties": {"models": {"type": "object"}, "dataset": {"type": "object"},
                               "settings": {"type": "object"}, "seed": {"type": ["integer", "null"]},
-                              "versions": {"type": "object"}}}
+                              "versions": {"type": "object"}, "sentences": {"type": "string"}}}
 
 _SLICE_ROW = {"type": "object", "required": ["name", "words", "match", "n", "accuracy", "ci_low", "ci_high",
                                             "confusion", "example_image_ids"],

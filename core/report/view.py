@@ -34,8 +34,8 @@ def z_text(z: Any) -> str:
 def settings_line(prov: dict) -> str:
     s = prov.get("settings", {})
     bits = []
-    if s.get("sentences_per_image") is not None:
-        bits.append(f"{s['sentences_per_image']} sentences per image")
+    if s.get("sentences_per_image") is not None:  # an adaptive run's mean and range, where the report has them
+        bits.append(prov.get("sentences") or f"{s['sentences_per_image']} sentences per image")
     if s.get("top_p") is not None:
         bits.append(f"top-p {s['top_p']}")
     if s.get("temperature") is not None:

@@ -120,6 +120,22 @@ def describe_sample(sample: dict | None) -> str:
             f"{sample.get('seed')}, stratified by {sample.get('stratified_by', 'group')})")
 
 
+def describe_sentences(settings: dict | None, sentences: dict | None = None) -> str:
+    """How many sentences a run's images got, from its manifest's settings and (adaptive runs) its `sentences`
+    record: "32 sentences per image" or "15.1 sentences per image on average (12-20, stopped when their words
+    settled)"."""
+    per = (settings or {}).get("sentences_per_image")
+    if per is None:
+        return ""
+    if per != "auto":
+        return f"{per} sentences per image"
+    s = sentences or {}
+    if not isinstance(s.get("mean"), (int, float)):
+        return "sentences per image chosen as the words settled (auto)"
+    return (f"{s['mean']:.1f} sentences per image on average ({s.get('min')}–{s.get('max')}, stopped when their "
+            "words settled)")
+
+
 def process_alive(pid: int) -> bool:
     """Whether process `pid` runs on this machine (a zombie counts as dead)."""
     try:

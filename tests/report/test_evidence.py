@@ -183,7 +183,7 @@ def test_maps_to_compute_puts_tested_flags_first_and_stays_small(run):
     assert all(evidence.stored_map(run.path, i, w) is None for i, w in todo)
 
 
-def test_a_report_without_causal_tests_does_not_load_the_causal_module(run):
+def test_a_report_without_causal_tests_does_not_load_the_causal_module(tmp_path):
     import subprocess
     import sys
 
@@ -193,5 +193,6 @@ def test_a_report_without_causal_tests_does_not_load_the_causal_module(run):
     # A fresh interpreter: causal imports torch, seconds a first report need not pay when nothing was tested.
     code = ("import sys; from core.report import build_report; build_report(sys.argv[1]); "
             "print('core.evaluation.causal' in sys.modules)")
+    run = make_run(tmp_path / "untested", make_dataset(tmp_path / "data", per_group=5), "untested")
     out = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"

@@ -152,3 +152,15 @@ def test_the_variations_table_carries_each_runs_status(erm, tmp_path):
     bc = background_challenge(original, entries)
     assert bc.table.set_index("variation")["status"].to_dict() == {"original": "complete", "mixed_rand": "running"}
     assert any(n.startswith("mixed_rand (imagenet9-mixed_rand) is running: running: 100 of 400") for n in bc.notes)
+
+
+def test_an_adaptive_runs_sentences_are_said_with_their_mean_and_range():
+    from core.report.view import settings_line
+    from core.store import describe_sentences
+
+    auto = {"sentences_per_image": "auto", "seed": 0}
+    said = describe_sentences(auto, {"images": 200, "total": 3020, "mean": 15.1, "min": 12, "max": 20})
+    assert said.startswith("15.1 sentences per image on average (12–20")
+    assert settings_line({"settings": auto, "seed": 0, "sentences": said}).startswith("15.1 sentences per image")
+    assert describe_sentences({"sentences_per_image": 32}) == "32 sentences per image"
+    assert "auto" in describe_sentences(auto)  # a run still going: no record yet
