@@ -521,13 +521,14 @@ def superclass_word_accuracy(run, stamps_seen: set | None = None, plan: str | Pa
 
 
 def record_superclass_words(runs_root: str | Path = paths.SHIPPED_RUNS, world: str | Path = gw.GENERAL_WORLD,
-                            out: str | Path = GENERAL_EVALUATION) -> dict:
-    """`superclass_word_accuracy` of every shipped variation run, added to the general translator's
-    evaluation (the stamps it saw in training are the general world's train split)."""
+                            out: str | Path = GENERAL_EVALUATION, prefix: str = RUN_PREFIX) -> dict:
+    """`superclass_word_accuracy` of every shipped variation run (`<prefix><variation>`), added to the
+    translator's evaluation `out` (the stamps the general translator saw in training are the general world's
+    train split)."""
     meta = pd.read_csv(Path(world) / "metadata.csv")
     seen = set(meta.loc[meta["split"] == "train", "stamp"])
-    res = {v: superclass_word_accuracy(Path(runs_root) / f"{RUN_PREFIX}{v}", seen)
-           for v in in9.VARIATIONS if (Path(runs_root) / f"{RUN_PREFIX}{v}" / "manifest.json").exists()}
+    res = {v: superclass_word_accuracy(Path(runs_root) / f"{prefix}{v}", seen)
+           for v in in9.VARIATIONS if (Path(runs_root) / f"{prefix}{v}" / "manifest.json").exists()}
     update_evaluation(out, imagenet9_superclass_words=res)
     return res
 
@@ -539,8 +540,9 @@ RUN_PER_CLASS = 20
 
 def explain_variations(classifier, translator, lm, root: str | Path = mini.IMAGENET9_MINI,
                        out_root: str | Path = paths.SHIPPED_RUNS, cfg=None, variations=in9.VARIATIONS,
-                       force: bool = False, per_class: int | None = RUN_PER_CLASS) -> dict:
-    """One run per variation, `out_root/imagenet9-<variation>`, of `classifier` read as ImageNet-9: the
+                       force: bool = False, per_class: int | None = RUN_PER_CLASS, prefix: str = RUN_PREFIX,
+                       name_suffix: str = "") -> dict:
+    """One run per variation, `out_root/<prefix><variation>`, of `classifier` read as ImageNet-9: the
     first `per_class` images of each class (by id; the same images in every variation), or all."""
     from dataclasses import replace
 
@@ -560,8 +562,8 @@ def explain_variations(classifier, translator, lm, root: str | Path = mini.IMAGE
                     taken[r.label] = taken.get(r.label, 0) + 1
                     keep.append(r)
             ds = replace(ds, records=keep)
-        runs[variation] = explain_dataset(ds, classifier, translator, lm, Path(out_root) / f"{RUN_PREFIX}{variation}",
-                                          cfg, name=f"ImageNet-9 {variation}", force=force)
+        runs[variation] = explain_dataset(ds, classifier, translator, lm, Path(out_root) / f"{prefix}{variation}",
+                                          cfg, name=f"ImageNet-9 {variation}{name_suffix}", force=force)
     return runs
 
 

@@ -6,7 +6,9 @@ fixed (ERM with its last layer refit on the groups its explanations revealed, wi
 test run), all. ImageNet-9: general-world (the caption world of all usable stamps), imagenet9 (that, the mini
 ImageNet-9 and the classifier's accuracy on each variation), general-translator (a translator for the
 unmodified ImageNet classifier, trained on the general world), general-evaluation (how well its sentences
-name unseen objects and scenes), imagenet9-runs (every variation explained with it). Open world: open-world
+name unseen objects and scenes), imagenet9-runs (every variation explained with it), lite2 (the fast path on
+ImageNet EfficientNet-Lite2: its aligned translator, that translator's evaluation, every variation explained with
+it). Open world: open-world
 (objects and scenes with whole scene packages held out), open-translator (trained on it), open-evaluation (every
 translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
 Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
@@ -17,7 +19,8 @@ from __future__ import annotations
 import argparse
 
 WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
-IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs")
+IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs",
+                   "lite2")
 OPEN_STEPS = ("open-world", "open-translator", "open-evaluation")
 EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
@@ -50,6 +53,10 @@ def run(args) -> int:
         from core.demo.open_translator import build as build_open
 
         return build_open(args.step, force=args.force)
+    if args.step == "lite2":
+        from core.demo.lite2 import build as build_lite2
+
+        return build_lite2(force=args.force)
     if args.step in IMAGENET9_STEPS:
         from core.demo.imagenet9 import build as build_imagenet9
 
