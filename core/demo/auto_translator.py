@@ -61,6 +61,21 @@ def find_translator(classifier, lm) -> Path | None:
     return min(found, key=lambda f: f[0])[1] if found else None
 
 
+def translator_quality(folder: str | Path) -> str:
+    """What is known of a translator's quality, in words: its scene accuracy on unseen objects' images
+    (evaluation.json), or how well an aligned map fits; "" when nothing is recorded."""
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+        ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else {}
+    except (OSError, ValueError):
+        return ""
+    if isinstance(ev.get("scene_accuracy"), (int, float)):
+        return f"it names the scene for {ev['scene_accuracy']:.0%} of unseen objects' images"
+    r2 = (cfg.get("training") or {}).get("r2_held_out")
+    return f"aligned; its map explains {r2:.0%} of the base features' variance" if r2 is not None else ""
+
+
 def fast_translator_folder(classifier) -> Path:
     """Where the fast path caches a classifier's aligned translator: runs/translators/<name>-<feature hash>."""
     key = hashlib.sha256((getattr(classifier, "feature_identity", "") or classifier.identity).encode()).hexdigest()[:8]

@@ -22,13 +22,13 @@ INTRO = ("Explain every image of a dataset with a classifier and its translator.
 ui.page(__file__, INTRO)
 
 
-def auto_translator(classifier_spec: str, lm_name: str) -> str | None:
-    """The translator `texplain explain` would pick for this classifier without --translator, or None (it would
-    build one)."""
-    from core.demo.auto_translator import find_translator
+def auto_translator(classifier_spec: str, lm_name: str) -> tuple[str, str] | None:
+    """The translator `texplain explain` would pick for this classifier without --translator and what is known
+    of its quality, or None (it would build one)."""
+    from core.demo.auto_translator import find_translator, translator_quality
 
     found = find_translator(ui.classifier(classifier_spec), ui.language_model(lm_name))
-    return str(found) if found else None
+    return (str(found), translator_quality(found)) if found else None
 
 
 @st.cache_data(ttl=30, show_spinner="Reading the dataset…", max_entries=8)
@@ -103,7 +103,9 @@ def check_models() -> bool:
             with st.spinner("Loading the classifier and the language model, looking for its translator…"):
                 found = auto_translator(classifier, lm or api.DEFAULT_LM)
             if found:
-                st.success(f"The job will use **{found}**, made for this classifier's features.")
+                folder, quality = found
+                st.success(f"The job will use **{folder}**, made for this classifier's features"
+                           f"{f': {quality}' if quality else ''}.")
             else:
                 st.info("No translator is made for this classifier yet: the job first builds one by the fast path "
                         "(a map of its features onto those the general translator reads, fitted on the demo "

@@ -352,6 +352,7 @@ def test_new_run_finds_a_translator_for_the_classifier_or_says_it_will_build_one
     models = world["models"]
     mine = world["user"] / "translators" / "tiny"
     shutil.copytree(models["translator"], mine)
+    (mine / "evaluation.json").write_text('{"scene_accuracy": 0.5}')
     try:
         at = run_page("pages/8_New_run.py")
         assert at.selectbox(key="translator_choice").value == "auto"  # the default: no translator to pick
@@ -361,7 +362,8 @@ def test_new_run_finds_a_translator_for_the_classifier_or_says_it_will_build_one
         [t for t in at.text_input if t.label == "Language model"][0].set_value(models["lm"])
         [b for b in at.button if b.label == "Check models"][0].click().run()
         assert not at.exception, [e.value for e in at.exception]
-        assert f"The job will use **{mine}**" in texts(at)
+        assert f"The job will use **{mine}**, made for this classifier's features: it names the scene for 50% of " \
+               "unseen objects' images." in texts(at)  # which one, and how good it measured
         at.text_input(key="classifier_folder").set_value(models["other_classifier"])
         [b for b in at.button if b.label == "Check models"][0].click().run()
         assert any("No translator is made for this classifier yet" in i.value for i in at.info)

@@ -57,3 +57,13 @@ def test_the_fast_path_gives_lite1_a_translator_that_explains(tmp_path, monkeypa
     assert auto.find_translator(clf, lm) == folder  # cached: the next explain finds it
     out = Explainer(clf, tr, lm).explain([load_rgb(images[0])])[0]
     assert len(out.sentences) == 32 and out.words
+
+
+def test_what_is_known_of_a_translators_quality_is_said(tmp_path):
+    from core.demo.lite2 import LITE2_TRANSLATOR
+
+    assert auto.translator_quality(LITE2_TRANSLATOR) == "it names the scene for 67% of unseen objects' images"
+    (tmp_path / "config.json").write_text('{"training": {"r2_held_out": 0.6626}}')
+    assert auto.translator_quality(tmp_path) == "aligned; its map explains 66% of the base features' variance"
+    (tmp_path / "config.json").write_text("{not json")
+    assert auto.translator_quality(tmp_path) == ""

@@ -89,23 +89,6 @@ def sentences_option(value: str):
     return n
 
 
-def _quality(folder) -> str:
-    """What is known of a translator's quality: its held-out scene accuracy, or how well an aligned map fits."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-        ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else {}
-    except (OSError, ValueError):
-        return ""
-    if ev.get("scene_accuracy") is not None:
-        return f"; scene named for {ev['scene_accuracy']:.0%} of unseen objects' images"
-    r2 = (cfg.get("training") or {}).get("r2_held_out")
-    return f"; aligned, its map explains {r2:.0%} of the base features' variance" if r2 is not None else ""
-
-
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(1, round(seconds))} s"
@@ -178,12 +161,13 @@ def run(args) -> int:
         print(f"classifier {classifier.name}: {space.describe()}")
     lm = load_language_model(args.lm)
     if args.translator is None:
-        from core.demo.auto_translator import translator_for
+        from core.demo.auto_translator import translator_for, translator_quality
 
         folder, how = translator_for(classifier, lm, auto=not args.no_auto_translator)
         args.translator = str(folder)
+        quality = translator_quality(folder)
         print(f"translator: {folder} ({'made for this classifier' if how == 'found' else 'built now by the fast path'}"
-              f"{_quality(folder)})", flush=True)
+              f"{f'; {quality}' if quality else ''})", flush=True)
     translator = Translator.from_pretrained(args.translator, classifier, lm)
     placement = None
     if args.ray is not None:
