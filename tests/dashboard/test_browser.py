@@ -175,10 +175,18 @@ def open_options(page, label: str) -> None:
 
 
 def pick(page, label: str, option: str) -> None:
-    """Choose the option matching regex `option` in the selectbox labelled `label`."""
-    open_options(page, label)
-    page.get_by_role("option", name=re.compile(option)).first.click()
-    settle(page)
+    """Choose the option matching regex `option` in the selectbox labelled `label`, and check it was chosen: on a
+    busy machine a click can land while the list is still moving, and the list then stays open (retried)."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    for _ in range(3):
+        open_options(page, label)
+        page.get_by_role("option", name=re.compile(option)).first.click()
+        settle(page)
+        shown = box.input_value()  # the chosen option's text
+        if re.search(option, shown):
+            return
+        page.keyboard.press("Escape")
+    raise AssertionError(f"{label!r} does not take the option {option!r}; it shows {shown!r}")
 
 
 def wait_for_text(page, text: str | re.Pattern, timeout_s: float = 120) -> None:
