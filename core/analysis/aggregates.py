@@ -180,8 +180,10 @@ def compute_cells(con, images: str = "images", words: str = "words") -> tuple[pd
     word_cells = con.execute(f"""
         WITH img AS (SELECT c.image_id, c.n_sentences, d.cell FROM _cell_of c JOIN _cells_df d ON c._rank = d._rank
                      WHERE c.n_sentences > 0),
-             r AS (SELECT img.cell, w.word, least(greatest(w.sentences, 0), img.n_sentences) AS c, w.sentences,
-                          w."count" FROM {words} w JOIN img ON w.image_id = img.image_id WHERE w.word IS NOT NULL)
+             -- Cast: a shard written from an empty words DataFrame stores its counts as strings.
+             r AS (SELECT img.cell, w.word, least(greatest(CAST(w.sentences AS BIGINT), 0), img.n_sentences) AS c,
+                          CAST(w.sentences AS BIGINT) AS sentences, CAST(w."count" AS BIGINT) AS "count"
+                   FROM {words} w JOIN img ON w.image_id = img.image_id WHERE w.word IS NOT NULL)
         SELECT cell, CAST(word AS VARCHAR) AS word, CAST(count(*) AS BIGINT) AS images, CAST(sum(c) AS BIGINT) AS s1,
                CAST(sum(CAST(c AS BIGINT) * c) AS BIGINT) AS s2, CAST(sum(sentences) AS BIGINT) AS sentences,
                CAST(sum("count") AS BIGINT) AS "count"
@@ -225,7 +227,7 @@ def run_stats(run) -> RunStats:
     computed: dict[str, pd.DataFrame] = {}
 
     def both() -> dict[str, pd.DataFrame]:
-        from core.store.run import duckdb_connection
+        from core.store.run import duckdb_connection, reading_shards
 
         if not computed:
             if not run.shard_files("images"):
@@ -233,8 +235,9 @@ def run_stats(run) -> RunStats:
             else:
                 con = duckdb_connection(bounded=True)
                 try:
-                    add_store_views(con, "images", run, [], words=True, positions=True)
-                    computed["images"], computed["words"] = compute_cells(con, "images", "images_words")
+                    with reading_shards(run.path):
+                        add_store_views(con, "images", run, [], words=True, positions=True)
+                        computed["images"], computed["words"] = compute_cells(con, "images", "images_words")
                 finally:
                     con.close()
         return computed

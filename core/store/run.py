@@ -22,6 +22,7 @@ is refused, and a lock left by a process that died is taken over.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import hashlib
@@ -31,7 +32,7 @@ import platform
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pandas as pd
 
@@ -588,18 +589,25 @@ def duckdb_connection(bounded: bool = False):
         "preserve_insertion_order": False})
 
 
-def run_sql(con, sql: str, params: list | None, where: Path | str) -> pd.DataFrame:
-    """`sql` on `con` as a DataFrame; a shard whose data cannot be read is a RunStoreError naming the run."""
+@contextlib.contextmanager
+def reading_shards(where: Path | str) -> Iterator[None]:
+    """DuckDB reading a run's shards: a shard whose data cannot be read is a RunStoreError naming the run."""
     import duckdb
 
     try:
-        return con.execute(sql, params or []).df()
+        yield
     except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException):
         raise  # the SQL is wrong, not the run
     except duckdb.Error as exc:  # a shard whose footer reads but whose data does not
         raise RunStoreError(f"{where}: a shard of this run cannot be read ({_first_line(exc)}); "
                             "the run is damaged: run the same `explain` command with --force to "
                             "rebuild it") from exc
+
+
+def run_sql(con, sql: str, params: list | None, where: Path | str) -> pd.DataFrame:
+    """`sql` on `con` as a DataFrame; a shard whose data cannot be read is a RunStoreError naming the run."""
+    with reading_shards(where):
+        return con.execute(sql, params or []).df()
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
