@@ -344,7 +344,8 @@ def test_images_page_filters_and_maps_every_image(page, server):
     open_page(page, server, "Images")
     assert_no_exception(page, "Images")
     everything = table_rows(page)
-    assert everything > 0 and page.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)  # the grid draws after the count's line
+    assert everything > 0
     pick(page, "Prediction", "^misread$")
     misread = table_rows(page)
     assert 0 < misread < everything
