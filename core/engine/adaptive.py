@@ -60,6 +60,12 @@ def sentences_needed(sentences: list[str], cfg: ExplainConfig, count: Callable[[
     of at least max_sentences): what an auto run gives that image, since its sentence j is the fixed run's."""
     if len(sentences) < cfg.max_sentences:
         raise ValueError(f"needs the image's first {cfg.max_sentences} sentences (max_sentences), got {len(sentences)}")
+    return count_by_rule(sentences, cfg, count)
+
+
+def count_by_rule(sentences: list[str], cfg: ExplainConfig, count: Callable[[list[str]], dict]) -> int:
+    """The rounds of the rule over `sentences`, read in order: where it stops. It never reads past that point, so
+    an auto run's stored sentences (exactly as many as it kept) give back their own count."""
     n, before = 0, None
     while True:
         n += next_round(cfg, n)

@@ -27,8 +27,9 @@ import pandas as pd
 import torch
 
 from core.analysis.stats import paired_gap, wilson_interval
+from core.store import CAUSAL_FILE
 
-RESULT_FILE = "causal.json"
+RESULT_FILE = CAUSAL_FILE
 FILLS = ("blur", "mean")
 MIN_IMAGES = 5  # fewer and the intervals say nothing
 

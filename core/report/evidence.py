@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store import run_files
-
-CAUSAL_FILE = "causal.json"  # core.evaluation.causal.RESULT_FILE, named here to check for it without torch
+from core.store import CAUSAL_FILE, run_files
 
 MAPS_FOLDER = "maps"  # word maps computed for a run's images, one .npz file per (image, word)
 POINTING_FILE = "word_maps.json"  # the pointing game on a run (texplain maintain word-maps)

@@ -42,6 +42,7 @@ from core.errors import RunLockedError, RunMismatchError, RunStoreError
 MANIFEST = "manifest.json"
 LOCK_FILE = "run.lock"  # {"pid", "host", "started"} of the process writing the run
 MITIGATION_FILE = "mitigation.json"  # written by core.mitigate, read by the report and the dashboard
+CAUSAL_FILE = "causal.json"  # causal tests of flags (core.evaluation.causal), read by the report and the dashboard
 TABLES = ("images", "words", "sentences")
 SCHEMA_VERSION = 1
 

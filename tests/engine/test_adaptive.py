@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.data import open_dataset
-from core.engine.adaptive import AdaptiveSampler, next_round, sentences_needed, settled, shares
+from core.engine.adaptive import AdaptiveSampler, count_by_rule, next_round, sentences_needed, settled
 from core.engine.config import ExplainConfig
 from core.engine.pipeline import explain_dataset
 from core.engine.sampling import image_key, pack_rows, sample_sentences
@@ -37,15 +37,6 @@ def tables(run) -> dict[str, pd.DataFrame]:
     return {t: run.table(t).sort_values(k).reset_index(drop=True) for t, k in KEYS.items()}
 
 
-def replay(sentences: list[str], cfg: ExplainConfig, count) -> int:
-    """How many of an image's sentences the rule keeps, read again from its stored sentences (all kept)."""
-    n, before = 0, None
-    while True:
-        n += next_round(cfg, n)
-        now = shares(count(sentences[:n]), n)
-        if n >= cfg.max_sentences or settled(now, n, before, cfg.tolerance):
-            return n
-        before = now
 
 
 # --- the rule ----------------------------------------------------------------------------------------
@@ -190,7 +181,7 @@ def test_an_auto_run_records_per_image_counts_within_bounds_and_the_rules_own(tm
     count = every_word().count
     for image_id, texts in sentences.sort_values("idx").groupby("image_id")["text"]:
         assert len(texts) == n[image_id]
-        assert replay(list(texts), cfg, count) == n[image_id]
+        assert count_by_rule(list(texts), cfg, count) == n[image_id]
     m = run.manifest
     assert m["settings"]["sentences_per_image"] == "auto" and m["settings"]["max_sentences"] == 8
     assert m["sentences"] == {"images": 16, "total": int(n.sum()), "mean": round(float(n.mean()), 2),
