@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.models.gradcam import no_param_grads
+from core.models.gradcam import MODEL_SURGERY, no_param_grads
 
 
 @dataclass
@@ -109,6 +109,11 @@ def spatial_layer(classifier):
     p = next(classifier.parameters())
     crop = classifier.preprocessing.crop
     x = torch.randn(1, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)
+    with MODEL_SURGERY:
+        return _spatial_layer(classifier, net, x)
+
+
+def _spatial_layer(classifier, net, x):
     seen, hooks = [], []
     for name, m in net.named_modules():
         if m is net:
@@ -159,7 +164,8 @@ def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[s
     x = classifier.preprocess(image)[None].to(next(classifier.parameters()).device)
     x = x.to(next(classifier.parameters()).dtype)
     if layer is not None:
-        heat, total = _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit)
+        with MODEL_SURGERY:
+            heat, total = _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit)
         how = "gradient"
     else:
         heat, total = _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches)

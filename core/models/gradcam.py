@@ -6,6 +6,8 @@ masks of the most attended pixels (MaskTune's masks, core.mitigation.methods).
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,20 +27,30 @@ def _cam_from(activation: torch.Tensor, logits: torch.Tensor, class_idx) -> torc
     return F.relu((weights * activation).sum(1)).detach()  # (B, h, w)
 
 
+# The dashboard shares one cached model between sessions (threads): a forward hook or a requires_grad flag set
+# for one map would capture or change another's. Everything that hooks or flags a shared model holds this lock.
+MODEL_SURGERY = threading.RLock()
+
+
 class no_param_grads:  # noqa: N801  (used as a context manager, named like one)
-    """Parameters stop requiring grad for a while: the graph then starts at the hooked activation."""
+    """Parameters stop requiring grad for a while: the graph then starts at the hooked activation. Holds
+    MODEL_SURGERY while it lasts."""
 
     def __init__(self, module: nn.Module):
         self.module = module
 
     def __enter__(self):
+        MODEL_SURGERY.acquire()
         self.saved = [(p, p.requires_grad) for p in self.module.parameters()]
         for p, _ in self.saved:
             p.requires_grad_(False)
 
     def __exit__(self, *exc):
-        for p, flag in self.saved:
-            p.requires_grad_(flag)
+        try:
+            for p, flag in self.saved:
+                p.requires_grad_(flag)
+        finally:
+            MODEL_SURGERY.release()
 
 
 def gradcam(model, layer: nn.Module | str, x: torch.Tensor, class_idx=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +79,11 @@ def gradcam(model, layer: nn.Module | str, x: torch.Tensor, class_idx=None) -> t
         captured["a"] = out
         return out
 
+    with MODEL_SURGERY:
+        return _gradcam_hooked(net, layer, x, class_idx, hook, captured)
+
+
+def _gradcam_hooked(net, layer, x, class_idx, hook, captured):
     handle = layer.register_forward_hook(hook)
     was_training = net.training
     net.eval()

@@ -360,10 +360,15 @@ def test_images_page_filters_and_maps_every_image(page, server):
     page.get_by_role("button", name="Compute the map").click()
     wait_for_text(page, "Colour by", timeout_s=600)
     assert_no_exception(page, "Images with the map")
+    # The chart's element comes a render after the selectbox above it (Plotly loads lazily); wait, then count.
+    page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=60_000)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
     screenshot(page, "flow_images")
     # A click on a point of the map opens that image's explanation.
     page.locator('[data-testid="stPlotlyChart"]').last.scroll_into_view_if_needed()
+    page.wait_for_function("""() => { const gds = document.querySelectorAll('.js-plotly-plot');
+        return gds.length > 0 && gds[gds.length - 1]._fullLayout && gds[gds.length - 1]._fullData; }""",
+                           timeout=60_000)
     page.wait_for_timeout(1000)
     x, y = page.evaluate("""() => { const gds = document.querySelectorAll('.js-plotly-plot');
         const gd = gds[gds.length - 1], fl = gd._fullLayout, tr = gd._fullData[0], r = gd.getBoundingClientRect();

@@ -47,6 +47,32 @@ def test_a_word_map_covers_the_input_and_a_missing_word_says_which_are_there(exp
         word_map(image, "zeppelin", tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words())
 
 
+def test_maps_drawn_at_once_from_several_threads_match_those_drawn_one_by_one(explained, tiny_classifier,
+                                                                              tiny_lm):
+    # The dashboard's sessions share one cached classifier: a hook set for one map must not capture another's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    run, tr = explained
+    jobs = []
+    for row in run.images().head(4).itertuples():
+        sents = run.sentences([row.image_id])["text"].tolist()
+        word = run.words().query("image_id == @row.image_id").sort_values("sentences").iloc[-1]["word"]
+        jobs.append((load_rgb(run.image_path(row.path)), word, sents))
+
+    def draw(job):
+        image, word, sents = job
+        return word_map(image, word, tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words()).heatmap
+
+    flags = [p.requires_grad for p in tiny_classifier.parameters()]
+    alone = [draw(j) for j in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            together = list(pool.map(draw, jobs * 2))
+            for a, b in zip(alone * 2, together):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+    assert [p.requires_grad for p in tiny_classifier.parameters()] == flags  # restored as they were
+
+
 def test_fills_touch_only_the_region_and_controls_match_its_area():
     x = torch.randn(3, 40, 40)
     region = np.zeros((40, 40), dtype=bool)
