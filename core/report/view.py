@@ -132,11 +132,21 @@ def _group_evidence(a: dict) -> str:
     return gap + (" ✔" if a.get("confirmed") else "")
 
 
+def _with_causal(header: list[str], rows: list[list], flags: list[dict]) -> None:
+    """A "causal test" column where at least one flag of the table was tested (core.report.evidence)."""
+    if any(f.get("causal") for f in flags):
+        header.append("causal test")
+        for row, f in zip(rows, flags):
+            c = f.get("causal") or {}
+            row.append(f"{c['verdict']} ({c.get('images', '?')} images)" if c.get("verdict") else "not tested")
+
+
 def flags_table(flags: list[dict], examples: bool = False) -> Table:
     """One class's error-view flags; `examples` adds the ids of example images."""
     header = ["#", "word", "pulls toward", "misread", "read right", "z", "misread images using it", "evidence"]
     rows = [[f["rank"], f["word"], f["predicted_as"] or "–", pct(f["share_wrong"], 0), pct(f["share_right"], 0),
              z_text(f["z"]), _carry(f), f["evidence"]] for f in flags]
+    _with_causal(header, rows, flags)
     if examples:
         header.append("example images")
         rows = [row + [", ".join(f["example_image_ids"])] for row, f in zip(rows, flags)]
@@ -148,6 +158,7 @@ def association_table(cls: str, flags: list[dict], evidence: bool = False) -> Ta
     rows = [[a["rank"], a["word"], pct(a["share_class"], 0), pct(a["share_other"], 0), z_text(a["z"]),
              _group_evidence(a), f"{a['images_misread']} / {a['n_misread']}"] for a in flags]
     header = ["#", "word", f"predicted {cls}", "other images", "z", "within-class groups", "misread images using it"]
+    _with_causal(header, rows, flags)
     if evidence:
         header.append("evidence")
         rows = [row + [a["evidence"]] for row, a in zip(rows, flags)]

@@ -65,8 +65,9 @@ def test_a_tested_flag_carries_its_verdict_through_json_markdown_and_html(run):
     assert ("- **water**: Causal test on 12 landbird images read as waterbird whose sentences use 'water': CAUSAL. "
             "Removing the word's region (20% of the image, blur) changed 75% (95% CI") in md
     assert "no better than a random point" in md  # scene maps: 78% vs 88% at random, said plainly
+    assert "| causal test |" in md and "| causal (12 images) |" in md and "| not tested |" in md  # the flag table
     page = to_html(report)
-    assert 'class="causal"' in page and "CAUSAL" in page
+    assert 'class="causal"' in page and "CAUSAL" in page and "<th>causal test</th>" in page
     # A malformed causal field is refused by the schema.
     water["causal"] = {"verdict": "causal"}
     with pytest.raises(ValueError, match="causal"):
