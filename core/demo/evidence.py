@@ -128,14 +128,19 @@ def causal_truth(max_images: int | None = 40, runs=(WATERBIRDS_RUN, WATERBIRDS_V
     return found
 
 
-def build(step: str, limit: int | None = 60, force: bool = False) -> int:
+POINTING_IMAGES, CAUSAL_IMAGES = 60, 40  # as shipped: images per run mapped; images per causal check
+
+
+def build(step: str, limit: int | None = None, force: bool = False) -> int:
+    """`word-maps`: the pointing game on `limit` images of each run (default POINTING_IMAGES); `causal`: the causal
+    checks on at most `limit` images each (default CAUSAL_IMAGES)."""
     if step == "word-maps":
         for run_path, fn in ((WATERBIRDS_RUN, waterbirds_pointing), (IMAGENET9_RUN, imagenet9_pointing)):
             out = Path(run_path) / POINTING_FILE
             if out.exists() and not force:
                 print(f"[word-maps] {out} exists (--force redoes it)")
                 continue
-            result = fn(limit)
+            result = fn(limit or POINTING_IMAGES)
             out.write_text(json.dumps(result, indent=1) + "\n")
             print(json.dumps({k: {m: result[k][m] for m in ("maps", "hit_rate", "ci95", "random_hit_rate")}
                               for k in ("scene", "object") if k in result}, indent=1))
@@ -146,7 +151,7 @@ def build(step: str, limit: int | None = 60, force: bool = False) -> int:
             for run_path in (WATERBIRDS_RUN, WATERBIRDS_VAL_RUN):
                 (run_path / "causal.json").unlink(missing_ok=True)
         out = WATERBIRDS_RUN / CAUSAL_TRUTH_FILE
-        out.write_text(json.dumps(causal_truth(), indent=1, default=str) + "\n")
+        out.write_text(json.dumps(causal_truth(limit or CAUSAL_IMAGES), indent=1, default=str) + "\n")
         print(f"[causal] -> {out}, and causal.json beside each run")
         return 0
     raise ValueError(f"unknown step {step!r}")

@@ -96,6 +96,7 @@ def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tm
     meta = pd.read_csv(out / "metadata.csv", keep_default_na=False)
     caps = pd.read_csv(out / "captions.csv")
     assert len(meta) == 58 and (out / "images" / "00000.jpg").exists()
+    assert json.loads((out / "dataset.json").read_text())["name"] == "world"  # not the temporary build folder's
     train = meta[meta["split"] == "train"]
     assert set(train["scene"]) <= {"lake0", "lake1", "plain-white"} and set(train["held_out"]) == {""}
     assert not train["nouns"].str.contains("guitar|heron").any()

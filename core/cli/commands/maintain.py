@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", default=None, metavar="FOLDER",
                    help="imagenet9 only: classify this ImageNet-9 copy (e.g. the real Backgrounds Challenge, its "
                         "variation folders side by side) instead of building the mini one")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="open-evaluation, word-maps, causal: images to score (default: the step's own, as shipped)")
     p.add_argument("--out", default=None, metavar="FOLDER",
                    help="imagenet9 only: where classifier_accuracy.json and predictions.csv go "
                         "(default runs/imagenet9)")
@@ -48,11 +50,11 @@ def run(args) -> int:
     if args.step in EVIDENCE_STEPS:
         from core.demo.evidence import build as build_evidence
 
-        return build_evidence(args.step, force=args.force)
+        return build_evidence(args.step, force=args.force, **({"limit": args.limit} if args.limit else {}))
     if args.step in OPEN_STEPS:
         from core.demo.open_translator import build as build_open
 
-        return build_open(args.step, force=args.force)
+        return build_open(args.step, force=args.force, **({"limit": args.limit} if args.limit else {}))
     if args.step == "lite2":
         from core.demo.lite2 import build as build_lite2
 

@@ -407,7 +407,7 @@ def build_open_world(out_dir: str | Path = OPEN_WORLD, seed: int = 0, force: boo
             _SCENES.clear()
             _PHOTOS.clear()
             _THINGS.clear()
-        _write_tables(plan, scenes, things, tmp, as_dict)
+        _write_tables(plan, scenes, things, tmp, as_dict, name=out_dir.name)  # not the temporary folder's
     if verbose:
         size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
         print(f"[open-world] {len(plan)} images ({len(things)} objects, {len(scenes)} scenes) in "
@@ -416,7 +416,7 @@ def build_open_world(out_dir: str | Path = OPEN_WORLD, seed: int = 0, force: boo
 
 
 def _write_tables(plan: list[dict], scenes: list[OpenScene], things: list[Thing], out_dir: Path,
-                  settings: dict) -> None:
+                  settings: dict, name: str) -> None:
     by_scene, by_thing = {x.name: x for x in scenes}, {t.key: t for t in things}
     first = [by_thing[it["things"][0]["thing"]] for it in plan]
     supers = sorted({t.superclass or "other" for t in things})
@@ -434,7 +434,7 @@ def _write_tables(plan: list[dict], scenes: list[OpenScene], things: list[Thing]
         "n_objects": [len(it["things"]) for it in plan],
     })
     meta.to_csv(out_dir / "metadata.csv", index=False)
-    (out_dir / "dataset.json").write_text(json.dumps({"name": out_dir.name, "classes": supers}, indent=1) + "\n")
+    (out_dir / "dataset.json").write_text(json.dumps({"name": name, "classes": supers}, indent=1) + "\n")
     captions = pd.DataFrame([(it["img_filename"], c, it["split"]) for it in plan for c in it["captions"]],
                             columns=["img_filename", "caption", "split"])
     captions.to_csv(out_dir / "captions.csv", index=False)
