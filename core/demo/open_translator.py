@@ -124,6 +124,8 @@ def headline(result: dict) -> dict:
     return {"scene_kind_accuracy_held_out_scenes": scenes["scene_kind_accuracy"]["rate"],
             "false_water_held_out_scenes": (scenes["false_scene_rate"].get("water") or {}).get("rate"),
             "false_water_held_out_objects": (objects["false_scene_rate"].get("water") or {}).get("rate"),
+            "water_sentence_share_held_out_scenes": (scenes.get("false_scene_share", {}).get("water") or {})
+            .get("mean_share"),
             "superclass_accuracy_held_out_objects": (objects.get("superclass_accuracy") or {}).get("rate"),
             "scene_kind_accuracy_trained_scenes": objects["scene_kind_accuracy"]["rate"]}
 

@@ -60,6 +60,10 @@ def test_scores_held_out_scenes_false_water_and_superclasses(ex):
     assert out["scene_kind_accuracy"]["rate"] == 0.75 and out["images"] == 4
     assert out["false_scene_rate"]["water"]["rate"] == 0.5  # b and c show no water; both say it
     assert out["false_scene_rate"]["snow"]["rate"] == 0.0
+    # The share of sentences: b says water in 3 of 3, c in 1 of 3, a and d never.
+    assert out["false_scene_share"]["water"]["mean_share"] == round((1 + 1 / 3) / 4, 4)
+    assert out["false_scene_share"]["water"]["quarter_or_more"]["rate"] == 0.5
+    assert out["false_scene_share"]["grass"]["mean_share"] == 0.0  # c and d show no grass and none says it
     assert out["superclass_accuracy"]["rate"] == 0.75
     assert out["superclass_confusions"][0] == {"truth": "dog", "said": "hoofed mammal", "images": 1}
     assert named_superclass(ex.count(["a cow and a dog", "a dog"])) == "dog"
