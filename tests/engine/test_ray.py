@@ -205,8 +205,10 @@ def test_ctrl_c_stops_the_driver_shuts_ray_down_and_leaves_a_resumable_run(local
         assert line.startswith("shard"), f"the driver wrote no shard: {driver.stdout.read() if driver.poll() else ''}"
         driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
         t0 = time.time()
-        rest, _ = driver.communicate(timeout=60)
-        assert time.time() - t0 < 60
+        # Alone this takes seconds; once in a full suite (right after the test above SIGKILLs a driver on the
+        # same cluster) Ray's shutdown took over 60 s. 120 s still catches a driver that ignores Ctrl-C.
+        rest, _ = driver.communicate(timeout=120)
+        assert time.time() - t0 < 120
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
