@@ -133,10 +133,10 @@ def headline(result: dict) -> dict:
 EVALUATION_LIMIT = 150  # test images of each held-out kind (of 500) that the shipped open_evaluation.json scores
 
 
-def build(step: str, force: bool = False, limit: int | None = EVALUATION_LIMIT) -> int:
+def build(step: str, force: bool = False, limit: int | None = None) -> int:
     """`open-world`: build the world; `open-translator`: train the open translator (resumable); `open-evaluation`:
     score the shipped general translator and the open one (where present) on `limit` test images of each held-out
-    kind (None: all), written beside each as open_evaluation.json."""
+    kind (default EVALUATION_LIMIT), written beside each as open_evaluation.json."""
     from core.demo.imagenet9 import GENERAL_TRANSLATOR
     from core.models import load_classifier, load_language_model
     from core.models.translator import Translator
@@ -154,7 +154,8 @@ def build(step: str, force: bool = False, limit: int | None = EVALUATION_LIMIT) 
     for folder in (GENERAL_TRANSLATOR, OPEN_TRANSLATOR):
         if not (folder / "config.json").exists():
             continue
-        result = evaluate_open(base, Translator.from_pretrained(folder, base, lm), lm, world, "test", limit)
+        result = evaluate_open(base, Translator.from_pretrained(folder, base, lm), lm, world, "test",
+                               limit or EVALUATION_LIMIT)
         print(f"[open-evaluation] {folder.name}: {json.dumps(headline(result))} -> "
               f"{write_evaluation(folder, result)}", flush=True)
     return 0

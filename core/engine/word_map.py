@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.models.gradcam import MODEL_SURGERY, no_param_grads
+from core.models.gradcam import forward_hooks, no_param_grads
 
 
 @dataclass
@@ -109,24 +109,15 @@ def spatial_layer(classifier):
     p = next(classifier.parameters())
     crop = classifier.preprocessing.crop
     x = torch.randn(1, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)
-    with MODEL_SURGERY:
-        return _spatial_layer(classifier, net, x)
+    seen = []
 
+    def see(mod, args, out):
+        if isinstance(out, torch.Tensor) and out.ndim == 4:
+            seen.append((mod, out))
 
-def _spatial_layer(classifier, net, x):
-    seen, hooks = [], []
-    for name, m in net.named_modules():
-        if m is net:
-            continue
-        hooks.append(m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, mod, out))
-                                             if isinstance(out, torch.Tensor) and out.ndim == 4 else None))
-    try:
-        with torch.no_grad():
-            z, _ = classifier.features_and_logits(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    for name, mod, out in reversed(seen):  # the last map of more than one position (a pooling's 1x1 is not a map)
+    with forward_hooks(*((m, see) for m in net.modules() if m is not net)), torch.no_grad():
+        z, _ = classifier.features_and_logits(x)
+    for mod, out in reversed(seen):  # the last map of more than one position (a pooling's 1x1 is not a map)
         if out.shape[1] == z.shape[1] and out.shape[2] * out.shape[3] > 1 \
                 and torch.allclose(out.float().mean((2, 3)), z.float(), atol=1e-4, rtol=1e-3):
             return mod
@@ -164,8 +155,7 @@ def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[s
     x = classifier.preprocess(image)[None].to(next(classifier.parameters()).device)
     x = x.to(next(classifier.parameters()).dtype)
     if layer is not None:
-        with MODEL_SURGERY:
-            heat, total = _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit)
+        heat, total = _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit)
         how = "gradient"
     else:
         heat, total = _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches)
@@ -184,14 +174,11 @@ def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
         captured["a"] = out
         return out
 
-    handle = layer.register_forward_hook(hook)
-    try:
-        with no_param_grads(classifier), no_param_grads(translator), no_param_grads(lm.model), torch.enable_grad():
-            z, _ = classifier.features_and_logits(x)
-            total = word_log_prob(translator, lm, z, ids, attn, hit)
-            grad, = torch.autograd.grad(total, captured["a"])
-    finally:
-        handle.remove()
+    with forward_hooks((layer, hook)), no_param_grads(classifier), no_param_grads(translator), \
+            no_param_grads(lm.model), torch.enable_grad():
+        z, _ = classifier.features_and_logits(x)
+        total = word_log_prob(translator, lm, z, ids, attn, hit)
+        grad, = torch.autograd.grad(total, captured["a"])
     a = captured["a"].detach()[0].float()  # (K, h, w)
     weights = grad[0].float().mean((1, 2))  # (K,)
     return F.relu((weights[:, None, None] * a).sum(0)).cpu(), total.item()

@@ -7,6 +7,7 @@ masks of the most attended pixels (MaskTune's masks, core.mitigation.methods).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -53,6 +54,18 @@ class no_param_grads:  # noqa: N801  (used as a context manager, named like one)
             MODEL_SURGERY.release()
 
 
+@contextmanager
+def forward_hooks(*hooks):
+    """`(module, hook)` pairs registered as forward hooks for the length of a block, under MODEL_SURGERY."""
+    with MODEL_SURGERY:
+        handles = [module.register_forward_hook(fn) for module, fn in hooks]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
 def gradcam(model, layer: nn.Module | str, x: torch.Tensor, class_idx=None) -> tuple[torch.Tensor, torch.Tensor]:
     """GradCAM of any classifier at `layer` (a module or its name) for inputs x: returns (cams (B, h, w), logits).
 
@@ -79,23 +92,16 @@ def gradcam(model, layer: nn.Module | str, x: torch.Tensor, class_idx=None) -> t
         captured["a"] = out
         return out
 
-    with MODEL_SURGERY:
-        return _gradcam_hooked(net, layer, x, class_idx, hook, captured)
-
-
-def _gradcam_hooked(net, layer, x, class_idx, hook, captured):
-    handle = layer.register_forward_hook(hook)
-    was_training = net.training
-    net.eval()
-    try:
-        with no_param_grads(net), torch.enable_grad():
+    with forward_hooks((layer, hook)), no_param_grads(net), torch.enable_grad():
+        was_training = net.training
+        net.eval()
+        try:
             logits = net(x)
             if "a" not in captured:
                 raise ValueError("layer was not called in the model's forward pass")
             cams = _cam_from(captured["a"], logits, class_idx)
-    finally:
-        handle.remove()
-        net.train(was_training)
+        finally:
+            net.train(was_training)
     return cams, logits.detach()
 
 

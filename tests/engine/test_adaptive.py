@@ -37,8 +37,6 @@ def tables(run) -> dict[str, pd.DataFrame]:
     return {t: run.table(t).sort_values(k).reset_index(drop=True) for t, k in KEYS.items()}
 
 
-
-
 # --- the rule ----------------------------------------------------------------------------------------
 
 def test_the_rule_stops_on_precise_shares_or_a_quiet_round_and_not_before():

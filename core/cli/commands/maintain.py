@@ -50,11 +50,11 @@ def run(args) -> int:
     if args.step in EVIDENCE_STEPS:
         from core.demo.evidence import build as build_evidence
 
-        return build_evidence(args.step, force=args.force, **({"limit": args.limit} if args.limit else {}))
+        return build_evidence(args.step, force=args.force, limit=args.limit)
     if args.step in OPEN_STEPS:
         from core.demo.open_translator import build as build_open
 
-        return build_open(args.step, force=args.force, **({"limit": args.limit} if args.limit else {}))
+        return build_open(args.step, force=args.force, limit=args.limit)
     if args.step == "lite2":
         from core.demo.lite2 import build as build_lite2
 
