@@ -8,7 +8,8 @@ ImageNet-9 and the classifier's accuracy on each variation), general-translator 
 unmodified ImageNet classifier, trained on the general world), general-evaluation (how well its sentences
 name unseen objects and scenes), imagenet9-runs (every variation explained with it), lite2 (the fast path on
 ImageNet EfficientNet-Lite2: its aligned translator, that translator's evaluation, every variation explained with
-it). Open world: open-world
+it), lite2-trained (the fast path's reference: a translator trained on Lite2's features by the general recipe,
+hours on a CPU; its evaluation goes beside the fast path's). Open world: open-world
 (objects and scenes with whole scene packages held out), open-translator (trained on it), open-evaluation (every
 translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
 Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
@@ -20,7 +21,7 @@ import argparse
 
 WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs",
-                   "lite2")
+                   "lite2", "lite2-trained")
 OPEN_STEPS = ("open-world", "open-translator", "open-evaluation")
 EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
@@ -39,7 +40,8 @@ def add_parser(subparsers) -> None:
                    help="imagenet9 only: classify this ImageNet-9 copy (e.g. the real Backgrounds Challenge, its "
                         "variation folders side by side) instead of building the mini one")
     p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="open-evaluation, word-maps, causal: images to score (default: the step's own, as shipped)")
+                   help="open-evaluation, word-maps, causal, lite2-trained: images to score (default: the step's own, "
+                        "as shipped)")
     p.add_argument("--out", default=None, metavar="FOLDER",
                    help="imagenet9 only: where classifier_accuracy.json and predictions.csv go "
                         "(default runs/imagenet9)")
@@ -59,6 +61,10 @@ def run(args) -> int:
         from core.demo.lite2 import build as build_lite2
 
         return build_lite2(force=args.force)
+    if args.step == "lite2-trained":
+        from core.demo.lite2 import build_trained
+
+        return build_trained(force=args.force, limit=args.limit)
     if args.step in IMAGENET9_STEPS:
         from core.demo.imagenet9 import build as build_imagenet9
 
