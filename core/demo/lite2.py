@@ -5,7 +5,8 @@
 
 Lite2 (260 px input, 1280-d features) is trained independently of Lite0 by its authors; no caption of any kind
 is used here. Its translator is the fast path's (core.demo.auto_translator.build_fast_translator: a ridge map of
-its features onto Lite0's, fitted on the demo worlds' photos, in front of the shipped general translator). It is
+its features onto Lite0's, in front of the shipped general translator; the shipped one was fitted on the demo
+worlds' photos, the fast path's fit set until 2026-12-05, and --force refits it on the current one). It is
 scored as the general translator is, on the general world's test split (stamps it never saw), so the two
 evaluations sit side by side; and every ImageNet-9 variation is explained with it on the same images as Lite0's
 runs, so Compare and the ImageNet-9 page can put the two classifiers beside each other.

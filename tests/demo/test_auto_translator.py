@@ -48,7 +48,13 @@ def test_the_fast_path_gives_lite1_a_translator_that_explains(tmp_path, monkeypa
     monkeypatch.setenv("TEXPLAIN_RUNS", str(tmp_path / "runs"))
     if not (auto.GENERAL_TRANSLATOR / "config.json").exists():
         pytest.skip("the shipped general translator is missing")
-    images = auto.alignment_images()[::25]  # ~150 photos: enough to fit and check the machinery
+    from core import paths
+    from core.demo.worlds.general import GENERAL_WORLD
+
+    images = auto.alignment_images()
+    # Both halves of the fit set: the demo photos and the general world's images (plain backgrounds among them).
+    assert any(paths.DEMO_DATA in p.parents for p in images) and any(GENERAL_WORLD in p.parents for p in images)
+    images = images[::25]  # ~280 images: enough to fit and check the machinery
     clf, lm = load_classifier("efficientnet-lite1"), load_language_model()
     folder = auto.build_fast_translator(clf, lm, show_progress=False, images=images)
     tr = Translator.from_pretrained(folder, clf, lm)

@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
                         "KEY.jpg + KEY.txt or KEY.json), or 'demo' (the Waterbirds demo's; the default)")
     t.add_argument("--fast", action="store_true",
                    help="no caption training: align the classifier's features onto the shipped general "
-                        "translator's (a ridge map fitted on the demo worlds' photos; minutes on a CPU)")
+                        "translator's (a ridge map fitted on the demo photos and the general caption world's "
+                        "training images; minutes on a CPU)")
     add_lm_option(t)
     t.add_argument("--views", default="identity",
                    help="feature views per training image: 'identity', 'all' (mirror and two crops too, the "
