@@ -109,7 +109,8 @@ def check_models() -> bool:
             else:
                 st.info("No translator is made for this classifier yet: the job first builds one by the fast path "
                         "(a map of its features onto those the general translator reads, fitted on the demo "
-                        "worlds' photos; about 15 minutes on a 2-core CPU, seconds on a GPU), kept under "
+                        "photos and the general caption world's images; about 10–15 minutes on a 2-core CPU, a "
+                        "minute on a GPU), kept under "
                         f"{ui.user_runs_root()}/translators/ for the next run. Its log says how well the map "
                         "fits.", icon=":material/build:")
         else:
