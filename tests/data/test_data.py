@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -336,3 +337,38 @@ def test_demo_world_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(demo.DemoWorldError, match="not a demo world"):
         build_demo_world(tmp_path / "mine", **SMALL)
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def test_larger_birds_change_only_the_birds_size(small_world, tmp_path):
+    larger = build_demo_world(tmp_path / "larger", seed=3, bird_size=(0.7, 0.9), **SMALL)
+    assert json.loads((larger / "world.json").read_text())["bird_size"] == [0.7, 0.9]
+    assert "bird_size" not in json.loads((small_world / "world.json").read_text())  # the shipped worlds' files
+    meta = pd.read_csv(small_world / "metadata.csv")
+    assert pd.read_csv(larger / "metadata.csv").equals(meta)  # the same birds on the same crops
+    small_masks, larger_masks = demo.object_masks(small_world), demo.object_masks(larger)
+    for f in meta.img_filename.head(8):
+        mask = f.replace(".jpg", ".png")
+        assert (np.asarray(Image.open(larger_masks / mask)) > 127).mean() \
+            > 1.3 * (np.asarray(Image.open(small_masks / mask)) > 127).mean()
+    with pytest.raises(ValueError, match="bird_size"):
+        build_demo_world(tmp_path / "bad", bird_size=(0.9, 0.2), **SMALL)
+
+
+def test_a_place_swapped_image_keeps_its_bird_on_the_other_background(small_world, tmp_path):
+    from scipy.ndimage import binary_erosion
+
+    meta = pd.read_csv(small_world / "metadata.csv")
+    picked = list(meta[meta.split == 2].img_filename.head(6))
+    out = demo.build_place_swapped(small_world, tmp_path / "swapped", picked)
+    masks = demo.object_masks(small_world)
+    for f in picked:
+        before = np.asarray(Image.open(small_world / f), dtype=float)
+        after = np.asarray(Image.open(out / f), dtype=float)
+        bird = np.asarray(Image.open(masks / f.replace(".jpg", ".png"))) > 127
+        inside = binary_erosion(bird, iterations=3)  # JPEG blurs the edge
+        assert np.abs(before - after)[inside].mean() < 6, f  # the same bird, same place
+        assert np.abs(before - after)[~bird].mean() > 20, f  # another background
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == sorted(picked)
+    stamp = (out / picked[0]).stat().st_mtime_ns
+    demo.build_place_swapped(small_world, out, picked[:1])  # kept, not redrawn
+    assert (out / picked[0]).stat().st_mtime_ns == stamp

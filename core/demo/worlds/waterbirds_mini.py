@@ -297,7 +297,21 @@ def _captions(rng: np.random.Generator, bird: str, scene: str, stamp: str, k: in
     return out
 
 
-def _plan(s: DemoSettings, photo_sizes: dict[str, tuple[int, int]], stamps: dict[str, str]) -> list[dict]:
+def _crop(rng: np.random.Generator, scene: str, size: tuple[int, int], region: tuple[float, float]
+          ) -> tuple[int, int, int, int]:
+    """A square crop of the scene photo inside `region` of its long side (three draws from `rng`)."""
+    w, h = size
+    long_, short = max(w, h), min(w, h)
+    half = (region[1] - region[0]) * long_
+    side = rng.uniform(*CROP_SIDE) * min(short, half)
+    a = region[0] * long_ + rng.uniform(0, half - side)  # along the long side
+    b = rng.uniform(*SCENES[scene].across) * (short - side)
+    x0, y0 = (a, b) if w >= h else (b, a)
+    return int(x0), int(y0), int(x0 + side), int(y0 + side)
+
+
+def _plan(s: DemoSettings, photo_sizes: dict[str, tuple[int, int]], stamps: dict[str, str],
+          bird_size: tuple[float, float] = BIRD_SIZE) -> list[dict]:
     rng = np.random.default_rng(s.seed)
     bird_split = _bird_split(rng)
     by_place = {p: sorted(n for n, sc in SCENES.items() if sc.place == p) for p in (0, 1)}
@@ -307,18 +321,11 @@ def _plan(s: DemoSettings, photo_sizes: dict[str, tuple[int, int]], stamps: dict
         for (y, place), n in groups.items():
             birds = sorted(b for b in (WATER_BIRDS if y else LAND_BIRDS) if bird_split[b] == split)
             for bird, scene in zip(_cycle(rng, birds, n), _cycle(rng, by_place[place], n)):
-                w, h = photo_sizes[scene]
-                long_, short = max(w, h), min(w, h)
-                half = (region[1] - region[0]) * long_
-                side = rng.uniform(*CROP_SIDE) * min(short, half)
-                a = region[0] * long_ + rng.uniform(0, half - side)  # along the long side
-                b = rng.uniform(*SCENES[scene].across) * (short - side)
-                x0, y0 = (a, b) if w >= h else (b, a)
                 plan.append({
                     "split": split, "y": y, "place": place, "bird": bird, "scene": scene,
-                    "crop": (int(x0), int(y0), int(x0 + side), int(y0 + side)),
+                    "crop": _crop(rng, scene, photo_sizes[scene], region),
                     "scene_flip": bool(rng.random() < 0.5), "bird_flip": bool(rng.random() < 0.5),
-                    "bird_size": float(rng.uniform(*BIRD_SIZE)),
+                    "bird_size": float(rng.uniform(*bird_size)),
                     "bird_xy": (float(rng.random()), float(rng.uniform(0.3, 1.0))),  # lower part, mostly
                     "captions": _captions(rng, bird, scene, stamps.get(bird, ""),
                                           min(s.captions_per_image, LEGACY_CAPTIONS)),
@@ -401,12 +408,13 @@ def missing_photos(birds_dir: Path, scenes_dir: Path) -> list[str]:
     return [str(p) for p in need if not p.exists()]
 
 
-def _is_current(out_dir: Path, settings: DemoSettings) -> bool:
+def _is_current(out_dir: Path, settings: DemoSettings, bird_size: list[float] | None = None) -> bool:
     try:
         world = json.loads((out_dir / "world.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
     return (world.get("version") == DEMO_VERSION and world.get("settings") == asdict(settings)
+            and world.get("bird_size") == bird_size
             and (out_dir / "metadata.csv").exists() and (out_dir / "captions.csv").exists())
 
 
@@ -414,9 +422,14 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
                      n_train: int = 1200, n_val: int = 120, n_test: int = 200, match: float = 0.95,
                      train_waterbird_share: float = 0.5, captions_per_image: int = 8,
                      workers: int | None = None, birds_dir: str | Path = paths.BIRD_PHOTOS,
-                     scenes_dir: str | Path = paths.SCENE_PHOTOS, verbose: bool = True) -> Path:
+                     scenes_dir: str | Path = paths.SCENE_PHOTOS, verbose: bool = True,
+                     bird_size: tuple[float, float] | None = None) -> Path:
     """Build the mini-Waterbirds into `out_dir` and return it; a no-op when it is already built with
-    the same seed, settings and version (unless `force`). Takes 10-20 s on 2 busy cores."""
+    the same seed, settings and version (unless `force`). Takes 10-20 s on 2 busy cores.
+
+    `bird_size` (the bird's longer side as a share of the image side, drawn in this range; default BIRD_SIZE)
+    changes nothing but the birds' size: the same draws, so the same birds on the same crops at the same places
+    (an experiment's world: the shipped classifiers were trained on the default)."""
     out_dir, birds_dir, scenes_dir = Path(out_dir), Path(birds_dir), Path(scenes_dir)
     settings = DemoSettings(seed, n_train, n_val, n_test, match, train_waterbird_share, captions_per_image)
     if not 0.5 <= match <= 1:
@@ -424,7 +437,10 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
     if not 0 < train_waterbird_share < 1 or min(n_train, n_val, n_test) < 4 or captions_per_image < 1:
         raise ValueError(f"sizes need n_train, n_val, n_test >= 4, 0 < train_waterbird_share < 1 and "
                          f"captions_per_image >= 1; got {settings}")
-    if not force and _is_current(out_dir, settings):
+    size = [float(v) for v in bird_size] if bird_size is not None else None
+    if size is not None and not (len(size) == 2 and 0 < size[0] <= size[1] <= 1):
+        raise ValueError(f"bird_size is a range (low, high) of shares of the image side in (0, 1], got {bird_size}")
+    if not force and _is_current(out_dir, settings, size):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "world.json").exists():
         raise DemoWorldError(f"{out_dir} exists and is not a demo world; pick an empty or new folder")
@@ -440,7 +456,7 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
     for name, sc in SCENES.items():
         with Image.open(scenes_dir / sc.file) as im:
             sizes[name] = im.size
-    plan = _plan(settings, sizes, stamps)
+    plan = _plan(settings, sizes, stamps, tuple(size) if size else BIRD_SIZE)
 
     with building(out_dir) as tmp:
         for bird in {item["bird"] for item in plan}:
@@ -451,13 +467,14 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
         finally:
             _PHOTOS.clear()
             _BIRDS.clear()
-        _write_tables(plan, tmp, settings, name=out_dir.name)  # built in a temporary folder, named as the final one
+        _write_tables(plan, tmp, settings, name=out_dir.name, bird_size=size)  # built in a temporary folder
     if verbose:
         print(f"[demo] built the demo world ({len(plan)} images) in {time.time() - t0:.1f} s -> {out_dir}", flush=True)
     return out_dir
 
 
-def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings, name: str | None = None) -> None:
+def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings, name: str | None = None,
+                  bird_size: list[float] | None = None) -> None:
     plan = sorted(plan, key=lambda item: item["img_id"])
     split_code = {"train": 0, "val": 1, "test": 2}
     meta = pd.DataFrame({
@@ -484,6 +501,7 @@ def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings, name:
         "scenes": {n: {"file": sc.file, "place": PLACE_NAMES[sc.place]} for n, sc in SCENES.items()},
         "scene_split": "by crop region: train crops from the left half of each photo, val/test from the right half",
         "excluded_birds": EXCLUDED_BIRDS,
+        **({"bird_size": bird_size} if bird_size is not None else {}),  # absent: BIRD_SIZE (the shipped worlds)
     }
     (out_dir / "world.json").write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
     # What the labels mean, for any reader of the folder (see core.data.description).
@@ -514,7 +532,7 @@ def object_masks(out_dir: str | Path = paths.DEMO_DATA, birds_dir: str | Path = 
             rgba = im.convert("RGBA")
         _BIRDS[bird] = rgba.crop(rgba.getbbox())
     try:
-        for item in _plan(settings, sizes, stamps):
+        for item in _plan(settings, sizes, stamps, tuple(world.get("bird_size") or BIRD_SIZE)):
             bird, xy = _placed_bird(item)
             mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
             mask.paste(bird.getchannel("A").point(lambda a: 255 if a >= 128 else 0), xy)
@@ -525,6 +543,49 @@ def object_masks(out_dir: str | Path = paths.DEMO_DATA, birds_dir: str | Path = 
         _BIRDS.clear()
     (masks / ".done").write_text(str(world["version"]))
     return masks
+
+
+def build_place_swapped(world: str | Path, out_dir: str | Path, images: list[str] | None = None,
+                        birds_dir: str | Path = paths.BIRD_PHOTOS, scenes_dir: str | Path = paths.SCENE_PHOTOS
+                        ) -> Path:
+    """Each image of a built demo world (or only `images`, as img_filename) again with its background swapped for
+    the other place: the same bird at the same size, side and place, on a crop of a scene of the other kind (land
+    for water, water for land) from the same region of the photos as its split's. The counterfactual that says
+    whether a background decided a prediction. Written to `out_dir` under the same relative paths; the images
+    already there are kept."""
+    world, out_dir = Path(world), Path(out_dir)
+    doc = json.loads((world / "world.json").read_text())
+    settings = DemoSettings(**doc["settings"])
+    stamps_file = Path(birds_dir) / "captions.json"
+    stamps = json.loads(stamps_file.read_text(encoding="utf-8")) if stamps_file.exists() else {}
+    sizes = {}
+    for name, sc in SCENES.items():
+        with Image.open(Path(scenes_dir) / sc.file) as im:
+            sizes[name] = im.size
+    plan = _plan(settings, sizes, stamps, tuple(doc.get("bird_size") or BIRD_SIZE))
+    if images is not None:
+        keep = set(images)
+        plan = [it for it in plan if it["img_filename"] in keep]
+    by_place = {p: sorted(n for n, sc in SCENES.items() if sc.place == p) for p in (0, 1)}
+    swapped = []
+    for it in plan:
+        rng = np.random.default_rng([settings.seed, 7, it["img_id"]])  # a stream of its own per image
+        other = by_place[1 - it["place"]]
+        scene = other[int(rng.integers(len(other)))]
+        region = TRAIN_REGION if it["split"] == "train" else EVAL_REGION
+        swapped.append({**it, "place": 1 - it["place"], "scene": scene,
+                        "crop": _crop(rng, scene, sizes[scene], region)})
+    todo = [it for it in swapped if not (out_dir / it["img_filename"]).exists()]
+    for it in todo:
+        (out_dir / it["img_filename"]).parent.mkdir(parents=True, exist_ok=True)
+    _load_photos(str(birds_dir), str(scenes_dir))
+    try:
+        for it in todo:
+            _render(it, str(out_dir))
+    finally:
+        _PHOTOS.clear()
+        _BIRDS.clear()
+    return out_dir
 
 
 def caption_words(caption: str) -> set[str]:
