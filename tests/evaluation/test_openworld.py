@@ -79,11 +79,13 @@ def _png(path, colour, size=(40, 60), alpha=True):
     return str(path)
 
 
-def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tmp_path):
+def small_open_world(tmp_path, out="world", seed=3, workers=1):
+    """A 58-image open world: two trained lakes, a val field, a test snow slope, a plain background; two trained
+    objects, a val guitar and a test heron. Returns (world folder, scenes, things)."""
     from core.demo.worlds import open_world as ow
 
     src = tmp_path / "src"
-    src.mkdir()
+    src.mkdir(exist_ok=True)
     scenes = [ow.OpenScene(f"lake{i}", "p-train", _png(src / f"lake{i}.png", (40, 90, 200), (300, 200), False),
                            frozenset({"water"}), ("a lake", "blue water", "a calm lake"), "train") for i in range(2)]
     scenes += [ow.OpenScene("field", "p-val", _png(src / "field.png", (60, 160, 60), (300, 200), False),
@@ -95,8 +97,15 @@ def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tm
     things = [ow.Thing(f"clipart:{n}", f"a {n}", n, superclass_of(n), _png(src / f"{n}.png", c), sp)
               for n, c, sp in (("dog", (120, 80, 40), "train"), ("apple", (200, 30, 30), "train"),
                                ("guitar", (150, 100, 50), "val"), ("heron", (90, 90, 120), "test"))]
-    out = ow.build_open_world(tmp_path / "world", seed=3, scenes=scenes, things=things, workers=1, verbose=False,
-                              n_train=40, n_val=8, n_test=10)
+    out = ow.build_open_world(tmp_path / out, seed=seed, scenes=scenes, things=things, workers=workers,
+                              verbose=False, n_train=40, n_val=8, n_test=10)
+    return out, scenes, things
+
+
+def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tmp_path):
+    from core.demo.worlds import open_world as ow
+
+    out, scenes, things = small_open_world(tmp_path)
     meta = pd.read_csv(out / "metadata.csv", keep_default_na=False)
     caps = pd.read_csv(out / "captions.csv")
     assert len(meta) == 58 and (out / "images" / "00000.jpg").exists()

@@ -9,9 +9,10 @@ unmodified ImageNet classifier, trained on the general world), general-evaluatio
 name unseen objects and scenes), imagenet9-runs (every variation explained with it), lite2 (the fast path on
 ImageNet EfficientNet-Lite2: its aligned translator, that translator's evaluation, every variation explained with
 it), lite2-trained (the fast path's reference: a translator trained on Lite2's features by the general recipe,
-hours on a CPU; its evaluation goes beside the fast path's). Open world: open-world
-(objects and scenes with whole scene packages held out), open-translator (trained on it), open-evaluation (every
-translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
+hours on a CPU; its evaluation goes beside the fast path's). Open world: open-world (objects and scenes with whole
+scene packages held out), open-translator (trained on it), open-replay (one more epoch of it with the general
+world's pairs replayed, so that it does not forget them), open-evaluation (every translator at hand on held-out
+scenes and objects). Evidence: word-maps (the pointing game of word maps on the
 Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
 Waterbirds ERM run's scene flags and a bird-word control).
 """
@@ -22,7 +23,7 @@ import argparse
 WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs",
                    "lite2", "lite2-trained")
-OPEN_STEPS = ("open-world", "open-translator", "open-evaluation")
+OPEN_STEPS = ("open-world", "open-translator", "open-replay", "open-evaluation")
 EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
 
