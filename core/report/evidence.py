@@ -311,16 +311,22 @@ def causal_record(entry: dict) -> dict:
 def causal_for(tests: dict, class_name: str, word: str, predicted: str | None = None) -> dict | None:
     """The stored test that speaks for the flag (class_name, word): the one on the class's images read as
     `predicted` (an error-view flag's "pulls toward"), else on all its images, else any; the one on the most images
-    among equals. As causal_record, or None when the flag was never tested. Tests that removed another region than
-    the word's map (a `region=` key) do not count."""
+    among equals, the default removal (CausalSettings' share and fill) before another. As causal_record, or None when
+    the flag was never tested. Tests that removed another region than the word's map (a `region=` key) do not count."""
     found = [e for k, e in tests.items() if "|region=" not in k and e.get("class") == class_name
              and e.get("word") == word and e.get("rows")]
     if not found:
         return None
+    from core.evaluation.causal import CausalSettings  # tests are stored: read_causal has loaded it
+
+    default = CausalSettings()
 
     def rank(e):
-        p = (e.get("settings") or {}).get("predicted")
-        return (0 if predicted is not None and p == predicted else 1 if p is None else 2, -len(e.get("rows") or []))
+        s = e.get("settings") or {}
+        p = s.get("predicted")
+        usual = s.get("share", default.share) == default.share and s.get("fill", default.fill) == default.fill
+        return (0 if predicted is not None and p == predicted else 1 if p is None else 2, -len(e.get("rows") or []),
+                0 if usual else 1)
 
     return causal_record(min(found, key=rank))
 

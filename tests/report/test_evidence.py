@@ -89,6 +89,13 @@ def test_the_test_that_speaks_for_a_flag():
         "(at least 5 are needed).")
     key, region = stored_test("landbird", "sky", [True] * 6, [False] * 6)
     assert evidence.causal_for({key + "|region=mask": region}, "landbird", "sky") is None  # not the word's map
+    # The same images removed another way (mean fill, a larger region: an experiment's variants) do not speak
+    # for the flag before the usual removal, whatever order they were stored in.
+    variants = dict([stored_test("landbird", "lake", [True] * 6, [True] * 6, fill="mean"),
+                     stored_test("landbird", "lake", [True] * 6, [False] * 6, share=0.4),
+                     stored_test("landbird", "lake", [False] * 6, [False] * 6)])
+    usual = evidence.causal_for(variants, "landbird", "lake")["settings"]
+    assert (usual["fill"], usual["share"]) == ("blur", 0.2)
 
 
 def test_a_stored_map_is_drawn_over_the_crop_the_classifier_sees(run):
