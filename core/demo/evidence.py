@@ -71,6 +71,16 @@ def run_models(run_path):
     return clf, Translator.from_pretrained(sources.translator, clf, lm), lm
 
 
+def shipped_sampling():
+    """The ExplainConfig the shipped Waterbirds ERM runs were sampled with: new images explained alike."""
+    from core.engine.config import ExplainConfig
+    from core.store import Run
+
+    s = Run.open(WATERBIRDS_RUN).manifest["settings"]
+    return ExplainConfig(**{k: s[k] for k in ("sentences_per_image", "top_p", "temperature", "max_new_tokens",
+                                              "seed")})
+
+
 def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclasses=None) -> dict:
     """The pointing game on a run's images, with the run's own classifier, translator and sentences."""
     from core.evaluation.pointing import pointing_game, score_pointing
@@ -109,15 +119,11 @@ def larger_birds_pointing(limit: int | None = None) -> dict:
     as the shipped run was; resumable)."""
     from core.data import open_dataset
     from core.demo.worlds.waterbirds_mini import build_demo_world, object_masks
-    from core.engine.config import ExplainConfig
     from core.engine.pipeline import explain_dataset
-    from core.store import Run
 
     root = build_demo_world(LARGER_BIRDS_WORLD, bird_size=LARGER_BIRDS)
     clf, tr, lm = run_models(WATERBIRDS_RUN)
-    s = Run.open(WATERBIRDS_RUN).manifest["settings"]
-    cfg = ExplainConfig(**{k: s[k] for k in ("sentences_per_image", "top_p", "temperature", "max_new_tokens",
-                                             "seed")})
+    cfg = shipped_sampling()
     explain_dataset(open_dataset(root), clf, tr, lm, LARGER_BIRDS_RUN, cfg, split="test",
                     name="demo erm (test, birds drawn larger)")
     masks = object_masks(root)
@@ -239,16 +245,12 @@ def misread_landbirds(clf, root: Path):
 def causal_more(models, n_test: int = CAUSAL_TEST_IMAGES) -> Path:
     """The larger draw's misread landbirds, explained as the shipped ERM test run was (resumable)."""
     from core.demo.worlds.waterbirds_mini import build_demo_world
-    from core.engine.config import ExplainConfig
     from core.engine.pipeline import explain_dataset
-    from core.store import Run
 
     clf, tr, lm = models
     root = build_demo_world(CAUSAL_WORLD, n_train=4, n_val=4, n_test=n_test)
     misread, landbirds = misread_landbirds(clf, root)
-    s = Run.open(WATERBIRDS_RUN).manifest["settings"]
-    cfg = ExplainConfig(**{k: s[k] for k in ("sentences_per_image", "top_p", "temperature", "max_new_tokens",
-                                             "seed")})
+    cfg = shipped_sampling()
     explain_dataset(misread, clf, tr, lm, CAUSAL_RUN, cfg, name=f"demo erm: {len(misread)} of {landbirds} test "
                     f"landbirds of a larger draw, read as waterbirds")
     return CAUSAL_RUN
