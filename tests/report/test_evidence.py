@@ -87,6 +87,11 @@ def test_the_test_that_speaks_for_a_flag():
     assert evidence.causal_text(too_few, "landbird", "lake") == (
         "Causal test on 3 landbird images read as waterbird whose sentences use 'lake': too few images to conclude "
         "(at least 5 are needed).")
+    # A scene word's "correlational only" says how little it shows (the demo's truth); an object word's does not.
+    weak = evidence.causal_record(stored_test("landbird", "lake", [False] * 30, [False] * 30)[1])
+    assert weak["verdict"] == "correlational only"
+    assert "For a scene word that says little" in evidence.causal_text(weak, "landbird", "lake")
+    assert "scene word" not in evidence.causal_text(weak, "landbird", "beak")
     key, region = stored_test("landbird", "sky", [True] * 6, [False] * 6)
     assert evidence.causal_for({key + "|region=mask": region}, "landbird", "sky") is None  # not the word's map
     # The same images removed another way (mean fill, a larger region: an experiment's variants) do not speak
