@@ -281,8 +281,7 @@ def place_swap_truth(clf, runs=(WATERBIRDS_RUN, WATERBIRDS_VAL_RUN, CAUSAL_RUN),
         run = Run.open(run_path)
         im = run.images()
         im = im[(im["label"] == 0) & (im["prediction"] == 1) & (im["place"] == 1)]
-        root = Path(run.manifest["dataset"]["root"])
-        root = root if root.is_absolute() else paths.ROOT / root
+        root = run.dataset_root
         out, masks = build_place_swapped(root, SWAPPED / root.name, list(im["path"])), object_masks(root)
         with torch.inference_mode():
             for _, r in im.iterrows():

@@ -483,6 +483,10 @@ class Run:
         return resolve_image_path(self.manifest, path)
 
     @property
+    def dataset_root(self) -> Path:
+        return dataset_root(self.manifest)
+
+    @property
     def name(self) -> str:
         return self.manifest.get("name") or self.path.name
 
@@ -717,10 +721,13 @@ def dataset_key(manifest: dict) -> dict:
             "class_names": list(d.get("class_names") or [])}
 
 
+def dataset_root(manifest: dict) -> Path:
+    """The folder of a run's dataset (a relative root is under the repository)."""
+    root = Path(manifest.get("dataset", {}).get("root") or ".")
+    return root if root.is_absolute() else paths.ROOT / root
+
+
 def resolve_image_path(manifest: dict, path: str) -> Path:
     """The file of an `images.path` value: relative paths are under the run's dataset root."""
     p = Path(path)
-    if p.is_absolute():
-        return p
-    root = Path(manifest.get("dataset", {}).get("root") or ".")
-    return (root if root.is_absolute() else paths.ROOT / root) / p
+    return p if p.is_absolute() else dataset_root(manifest) / p

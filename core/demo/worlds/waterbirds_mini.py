@@ -450,13 +450,7 @@ def build_demo_world(out_dir: str | Path = paths.DEMO_DATA, seed: int = 0, force
                              "run `make setup` (or `texplain setup`) to fetch them")
 
     t0 = time.time()
-    captions_json = birds_dir / "captions.json"
-    stamps = json.loads(captions_json.read_text(encoding="utf-8")) if captions_json.exists() else {}
-    sizes = {}
-    for name, sc in SCENES.items():
-        with Image.open(scenes_dir / sc.file) as im:
-            sizes[name] = im.size
-    plan = _plan(settings, sizes, stamps, tuple(size) if size else BIRD_SIZE)
+    plan = _plan(settings, _photo_sizes(scenes_dir), _stamps(birds_dir), tuple(size) if size else BIRD_SIZE)
 
     with building(out_dir) as tmp:
         for bird in {item["bird"] for item in plan}:
@@ -511,6 +505,26 @@ def _write_tables(plan: list[dict], out_dir: Path, settings: DemoSettings, name:
     (out_dir / "dataset.json").write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
 
 
+def _stamps(birds_dir: str | Path) -> dict[str, str]:
+    """The bird cut-outs' Tux Paint descriptions (captions.json beside them), where the set-up fetched them."""
+    f = Path(birds_dir) / "captions.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
+
+
+def _photo_sizes(scenes_dir: str | Path) -> dict[str, tuple[int, int]]:
+    sizes = {}
+    for name, sc in SCENES.items():
+        with Image.open(Path(scenes_dir) / sc.file) as im:
+            sizes[name] = im.size
+    return sizes
+
+
+def _built_plan(world: dict, birds_dir: str | Path, scenes_dir: str | Path, sizes=None) -> list[dict]:
+    """The plan a built world was drawn from (its world.json: settings, seed, bird size), drawn again."""
+    return _plan(DemoSettings(**world["settings"]), sizes or _photo_sizes(scenes_dir), _stamps(birds_dir),
+                 tuple(world.get("bird_size") or BIRD_SIZE))
+
+
 def object_masks(out_dir: str | Path = paths.DEMO_DATA, birds_dir: str | Path = paths.BIRD_PHOTOS,
                  scenes_dir: str | Path = paths.SCENE_PHOTOS) -> Path:
     """Where the bird is in every image of a built demo world: masks/<image path>.png (255 on the bird), written
@@ -520,19 +534,13 @@ def object_masks(out_dir: str | Path = paths.DEMO_DATA, birds_dir: str | Path = 
     masks = out_dir / "masks"
     if (masks / ".done").exists():
         return masks
-    settings = DemoSettings(**world["settings"])
-    captions_json = Path(birds_dir) / "captions.json"
-    stamps = json.loads(captions_json.read_text(encoding="utf-8")) if captions_json.exists() else {}
-    sizes = {}
-    for name, sc in SCENES.items():
-        with Image.open(Path(scenes_dir) / sc.file) as im:
-            sizes[name] = im.size
+    plan = _built_plan(world, birds_dir, scenes_dir)
     for bird in sorted(WATER_BIRDS | LAND_BIRDS):
         with Image.open(Path(birds_dir) / f"{bird}.png") as im:
             rgba = im.convert("RGBA")
         _BIRDS[bird] = rgba.crop(rgba.getbbox())
     try:
-        for item in _plan(settings, sizes, stamps, tuple(world.get("bird_size") or BIRD_SIZE)):
+        for item in plan:
             bird, xy = _placed_bird(item)
             mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
             mask.paste(bird.getchannel("A").point(lambda a: 255 if a >= 128 else 0), xy)
@@ -553,23 +561,17 @@ def build_place_swapped(world: str | Path, out_dir: str | Path, images: list[str
     for water, water for land) from the same region of the photos as its split's. The counterfactual that says
     whether a background decided a prediction. Written to `out_dir` under the same relative paths; the images
     already there are kept."""
-    world, out_dir = Path(world), Path(out_dir)
-    doc = json.loads((world / "world.json").read_text())
-    settings = DemoSettings(**doc["settings"])
-    stamps_file = Path(birds_dir) / "captions.json"
-    stamps = json.loads(stamps_file.read_text(encoding="utf-8")) if stamps_file.exists() else {}
-    sizes = {}
-    for name, sc in SCENES.items():
-        with Image.open(Path(scenes_dir) / sc.file) as im:
-            sizes[name] = im.size
-    plan = _plan(settings, sizes, stamps, tuple(doc.get("bird_size") or BIRD_SIZE))
+    out_dir = Path(out_dir)
+    doc = json.loads((Path(world) / "world.json").read_text())
+    seed, sizes = doc["settings"]["seed"], _photo_sizes(scenes_dir)
+    plan = _built_plan(doc, birds_dir, scenes_dir, sizes)
     if images is not None:
         keep = set(images)
         plan = [it for it in plan if it["img_filename"] in keep]
     by_place = {p: sorted(n for n, sc in SCENES.items() if sc.place == p) for p in (0, 1)}
     swapped = []
     for it in plan:
-        rng = np.random.default_rng([settings.seed, 7, it["img_id"]])  # a stream of its own per image
+        rng = np.random.default_rng([seed, 7, it["img_id"]])  # a stream of its own per image
         other = by_place[1 - it["place"]]
         scene = other[int(rng.integers(len(other)))]
         region = TRAIN_REGION if it["split"] == "train" else EVAL_REGION
