@@ -72,8 +72,10 @@ def _token_targets(lm, sentences: Sequence[str], word: str, extractor):
         enc = tok(s, add_special_tokens=False, return_offsets_mapping=True)
         hit = [any(a < e and b > st for st, e in spans) for a, b in enc["offset_mapping"]]
         if any(hit):
-            rows.append(enc["input_ids"])
-            targets.append(hit)
+            # A causal LM's scores up to the word's last token do not depend on what follows: cut it off.
+            end = max(i for i, h in enumerate(hit) if h) + 1
+            rows.append(enc["input_ids"][:end])
+            targets.append(hit[:end])
     if not rows:
         return None
     T = max(len(r) for r in rows)
@@ -88,16 +90,21 @@ def _token_targets(lm, sentences: Sequence[str], word: str, extractor):
 
 def word_log_prob(translator, lm, z: torch.Tensor, ids: torch.Tensor, attn: torch.Tensor,
                   hit: torch.Tensor) -> torch.Tensor:
-    """The summed log-probability of the `hit` tokens of the sentences `ids`, each after the prefix T(z)
-    (z: (1, D), shared by every sentence); differentiable with respect to z."""
-    prefix = translator(z.float()).expand(len(ids), -1, -1)  # (N, k, d)
+    """The summed log-probability of the `hit` tokens of the sentences `ids`, each after the prefix T(z);
+    z: (1, D), shared by every sentence, gives a scalar (differentiable with respect to z); z: (B, D) gives
+    (B,), one sum per feature vector, scored in one batch."""
+    B, (N, T) = len(z), ids.shape
+    prefix = translator(z.float())  # (B, k, d)
     k = prefix.shape[1]
-    emb = lm.embed(ids.to(lm.device))  # (N, T, d)
+    prefix = prefix[:, None].expand(B, N, k, prefix.shape[-1]).reshape(B * N, k, -1)
+    emb = lm.embed(ids.to(lm.device)).repeat(B, 1, 1)  # (B*N, T, d)
     x = torch.cat([prefix.to(emb.dtype), emb], dim=1)
-    mask = torch.cat([torch.ones(len(ids), k, dtype=torch.long, device=lm.device), attn.long().to(lm.device)], 1)
-    logits = lm.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=ids.shape[1] + 1).logits[:, :-1]
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids.to(lm.device)[..., None])[..., 0]  # (N, T)
-    return (logp * hit.to(logp.device)).sum()
+    mask = torch.cat([torch.ones(B * N, k, dtype=torch.long, device=lm.device),
+                      attn.long().to(lm.device).repeat(B, 1)], 1)
+    logits = lm.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=T + 1).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids.to(lm.device).repeat(B, 1)[..., None])[..., 0]
+    sums = (logp * hit.to(logp.device).repeat(B, 1)).reshape(B, N * T).sum(1)
+    return sums[0] if B == 1 else sums
 
 
 def spatial_layer(classifier):
@@ -185,16 +192,20 @@ def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
 
 
 @torch.inference_mode()
-def _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches: int):
+def _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches: int, rows_per_batch: int = 256):
     z, _ = classifier.features_and_logits(x)
     base = word_log_prob(translator, lm, z, ids, attn, hit).item()
     H, W = x.shape[-2:]
-    heat = torch.zeros(patches, patches)
-    for i in range(patches):
-        for j in range(patches):
-            xo = x.clone()
+    cells = [(i, j) for i in range(patches) for j in range(patches)]
+    # Occluded inputs go through the classifier and the LM in batches: one forward per patch is several times
+    # slower on a CPU, where most of a map's time is the LM.
+    per = max(1, rows_per_batch // len(ids))
+    drops = []
+    for c in range(0, len(cells), per):
+        xo = x.repeat(len(cells[c:c + per]), 1, 1, 1)
+        for n, (i, j) in enumerate(cells[c:c + per]):
             # 0 after normalisation is the preprocessing's mean colour: the patch carries nothing.
-            xo[..., i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
-            zo, _ = classifier.features_and_logits(xo)
-            heat[i, j] = base - word_log_prob(translator, lm, zo, ids, attn, hit).item()
-    return heat.clamp_min(0), base
+            xo[n, :, i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
+        zo, _ = classifier.features_and_logits(xo)
+        drops.append(base - word_log_prob(translator, lm, zo, ids, attn, hit).reshape(-1).float().cpu())
+    return torch.cat(drops).reshape(patches, patches).clamp_min(0), base

@@ -47,6 +47,35 @@ def test_a_word_map_covers_the_input_and_a_missing_word_says_which_are_there(exp
         word_map(image, "zeppelin", tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words())
 
 
+def test_batched_scores_match_one_at_a_time_and_cut_sentences_score_as_whole_ones(explained, tiny_classifier,
+                                                                                 tiny_lm):
+    # Occlusion scores all patches in batches and drops what follows a word's last token; neither may change
+    # a score.
+    from core.engine.word_map import _token_targets, word_log_prob
+
+    run, tr = explained
+    row = run.images().iloc[0]
+    sents = run.sentences([row.image_id])["text"].tolist()
+    word = run.words().query("image_id == @row.image_id").sort_values("sentences").iloc[-1]["word"]
+    ids, attn, hit = _token_targets(tiny_lm, sents, word, plain_words())
+    x = tiny_classifier.preprocess(load_rgb(run.image_path(row.path)))[None]
+    xs = torch.cat([x, x.flip(-1), torch.zeros_like(x)])
+    with torch.inference_mode():
+        z, _ = tiny_classifier.features_and_logits(xs)
+        together = word_log_prob(tr, tiny_lm, z, ids, attn, hit)
+        alone = torch.stack([word_log_prob(tr, tiny_lm, z[i:i + 1], ids, attn, hit) for i in range(3)])
+        # The same sentences, whole: tokens after the word padded on, their scores unused.
+        tail = torch.full((len(ids), 3), int(ids[0, 0]))
+        whole = word_log_prob(tr, tiny_lm, z[:1], torch.cat([ids, tail], 1),
+                              torch.cat([attn, torch.ones_like(tail, dtype=torch.bool)], 1),
+                              torch.cat([hit, torch.zeros_like(tail, dtype=torch.bool)], 1))
+    assert together.shape == (3,) and alone.shape == (3,)
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(whole, alone[0], atol=1e-4, rtol=1e-4)
+    last = attn.sum(1) - 1  # every row ends on the word: nothing after it is fed to the LM
+    assert hit[torch.arange(len(hit)), last].all()
+
+
 def test_maps_drawn_at_once_from_several_threads_match_those_drawn_one_by_one(explained, tiny_classifier,
                                                                               tiny_lm):
     # The dashboard's sessions share one cached classifier: a hook set for one map must not capture another's.
@@ -178,3 +207,11 @@ def test_the_test_runs_on_a_run_stores_its_rows_and_resumes(explained, tiny_clas
     assert again.rows == result.rows
     with pytest.raises(ValueError, match="is not a class of run"):
         verify_flag(run, "zebra", word, tiny_classifier, tr, tiny_lm)
+    # Mapped by occlusion instead: another test, stored under its own key, each row saying how it was mapped.
+    occl = verify_flag(run, cls, word, tiny_classifier, tr, tiny_lm, CausalSettings(share=0.25, map_method="occlusion",
+                                                                                   max_images=2),
+                       extractor=plain_words())
+    assert {r["map"] for r in occl.rows} == {"occlusion"} and {r["map"] for r in result.rows} == {"gradient"}
+    assert len(json.loads((run.path / "causal.json").read_text())) == 2
+    with pytest.raises(ValueError, match="map_method must be one of"):
+        CausalSettings(map_method="lime")
