@@ -651,8 +651,8 @@ def as_percent(x: Any, digits: int = 0) -> str:
 MAP_METHODS = {  # how a word map was computed, for a caption (core.engine.word_map)
     "gradient": "gradient: the word's log-probability in the image's own sentences, differentiated with respect to "
                 "the classifier's last feature map and weighted Grad-CAM style",
-    "occlusion": "occlusion: patches of the image hidden one at a time, scored by how much less likely the word "
-                 "becomes (this classifier has no spatial feature map to differentiate)"}
+    "occlusion": "occlusion: patches of the image (7 x 7) hidden one at a time, scored by how much less likely the "
+                 "word becomes; the map of a classifier without a spatial feature map to differentiate"}
 
 
 @dataclass
@@ -682,13 +682,14 @@ def run_image(run_path: str | Path, image_id: str):
 
 
 def word_map_view(run_path: str | Path, image_id: str, word: str, cam=None, preprocessing=None,
-                  opacity: float = 0.5) -> WordMapView | None:
-    """The stored map of `word` over a run's image (core.report.evidence), drawn, with the class map `cam` ((H, W)
-    over `preprocessing`'s crop, or None) beside it; None when the word's map was never computed."""
+                  opacity: float = 0.5, method: str = "auto") -> WordMapView | None:
+    """The stored map of `word` over a run's image (core.report.evidence), drawn by `method` ("auto" or
+    "occlusion"), with the class map `cam` ((H, W) over `preprocessing`'s crop, or None) beside it; None when the
+    word's map was never computed."""
     from core.report.evidence import overlay, stored_map, stored_picture
 
-    wm = stored_map(run_path, image_id, word)
-    picture = stored_picture(run_path, image_id, word, opacity) if wm is not None else None
+    wm = stored_map(run_path, image_id, word, method)
+    picture = stored_picture(run_path, image_id, word, opacity, method) if wm is not None else None
     if picture is None:
         return None
     class_picture = overlay(run_image(run_path, image_id), cam, preprocessing, opacity) if cam is not None else None
@@ -706,11 +707,13 @@ def where_in(peak: tuple[float, float]) -> str:
     return f"the {(v + h).strip() or 'centre'}" if h or not v else f"the {v.strip()} middle"
 
 
-def seconds_per_map(run_path: str | Path) -> float | None:
-    """Seconds one word map took when the run's maps were measured (word_maps.json), or None."""
+def seconds_per_map(run_path: str | Path, method: str = "auto") -> float | None:
+    """Seconds one word map took when the run's maps were measured (word_maps.json), by `method`, or None."""
     from core.report.evidence import map_reliability
 
     doc = map_reliability(run_path) or {}
+    if method == "occlusion":
+        doc = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else {}
     value = doc.get("seconds_per_map")
     return float(value) if isinstance(value, (int, float)) else None
 

@@ -81,16 +81,19 @@ def shipped_sampling():
                                               "seed")})
 
 
-def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclasses=None) -> dict:
-    """The pointing game on a run's images, with the run's own classifier, translator and sentences."""
+def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclasses=None, method: str = "auto"
+             ) -> dict:
+    """The pointing game on a run's images, with the run's own classifier, translator and sentences; `method`: the
+    maps' (core.engine.word_map)."""
     from core.evaluation.pointing import pointing_game, score_pointing
 
     t0 = time.time()
     clf, tr, lm = run_models(run_path)
     items = run_items(run_path, mask_for, limit)
     name = Path(run_path).name
-    rows = pointing_game(items, clf, tr, lm, object_superclasses=object_superclasses,
-                         progress=lambda i, n: print(f"\r[word-maps] {name}: {i}/{n} images", end="", flush=True))
+    rows = pointing_game(items, clf, tr, lm, object_superclasses=object_superclasses, method=method,
+                         progress=lambda i, n: print(f"\r[word-maps] {name} ({method}): {i}/{n} images", end="",
+                                                     flush=True))
     print()
     from core.store import Run
 
@@ -100,11 +103,11 @@ def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclas
             "seconds_per_map": round((time.time() - t0) / max(1, len(rows)), 2)}
 
 
-def waterbirds_pointing(limit: int | None = None) -> dict:
+def waterbirds_pointing(limit: int | None = None, method: str = "auto") -> dict:
     from core.demo.worlds.waterbirds_mini import object_masks
 
     masks = object_masks()
-    return pointing(WATERBIRDS_RUN, lambda r: (masks / r["path"]).with_suffix(".png"), limit, {"bird"})
+    return pointing(WATERBIRDS_RUN, lambda r: (masks / r["path"]).with_suffix(".png"), limit, {"bird"}, method)
 
 
 # Is the Waterbirds shortfall the birds' size? The same test images with the birds drawn larger, so that they
@@ -161,11 +164,11 @@ def unmodified_classifier_pointing(limit: int | None = None) -> dict:
             **score_pointing(rows), "seconds": round(time.time() - t0, 1)}
 
 
-def imagenet9_pointing(limit: int | None = None) -> dict:
+def imagenet9_pointing(limit: int | None = None, method: str = "auto") -> dict:
     from core.demo.worlds.imagenet9_mini import object_masks
 
     masks = object_masks()
-    return pointing(IMAGENET9_RUN, lambda r: masks / (Path(r["path"]).stem + ".png"), limit)
+    return pointing(IMAGENET9_RUN, lambda r: masks / (Path(r["path"]).stem + ".png"), limit, None, method)
 
 
 # How the removal is done moves the verdict: a blurred 20% of a scene that fills 90% of the image keeps its
@@ -336,6 +339,15 @@ def build(step: str, limit: int | None = None, force: bool = False) -> int:
             print(json.dumps({k: {m: result[k][m] for m in ("maps", "hit_rate", "ci95", "random_hit_rate")}
                               for k in ("scene", "object") if k in result}, indent=1))
             print(f"[word-maps] -> {out}")
+        # The same images mapped by occlusion instead (7 x 7 patches, the preprocessing's mean): does the other map
+        # point better where the fine-tuned classifier's features at the bird carry its background?
+        for run_path, fn in ((WATERBIRDS_RUN, waterbirds_pointing), (IMAGENET9_RUN, imagenet9_pointing)):
+            out = Path(run_path) / POINTING_FILE
+            result = json.loads(out.read_text())
+            if "occlusion" not in result or force:
+                result["occlusion"] = {"method": "occlusion", "patches": 7, **fn(limit or POINTING_IMAGES, "occlusion")}
+                out.write_text(json.dumps(result, indent=1) + "\n")
+                print(f"[word-maps] occlusion -> {out}")
         out = WATERBIRDS_RUN / POINTING_FILE
         result = json.loads(out.read_text())
         # Kept apart from the run's own figures (which the pages read): is a shortfall the birds or the classifier?

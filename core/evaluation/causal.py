@@ -31,6 +31,7 @@ from core.store import CAUSAL_FILE
 
 RESULT_FILE = CAUSAL_FILE
 FILLS = ("blur", "mean")
+MAP_METHODS = ("auto", "gradient", "occlusion")
 MIN_IMAGES = 5  # fewer and the intervals say nothing
 
 
@@ -41,16 +42,20 @@ class CausalSettings:
     seed: int = 0          # the control rectangles'
     max_images: int | None = None
     predicted: str | None = None  # only the class's images predicted as this class (a flag's misread images)
+    map_method: str = "auto"  # the word map's: core.engine.word_map's "auto", "gradient" or "occlusion"
 
     def __post_init__(self):
         if not 0 < self.share < 1:
             raise ValueError(f"share must be in (0, 1), got {self.share}")
         if self.fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}")
+        if self.map_method not in MAP_METHODS:
+            raise ValueError(f"map_method must be one of {MAP_METHODS}, got {self.map_method!r}")
 
     def key(self, class_name: str, word: str) -> str:
         only = f"|predicted={self.predicted}" if self.predicted is not None else ""
-        return f"{class_name}|{word}|share={self.share}|fill={self.fill}|seed={self.seed}{only}"
+        how = f"|map={self.map_method}" if self.map_method != "auto" else ""  # keys stored before it stay valid
+        return f"{class_name}|{word}|share={self.share}|fill={self.fill}|seed={self.seed}{only}{how}"
 
 
 @dataclass
@@ -191,7 +196,8 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
         image = load_rgb(run.image_path(r.path))
         sents = sentences.get(r.image_id, [])
         if region_for is None:
-            wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor)
+            wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor,
+                          method=settings.map_method)
             region, how = wm.top_share(settings.share), wm.method
         else:
             region, how = np.asarray(region_for(image, sents), dtype=bool), region_name

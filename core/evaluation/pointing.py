@@ -63,10 +63,12 @@ def near(mask: np.ndarray, tolerance: int) -> np.ndarray:
 
 
 def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=None, object_superclasses=None,
-                  seed: int = 0, progress=None, tolerance: int | None = None) -> pd.DataFrame:
+                  seed: int = 0, progress=None, tolerance: int | None = None, method: str = "auto",
+                  patches: int = 7) -> pd.DataFrame:
     """One row per (image, word kind): image, kind ("scene" or "object"), word, hit (the map's peak is where the
     word should be), random_hit (a uniformly random peak, the baseline), object_share (of the input crop).
-    `items`: image (PIL), image_id, mask (bool array over the image: the object), sentences."""
+    `items`: image (PIL), image_id, mask (bool array over the image: the object), sentences. `method`, `patches`:
+    as core.engine.word_map.word_map's."""
     from core.engine.word_map import word_map
 
     if extractor is None:
@@ -84,7 +86,7 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
             if word is None:
                 continue
             peak = word_map(it.image, word, classifier, translator, lm, sentences=list(it.sentences),
-                            extractor=extractor).peak()
+                            extractor=extractor, method=method, patches=patches).peak()
             rand = (int(rng.integers(mask.shape[0])), int(rng.integers(mask.shape[1])))
             # An object word may miss by the tolerance; a scene word must not land on the object itself.
             hit = (lambda at: bool(grown[at])) if kind == "object" else (lambda at: not bool(mask[at]))

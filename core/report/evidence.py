@@ -25,6 +25,7 @@ from core.store import CAUSAL_FILE, run_files
 
 MAPS_FOLDER = "maps"  # word maps computed for a run's images, one .npz file per (image, word)
 POINTING_FILE = "word_maps.json"  # the pointing game on a run (texplain maintain word-maps)
+MAP_METHODS = ("auto", "occlusion")  # what a page may ask compute_map for
 # The colours of a map, from cold to hot ("jet", as Grad-CAM figures draw them): blue, cyan, yellow, red. Blue and
 # red stand out on most photos, where a dark-to-yellow scale vanished into autumn leaves and sand.
 _COLOURS = np.array([(0, 0, 160), (0, 90, 255), (0, 230, 255), (255, 240, 0), (255, 60, 0), (170, 0, 0)],
@@ -34,18 +35,21 @@ MAX_SIDE = 640  # pixels of a drawn map's longer side
 
 # --- word maps: computed, stored, read back -------------------------------------------------------------------
 
-def _map_file(run_path, image_id, word: str, which: str = "yours") -> Path:
+def _map_file(run_path, image_id, word: str, which: str = "yours", method: str = "auto") -> Path:
     from core.store import user_file
 
-    digest = hashlib.sha1(f"{image_id}\0{word}".encode()).hexdigest()[:20]
+    # "auto" keeps the name maps had before a method could be asked for; occlusion, asked for, gets its own file.
+    key = f"{image_id}\0{word}" + (f"\0{method}" if method != "auto" else "")
+    digest = hashlib.sha1(key.encode()).hexdigest()[:20]
     folder = user_file(run_path, MAPS_FOLDER) if which == "yours" else Path(run_path) / MAPS_FOLDER
     return folder / f"{digest}.npz"
 
 
-def save_map(run_path, image_id, wm, preprocessing=None) -> Path:
+def save_map(run_path, image_id, wm, preprocessing=None, method: str = "auto") -> Path:
     """Store a WordMap of one of the run's images (8 bits per pixel: a picture, not a measurement), with the crop
-    it covers (`preprocessing`'s resize and crop), so that it can be drawn without loading the classifier."""
-    path = _map_file(run_path, image_id, wm.word)
+    it covers (`preprocessing`'s resize and crop), so that it can be drawn without loading the classifier.
+    `method`: the one asked for ("auto" or "occlusion"), which names the file."""
+    path = _map_file(run_path, image_id, wm.word, method=method)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"image_id": str(image_id), "word": wm.word, "method": wm.method, "log_prob": wm.log_prob,
             "occurrences": wm.occurrences, "sentences": wm.sentences}
@@ -60,9 +64,11 @@ def save_map(run_path, image_id, wm, preprocessing=None) -> Path:
     return path
 
 
-def _read_map(run_path, image_id, word: str) -> tuple[np.ndarray, dict] | None:
-    for which in ("yours", "shipped"):
-        path = _map_file(run_path, image_id, word, which)
+def _read_map(run_path, image_id, word: str, method: str = "auto") -> tuple[np.ndarray, dict] | None:
+    # An occlusion map asked for may be the "auto" one: a classifier without a spatial map is mapped by occlusion.
+    files = [(which, m) for m in dict.fromkeys((method, "auto")) for which in ("yours", "shipped")]
+    for which, m in files:
+        path = _map_file(run_path, image_id, word, which, m)
         if not path.is_file():
             continue
         try:
@@ -70,17 +76,19 @@ def _read_map(run_path, image_id, word: str) -> tuple[np.ndarray, dict] | None:
                 heat, meta = f["heatmap"].astype(np.float32) / 255.0, json.loads(str(f["meta"]))
         except (OSError, ValueError, KeyError):
             continue  # a broken file is a map not computed yet
-        if meta.get("image_id") == str(image_id) and meta.get("word") == word:
+        if meta.get("image_id") == str(image_id) and meta.get("word") == word \
+                and (method == "auto" or meta.get("method") == method):
             return heat, meta
     return None
 
 
-def stored_map(run_path, image_id, word: str):
-    """The stored WordMap of (image, word) for a run (yours, else one shipped with it), or None."""
+def stored_map(run_path, image_id, word: str, method: str = "auto"):
+    """The stored WordMap of (image, word) for a run (yours, else one shipped with it), drawn by `method` ("auto":
+    as compute_map draws it by default; "occlusion"), or None."""
     from core.engine.word_map import WordMap
 
     word = word.strip().lower()
-    found = _read_map(run_path, image_id, word)
+    found = _read_map(run_path, image_id, word, method)
     if found is None:
         return None
     heat, meta = found
@@ -88,16 +96,16 @@ def stored_map(run_path, image_id, word: str):
                    int(meta["sentences"]))
 
 
-def stored_picture(run, image_id, word: str, opacity: float = 0.5):
+def stored_picture(run, image_id, word: str, opacity: float = 0.5, method: str = "auto"):
     """The stored map of (image, word) drawn over the run's image (overlay), or None when it was never computed
-    or the image cannot be read; no model is loaded."""
+    or the image cannot be read; no model is loaded. `method` as stored_map's."""
     from types import SimpleNamespace
 
     from core.data import DatasetError, load_rgb
     from core.store import Run
 
     run = run if isinstance(run, Run) else Run.open(run)
-    found = _read_map(run.path, image_id, word.strip().lower())
+    found = _read_map(run.path, image_id, word.strip().lower(), method)
     if found is None:
         return None
     heat, meta = found
@@ -122,11 +130,15 @@ def _explain_config(manifest: dict, n_sentences: int):
     return ExplainConfig(sentences_per_image=per if isinstance(per, int) else max(1, int(n_sentences)), **kw)
 
 
-def compute_map(run, image_id, word: str, classifier, translator, lm, extractor=None, store: bool = True):
+def compute_map(run, image_id, word: str, classifier, translator, lm, extractor=None, store: bool = True,
+                method: str = "auto"):
     """The WordMap of `word` over one of a run's images, from the run's own sentences (core.engine.word_map), stored
     with the run. A run that kept only a sample of each image's sentences gets the image's sentences sampled again
     when the word is in none of those kept (the counter-based sampler draws the run's own). ValueError names the
-    image's words when it uses none."""
+    image's words when it uses none. `method`: "auto" (the gradient where the classifier has a spatial feature map)
+    or "occlusion"."""
+    if method not in MAP_METHODS:
+        raise ValueError(f"method must be one of {MAP_METHODS}, got {method!r}")
     from core.data import load_rgb
     from core.engine.word_map import word_map
     from core.store import Run
@@ -143,15 +155,15 @@ def compute_map(run, image_id, word: str, classifier, translator, lm, extractor=
     # base's spatial feature map (the wrapper has none to differentiate).
     features = getattr(classifier, "base", classifier)
     try:
-        wm = word_map(image, word, features, translator, lm, sentences=sentences, extractor=extractor)
+        wm = word_map(image, word, features, translator, lm, sentences=sentences, extractor=extractor, method=method)
     except ValueError:
         n = int(r["n_sentences"]) if r["n_sentences"] == r["n_sentences"] and r["n_sentences"] else 0
         if len(sentences) >= n:
             raise
         wm = word_map(image, word, features, translator, lm, image_id=r["image_id"],
-                      cfg=_explain_config(run.manifest, n), extractor=extractor)
+                      cfg=_explain_config(run.manifest, n), extractor=extractor, method=method)
     if store:
-        save_map(run.path, r["image_id"], wm, getattr(classifier, "preprocessing", None))
+        save_map(run.path, r["image_id"], wm, getattr(classifier, "preprocessing", None), method)
     return wm
 
 
@@ -311,8 +323,9 @@ def causal_record(entry: dict) -> dict:
 def causal_for(tests: dict, class_name: str, word: str, predicted: str | None = None) -> dict | None:
     """The stored test that speaks for the flag (class_name, word): the one on the class's images read as
     `predicted` (an error-view flag's "pulls toward"), else on all its images, else any; the one on the most images
-    among equals, the default removal (CausalSettings' share and fill) before another. As causal_record, or None when
-    the flag was never tested. Tests that removed another region than the word's map (a `region=` key) do not count."""
+    among equals, the default removal (CausalSettings' share, fill and map) before another. As causal_record, or None
+    when the flag was never tested. Tests that removed another region than the word's map (a `region=` key) do not
+    count."""
     found = [e for k, e in tests.items() if "|region=" not in k and e.get("class") == class_name
              and e.get("word") == word and e.get("rows")]
     if not found:
@@ -324,7 +337,8 @@ def causal_for(tests: dict, class_name: str, word: str, predicted: str | None = 
     def rank(e):
         s = e.get("settings") or {}
         p = s.get("predicted")
-        usual = s.get("share", default.share) == default.share and s.get("fill", default.fill) == default.fill
+        usual = s.get("share", default.share) == default.share and s.get("fill", default.fill) == default.fill \
+            and s.get("map_method", default.map_method) == default.map_method
         return (0 if predicted is not None and p == predicted else 1 if p is None else 2, -len(e.get("rows") or []),
                 0 if usual else 1)
 
@@ -447,14 +461,18 @@ def map_reliability(run_path) -> dict | None:
     return None
 
 
-def reliability_text(doc: dict | None) -> str | None:
+def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
     """The pointing game in two clauses (scene words' peak outside the object, object words' on it), each next to
-    random peaks on the same images; None without one."""
+    random peaks on the same images, for maps drawn by `method` ("auto" or "occlusion"), with one clause on the other
+    method where it was measured too; None without one."""
     if not doc:
         return None
+    other = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else None
+    shown, alt, alt_name = (other, doc, "by gradient") if method == "occlusion" and other else \
+        (doc, other, "by occlusion")
     parts = []
     for kind, where in (("object", "on the object"), ("scene", "outside the object")):
-        k = doc.get(kind)
+        k = shown.get(kind)
         if not isinstance(k, dict) or not k.get("maps"):
             continue
         lo, hi = k.get("ci95") or (None, None)
@@ -462,10 +480,15 @@ def reliability_text(doc: dict | None) -> str | None:
                      f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))})")
     if not parts:
         return None
-    text = "Measured on this run's images with known object masks (the pointing game): " + "; ".join(parts) + "."
-    scene = doc.get("scene") or {}
+    how = "by occlusion" if shown is other else "by gradient" if other else ""
+    text = (f"Measured on this run's images with known object masks (the pointing game{', maps ' + how if how else ''}"
+            "): " + "; ".join(parts) + ".")
+    scene = shown.get("scene") or {}
     if scene.get("hit_rate") is not None and scene.get("random_hit_rate") is not None \
             and scene["hit_rate"] <= scene["random_hit_rate"]:
         text += (" A scene word's peak is no better than a random point (most of the image is scene): read a scene "
                  "word's map as 'somewhere in the scene', not as a place.")
+    if alt and all(isinstance(alt.get(k), dict) and alt[k].get("hit_rate") is not None for k in ("object", "scene")):
+        text += (f" Mapped {alt_name} instead, on the same images: object words {_pct(alt['object']['hit_rate'])} on "
+                 f"the object, scene words {_pct(alt['scene']['hit_rate'])} outside it.")
     return text

@@ -66,7 +66,7 @@ def class_cam(path: str, image_id: str, class_index: int):
     return evidence.class_map(api.run_image(path, image_id), clf, class_index), clf.preprocessing
 
 
-def compute_map(path: str, image_id: str, word: str) -> bool:
+def compute_map(path: str, image_id: str, word: str, method: str = "auto") -> bool:
     """Compute and store the map of `word` over the image, with progress; False (and an error shown) on failure."""
     with st.status(f"Mapping '{word}' over the image…", expanded=True) as status:
         try:
@@ -74,7 +74,7 @@ def compute_map(path: str, image_id: str, word: str) -> bool:
             clf, tr, lm = ui.load_models(registry.run_model_sources(ui.tables(path).manifest))
             st.write(f"Following '{word}' in the image's sentences back to the classifier's features…")
             t0 = time.time()
-            evidence.compute_map(path, image_id, word, clf, tr, lm)
+            evidence.compute_map(path, image_id, word, clf, tr, lm, method=method)
         except Exception as exc:  # the run's models are not here, a word the sentences lack, an unreadable image
             status.update(label=f"Could not map '{word}'", state="error")
             st.error(f"**{type(exc).__name__}:** {exc}")
@@ -95,15 +95,21 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
     options = words["word"].head(40).tolist()
     share = dict(zip(words["word"], words["share"]))
     default = next((w for w in options if w in flagged), options[0])
-    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([3, 2, 2], vertical_alignment="bottom")
     word = c1.selectbox("Word to map", options, index=options.index(default), key=f"map_word_{image_id}",
                         format_func=lambda w: f"{w} ({ui.pct(share[w])} of sentences)"
                         + (f" · flagged: pulls {r['label_name']} toward {flagged[w]}" if w in flagged else ""),
                         help="The image's words, most used first; flagged words of its class are marked.")
     opacity = c2.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="map_opacity",
                         help="0 shows the photo alone; 1 the map alone.")
-    if evidence.stored_map(path, image_id, word) is None:
-        per = api.seconds_per_map(path)
+    method = c3.radio("Map by", ("auto", "occlusion"), horizontal=True, key="map_method",
+                      format_func=lambda m: "gradient" if m == "auto" else "occlusion",
+                      help="Gradient: the word's Grad-CAM, in seconds (occlusion where the classifier has no "
+                           "spatial feature map). Occlusion: 49 patches hidden one at a time, several times slower; on "
+                           "a classifier fine-tuned where object and background go together it finds the object far "
+                           "more often. The figures under the maps say how often each pointed right on this run.")
+    if evidence.stored_map(path, image_id, word, method) is None:
+        per = api.seconds_per_map(path, method)
         if not st.session_state.get(MAPS_ON) and not st.button(
                 f"Show where '{word}' comes from", type="primary", icon=":material/travel_explore:"):
             st.caption("A word map is computed when you ask for it ("
@@ -112,7 +118,7 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
                        "time and in the HTML report.")
             return
         st.session_state[MAPS_ON] = True
-        if not compute_map(path, image_id, word):
+        if not compute_map(path, image_id, word, method):
             return
     try:
         cam, pre = class_cam(path, image_id, int(r["prediction"]))
@@ -120,7 +126,7 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
         cam, pre, cam_problem = None, None, f"No Grad-CAM: {exc}"
     else:
         cam_problem = None if cam is not None else "This classifier has no spatial feature map: no Grad-CAM."
-    view = api.word_map_view(path, image_id, word, cam, pre, opacity)
+    view = api.word_map_view(path, image_id, word, cam, pre, opacity, method)
     if view is None:
         st.warning("The map could not be drawn (the image cannot be read).")
         return
@@ -140,7 +146,7 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
                f"{api.where_in(view.peak)} of the image. Red: most; blue: least. Both maps cover the centre "
                "crop the classifier sees. A map says where the features that carry the word come from, not that the "
                "word is right.")
-    if reliability := evidence.reliability_text(evidence.map_reliability(path)):
+    if reliability := evidence.reliability_text(evidence.map_reliability(path), view.method):
         st.caption(f"How far to trust these maps: {reliability}")
 
 

@@ -101,6 +101,10 @@ def test_explain_maps_a_word_on_demand_next_to_the_class_gradcam(world):
     assert stored_map(run.path, image_id, "water").method == "occlusion"
     again = run_page("pages/2_Explain_an_image.py", explain_image_id=image_id)
     assert len(again.get("image")) == 3 and "A word map is computed" not in texts(again)
+    # Asking for occlusion where the map already is one computes nothing again.
+    assert again.radio(key="map_method").value == "auto"
+    again.radio(key="map_method").set_value("occlusion").run(timeout=TIMEOUT)
+    assert not again.exception and len(again.get("image")) == 3 and "A word map is computed" not in texts(again)
     # A word of the image's that its kept sentences lack is refused with the words they have, not a traceback.
     at.selectbox(key=f"map_word_{image_id}").set_value("bird").run(timeout=TIMEOUT)
     assert not at.exception

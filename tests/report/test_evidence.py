@@ -168,6 +168,14 @@ def test_class_map_and_word_map_on_a_tiny_run(tmp_path, tiny_lm, tiny_classifier
     word = run.words().query("image_id == @row.image_id").sort_values("sentences").iloc[-1]["word"]
     wm = evidence.compute_map(run, row.image_id, word, wrapped, tr, tiny_lm, extractor=words)
     assert wm.method == "gradient" and evidence.stored_map(run.path, row.image_id, word) is not None
+    # Occlusion, asked for, is kept beside the gradient map, not over it; each is read back as what it is.
+    assert evidence.stored_map(run.path, row.image_id, word, "occlusion") is None
+    occl = evidence.compute_map(run, row.image_id, word, wrapped, tr, tiny_lm, extractor=words, method="occlusion")
+    assert occl.method == "occlusion"
+    assert evidence.stored_map(run.path, row.image_id, word, "occlusion").method == "occlusion"
+    assert evidence.stored_map(run.path, row.image_id, word).method == "gradient"
+    with pytest.raises(ValueError, match="method must be one of"):
+        evidence.compute_map(run, row.image_id, word, wrapped, tr, tiny_lm, extractor=words, method="lime")
     with pytest.raises(ValueError, match="in none of the image's"):
         evidence.compute_map(run, row.image_id, "zeppelin", tiny_classifier, tr, tiny_lm, extractor=words)
     with pytest.raises(ValueError, match="is not in run"):
@@ -181,6 +189,15 @@ def test_reliability_is_said_with_random_peaks_beside_it():
     good = {**POINTING, "scene": {**POINTING["scene"], "hit_rate": 0.95}}
     assert "no better" not in evidence.reliability_text(good)
     assert evidence.reliability_text(None) is None and evidence.reliability_summary(None) is None
+    # Measured both ways: the maps shown get the figures, the other method one clause.
+    both = {**POINTING, "occlusion": {**POINTING, "object": {**POINTING["object"], "hit_rate": 0.78},
+                                      "scene": {**POINTING["scene"], "hit_rate": 0.70}}}
+    by_grad, by_occl = evidence.reliability_text(both), evidence.reliability_text(both, "occlusion")
+    assert "maps by gradient" in by_grad and "peak on the object for 45%" in by_grad
+    assert "Mapped by occlusion instead, on the same images: object words 78% on the object" in by_grad
+    assert "maps by occlusion" in by_occl and "peak on the object for 78%" in by_occl
+    assert "Mapped by gradient instead" in by_occl and "object words 45%" in by_occl
+    assert "maps by" not in text  # one method measured: nothing to compare
 
 
 def test_maps_to_compute_puts_tested_flags_first_and_stays_small(run):

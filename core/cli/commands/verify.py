@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from core.cli.options import default
-from core.evaluation.causal import FILLS, CausalSettings
+from core.evaluation.causal import FILLS, MAP_METHODS, CausalSettings
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +17,11 @@ def add_parser(subparsers) -> None:
                    help="share of the word map's pixels removed, its region (default %(default)s)")
     p.add_argument("--fill", choices=FILLS, default=default(CausalSettings, "fill"),
                    help="what the removed pixels become: a blur of the image or its mean colour (default %(default)s)")
+    p.add_argument("--map", dest="map_method", choices=MAP_METHODS, default=default(CausalSettings, "map_method"),
+                   help="how the word's map is drawn: gradient (Grad-CAM of the word, needs a spatial feature map), "
+                        "occlusion (patches hidden one at a time: slower, and the better map where a fine-tuned "
+                        "classifier's features at the object carry its background), auto: gradient where it can "
+                        "(default %(default)s)")
     p.add_argument("--predicted", default=None, metavar="CLASS",
                    help="only the class's images predicted as CLASS (e.g. the landbirds read as waterbirds, where "
                         "the flag was found)")
@@ -39,7 +44,7 @@ def run(args) -> int:
     classifier, lm = load_classifier(sources.classifier), load_language_model(sources.lm)
     translator = Translator.from_pretrained(sources.translator, classifier, lm)
     settings = CausalSettings(share=args.share, fill=args.fill, seed=args.seed, max_images=args.max_images,
-                              predicted=args.predicted)
+                              predicted=args.predicted, map_method=args.map_method)
     result = verify_flag(run_, args.class_name, args.word, classifier, translator, lm, settings,
                          progress=lambda i, n, s: print(f"\r{i}/{n} images, {s:.0f} s", end="", flush=True))
     print()
