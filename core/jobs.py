@@ -345,10 +345,14 @@ def _verify_manifest(out: Path) -> dict:
 def start_verify(run: str | Path, class_name: str, word: str, predicted: str | None = None,
                  max_images: int | None = None) -> JobStatus:
     """Start `texplain verify` (the causal test of the flag `word` under `class_name`) in the background; its job
-    lives where the run's causal.json goes (see above). One test at a time per run."""
+    lives where the run's causal.json goes (see above). One test at a time per run. A scene word (water, forest,
+    ...) is tested as a scene swap (--fill swap --region scene): removing part of a scene says little."""
     from core.evaluation.causal import RESULT_FILE
+    from core.evaluation.openworld import is_scene_word
 
     argv = ["verify", str(Path(run).resolve()), "--class", str(class_name), "--word", str(word)]
+    if is_scene_word(str(word)):
+        argv += ["--fill", "swap", "--region", "scene"]
     if predicted:
         argv += ["--predicted", str(predicted)]
     if max_images is not None:

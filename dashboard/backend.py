@@ -652,7 +652,7 @@ MAP_METHODS = {  # how a word map was computed, for a caption (core.engine.word_
     "gradient": "gradient: the word's log-probability in the image's own sentences, differentiated with respect to "
                 "the classifier's last feature map and weighted Grad-CAM style",
     "occlusion": "occlusion: patches of the image (7 x 7) hidden one at a time, scored by how much less likely the "
-                 "word becomes; the map of a classifier without a spatial feature map to differentiate"}
+                 "word becomes; asked for, or the only map of a classifier without a spatial feature map"}
 
 
 @dataclass
@@ -738,10 +738,10 @@ def causal_tests(run_path: str | Path, class_name: str | None = None, word: str 
                      "changed": p.get("rate"), "changed_ci": p.get("ci95"),
                      "control": c.get("rate"), "control_ci": c.get("ci95"), "ratio": s.get("ratio_to_control"),
                      "share_before": s.get("mean_share_before"), "share_after": s.get("mean_share_after"),
-                     "share": st.get("share"), "fill": st.get("fill"), "max_images": st.get("max_images"),
-                     "key": key, "record": causal_record(e)})
+                     "share": st.get("share"), "fill": st.get("fill"), "region": st.get("region") or "map",
+                     "max_images": st.get("max_images"), "key": key, "record": causal_record(e)})
     columns = ["class", "word", "predicted", "images", "verdict", "changed", "changed_ci", "control", "control_ci",
-               "ratio", "share_before", "share_after", "share", "fill", "max_images", "key", "record"]
+               "ratio", "share_before", "share_after", "share", "fill", "region", "max_images", "key", "record"]
     return pd.DataFrame(rows, columns=columns)
 
 

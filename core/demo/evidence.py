@@ -173,8 +173,9 @@ def imagenet9_pointing(limit: int | None = None, method: str = "auto") -> dict:
 
 # How the removal is done moves the verdict: a blurred 20% of a scene that fills 90% of the image keeps its
 # colour, and the rest of the scene is still there. The water check also runs with the other fill and with twice
-# the region (each against its own same-area control), stored under their own keys.
-CAUSAL_VARIANTS = ({"fill": "mean"}, {"share": 0.4})
+# the region (each against its own same-area control), and as a scene swap (each image's scene for that of a
+# landbird image without water; control: one with water), stored under their own keys.
+CAUSAL_VARIANTS = ({"fill": "mean"}, {"share": 0.4}, {"fill": "swap", "region": "scene"})
 
 
 def causal_truth(max_images: int | None = 40, runs=(WATERBIRDS_RUN, WATERBIRDS_VAL_RUN), more: bool = True) -> dict:

@@ -61,7 +61,7 @@ def word_spans(sentence: str, word: str, extractor) -> list[tuple[int, int]]:
     return spans
 
 
-def _token_targets(lm, sentences: Sequence[str], word: str, extractor):
+def token_targets(lm, sentences: Sequence[str], word: str, extractor):
     """Token ids (N, T), attention mask (N, T) and a mask (N, T) of the tokens inside the word's spans."""
     tok = lm.tokenizer
     rows, targets = [], []
@@ -150,7 +150,7 @@ def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[s
         extractor = WordExtractor()
     word = word.strip().lower()
     sents = _sentences_for(image, classifier, translator, lm, sentences, image_id, cfg)
-    targets = _token_targets(lm, sents, word, extractor)
+    targets = token_targets(lm, sents, word, extractor)
     if targets is None:
         top = sorted(extractor.count(sents).items(), key=lambda kv: -kv[1][1])[:8]
         raise ValueError(f"the word {word!r} is in none of the image's {len(sents)} sentences, so it comes from "
@@ -209,3 +209,36 @@ def _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches: int, 
         zo, _ = classifier.features_and_logits(xo)
         drops.append(base - word_log_prob(translator, lm, zo, ids, attn, hit).reshape(-1).float().cpu())
     return torch.cat(drops).reshape(patches, patches).clamp_min(0), base
+
+
+def class_map(image, classifier, class_index: int | None = None) -> np.ndarray | None:
+    """Grad-CAM of `class_index` (None: the predicted class) over the classifier's input crop, (H, W) in [0, 1], at
+    the same layer a word map differentiates; None when the classifier has no spatial feature map. `image`: a PIL
+    image, or a preprocessed (3, H, W) tensor."""
+    from core.models.gradcam import gradcam
+
+    layer = spatial_layer(getattr(classifier, "base", classifier))
+    if layer is None:
+        return None
+
+    class Logits(torch.nn.Module):  # the classifier's own logits (a wrapper's classes too), for gradcam
+        def __init__(self, clf):
+            super().__init__()
+            self.clf = clf
+
+        def forward(self, x):
+            return self.clf.features_and_logits(x)[1]
+
+    p = next(classifier.parameters())
+    x = (image if isinstance(image, torch.Tensor) else classifier.preprocess(image))[None].to(p.device, p.dtype)
+    # gradcam puts the wrapper back in the mode it found, a new module's training mode, and with it every module of
+    # the classifier: put each back as it was, or a cached classifier's batch norms learn from every later image.
+    modes = [(m, m.training) for m in classifier.modules()]
+    try:
+        cams, _ = gradcam(Logits(classifier), layer, x, class_index)  # (1, h, w)
+    finally:
+        for m, training in modes:
+            m.training = training
+    heat = F.interpolate(cams[:, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    heat = (heat - heat.min()).cpu().numpy()
+    return (heat / heat.max() if heat.max() > 0 else heat).astype(np.float32)

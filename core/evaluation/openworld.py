@@ -70,6 +70,11 @@ PREFERRED = {"plant": "food"}
 BACKGROUND_WORDS = KIND_WORDS["grass"] | KIND_WORDS["forest"]
 
 
+def is_scene_word(word: str) -> bool:
+    """Does the word name a scene kind (water, lake, forest, sky, ...: KIND_WORDS)?"""
+    return any(word.lower() in words for words in KIND_WORDS.values())
+
+
 def kinds_of(counts: dict) -> dict[str, tuple[int, int]]:
     """kind -> (occurrences of its words, the most sentences any one of its words is in) for an image's counts."""
     out = {}

@@ -168,39 +168,12 @@ def compute_map(run, image_id, word: str, classifier, translator, lm, extractor=
 
 
 def class_map(image, classifier, class_index: int | None = None) -> np.ndarray | None:
-    """Grad-CAM of `class_index` (None: the predicted class) over the classifier's input crop, (H, W) in [0, 1], at
-    the same layer a word map differentiates; None when the classifier has no spatial feature map."""
-    import torch
-    import torch.nn.functional as F
+    """Grad-CAM of `class_index` (None: the predicted class) over the classifier's input crop, (H, W) in [0, 1];
+    None without a spatial feature map (core.engine.word_map.class_map, imported here when asked for: a report
+    loads no torch)."""
+    from core.engine.word_map import class_map as grad_cam
 
-    from core.engine.word_map import spatial_layer
-    from core.models.gradcam import gradcam
-
-    layer = spatial_layer(getattr(classifier, "base", classifier))
-    if layer is None:
-        return None
-
-    class Logits(torch.nn.Module):  # the classifier's own logits (a wrapper's classes too), for gradcam
-        def __init__(self, clf):
-            super().__init__()
-            self.clf = clf
-
-        def forward(self, x):
-            return self.clf.features_and_logits(x)[1]
-
-    p = next(classifier.parameters())
-    x = classifier.preprocess(image)[None].to(p.device, p.dtype)
-    # gradcam puts the wrapper back in the mode it found, a new module's training mode, and with it every module of
-    # the classifier: put each back as it was, or a cached classifier's batch norms learn from every later image.
-    modes = [(m, m.training) for m in classifier.modules()]
-    try:
-        cams, _ = gradcam(Logits(classifier), layer, x, class_index)  # (1, h, w)
-    finally:
-        for m, training in modes:
-            m.training = training
-    heat = F.interpolate(cams[:, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    heat = (heat - heat.min()).cpu().numpy()
-    return (heat / heat.max() if heat.max() > 0 else heat).astype(np.float32)
+    return grad_cam(image, classifier, class_index)
 
 
 # --- drawing a map over its image -----------------------------------------------------------------------------
@@ -306,7 +279,7 @@ def maps_to_compute(report: dict, per_flag: int = 2, limit: int = 6) -> list[tup
 CAUSAL_FIELDS = ("verdict", "images", "prediction_changed", "control_prediction_changed", "difference",
                  "ratio_to_control", "right_after", "control_right_after", "word_share_change", "mean_share_before",
                  "mean_share_after", "mean_share_control")
-SETTINGS_FIELDS = ("share", "fill", "seed", "max_images", "predicted")
+SETTINGS_FIELDS = ("share", "fill", "seed", "max_images", "predicted", "region", "map_method")
 
 
 def causal_record(entry: dict) -> dict:
@@ -323,22 +296,27 @@ def causal_record(entry: dict) -> dict:
 def causal_for(tests: dict, class_name: str, word: str, predicted: str | None = None) -> dict | None:
     """The stored test that speaks for the flag (class_name, word): the one on the class's images read as
     `predicted` (an error-view flag's "pulls toward"), else on all its images, else any; the one on the most images
-    among equals, the default removal (CausalSettings' share, fill and map) before another. As causal_record, or None
-    when the flag was never tested. Tests that removed another region than the word's map (a `region=` key) do not
-    count."""
+    among equals, the test meant for the word before another: for a scene word (water, lake, forest, ...) the
+    scene swap (fill "swap", region "scene", the one the demo's truth confirms), for any other the default removal
+    (CausalSettings' share, fill and map). As causal_record, or None when the flag was never tested. Tests that
+    removed another region than the word's map (a `region=` key) do not count."""
     found = [e for k, e in tests.items() if "|region=" not in k and e.get("class") == class_name
              and e.get("word") == word and e.get("rows")]
     if not found:
         return None
     from core.evaluation.causal import CausalSettings  # tests are stored: read_causal has loaded it
 
-    default = CausalSettings()
+    default, scene = CausalSettings(), is_scene_word(word)
 
     def rank(e):
         s = e.get("settings") or {}
         p = s.get("predicted")
-        usual = s.get("share", default.share) == default.share and s.get("fill", default.fill) == default.fill \
-            and s.get("map_method", default.map_method) == default.map_method
+        if scene:
+            usual = s.get("fill") == "swap" and s.get("region") == "scene"
+        else:
+            usual = s.get("share", default.share) == default.share and s.get("fill", default.fill) == default.fill \
+                and s.get("map_method", default.map_method) == default.map_method \
+                and s.get("region", default.region) == default.region
         return (0 if predicted is not None and p == predicted else 1 if p is None else 2, -len(e.get("rows") or []),
                 0 if usual else 1)
 
@@ -378,6 +356,19 @@ def tested_images(record: dict, class_name: str, word: str) -> str:
     return f"{n} {class_name} image{'s' if n != 1 else ''}{read} whose sentences use '{word}'"
 
 
+def describe_removal(fill: str | None, share: float | None) -> tuple[str, str]:
+    """(what was done to the word's region, what the control did), in words, for pages and reports
+    (core.evaluation.causal's fills; kept here, free of torch, for reports)."""
+    if fill == "swap" and share is None:  # region "scene"
+        return ("the scene (all but the object) taken from an image of the class whose sentences lack the word",
+                "the scene taken from an image of the class whose sentences use it")
+    size = f"{100 * share:.0f}% of the image" if share is not None else "the word's region"
+    if fill == "swap":
+        return (f"the word's region ({size}) taken from an image of the class whose sentences lack the word",
+                "the same region taken from an image of the class whose sentences use it")
+    return f"the word's region ({size}) removed ({fill or 'blur'})", "as much of the image removed elsewhere"
+
+
 def causal_text(record: dict, class_name: str, word: str) -> str:
     """One plain sentence of a flag's causal test: the verdict, then what removing the word's region did next to
     removing as much of the image elsewhere."""
@@ -387,28 +378,29 @@ def causal_text(record: dict, class_name: str, word: str) -> str:
         return f"Causal test on {what}: {verdict} to conclude (at least 5 are needed)." \
             if verdict == "too few images" else f"Causal test: {verdict}."
     st = record.get("settings") or {}
-    share = st.get("share")
-    how = f"{_pct(share)} of the image, {st.get('fill') or 'blur'}" if share is not None else st.get("fill") or ""
-    text = (f"Causal test on {what}: {verdict.upper()}. Removing the word's region ({how}) changed "
-            f"{_rate(record.get('prediction_changed'))} of the predictions; removing as much of the image elsewhere "
-            f"changed {_rate(record.get('control_prediction_changed'))}.")
+    done, control = describe_removal(st.get("fill"), st.get("share") if st.get("region", "map") == "map" else None)
+    text = (f"Causal test on {what}: {verdict.upper()}. With {done}, "
+            f"{_rate(record.get('prediction_changed'))} of the predictions changed; with {control}, "
+            f"{_rate(record.get('control_prediction_changed'))}.")
     if verdict == "correlational only":
         n = record.get("images", 0)
         small = (f"; with {n} images only a large effect would show, so test more before ruling it out"
                  if n < 20 else "")
         text += (" Not clearly more than the control: the test did not show that the classifier uses what the word "
                  f"names{small}.")
-        if _is_scene_word(word):
+        if is_scene_word(word) and st.get("fill") != "swap":
             text += (" For a scene word that says little: removing part of a scene rarely changes a prediction even "
                      "when the scene decided it (on the Waterbirds demo a land background put 79% of the misread "
-                     "landbirds on water right; removing the word's region changed 10%).")
+                     "landbirds on water right; removing the word's region changed 10%). Test it as a scene swap "
+                     "(`texplain verify --fill swap --region scene`), which there calls water causal.")
     return text
 
 
-def _is_scene_word(word: str) -> bool:
-    from core.evaluation.openworld import KIND_WORDS
+def is_scene_word(word: str) -> bool:
+    """Does the word name a scene kind (core.evaluation.openworld.is_scene_word; imported when asked for)?"""
+    from core.evaluation.openworld import is_scene_word as names_a_scene
 
-    return any(word.lower() in words for words in KIND_WORDS.values())
+    return names_a_scene(word)
 
 
 def add_evidence(report: dict) -> dict:

@@ -46,7 +46,8 @@ _CAUSAL = {"type": "object", "required": ["verdict", "images", "settings"],
                           "ratio_to_control": _NUM, "word_share_change": {"type": "object"},
                           "mean_share_before": _NUM, "mean_share_after": _NUM, "mean_share_control": _NUM,
                           "settings": {"type": "object", "properties": {
-                              "share": _NUM, "fill": _STR, "seed": _INT, "max_images": _INT, "predicted": _STR}}}}
+                              "share": _NUM, "fill": _STR, "seed": _INT, "max_images": _INT, "predicted": _STR,
+                              "region": _STR, "map_method": _STR}}}}
 _FLAG_ROW = {"type": "object",
              "required": ["rank", "word", "predicted_as", "score", "share_wrong", "share_right", "n_wrong", "n_right",
                           "z", "evidence", "example_image_ids", "source"],

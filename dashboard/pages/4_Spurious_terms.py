@@ -131,14 +131,22 @@ def show_test(t: dict, cls: str, word: str) -> None:
     def interval(ci) -> str:
         return f"95% CI {ui.pct(ci[0])}–{ui.pct(ci[1])}" if ci else ""
 
+    swap, scene = t["fill"] == "swap", t["region"] == "scene"
+    where = ("The image's scene (all but its object: the top of the predicted class's Grad-CAM), " if scene
+             else f"The top {ui.pct(t['share'])} of the word's map, ")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Predictions changed: the word's region removed", ui.pct(t["changed"]), interval(t["changed_ci"]),
-              delta_color="off", delta_arrow="off",
-              help=f"The top {ui.pct(t['share'])} of the word's map, filled ({t['fill']}), then classified again.")
-    m2.metric("Control: as much removed elsewhere", ui.pct(t["control"]), interval(t["control_ci"]),
-              delta_color="off", delta_arrow="off", help="A rectangle of the same area at a random place.")
+    m1.metric(("Predictions changed: the scene swapped" if scene else "Predictions changed: the word's region "
+               + ("swapped" if swap else "removed")), ui.pct(t["changed"]),
+              interval(t["changed_ci"]), delta_color="off", delta_arrow="off",
+              help=where + (f"taken from an image of {cls} whose sentences lack '{word}'" if swap
+                            else f"filled ({t['fill']})") + ", then classified again.")
+    m2.metric("Control: " + ("the scene from an image with the word" if scene else "the same region from an image "
+                             "with the word" if swap else "as much removed elsewhere"),
+              ui.pct(t["control"]), interval(t["control_ci"]), delta_color="off", delta_arrow="off",
+              help=f"The same region taken from another image of {cls} whose sentences use '{word}'." if swap
+              else "A rectangle of the same area at a random place.")
     m3.metric(f"Sentences using '{word}'", f"{ui.pct(t['share_before'])} → {ui.pct(t['share_after'])}",
-              help="The image explained again after the word's region is removed.")
+              help="The image explained again after the word's region is " + ("swapped." if swap else "removed."))
     st.caption(evidence.causal_text(t["record"], cls, word))
 
 
@@ -146,8 +154,13 @@ def causal_section(cls: str, word: str, predicted) -> None:
     """Does the classifier use what the word names? The stored causal tests of the flag, and a button that runs the
     test as a background job (`texplain verify`), with its progress."""
     predicted = predicted if isinstance(predicted, str) else None
-    st.markdown("**Does the classifier use it?** Remove the part of the image the word comes from and see whether "
-                "the prediction changes more than when as much is removed elsewhere.")
+    if evidence.is_scene_word(word):
+        st.markdown(f"**Does the classifier use it?** '{word}' names a scene: swap each image's scene for that of a "
+                    f"{cls} image whose sentences do not name it, and see whether the prediction changes more than "
+                    "when the scene comes from one that does.")
+    else:
+        st.markdown("**Does the classifier use it?** Remove the part of the image the word comes from and see "
+                    "whether the prediction changes more than when as much is removed elsewhere.")
     tests = api.causal_tests(path, cls, word)
     if len(tests):
         tests = tests.assign(first=[0 if p == predicted else 1 if p is None else 2 for p in tests["predicted"]])
@@ -157,6 +170,8 @@ def causal_section(cls: str, word: str, predicted) -> None:
     state = jobs.job_status(folder, kind="verify")
     n = api.causal_candidates(ui.tables(path), cls, word, predicted)
     same = tests["predicted"].eq(predicted) if predicted else tests["predicted"].isna()
+    # The button tests a scene word as a scene swap (core.jobs.start_verify): count that test's images only.
+    same &= tests["region"].eq("scene" if evidence.is_scene_word(word) else "map")
     done = int(tests.loc[same, "images"].max()) if same.any() else 0  # images this flag's own test already did
     read = f" read as {predicted}" if predicted and predicted != cls else ""
     if n == 0:

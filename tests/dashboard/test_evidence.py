@@ -142,8 +142,12 @@ def test_spurious_terms_maps_the_examples_and_runs_the_causal_test_as_a_job(worl
     assert not at.exception
     text = texts(at)
     assert ("**causal**" in text or "**correlational only**" in text) and "5 landbird images read as waterbird" in text
+    # 'water' names a scene: the button tested it as a scene swap, and the page says so.
+    assert "--region" in status.command and status.command[status.command.index("--region") + 1] == "scene"
+    assert "'water' names a scene: swap each image's scene" in text
     labels = [m.label for m in at.metric]
-    assert "Predictions changed: the word's region removed" in labels and "Control: as much removed elsewhere" in labels
+    assert "Predictions changed: the scene swapped" in labels and "Control: the scene from an image with the word" \
+        in labels
     assert all("95% CI" in m.delta for m in at.metric if m.label.startswith(("Predictions", "Control")))
     # The flags table now says which flags were tested.
     error_table = at.dataframe[0].value

@@ -51,13 +51,13 @@ def test_batched_scores_match_one_at_a_time_and_cut_sentences_score_as_whole_one
                                                                                  tiny_lm):
     # Occlusion scores all patches in batches and drops what follows a word's last token; neither may change
     # a score.
-    from core.engine.word_map import _token_targets, word_log_prob
+    from core.engine.word_map import token_targets, word_log_prob
 
     run, tr = explained
     row = run.images().iloc[0]
     sents = run.sentences([row.image_id])["text"].tolist()
     word = run.words().query("image_id == @row.image_id").sort_values("sentences").iloc[-1]["word"]
-    ids, attn, hit = _token_targets(tiny_lm, sents, word, plain_words())
+    ids, attn, hit = token_targets(tiny_lm, sents, word, plain_words())
     x = tiny_classifier.preprocess(load_rgb(run.image_path(row.path)))[None]
     xs = torch.cat([x, x.flip(-1), torch.zeros_like(x)])
     with torch.inference_mode():
@@ -215,3 +215,111 @@ def test_the_test_runs_on_a_run_stores_its_rows_and_resumes(explained, tiny_clas
     assert len(json.loads((run.path / "causal.json").read_text())) == 2
     with pytest.raises(ValueError, match="map_method must be one of"):
         CausalSettings(map_method="lime")
+
+
+class SceneNet(torch.nn.Module):
+    """Decides by the scene alone: a blue image is a waterbird, a green one a landbird (tiny.make_waterbirds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[0.0, 5.0, -5.0], [0.0, -5.0, 5.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.body(x).flatten(1))
+
+
+def test_a_swap_takes_the_region_from_an_image_without_the_word_and_the_control_from_one_with_it(tmp_path, tiny_lm):
+    """With the whole scene swapped, a toy that reads only the scene must read each image as its donor's scene: the
+    swap moves the pixels it says it moves, from the images it says it takes them from."""
+    from core.evaluation.causal import donor_pools
+    from core.models.classifier import Preprocessing, from_module
+    from tests.tiny import make_waterbirds
+
+    torch.manual_seed(0)
+    clf = from_module(SceneNet(), ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32),
+                      name="scenenet")
+    tr = Translator(TranslatorConfig(feature_dim=3, hidden_size=tiny_lm.hidden_size, prefix_length=2, mlp_hidden=8,
+                                     classifier_identity=clf.identity, classifier_name="scenenet",
+                                     lm_identity=tiny_lm.identity))
+    run = explain_dataset(open_dataset(make_waterbirds(tmp_path / "wb", n_per_group=4)), clf, tr, tiny_lm,
+                          tmp_path / "run", ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1),
+                          extractor=plain_words(), show_progress=False)
+    images = run.images()
+    assert (images["prediction"] == images["place"]).all()  # the toy reads the scene, not the bird
+    land = images[images["label"] == 0]
+    words = run.words()
+    counts = words[words["image_id"].isin(land["image_id"])].groupby("word")["image_id"].nunique()
+    word = (counts[(counts >= 3) & (counts < len(land))] - len(land) / 2).abs().idxmin()  # used by about half
+    scene = np.ones((32, 32), bool)
+    scene[10:16, 10:16] = False  # everything but the bird
+    result = verify_flag(run, "landbird", word, clf, tr, tiny_lm, CausalSettings(fill="swap"),
+                         extractor=plain_words(), region_for=lambda image, sents: scene, region_name="scene")
+    used = set(words.loc[words["word"] == word, "image_id"])
+    place = dict(zip(images["image_id"], images["place"]))
+    assert len(result.rows) == len(used & set(land["image_id"]))
+    for r in result.rows:
+        assert r["donor"] not in used and r["control_donor"] in used and r["control_donor"] != r["image_id"]
+        assert r["after"] == place[r["donor"]]
+        assert r["control_after"] == place[r["control_donor"]]
+        assert r["changed"] == (place[r["donor"]] != place[r["image_id"]])
+    assert result.summary()["fill"] == "swap"
+    with pytest.raises(ValueError, match="lack 'x'.*0 lack it"):
+        donor_pools(land, set(land["image_id"]), "landbird", "x")
+
+
+class SceneConvNet(SceneNet):
+    """SceneNet with a spatial feature map (an identity 1x1 convolution) to take a Grad-CAM of."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3)[:, :, None, None])
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.body(self.conv(x)).flatten(1))
+
+
+def test_a_scene_swap_takes_each_scene_from_its_donor_with_or_without_a_spatial_map(tmp_path, tiny_lm):
+    from core.evaluation.causal import object_region
+    from core.models.classifier import Preprocessing, from_module
+    from tests.tiny import make_waterbirds
+
+    with pytest.raises(ValueError, match="needs fill 'swap'"):
+        CausalSettings(region="scene")
+    torch.manual_seed(0)
+    data = make_waterbirds(tmp_path / "wb", n_per_group=4)
+    runs = {}
+    for name, net in (("flat", SceneNet()), ("conv", SceneConvNet())):
+        clf = from_module(net, ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32), name=name)
+        tr = Translator(TranslatorConfig(feature_dim=3, hidden_size=tiny_lm.hidden_size, prefix_length=2,
+                                         mlp_hidden=8, classifier_identity=clf.identity, classifier_name=name,
+                                         lm_identity=tiny_lm.identity))
+        run = explain_dataset(open_dataset(data), clf, tr, tiny_lm, tmp_path / name,
+                              ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1), extractor=plain_words(),
+                              show_progress=False)
+        runs[name] = (run, clf, tr)
+    run, clf, tr = runs["conv"]
+    images = run.images()
+    x = clf.preprocess(load_rgb(run.image_path(images["path"].iloc[0])))
+    assert object_region(clf, x, 0.15).sum() == round(0.15 * 32 * 32)
+    land = images[images["label"] == 0]
+    words = run.words()
+    counts = words[words["image_id"].isin(land["image_id"])].groupby("word")["image_id"].nunique()
+    word = (counts[(counts >= 3) & (counts < len(land))] - len(land) / 2).abs().idxmin()
+    settings = CausalSettings(fill="swap", region="scene")
+    result = verify_flag(run, "landbird", word, clf, tr, tiny_lm, settings, extractor=plain_words())
+    place = dict(zip(images["image_id"], images["place"]))
+    assert result.rows and all(r["map"] == "scene" and 0.8 < r["region_share"] < 0.9 for r in result.rows)
+    # Most of each scene is the donor's: the toy, which reads only the scene, reads the donor's.
+    assert all(r["after"] == place[r["donor"]] and r["control_after"] == place[r["control_donor"]]
+               for r in result.rows)
+    assert "|scene=0.15" in next(iter(json.loads((run.path / "causal.json").read_text())))
+    # Without a spatial map the object is where hiding a patch costs the prediction most: a region all the same.
+    flat = runs["flat"][1]
+    assert object_region(flat, x, 0.15).sum() == round(0.15 * 32 * 32)

@@ -63,7 +63,8 @@ def test_a_tested_flag_carries_its_verdict_through_json_markdown_and_html(run):
     assert report["word_map_reliability"]["object"]["hit_rate"] == 0.45
     md = to_markdown(report)
     assert ("- **water**: Causal test on 12 landbird images read as waterbird whose sentences use 'water': CAUSAL. "
-            "Removing the word's region (20% of the image, blur) changed 75% (95% CI") in md
+            "With the word's region (20% of the image) removed (blur), 75% (95% CI") in md
+    assert "of the predictions changed; with as much of the image removed elsewhere, 8% (95% CI" in md
     assert "no better than a random point" in md  # scene maps: 78% vs 88% at random, said plainly
     assert "| causal test |" in md and "| causal (12 images) |" in md and "| not tested |" in md  # the flag table
     page = to_html(report)
@@ -92,15 +93,32 @@ def test_the_test_that_speaks_for_a_flag():
     assert weak["verdict"] == "correlational only"
     assert "For a scene word that says little" in evidence.causal_text(weak, "landbird", "lake")
     assert "scene word" not in evidence.causal_text(weak, "landbird", "beak")
+    # A swap says what it swapped and what its control was; a scene word's caveat is about removal, not a swap.
+    swapped = evidence.causal_record(stored_test("landbird", "lake", [False] * 30, [False] * 30, fill="swap",
+                                                 share=0.4)[1])
+    text = evidence.causal_text(swapped, "landbird", "lake")
+    assert ("With the word's region (40% of the image) taken from an image of the class whose sentences lack the "
+            "word, 0% (95% CI") in text
+    assert "with the same region taken from an image of the class whose sentences use it, 0%" in text
+    assert "For a scene word that says little" not in text
     key, region = stored_test("landbird", "sky", [True] * 6, [False] * 6)
     assert evidence.causal_for({key + "|region=mask": region}, "landbird", "sky") is None  # not the word's map
     # The same images removed another way (mean fill, a larger region: an experiment's variants) do not speak
     # for the flag before the usual removal, whatever order they were stored in.
-    variants = dict([stored_test("landbird", "lake", [True] * 6, [True] * 6, fill="mean"),
-                     stored_test("landbird", "lake", [True] * 6, [False] * 6, share=0.4),
-                     stored_test("landbird", "lake", [False] * 6, [False] * 6)])
-    usual = evidence.causal_for(variants, "landbird", "lake")["settings"]
-    assert (usual["fill"], usual["share"]) == ("blur", 0.2)
+    variants = dict([stored_test("landbird", "beak", [True] * 6, [True] * 6, fill="mean"),
+                     stored_test("landbird", "beak", [True] * 6, [False] * 6, share=0.4),
+                     stored_test("landbird", "beak", [True] * 6, [False] * 6, fill="swap", region="scene"),
+                     stored_test("landbird", "beak", [False] * 6, [False] * 6)])
+    usual = evidence.causal_for(variants, "landbird", "beak")["settings"]
+    assert (usual["fill"], usual["share"], usual["region"]) == ("blur", 0.2, "map")
+    # A scene word's flag is spoken for by its scene swap, the test that finds a scene bias.
+    scene = dict([stored_test("landbird", "lake", [False] * 6, [False] * 6),
+                  stored_test("landbird", "lake", [True] * 6, [False] * 6, fill="swap", region="scene"),
+                  stored_test("landbird", "lake", [True] * 6, [True] * 6, fill="mean")])
+    chosen = evidence.causal_for(scene, "landbird", "lake")
+    assert (chosen["settings"]["fill"], chosen["settings"]["region"]) == ("swap", "scene")
+    assert "the scene (all but the object) taken from an image of the class whose sentences lack the word" in \
+        evidence.causal_text(chosen, "landbird", "lake")
 
 
 def test_a_stored_map_is_drawn_over_the_crop_the_classifier_sees(run):
