@@ -13,7 +13,9 @@ as much of it as the word's region does. `fill="swap"` asks the counterfactual i
 pixels of another image of the class whose sentences lack the word (a landbird's land where the water was; for a
 scene word, every word of its kind: no lake either), and the control fills the *same* region from an image of the
 class whose sentences use the word (other water): the act of pasting, the region and the class are the same, only
-what the word names differs.
+what the word names differs. With `region="scene"` the region is the whole scene, everything but the object (the
+top `object_share` of the predicted class's Grad-CAM), and each donor's own object is kept out of what is pasted:
+the test for a scene word, which on the Waterbirds demo's truth calls water causal where removal cannot.
 
     result = verify_flag(run, "landbird", "lake", classifier, translator, lm)
     result.verdict, result.summary()
@@ -174,8 +176,8 @@ def kindred_words(word: str) -> frozenset:
     return frozenset({word}).union(*(ws for ws in KIND_WORDS.values() if word in ws))
 
 
-def donor_pools(of_class: pd.DataFrame, used: set, class_name: str, word: str, named: set | None = None
-            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def donor_pools(of_class: pd.DataFrame, used: set, class_name: str, word: str,
+                named: set | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The class's images whose sentences name none of what the word names (`named`: the images that do; default
     `used`), and those that use the word: where a swap takes its pixels."""
     named = used if named is None else named | used
@@ -273,15 +275,15 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
             continue
         image = load_rgb(run.image_path(r.path))
         sents = sentences.get(r.image_id, [])
+        x = classifier.preprocess(image)
         if region_for is None and settings.region == "scene":
-            region, how = ~object_region(classifier, classifier.preprocess(image), settings.object_share), "scene"
+            region, how = ~object_region(classifier, x, settings.object_share), "scene"
         elif region_for is None:
             wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor,
                           method=settings.map_method)
             region, how = wm.top_share(settings.share), wm.method
         else:
             region, how = np.asarray(region_for(image, sents), dtype=bool), region_name
-        x = classifier.preprocess(image)
         extra = {}
         if donors is None:
             control = random_rectangle(np.random.default_rng(control_seed), region.shape, int(region.sum()))
