@@ -191,22 +191,28 @@ def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
     return F.relu((weights[:, None, None] * a).sum(0)).cpu(), total.item()
 
 
+def occluded(x: torch.Tensor, cells, patches: int) -> torch.Tensor:
+    """One copy of x ((1, 3, H, W) or (3, H, W), preprocessed) per (row, column) of `cells`, with that cell of a
+    `patches` x `patches` grid hidden: (len(cells), 3, H, W)."""
+    H, W = x.shape[-2:]
+    xo = x.reshape(1, *x.shape[-3:]).repeat(len(cells), 1, 1, 1)
+    for n, (i, j) in enumerate(cells):
+        # 0 after normalisation is the preprocessing's mean colour: the patch carries nothing.
+        xo[n, :, i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
+    return xo
+
+
 @torch.inference_mode()
 def _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches: int, rows_per_batch: int = 256):
     z, _ = classifier.features_and_logits(x)
     base = word_log_prob(translator, lm, z, ids, attn, hit).item()
-    H, W = x.shape[-2:]
     cells = [(i, j) for i in range(patches) for j in range(patches)]
     # Occluded inputs go through the classifier and the LM in batches: one forward per patch is several times
     # slower on a CPU, where most of a map's time is the LM.
     per = max(1, rows_per_batch // len(ids))
     drops = []
     for c in range(0, len(cells), per):
-        xo = x.repeat(len(cells[c:c + per]), 1, 1, 1)
-        for n, (i, j) in enumerate(cells[c:c + per]):
-            # 0 after normalisation is the preprocessing's mean colour: the patch carries nothing.
-            xo[n, :, i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
-        zo, _ = classifier.features_and_logits(xo)
+        zo, _ = classifier.features_and_logits(occluded(x, cells[c:c + per], patches))
         drops.append(base - word_log_prob(translator, lm, zo, ids, attn, hit).reshape(-1).float().cpu())
     return torch.cat(drops).reshape(patches, patches).clamp_min(0), base
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -143,16 +144,14 @@ def object_region(classifier, x: torch.Tensor, share: float, patches: int = 7) -
     holds 61% of the bird."""
     import torch.nn.functional as F
 
-    from core.engine.word_map import class_map
+    from core.engine.word_map import class_map, occluded
 
     heat = class_map(x, classifier)
     if heat is None:
         p = next(classifier.parameters())
-        xs = x[None].to(p.device, p.dtype).repeat(patches * patches + 1, 1, 1, 1)
+        x = x.to(p.device, p.dtype)
         H, W = x.shape[-2:]
-        for n in range(patches * patches):
-            i, j = divmod(n, patches)
-            xs[n + 1, :, i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
+        xs = torch.cat([x[None], occluded(x, [divmod(n, patches) for n in range(patches * patches)], patches)])
         with torch.inference_mode():
             probs = torch.softmax(classifier.features_and_logits(xs)[1].float(), -1)
         drop = (probs[0, probs[0].argmax()] - probs[1:, probs[0].argmax()]).reshape(1, 1, patches, patches)
@@ -264,6 +263,16 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
         named = set(run.query(f"SELECT DISTINCT image_id FROM words WHERE word IN ({', '.join('?' * len(kin))})",
                               kin)["image_id"])
         donors = donor_pools(of_class, used, class_name, word, named)
+
+        @lru_cache(maxsize=64)  # few donors serve many images: read each, and find its object, once
+        def donor(path):
+            px = classifier.preprocess(load_rgb(run.image_path(path)))
+            # A scene is swapped for the donor's scene alone: its own object stays out of what is pasted, or a
+            # landbird pasted beside the image's bird would pull toward landbird whatever the scene.
+            obj = object_region(classifier, px, settings.object_share) if settings.region == "scene" \
+                else np.zeros(px.shape[-2:], dtype=bool)
+            return px, obj
+
     explainer = Explainer(classifier, translator, lm, cfg, extractor)
     sentences = run.sentences(list(images["image_id"])).groupby("image_id")["text"].agg(list)
     rng = np.random.default_rng(settings.seed)
@@ -292,12 +301,8 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
             pick = np.random.default_rng(control_seed)
             without, with_ = donors[0], donors[1][donors[1]["image_id"] != r.image_id]
             a, b = without.iloc[int(pick.integers(len(without)))], with_.iloc[int(pick.integers(len(with_)))]
-            pixels = [classifier.preprocess(load_rgb(run.image_path(d["path"]))) for d in (a, b)]
-            # A scene is swapped for the donor's scene alone: its own object stays out of what is pasted, or a
-            # landbird pasted beside the image's bird would pull toward landbird whatever the scene.
-            keep = [region & ~object_region(classifier, p, settings.object_share) if settings.region == "scene"
-                    else region for p in pixels]
-            batch = torch.stack([swap_region(x, keep[0], pixels[0]), swap_region(x, keep[1], pixels[1])])
+            (pa, oa), (pb, ob) = donor(a["path"]), donor(b["path"])
+            batch = torch.stack([swap_region(x, region & ~oa, pa), swap_region(x, region & ~ob, pb)])
             extra = {"donor": a["image_id"], "control_donor": b["image_id"]}
         probs, sampled = explainer.explain_batch(batch, [r.image_id, r.image_id])
         pred = probs.argmax(-1).tolist()
