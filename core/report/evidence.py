@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.evaluation.openworld import is_scene_word
 from core.store import CAUSAL_FILE, run_files
 
 MAPS_FOLDER = "maps"  # word maps computed for a run's images, one .npz file per (image, word)
@@ -394,13 +395,6 @@ def causal_text(record: dict, class_name: str, word: str) -> str:
                      "landbirds on water right; removing the word's region changed 10%). Test it as a scene swap "
                      "(`texplain verify --fill swap --region scene`), which there calls water causal.")
     return text
-
-
-def is_scene_word(word: str) -> bool:
-    """Does the word name a scene kind (core.evaluation.openworld.is_scene_word; imported when asked for)?"""
-    from core.evaluation.openworld import is_scene_word as names_a_scene
-
-    return names_a_scene(word)
 
 
 def add_evidence(report: dict) -> dict:

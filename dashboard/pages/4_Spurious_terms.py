@@ -12,6 +12,7 @@ import streamlit as st  # noqa: E402
 from core import jobs, paths, plots  # noqa: E402
 from core.analysis import CoreWordList, flag_examples  # noqa: E402
 from core.evaluation.causal import RESULT_FILE  # noqa: E402
+from core.evaluation.openworld import is_scene_word  # noqa: E402
 from core.models import registry  # noqa: E402
 from core.report import ASSOCIATION_DEFINITION, evidence, flags_definition  # noqa: E402
 from core.store import user_file  # noqa: E402
@@ -154,7 +155,8 @@ def causal_section(cls: str, word: str, predicted) -> None:
     """Does the classifier use what the word names? The stored causal tests of the flag, and a button that runs the
     test as a background job (`texplain verify`), with its progress."""
     predicted = predicted if isinstance(predicted, str) else None
-    if evidence.is_scene_word(word):
+    scene = is_scene_word(word)  # tested as a scene swap (core.jobs.start_verify)
+    if scene:
         st.markdown(f"**Does the classifier use it?** '{word}' names a scene: swap each image's scene for that of a "
                     f"{cls} image whose sentences do not name it, and see whether the prediction changes more than "
                     "when the scene comes from one that does.")
@@ -170,8 +172,7 @@ def causal_section(cls: str, word: str, predicted) -> None:
     state = jobs.job_status(folder, kind="verify")
     n = api.causal_candidates(ui.tables(path), cls, word, predicted)
     same = tests["predicted"].eq(predicted) if predicted else tests["predicted"].isna()
-    # The button tests a scene word as a scene swap (core.jobs.start_verify): count that test's images only.
-    same &= tests["region"].eq("scene" if evidence.is_scene_word(word) else "map")
+    same &= tests["region"].eq("scene" if scene else "map")  # the images of the test the button runs
     done = int(tests.loc[same, "images"].max()) if same.any() else 0  # images this flag's own test already did
     read = f" read as {predicted}" if predicted and predicted != cls else ""
     if n == 0:
