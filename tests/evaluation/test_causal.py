@@ -131,6 +131,31 @@ def test_a_word_whose_region_decides_is_causal_and_a_distractor_is_not():
     assert CausalResult("landbird", "lake", {}, _rows([True] * 3, [False] * 3)).verdict == "too few images"
 
 
+def toy_classifier(net: torch.nn.Module, name: str):
+    """A landbird/waterbird classifier of 32 px images around a toy network."""
+    from core.models.classifier import Preprocessing, from_module
+
+    return from_module(net, ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32), name=name)
+
+
+def toy_run(clf, feature_dim: int, tiny_lm, data, out):
+    """The toy classifier's run over a tiny Waterbirds folder, with a random translator: (run, translator)."""
+    tr = Translator(TranslatorConfig(feature_dim=feature_dim, hidden_size=tiny_lm.hidden_size, prefix_length=2,
+                                     mlp_hidden=8, classifier_identity=clf.identity, classifier_name=clf.name,
+                                     lm_identity=tiny_lm.identity))
+    run = explain_dataset(open_dataset(data), clf, tr, tiny_lm, out,
+                          ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1), extractor=plain_words(),
+                          show_progress=False)
+    return run, tr
+
+
+def word_used_by_about_half(run, ids) -> str:
+    """A word that at least 3 of the images `ids` use, but not all: the one nearest half of them."""
+    words = run.words()
+    counts = words[words["image_id"].isin(ids)].groupby("word")["image_id"].nunique()
+    return (counts[(counts >= 3) & (counts < len(ids))] - len(ids) / 2).abs().idxmin()
+
+
 class PatchFeatures(torch.nn.Module):
     def forward(self, x):  # the "bird" square's mean colour of tiny.make_waterbirds, and the image's mean
         return torch.cat([x[:, :, 10:16, 10:16].mean((2, 3)), x.mean((1, 2, 3))[:, None]], 1)
@@ -154,18 +179,11 @@ class PatchNet(torch.nn.Module):
 def test_removing_the_region_a_toy_classifier_decides_by_is_causal_and_elsewhere_is_not(tmp_path, tiny_lm):
     """The patch's region flips the toy's waterbirds; a distractor's region (the far corner) flips no more than
     random rectangles of the same area do."""
-    from core.models.classifier import Preprocessing, from_module
     from tests.tiny import make_waterbirds
 
     torch.manual_seed(0)
-    clf = from_module(PatchNet(), ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32),
-                      name="patchnet")
-    tr = Translator(TranslatorConfig(feature_dim=4, hidden_size=tiny_lm.hidden_size, prefix_length=2, mlp_hidden=8,
-                                     classifier_identity=clf.identity, classifier_name="patchnet",
-                                     lm_identity=tiny_lm.identity))
-    run = explain_dataset(open_dataset(make_waterbirds(tmp_path / "wb", n_per_group=3)), clf, tr, tiny_lm,
-                          tmp_path / "run", ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1),
-                          extractor=plain_words(), show_progress=False)
+    clf = toy_classifier(PatchNet(), "patchnet")
+    run, tr = toy_run(clf, 4, tiny_lm, make_waterbirds(tmp_path / "wb", n_per_group=3), tmp_path / "run")
     images = run.images()
     assert (images["prediction"] == images["label"]).all()  # the toy reads its patch right
     ids = set(images.loc[images["label"] == 1, "image_id"])
@@ -236,24 +254,16 @@ def test_a_swap_takes_the_region_from_an_image_without_the_word_and_the_control_
     """With the whole scene swapped, a toy that reads only the scene must read each image as its donor's scene: the
     swap moves the pixels it says it moves, from the images it says it takes them from."""
     from core.evaluation.causal import donor_pools
-    from core.models.classifier import Preprocessing, from_module
     from tests.tiny import make_waterbirds
 
     torch.manual_seed(0)
-    clf = from_module(SceneNet(), ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32),
-                      name="scenenet")
-    tr = Translator(TranslatorConfig(feature_dim=3, hidden_size=tiny_lm.hidden_size, prefix_length=2, mlp_hidden=8,
-                                     classifier_identity=clf.identity, classifier_name="scenenet",
-                                     lm_identity=tiny_lm.identity))
-    run = explain_dataset(open_dataset(make_waterbirds(tmp_path / "wb", n_per_group=4)), clf, tr, tiny_lm,
-                          tmp_path / "run", ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1),
-                          extractor=plain_words(), show_progress=False)
+    clf = toy_classifier(SceneNet(), "scenenet")
+    run, tr = toy_run(clf, 3, tiny_lm, make_waterbirds(tmp_path / "wb", n_per_group=4), tmp_path / "run")
     images = run.images()
     assert (images["prediction"] == images["place"]).all()  # the toy reads the scene, not the bird
     land = images[images["label"] == 0]
     words = run.words()
-    counts = words[words["image_id"].isin(land["image_id"])].groupby("word")["image_id"].nunique()
-    word = (counts[(counts >= 3) & (counts < len(land))] - len(land) / 2).abs().idxmin()  # used by about half
+    word = word_used_by_about_half(run, set(land["image_id"]))
     scene = np.ones((32, 32), bool)
     scene[10:16, 10:16] = False  # everything but the bird
     result = verify_flag(run, "landbird", word, clf, tr, tiny_lm, CausalSettings(fill="swap"),
@@ -287,31 +297,18 @@ class SceneConvNet(SceneNet):
 
 def test_a_scene_swap_takes_each_scene_from_its_donor_with_or_without_a_spatial_map(tmp_path, tiny_lm):
     from core.evaluation.causal import object_region
-    from core.models.classifier import Preprocessing, from_module
     from tests.tiny import make_waterbirds
 
     with pytest.raises(ValueError, match="needs fill 'swap'"):
         CausalSettings(region="scene")
     torch.manual_seed(0)
-    data = make_waterbirds(tmp_path / "wb", n_per_group=4)
-    runs = {}
-    for name, net in (("flat", SceneNet()), ("conv", SceneConvNet())):
-        clf = from_module(net, ["landbird", "waterbird"], preprocessing=Preprocessing(resize=32, crop=32), name=name)
-        tr = Translator(TranslatorConfig(feature_dim=3, hidden_size=tiny_lm.hidden_size, prefix_length=2,
-                                         mlp_hidden=8, classifier_identity=clf.identity, classifier_name=name,
-                                         lm_identity=tiny_lm.identity))
-        run = explain_dataset(open_dataset(data), clf, tr, tiny_lm, tmp_path / name,
-                              ExplainConfig(sentences_per_image=3, max_new_tokens=4, seed=1), extractor=plain_words(),
-                              show_progress=False)
-        runs[name] = (run, clf, tr)
-    run, clf, tr = runs["conv"]
+    clf = toy_classifier(SceneConvNet(), "conv")
+    run, tr = toy_run(clf, 3, tiny_lm, make_waterbirds(tmp_path / "wb", n_per_group=4), tmp_path / "conv")
     images = run.images()
     x = clf.preprocess(load_rgb(run.image_path(images["path"].iloc[0])))
     assert object_region(clf, x, 0.15).sum() == round(0.15 * 32 * 32)
     land = images[images["label"] == 0]
-    words = run.words()
-    counts = words[words["image_id"].isin(land["image_id"])].groupby("word")["image_id"].nunique()
-    word = (counts[(counts >= 3) & (counts < len(land))] - len(land) / 2).abs().idxmin()
+    word = word_used_by_about_half(run, set(land["image_id"]))
     settings = CausalSettings(fill="swap", region="scene")
     result = verify_flag(run, "landbird", word, clf, tr, tiny_lm, settings, extractor=plain_words())
     place = dict(zip(images["image_id"], images["place"]))
@@ -321,5 +318,4 @@ def test_a_scene_swap_takes_each_scene_from_its_donor_with_or_without_a_spatial_
                for r in result.rows)
     assert "|scene=0.15" in next(iter(json.loads((run.path / "causal.json").read_text())))
     # Without a spatial map the object is where hiding a patch costs the prediction most: a region all the same.
-    flat = runs["flat"][1]
-    assert object_region(flat, x, 0.15).sum() == round(0.15 * 32 * 32)
+    assert object_region(toy_classifier(SceneNet(), "flat"), x, 0.15).sum() == round(0.15 * 32 * 32)
