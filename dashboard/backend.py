@@ -665,7 +665,7 @@ class WordMapView:
     word_picture: Any
     class_picture: Any | None  # None: the classifier has no spatial feature map for a Grad-CAM
     sentences: int  # of the image's sentences, those that use the word
-    peak: tuple[float, float]  # (row, column) of the map's peak, as fractions of the crop's height and width
+    peak: tuple[float, float] | None  # (row, column) of the map's peak, as fractions of the crop; None: a flat map
 
 
 def run_image(run_path: str | Path, image_id: str):
@@ -694,9 +694,9 @@ def word_map_view(run_path: str | Path, image_id: str, word: str, cam=None, prep
         return None
     class_picture = overlay(run_image(run_path, image_id), cam, preprocessing, opacity) if cam is not None else None
     h, w = wm.heatmap.shape
-    row, col = wm.peak()
+    peak = wm.peak()
     return WordMapView(wm.word, wm.method, picture, class_picture, wm.sentences,
-                       (row / max(h - 1, 1), col / max(w - 1, 1)))
+                       None if peak is None else (peak[0] / max(h - 1, 1), peak[1] / max(w - 1, 1)))
 
 
 def where_in(peak: tuple[float, float]) -> str:

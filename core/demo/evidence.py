@@ -6,8 +6,8 @@
                                   # checked against the truth of a background swapped for land
 
 The mini Waterbirds and the mini ImageNet-9 know where each object is (their builders' object_masks); scene
-words must point outside it, object words on it (core.evaluation.pointing). The causal test removes a word's
-region and compares with same-area random regions (core.evaluation.causal). Results go beside the shipped runs
+words must point into the scene around it, object words on it (core.evaluation.pointing). The causal test removes a
+word's region and compares with same-area random regions (core.evaluation.causal). Results go beside the shipped runs
 (word_maps.json, causal.json in checkpoints/runs/<run>/), where the dashboard and the report read them.
 """
 from __future__ import annotations
@@ -337,7 +337,8 @@ def build(step: str, limit: int | None = None, force: bool = False) -> int:
                 continue
             result = fn(limit or POINTING_IMAGES)
             out.write_text(json.dumps(result, indent=1) + "\n")
-            print(json.dumps({k: {m: result[k][m] for m in ("maps", "hit_rate", "ci95", "random_hit_rate")}
+            print(json.dumps({k: {m: result[k].get(m) for m in ("maps", "hit_rate", "ci95", "random_hit_rate",
+                                                                 "strict_hit_rate", "flat_maps")}
                               for k in ("scene", "object") if k in result}, indent=1))
             print(f"[word-maps] -> {out}")
         # The same images mapped by occlusion instead (7 x 7 patches, the preprocessing's mean): does the other map

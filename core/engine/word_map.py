@@ -35,8 +35,16 @@ class WordMap:
     occurrences: int     # tokens of the word scored, over all sentences
     sentences: int       # sentences that use the word
 
-    def peak(self) -> tuple[int, int]:
-        """(row, column) of the map's maximum, at the input crop's resolution."""
+    @property
+    def flat(self) -> bool:
+        """No part of the image makes the word any likelier (occlusion: hiding any patch leaves it as likely or
+        likelier; gradient: no positive evidence): the map points nowhere."""
+        return not float(self.heatmap.max()) > float(self.heatmap.min())
+
+    def peak(self) -> tuple[int, int] | None:
+        """(row, column) of the map's maximum, at the input crop's resolution; None for a flat map."""
+        if self.flat:
+            return None
         return tuple(int(i) for i in np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape))
 
     def top_share(self, share: float = 0.2) -> np.ndarray:

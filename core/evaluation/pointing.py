@@ -2,10 +2,12 @@
 
 For each image, its most used scene word (water, lake, forest, ...: core.evaluation.openworld.KIND_WORDS) and
 its most used object word (a word WordNet places under an object superclass: bird, duck, heron, ...) are mapped
-(core.engine.word_map); a scene word's map should peak outside the object, an object word's on it, within a
-tolerance of half a cell of the classifier's last feature map (16 px of a 224 px input: a 7 x 7 map cannot say
-more; the pointing game of Zhang et al. allows 15 px). The same images with a map's peak drawn uniformly at
-random are the baseline, scored in the same run with the same rules.
+(core.engine.word_map). Each word has its region: an object word the object, a scene word the scene around it
+(the rest of the image). As in the pointing game of Zhang et al., a map's peak is a hit when it lies within a
+tolerance of its word's region, here half a cell of the classifier's last feature map (16 px of a 224 px input: a
+7 x 7 map cannot say more; Zhang et al. allow 15 px), for either kind alike; the strict rate (on the region
+itself) is reported beside it. A flat map (no part of the image makes the word any likelier) has no peak: a miss.
+The same images with a peak drawn uniformly at random are the baseline, scored in the same run by the same rules.
 
     rows = pointing_game(items, classifier, translator, lm)   # items: image, mask (over the image), sentences
     summary = score_pointing(rows)
@@ -51,24 +53,29 @@ def words_to_map(sentences: list[str], extractor, object_superclasses: Iterable[
     return {"scene": scene, "object": obj}
 
 
-def near(mask: np.ndarray, tolerance: int) -> np.ndarray:
-    """The mask grown by `tolerance` pixels (a disk)."""
-    from scipy.ndimage import binary_dilation
+def distance_to(region: np.ndarray) -> np.ndarray:
+    """Each pixel's distance, in pixels, to the nearest pixel of `region` (0 inside it; inf for an empty region)."""
+    from scipy.ndimage import distance_transform_edt
 
-    if tolerance <= 0:
-        return mask
-    r = np.arange(-tolerance, tolerance + 1)
-    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= tolerance ** 2
-    return binary_dilation(mask, structure=disk)
+    if not region.any():
+        return np.full(region.shape, np.inf)
+    return distance_transform_edt(~region)
+
+
+RULE = ("the pointing game: a map's peak is a hit within {tol} px of its word's region (an object word's: the "
+        "object; a scene word's: the scene around it), strict on the region itself; a flat map is a miss; random: a "
+        "uniformly drawn peak on the same images, by the same rules")
 
 
 def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=None, object_superclasses=None,
                   seed: int = 0, progress=None, tolerance: int | None = None, method: str = "auto",
                   patches: int = 7) -> pd.DataFrame:
-    """One row per (image, word kind): image, kind ("scene" or "object"), word, hit (the map's peak is where the
-    word should be), random_hit (a uniformly random peak, the baseline), object_share (of the input crop).
-    `items`: image (PIL), image_id, mask (bool array over the image: the object), sentences. `method`, `patches`:
-    as core.engine.word_map.word_map's."""
+    """One row per (image, word kind): image, kind ("scene" or "object"), word, object_share (of the input crop),
+    peak (row, column; None for a flat map), distance (px from the peak to the word's region: 0 on it, NaN for a
+    flat map), hit (distance within `tolerance`), strict_hit (on the region), and the same for a uniformly random
+    peak (random_distance, random_hit, random_strict_hit: the baseline). `items`: image (PIL), image_id, mask (bool
+    array over the image: the object), sentences. `tolerance`: pixels (default half a 7 x 7 map's cell of the
+    input crop). `method`, `patches`: as core.engine.word_map.word_map's."""
     from core.engine.word_map import word_map
 
     if extractor is None:
@@ -80,7 +87,7 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
     rows = []
     for n, it in enumerate(items.itertuples()):
         mask = crop_like_input(np.asarray(it.mask, dtype=bool), classifier.preprocessing)
-        grown = near(mask, tol)
+        away = {"object": distance_to(mask), "scene": distance_to(~mask)}
         share = float(mask.mean())
         for kind, word in words_to_map(list(it.sentences), extractor, object_superclasses).items():
             if word is None:
@@ -88,24 +95,39 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
             peak = word_map(it.image, word, classifier, translator, lm, sentences=list(it.sentences),
                             extractor=extractor, method=method, patches=patches).peak()
             rand = (int(rng.integers(mask.shape[0])), int(rng.integers(mask.shape[1])))
-            # An object word may miss by the tolerance; a scene word must not land on the object itself.
-            hit = (lambda at: bool(grown[at])) if kind == "object" else (lambda at: not bool(mask[at]))
+            d = float(away[kind][peak]) if peak is not None else float("nan")
+            rd = float(away[kind][rand])
             rows.append({"image_id": it.image_id, "kind": kind, "word": word, "object_share": round(share, 4),
-                         "hit": hit(peak), "random_hit": hit(rand)})
+                         "peak": peak, "distance": round(d, 1), "hit": d <= tol, "strict_hit": d == 0,
+                         "random_distance": round(rd, 1), "random_hit": rd <= tol, "random_strict_hit": rd == 0})
         if progress:
             progress(n + 1, len(items))
-    return pd.DataFrame(rows, columns=["image_id", "kind", "word", "object_share", "hit", "random_hit"])
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    out.attrs["tolerance"] = tol
+    return out
 
 
-def score_pointing(rows: pd.DataFrame) -> dict:
-    """Hit rates per word kind with 95% Wilson intervals, the random baseline's beside them, and the words."""
-    out = {"rule": "a scene word's map peaks outside the object, an object word's inside; random: a uniformly "
-                   "drawn peak on the same images"}
+COLUMNS = ["image_id", "kind", "word", "object_share", "peak", "distance", "hit", "strict_hit", "random_distance",
+           "random_hit", "random_strict_hit"]
+
+
+def score_pointing(rows: pd.DataFrame, tolerance: int | None = None) -> dict:
+    """Hit rates per word kind with 95% Wilson intervals (within the tolerance, and strict), the random baseline's
+    beside them, flat maps, and the words. `tolerance`: the rows' (pointing_game's) unless given."""
+    tol = tolerance if tolerance is not None else rows.attrs.get("tolerance")
+    out = {"rule": RULE.format(tol=tol if tol is not None else "the tolerance"), "tolerance_px": tol}
+
+    def rate(hits: pd.Series) -> tuple[float, list[float]]:
+        n, k = len(hits), int(hits.sum())
+        return round(k / n, 4), [round(x, 4) for x in wilson_interval(k, n)]
+
     for kind, part in rows.groupby("kind"):
-        n, k, r = len(part), int(part["hit"].sum()), int(part["random_hit"].sum())
-        out[kind] = {"maps": n, "hit_rate": round(k / n, 4), "ci95": [round(x, 4) for x in wilson_interval(k, n)],
-                     "random_hit_rate": round(r / n, 4),
-                     "random_ci95": [round(x, 4) for x in wilson_interval(r, n)],
+        (h, ci), (rh, rci) = rate(part["hit"]), rate(part["random_hit"])
+        out[kind] = {"maps": len(part), "hit_rate": h, "ci95": ci, "random_hit_rate": rh, "random_ci95": rci,
                      "words": part["word"].value_counts().head(10).to_dict(),
                      "mean_object_share": round(float(part["object_share"].mean()), 4)}
+        if "strict_hit" in part:
+            (sh, sci), (rsh, _) = rate(part["strict_hit"]), rate(part["random_strict_hit"])
+            out[kind].update({"strict_hit_rate": sh, "strict_ci95": sci, "random_strict_hit_rate": rsh,
+                              "flat_maps": int(part["distance"].isna().sum())})
     return out

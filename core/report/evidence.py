@@ -421,13 +421,15 @@ def add_evidence(report: dict) -> dict:
 
 def reliability_summary(doc: dict | None) -> dict | None:
     """The pointing game's figures that a report carries (per word kind: maps, hit_rate, ci95, random_hit_rate,
-    random_ci95), or None."""
+    random_ci95, and where measured strict_hit_rate, random_strict_hit_rate, flat_maps), or None."""
     if not doc:
         return None
-    keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95")
-    out = {kind: {k: doc[kind].get(k) for k in keep} for kind in ("scene", "object") if isinstance(doc.get(kind), dict)}
-    return {**out, "images": doc.get("images"), "rule": doc.get("rule"), "seconds_per_map": doc.get("seconds_per_map"),
-            "text": reliability_text(doc)}
+    keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95", "strict_hit_rate", "random_strict_hit_rate",
+            "flat_maps")
+    out = {kind: {k: doc[kind][k] for k in keep if k in doc[kind]} for kind in ("scene", "object")
+           if isinstance(doc.get(kind), dict)}
+    return {**out, "images": doc.get("images"), "rule": doc.get("rule"), "tolerance_px": doc.get("tolerance_px"),
+            "seconds_per_map": doc.get("seconds_per_map"), "text": reliability_text(doc)}
 
 
 # --- how far a run's word maps point right --------------------------------------------------------------------
@@ -448,27 +450,31 @@ def map_reliability(run_path) -> dict | None:
 
 
 def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
-    """The pointing game in two clauses (scene words' peak outside the object, object words' on it), each next to
-    random peaks on the same images, for maps drawn by `method` ("auto" or "occlusion"), with one clause on the other
-    method where it was measured too; None without one."""
+    """The pointing game in two clauses (object words' peak on the object, scene words' in the scene around it),
+    each next to random peaks on the same images, for maps drawn by `method` ("auto" or "occlusion"), with one
+    clause on the other method where it was measured too; None without one."""
     if not doc:
         return None
     other = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else None
     shown, alt, alt_name = (other, doc, "by gradient") if method == "occlusion" and other else \
         (doc, other, "by occlusion")
+    tol = shown.get("tolerance_px")
     parts = []
-    for kind, where in (("object", "on the object"), ("scene", "outside the object")):
+    for kind, where, exactly in (("object", "on the object", "on the object itself"),
+                                 ("scene", "in the scene around it", "off the object entirely")):
         k = shown.get(kind)
         if not isinstance(k, dict) or not k.get("maps"):
             continue
         lo, hi = k.get("ci95") or (None, None)
+        strict = f"; {exactly}: {_pct(k['strict_hit_rate'])}" if tol and k.get("strict_hit_rate") is not None else ""
         parts.append(f"{kind} words' maps peak {where} for {_pct(k.get('hit_rate'))} of {k['maps']} images "
-                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))})")
+                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))}{strict})")
     if not parts:
         return None
     how = "by occlusion" if shown is other else "by gradient" if other else ""
+    within = f", a peak within {tol} px of its word's region counting" if tol else ""
     text = (f"Measured on this run's images with known object masks (the pointing game{', maps ' + how if how else ''}"
-            "): " + "; ".join(parts) + ".")
+            f"{within}): " + "; ".join(parts) + ".")
     scene = shown.get("scene") or {}
     if scene.get("hit_rate") is not None and scene.get("random_hit_rate") is not None \
             and scene["hit_rate"] <= scene["random_hit_rate"]:
@@ -476,5 +482,5 @@ def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
                  "word's map as 'somewhere in the scene', not as a place.")
     if alt and all(isinstance(alt.get(k), dict) and alt[k].get("hit_rate") is not None for k in ("object", "scene")):
         text += (f" Mapped {alt_name} instead, on the same images: object words {_pct(alt['object']['hit_rate'])} on "
-                 f"the object, scene words {_pct(alt['scene']['hit_rate'])} outside it.")
+                 f"the object, scene words {_pct(alt['scene']['hit_rate'])} in the scene.")
     return text

@@ -141,9 +141,12 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
                              "from")
         else:
             st.info(cam_problem)
+    where = (f"Its peak (the ring) is in {api.where_in(view.peak)} of the image." if view.peak is not None else
+             f"The map is flat: no part of the image makes the language model any likelier to say '{word}', so it "
+             "points nowhere.")
     st.caption(f"Method: **{view.method}** ({api.MAP_METHODS.get(view.method, view.method)}), over the "
-               f"{view.sentences} sentences of this image that use '{word}'. Its peak (the ring) is in "
-               f"{api.where_in(view.peak)} of the image. Red: most; blue: least. Both maps cover the centre "
+               f"{view.sentences} sentences of this image that use '{word}'. {where} Red: most; blue: least. Both "
+               "maps cover the centre "
                "crop the classifier sees. A map says where the features that carry the word come from, not that the "
                "word is right.")
     if reliability := evidence.reliability_text(evidence.map_reliability(path), view.method):

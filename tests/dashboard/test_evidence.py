@@ -105,6 +105,18 @@ def test_explain_maps_a_word_on_demand_next_to_the_class_gradcam(world):
     assert again.radio(key="map_method").value == "auto"
     again.radio(key="map_method").set_value("occlusion").run(timeout=TIMEOUT)
     assert not again.exception and len(again.get("image")) == 3 and "A word map is computed" not in texts(again)
+    # A flat map (no patch makes the word likelier) points nowhere: the page says so rather than place a peak.
+    import numpy as np
+
+    from core.engine.word_map import WordMap
+    from core.report.evidence import save_map
+
+    wm = stored_map(run.path, image_id, "water")
+    save_map(run.path, image_id, WordMap("water", np.zeros_like(wm.heatmap), wm.method, 0.0, 1, wm.sentences))
+    flat = run_page("pages/2_Explain_an_image.py", explain_image_id=image_id)
+    assert not flat.exception and "The map is flat: no part of the image" in texts(flat)
+    assert "Its peak (the ring)" not in texts(flat)
+    save_map(run.path, image_id, wm)
     # A word of the image's that its kept sentences lack is refused with the words they have, not a traceback.
     at.selectbox(key=f"map_word_{image_id}").set_value("bird").run(timeout=TIMEOUT)
     assert not at.exception

@@ -8,7 +8,7 @@ import torch
 from core.data import load_rgb, open_dataset
 from core.engine.config import ExplainConfig
 from core.engine.pipeline import explain_dataset
-from core.engine.word_map import word_map
+from core.engine.word_map import WordMap, word_map
 from core.engine.words import WordExtractor
 from core.evaluation.causal import CausalResult, CausalSettings, fill_region, random_rectangle, verify_flag
 from core.models.translator import Translator, TranslatorConfig
@@ -43,6 +43,9 @@ def test_a_word_map_covers_the_input_and_a_missing_word_says_which_are_there(exp
                     method="occlusion", patches=4)
     assert occl.method == "occlusion" and occl.heatmap.shape == (32, 32)
     assert wm.top_share(0.25).sum() == 256
+    # A flat map points nowhere: no peak, rather than the top-left pixel that argmax would pick.
+    flat = WordMap(word, np.zeros((32, 32), np.float32), "occlusion", 0.0, 1, 1)
+    assert flat.flat and flat.peak() is None and not wm.flat and wm.peak() is not None
     with pytest.raises(ValueError, match="in none of the image's 6 sentences"):
         word_map(image, "zeppelin", tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words())
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.evaluation.pointing import crop_like_input, near, pointing_game, score_pointing, words_to_map
+from core.evaluation.pointing import crop_like_input, distance_to, pointing_game, score_pointing, words_to_map
 from core.models.classifier import Preprocessing
 
 
@@ -23,8 +23,9 @@ def test_a_mask_follows_the_classifiers_resize_and_centre_crop():
     out = crop_like_input(mask, Preprocessing(resize=100, crop=100))
     assert out.shape == (100, 100) and out.dtype == bool
     assert out[:, 26:74].all() and not out[:, :24].any() and not out[:, 76:].any()
-    grown = near(out, 3)
-    assert grown.sum() > out.sum() and grown[:, 23].all() and not grown[:, 20].any()
+    away = distance_to(out)
+    assert (away[out] == 0).all() and away[:, 23].max() <= 3 and away[:, 20].min() > 3
+    assert np.isinf(distance_to(np.zeros((4, 4), bool))).all()  # an empty region is nowhere near
 
 
 def test_the_words_mapped_are_the_most_used_scene_word_and_object_word():
@@ -34,14 +35,20 @@ def test_the_words_mapped_are_the_most_used_scene_word_and_object_word():
 
 
 def test_scores_count_hits_per_kind_beside_the_random_baseline():
+    distance = [0.0] * 8 + [10.0, float("nan")] + [0.0] * 3 + [12.0] + [40.0] * 6
     rows = pd.DataFrame({"image_id": range(20), "kind": ["scene"] * 10 + ["object"] * 10,
                          "word": ["lake"] * 10 + ["bird"] * 10, "object_share": 0.2,
-                         "hit": [True] * 9 + [False] + [True] * 4 + [False] * 6,
-                         "random_hit": [True] * 8 + [False] * 2 + [False] * 9 + [True]})
-    s = score_pointing(rows)
+                         "distance": distance, "hit": [d <= 16 for d in distance],
+                         "strict_hit": [d == 0 for d in distance],
+                         "random_hit": [True] * 8 + [False] * 2 + [False] * 9 + [True],
+                         "random_strict_hit": [True] * 7 + [False] * 3 + [False] * 10})
+    s = score_pointing(rows, tolerance=16)
     assert s["scene"]["hit_rate"] == 0.9 and s["scene"]["random_hit_rate"] == 0.8
+    assert s["scene"]["strict_hit_rate"] == 0.8 and s["scene"]["random_strict_hit_rate"] == 0.7
+    assert s["scene"]["flat_maps"] == 1  # a flat map (NaN distance) is a miss, by either rule
     assert s["object"]["hit_rate"] == 0.4 and s["object"]["ci95"][0] < 0.4 < s["object"]["ci95"][1]
-    assert s["object"]["words"] == {"bird": 10}
+    assert s["object"]["strict_hit_rate"] == 0.3 and s["object"]["words"] == {"bird": 10}
+    assert s["tolerance_px"] == 16 and "16 px" in s["rule"]
 
 
 def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_classifier, tiny_lm, tiny_waterbirds):
@@ -66,3 +73,11 @@ def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_class
     assert calls[-1] == (3, 3) and set(rows["kind"]) == {"scene", "object"} and len(rows) == 6
     assert set(rows["word"]) <= {"lake", "water", "forest", "bird", "duck"}
     assert rows["hit"].dtype == bool and rows["object_share"].iloc[0] == pytest.approx(36 / 1024, abs=1e-3)
+    # Hits follow the distances to each word's own region, at the default tolerance (half of a 7 x 7 cell: 2 px).
+    assert rows.attrs["tolerance"] == 2
+    mapped = rows[rows["peak"].notna()]
+    assert (mapped["hit"] == (mapped["distance"] <= 2)).all()
+    assert (mapped["strict_hit"] == (mapped["distance"] == 0)).all()
+    for r in mapped.itertuples():  # a scene word's region is everything but the "bird"
+        on_bird = bool(mask[r.peak])
+        assert (r.distance == 0) == (on_bird if r.kind == "object" else not on_bird)

@@ -17,11 +17,13 @@ from core.report import REPORT_SCHEMA, build_report, to_html, to_markdown, valid
 from core.report import evidence
 from tests.dashboard_fixtures import make_dataset, make_run
 
-POINTING = {"run": "erm", "images": 60, "translator": "t", "rule": "peaks",
+POINTING = {"run": "erm", "images": 60, "translator": "t", "rule": "peaks", "tolerance_px": 16,
             "object": {"maps": 60, "hit_rate": 0.45, "ci95": [0.33, 0.58], "random_hit_rate": 0.17,
-                       "random_ci95": [0.09, 0.28], "words": {"bird": 20}},
+                       "random_ci95": [0.09, 0.28], "words": {"bird": 20}, "strict_hit_rate": 0.3,
+                       "random_strict_hit_rate": 0.09, "flat_maps": 0},
             "scene": {"maps": 60, "hit_rate": 0.78, "ci95": [0.66, 0.87], "random_hit_rate": 0.88,
-                      "random_ci95": [0.78, 0.94], "words": {"lake": 26}},
+                      "random_ci95": [0.78, 0.94], "words": {"lake": 26}, "strict_hit_rate": 0.7,
+                      "random_strict_hit_rate": 0.83, "flat_maps": 1},
             "seconds": 540.0, "seconds_per_map": 9.0}
 
 
@@ -61,11 +63,14 @@ def test_a_tested_flag_carries_its_verdict_through_json_markdown_and_html(run):
     untested = [f for fs in report["flags"]["by_class"].values() for f in fs if f["word"] not in ("water", "tree")]
     assert untested and all("causal" not in f for f in untested)  # optional: only where a test is stored
     assert report["word_map_reliability"]["object"]["hit_rate"] == 0.45
+    reliability = report["word_map_reliability"]
+    assert reliability["scene"]["flat_maps"] == 1 and reliability["tolerance_px"] == 16
     md = to_markdown(report)
     assert ("- **water**: Causal test on 12 landbird images read as waterbird whose sentences use 'water': CAUSAL. "
             "With the word's region (20% of the image) removed (blur), 75% (95% CI") in md
     assert "of the predictions changed; with as much of the image removed elsewhere, 8% (95% CI" in md
     assert "no better than a random point" in md  # scene maps: 78% vs 88% at random, said plainly
+    assert "a peak within 16 px of its word's region counting" in md and "on the object itself: 30%" in md
     assert "| causal test |" in md and "| causal (12 images) |" in md and "| not tested |" in md  # the flag table
     page = to_html(report)
     assert 'class="causal"' in page and "CAUSAL" in page and "<th>causal test</th>" in page
@@ -202,8 +207,13 @@ def test_class_map_and_word_map_on_a_tiny_run(tmp_path, tiny_lm, tiny_classifier
 
 def test_reliability_is_said_with_random_peaks_beside_it():
     text = evidence.reliability_text(POINTING)
-    assert "object words' maps peak on the object for 45% of 60 images (95% CI 33%–58%; random peaks: 17%)" in text
+    assert ("object words' maps peak on the object for 45% of 60 images (95% CI 33%–58%; random peaks: 17%; on the "
+            "object itself: 30%)") in text
+    assert "scene words' maps peak in the scene around it for 78%" in text and "off the object entirely: 70%" in text
     assert "no better than a random point" in text
+    # A game stored before the tolerance was recorded: no strict clause to add.
+    old = {k: v for k, v in POINTING.items() if k != "tolerance_px"}
+    assert "(95% CI 33%–58%; random peaks: 17%)" in evidence.reliability_text(old)
     good = {**POINTING, "scene": {**POINTING["scene"], "hit_rate": 0.95}}
     assert "no better" not in evidence.reliability_text(good)
     assert evidence.reliability_text(None) is None and evidence.reliability_summary(None) is None
