@@ -466,9 +466,9 @@ def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
         if not isinstance(k, dict) or not k.get("maps"):
             continue
         lo, hi = k.get("ci95") or (None, None)
-        strict = f"; {exactly}: {_pct(k['strict_hit_rate'])}" if tol and k.get("strict_hit_rate") is not None else ""
+        strict = f", {_pct(k['strict_hit_rate'])} {exactly}" if tol and k.get("strict_hit_rate") is not None else ""
         parts.append(f"{kind} words' maps peak {where} for {_pct(k.get('hit_rate'))} of {k['maps']} images "
-                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))}{strict})")
+                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))}){strict}")
     if not parts:
         return None
     how = "by occlusion" if shown is other else "by gradient" if other else ""

@@ -70,7 +70,7 @@ def test_a_tested_flag_carries_its_verdict_through_json_markdown_and_html(run):
             "With the word's region (20% of the image) removed (blur), 75% (95% CI") in md
     assert "of the predictions changed; with as much of the image removed elsewhere, 8% (95% CI" in md
     assert "no better than a random point" in md  # scene maps: 78% vs 88% at random, said plainly
-    assert "a peak within 16 px of its word's region counting" in md and "on the object itself: 30%" in md
+    assert "a peak within 16 px of its word's region counting" in md and "30% on the object itself" in md
     assert "| causal test |" in md and "| causal (12 images) |" in md and "| not tested |" in md  # the flag table
     page = to_html(report)
     assert 'class="causal"' in page and "CAUSAL" in page and "<th>causal test</th>" in page
@@ -207,13 +207,13 @@ def test_class_map_and_word_map_on_a_tiny_run(tmp_path, tiny_lm, tiny_classifier
 
 def test_reliability_is_said_with_random_peaks_beside_it():
     text = evidence.reliability_text(POINTING)
-    assert ("object words' maps peak on the object for 45% of 60 images (95% CI 33%–58%; random peaks: 17%; on the "
-            "object itself: 30%)") in text
-    assert "scene words' maps peak in the scene around it for 78%" in text and "off the object entirely: 70%" in text
+    assert ("object words' maps peak on the object for 45% of 60 images (95% CI 33%–58%; random peaks: 17%), 30% on "
+            "the object itself") in text
+    assert "scene words' maps peak in the scene around it for 78%" in text and "), 70% off the object entirely" in text
     assert "no better than a random point" in text
     # A game stored before the tolerance was recorded: no strict clause to add.
     old = {k: v for k, v in POINTING.items() if k != "tolerance_px"}
-    assert "(95% CI 33%–58%; random peaks: 17%)" in evidence.reliability_text(old)
+    assert "(95% CI 33%–58%; random peaks: 17%);" in evidence.reliability_text(old)
     good = {**POINTING, "scene": {**POINTING["scene"], "hit_rate": 0.95}}
     assert "no better" not in evidence.reliability_text(good)
     assert evidence.reliability_text(None) is None and evidence.reliability_summary(None) is None
