@@ -2,11 +2,11 @@
 
 A flag is a correlation: "lake" is over-represented in the sentences of landbirds read as waterbirds. To test
 it, for each image of the class whose sentences use the word: the word's map (core.engine.word_map) selects
-its region (the top `share` of the map), the region is filled (blurred, or the preprocessing's mean colour),
-and the image is classified and explained again (same sampling stream). The control removes a rectangle of
-the same area at a random place. A flag whose region changes the prediction significantly more often than the
-control (a paired bootstrap interval of the difference above zero) is **causal**; otherwise **correlational
-only**.
+its region (the top `share` of the map; none where the map is flat), the region is filled (blurred, or the
+preprocessing's mean colour), and the image is classified and explained again (same sampling stream). The control
+removes a rectangle of the same area at a random place. A flag whose region changes the prediction significantly
+more often than the control (a paired bootstrap interval of the difference above zero) is **causal**; otherwise
+**correlational only**.
 
 A blurred scene is still the same scene, and where the scene fills most of the image a random rectangle removes
 as much of it as the word's region does. `fill="swap"` asks the counterfactual instead: the region takes the same
@@ -290,12 +290,16 @@ def verify_flag(run, class_name: str, word: str, classifier, translator, lm, set
         elif region_for is None:
             wm = word_map(image, word, classifier, translator, lm, sentences=sents, extractor=extractor,
                           method=settings.map_method)
-            region, how = wm.top_share(settings.share), wm.method
+            # A flat map points nowhere: the word has no region, so nothing is removed (a top share of a flat map
+            # would be its top-left corner, ties broken by position).
+            region = np.zeros(x.shape[-2:], dtype=bool) if wm.flat else wm.top_share(settings.share)
+            how = "flat" if wm.flat else wm.method
         else:
             region, how = np.asarray(region_for(image, sents), dtype=bool), region_name
         extra = {}
         if donors is None:
-            control = random_rectangle(np.random.default_rng(control_seed), region.shape, int(region.sum()))
+            control = random_rectangle(np.random.default_rng(control_seed), region.shape, int(region.sum())) \
+                if region.any() else region
             batch = torch.stack([fill_region(x, region, settings.fill), fill_region(x, control, settings.fill)])
         else:  # the same region from an image without the word, and (the control) from one with it
             pick = np.random.default_rng(control_seed)

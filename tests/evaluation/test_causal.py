@@ -238,6 +238,26 @@ def test_the_test_runs_on_a_run_stores_its_rows_and_resumes(explained, tiny_clas
         CausalSettings(map_method="lime")
 
 
+def test_an_image_whose_word_map_is_flat_has_nothing_removed(explained, tiny_classifier, tiny_lm, monkeypatch):
+    # No part of such an image makes the word likelier: its region is empty, in both arms, and the row says why.
+    import core.engine.word_map as wmod
+
+    run, tr = explained
+    real = wmod.word_map
+
+    def flat_map(*args, **kwargs):
+        wm = real(*args, **kwargs)
+        return WordMap(wm.word, np.zeros_like(wm.heatmap), wm.method, wm.log_prob, wm.occurrences, wm.sentences)
+
+    monkeypatch.setattr(wmod, "word_map", flat_map)
+    cls = run.manifest["dataset"]["class_names"][0]
+    word = run.words().groupby("word").size().sort_values().index[-1]
+    result = verify_flag(run, cls, word, tiny_classifier, tr, tiny_lm, CausalSettings(share=0.25, max_images=2),
+                         extractor=plain_words(), store=False)
+    assert result.rows and all(r["map"] == "flat" and r["region_share"] == 0 for r in result.rows)
+    assert not any(r["changed"] or r["control_changed"] for r in result.rows)  # nothing removed: nothing changes
+
+
 class SceneNet(torch.nn.Module):
     """Decides by the scene alone: a blue image is a waterbird, a green one a landbird (tiny.make_waterbirds)."""
 
