@@ -49,11 +49,23 @@ class WordMap:
 
     def top_share(self, share: float = 0.2) -> np.ndarray:
         """A boolean mask of the map's `share` highest pixels (ties broken by position): the word's region."""
-        flat = self.heatmap.ravel()
-        k = max(1, int(round(share * flat.size)))
-        keep = np.zeros(flat.size, dtype=bool)
-        keep[np.argsort(-flat, kind="stable")[:k]] = True
-        return keep.reshape(self.heatmap.shape)
+        return top_share(self.heatmap, share)
+
+
+def top_share(heat: np.ndarray, share: float) -> np.ndarray:
+    """A boolean mask of `heat`'s `share` highest pixels (at least one; ties broken by position)."""
+    k = max(1, int(round(share * heat.size)))
+    keep = np.zeros(heat.size, dtype=bool)
+    keep[np.argsort(-heat.ravel(), kind="stable")[:k]] = True
+    return keep.reshape(heat.shape)
+
+
+def to_crop(heat: torch.Tensor, size) -> np.ndarray:
+    """A coarse map (h, w) upsampled (bilinear) to `size` (H, W), the input crop, and scaled to [0, 1] (float32;
+    all zeros where it is flat)."""
+    heat = F.interpolate(heat[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+    heat = (heat - heat.min()).cpu()
+    return (heat / heat.max() if heat.max() > 0 else heat).numpy().astype(np.float32)
 
 
 _WORD = re.compile(r"\w+")
@@ -175,10 +187,7 @@ def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[s
     else:
         heat, total = _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches)
         how = "occlusion"
-    heat = F.interpolate(heat[None, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    heat = heat - heat.min()
-    heat = (heat / heat.max()).numpy() if heat.max() > 0 else heat.numpy()
-    return WordMap(word, heat.astype(np.float32), how, float(total), int(hit.sum()), len(ids))
+    return WordMap(word, to_crop(heat, x.shape[-2:]), how, float(total), int(hit.sum()), len(ids))
 
 
 def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
@@ -253,6 +262,4 @@ def class_map(image, classifier, class_index: int | None = None) -> np.ndarray |
     finally:
         for m, training in modes:
             m.training = training
-    heat = F.interpolate(cams[:, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    heat = (heat - heat.min()).cpu().numpy()
-    return (heat / heat.max() if heat.max() > 0 else heat).astype(np.float32)
+    return to_crop(cams[0], x.shape[-2:])

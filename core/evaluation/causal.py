@@ -142,24 +142,18 @@ def object_region(classifier, x: torch.Tensor, share: float, patches: int = 7) -
     (3, H, W, preprocessed), or, without a spatial feature map, of how much hiding each of `patches` x `patches`
     patches lowers the predicted class's probability. On the Waterbirds demo's ERM classifier the Grad-CAM's top 15%
     holds 61% of the bird."""
-    import torch.nn.functional as F
-
-    from core.engine.word_map import class_map, occluded
+    from core.engine.word_map import class_map, occluded, to_crop, top_share
 
     heat = class_map(x, classifier)
     if heat is None:
         p = next(classifier.parameters())
         x = x.to(p.device, p.dtype)
-        H, W = x.shape[-2:]
         xs = torch.cat([x[None], occluded(x, [divmod(n, patches) for n in range(patches * patches)], patches)])
         with torch.inference_mode():
             probs = torch.softmax(classifier.features_and_logits(xs)[1].float(), -1)
-        drop = (probs[0, probs[0].argmax()] - probs[1:, probs[0].argmax()]).reshape(1, 1, patches, patches)
-        heat = F.interpolate(drop.cpu(), size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
-    k = max(1, int(round(share * heat.size)))
-    keep = np.zeros(heat.size, dtype=bool)
-    keep[np.argsort(-heat.ravel(), kind="stable")[:k]] = True
-    return keep.reshape(heat.shape)
+        drop = (probs[0, probs[0].argmax()] - probs[1:, probs[0].argmax()]).reshape(patches, patches)
+        heat = to_crop(drop, x.shape[-2:])
+    return top_share(heat, share)
 
 
 def swap_region(x: torch.Tensor, region: np.ndarray, donor: torch.Tensor) -> torch.Tensor:

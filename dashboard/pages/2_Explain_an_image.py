@@ -146,9 +146,8 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
              "points nowhere.")
     st.caption(f"Method: **{view.method}** ({api.MAP_METHODS.get(view.method, view.method)}), over the "
                f"{view.sentences} sentences of this image that use '{word}'. {where} Red: most; blue: least. Both "
-               "maps cover the centre "
-               "crop the classifier sees. A map says where the features that carry the word come from, not that the "
-               "word is right.")
+               "maps cover the centre crop the classifier sees. A map says where the features that carry the word "
+               "come from, not that the word is right.")
     if reliability := evidence.reliability_text(evidence.map_reliability(path), view.method):
         st.caption(f"How far to trust these maps: {reliability}")
 
