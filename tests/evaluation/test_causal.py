@@ -250,12 +250,19 @@ def test_an_image_whose_word_map_is_flat_has_nothing_removed(explained, tiny_cla
         return WordMap(wm.word, np.zeros_like(wm.heatmap), wm.method, wm.log_prob, wm.occurrences, wm.sentences)
 
     monkeypatch.setattr(wmod, "word_map", flat_map)
+    from core.engine.explainer import Explainer
+
+    explained_batches = []
+    real_batch = Explainer.explain_batch
+    monkeypatch.setattr(Explainer, "explain_batch", lambda self, *a, **k: explained_batches.append(1) or
+                        real_batch(self, *a, **k))
     cls = run.manifest["dataset"]["class_names"][0]
     word = run.words().groupby("word").size().sort_values().index[-1]
     result = verify_flag(run, cls, word, tiny_classifier, tr, tiny_lm, CausalSettings(share=0.25, max_images=2),
                          extractor=plain_words(), store=False)
     assert result.rows and all(r["map"] == "flat" and r["region_share"] == 0 for r in result.rows)
     assert not any(r["changed"] or r["control_changed"] for r in result.rows)  # nothing removed: nothing changes
+    assert not explained_batches  # the unchanged image is not explained again
 
 
 class SceneNet(torch.nn.Module):
