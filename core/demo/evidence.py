@@ -85,6 +85,7 @@ def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclas
              ) -> dict:
     """The pointing game on a run's images, with the run's own classifier, translator and sentences; `method`: the
     maps' (core.engine.word_map)."""
+    from core.engine.word_map import Occlusion
     from core.evaluation.pointing import pointing_game, score_pointing
 
     t0 = time.time()
@@ -98,7 +99,8 @@ def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclas
     from core.store import Run
 
     translator = (Run.open(run_path).manifest.get("models") or {}).get("translator")
-    return {"run": name, "images": len(items), "translator": translator,
+    how = {"method": "occlusion", "occlusion": asdict(Occlusion())} if method == "occlusion" else {}
+    return {**how, "run": name, "images": len(items), "translator": translator,
             **score_pointing(rows), "seconds": round(time.time() - t0, 1),
             "seconds_per_map": round((time.time() - t0) / max(1, len(rows)), 2)}
 
@@ -330,6 +332,8 @@ def build(step: str, limit: int | None = None, force: bool = False) -> int:
     """`word-maps`: the pointing game on `limit` images of each run (default POINTING_IMAGES); `causal`: the causal
     checks on at most `limit` images each (default CAUSAL_IMAGES)."""
     if step == "word-maps":
+        from core.engine.word_map import Occlusion
+
         for run_path, fn in ((WATERBIRDS_RUN, waterbirds_pointing), (IMAGENET9_RUN, imagenet9_pointing)):
             out = Path(run_path) / POINTING_FILE
             if out.exists() and not force:
@@ -341,13 +345,13 @@ def build(step: str, limit: int | None = None, force: bool = False) -> int:
                                                                  "strict_hit_rate", "flat_maps")}
                               for k in ("scene", "object") if k in result}, indent=1))
             print(f"[word-maps] -> {out}")
-        # The same images mapped by occlusion instead (7 x 7 patches, the preprocessing's mean): does the other map
-        # point better where the fine-tuned classifier's features at the bird carry its background?
+        # The same images mapped by occlusion instead (core.engine.word_map.Occlusion): does the other map point
+        # better where the fine-tuned classifier's features at the bird carry its background?
         for run_path, fn in ((WATERBIRDS_RUN, waterbirds_pointing), (IMAGENET9_RUN, imagenet9_pointing)):
             out = Path(run_path) / POINTING_FILE
             result = json.loads(out.read_text())
-            if "occlusion" not in result or force:
-                result["occlusion"] = {"method": "occlusion", "patches": 7, **fn(limit or POINTING_IMAGES, "occlusion")}
+            if result.get("occlusion", {}).get("occlusion") != asdict(Occlusion()) or force:
+                result["occlusion"] = fn(limit or POINTING_IMAGES, "occlusion")
                 out.write_text(json.dumps(result, indent=1) + "\n")
                 print(f"[word-maps] occlusion -> {out}")
         out = WATERBIRDS_RUN / POINTING_FILE

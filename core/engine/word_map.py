@@ -7,16 +7,21 @@ the feature vector z the translator reads. Combined as Grad-CAM combines a class
 
     map = ReLU( sum_k mean_hw(d logp(word) / dA_k) * A_k )          (h, w), upsampled to the input
 
-A classifier with no spatial map (a ViT's class token, a scripted model) gets occlusion instead: each patch
-of the input is filled with the preprocessing's mean and the drop of the word's log-probability is its value.
+A classifier with no spatial map (a ViT's class token, a scripted model) gets occlusion instead, and any classifier
+may ask for it: a square window (2/7 of the input's side: two cells of a 7 x 7 feature map) slides over the input by
+half a cell, its pixels replaced by a strong blur of the image (or the preprocessing's mean), and each pixel's value
+is the mean drop of the word's log-probability over the windows that hid it. A window that can hide a whole small
+object, blurred into its surroundings rather than painted over with a grey square (itself an object), finds the
+object words' evidence more often on the Waterbirds demo's fine-tuned classifier (docs/experiments/notebook.md).
 
     wm = word_map(image, "lake", classifier, translator, lm, sentences=run_sentences)
     wm.heatmap  # (H, W) in [0, 1], at the classifier's input crop
 """
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +39,7 @@ class WordMap:
     log_prob: float      # the word's summed log-probability over its occurrences
     occurrences: int     # tokens of the word scored, over all sentences
     sentences: int       # sentences that use the word
+    occlusion: dict | None = None  # how an occlusion map hid the input (Occlusion's fields); None for a gradient map
 
     @property
     def flat(self) -> bool:
@@ -160,10 +166,13 @@ def _sentences_for(image, classifier, translator, lm, sentences, image_id, cfg):
 
 
 def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[str] | None = None,
-             image_id=None, cfg=None, extractor=None, method: str = "auto", patches: int = 7) -> WordMap:
+             image_id=None, cfg=None, extractor=None, method: str = "auto",
+             occlusion: Occlusion | None = None, rows_per_batch: int = 256) -> WordMap:
     """The map of `word` over `image` (see the module docstring). `sentences`: the image's sampled sentences (a
     run's, so the map explains what the run says); None samples them (`cfg`, `image_id` fix the stream).
-    `method`: "gradient" (needs a spatial feature map), "occlusion", or "auto" (gradient where it can)."""
+    `method`: "gradient" (needs a spatial feature map), "occlusion", or "auto" (gradient where it can);
+    `occlusion`: its window, stride and fill (default Occlusion()); occluded inputs are scored `rows_per_batch`
+    sentences at a time (one forward per window is several times slower on a CPU, where most of a map is the LM)."""
     if extractor is None:
         from core.engine.words import WordExtractor
 
@@ -185,9 +194,13 @@ def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[s
         heat, total = _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit)
         how = "gradient"
     else:
-        heat, total = _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches)
+        with torch.inference_mode():
+            total = word_log_prob(translator, lm, classifier.features_and_logits(x)[0], ids, attn, hit).item()
+        score = functools.partial(_word_scores, classifier, translator, lm, ids=ids, attn=attn, hit=hit)
+        heat = occlusion_map(x[0], score, total, occlusion or Occlusion(), rows_per_batch // len(ids))
         how = "occlusion"
-    return WordMap(word, to_crop(heat, x.shape[-2:]), how, float(total), int(hit.sum()), len(ids))
+    return WordMap(word, to_crop(heat, x.shape[-2:]), how, float(total), int(hit.sum()), len(ids),
+                   asdict(occlusion or Occlusion()) if how == "occlusion" else None)
 
 
 def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
@@ -208,30 +221,68 @@ def _gradient_map(classifier, translator, lm, layer, x, ids, attn, hit):
     return F.relu((weights[:, None, None] * a).sum(0)).cpu(), total.item()
 
 
-def occluded(x: torch.Tensor, cells, patches: int) -> torch.Tensor:
-    """One copy of x ((1, 3, H, W) or (3, H, W), preprocessed) per (row, column) of `cells`, with that cell of a
-    `patches` x `patches` grid hidden: (len(cells), 3, H, W)."""
-    H, W = x.shape[-2:]
-    xo = x.reshape(1, *x.shape[-3:]).repeat(len(cells), 1, 1, 1)
-    for n, (i, j) in enumerate(cells):
-        # 0 after normalisation is the preprocessing's mean colour: the patch carries nothing.
-        xo[n, :, i * H // patches:(i + 1) * H // patches, j * W // patches:(j + 1) * W // patches] = 0
+@dataclass(frozen=True)
+class Occlusion:
+    """How an occlusion map hides the input: a square `window` (a share of the input's side) moved by `stride` (a
+    share too), its pixels filled by "blur" (a strong Gaussian blur of the image: the object melts into what is
+    around it) or "mean" (the preprocessing's mean colour: a grey square)."""
+    window: float = 2 / 7
+    stride: float = 1 / 14
+    fill: str = "blur"
+
+    def __post_init__(self):
+        if not (0 < self.window <= 1 and 0 < self.stride <= 1):
+            raise ValueError(f"occlusion window and stride are shares of the input side in (0, 1], got "
+                             f"{self.window} and {self.stride}")
+        if self.fill not in ("blur", "mean"):
+            raise ValueError(f"occlusion fill must be 'blur' or 'mean', got {self.fill!r}")
+
+    def boxes(self, size) -> tuple[int, list[tuple[int, int]]]:
+        """The window's side in pixels and the (top, left) of each of its places over an input of `size` (H, W):
+        every `stride`, the last flush with the far edge."""
+        H, W = size
+        side = max(1, round(self.window * min(H, W)))
+        step = max(1, round(self.stride * min(H, W)))
+
+        def starts(n):
+            return sorted(set(range(0, n - side + 1, step)) | {n - side})
+
+        return side, [(i, j) for i in starts(H) for j in starts(W)]
+
+    def filler(self, x: torch.Tensor) -> torch.Tensor:
+        """What hidden pixels of x (3, H, W), preprocessed, become."""
+        if self.fill == "mean":
+            return torch.zeros_like(x)  # 0 after normalisation is the preprocessing's mean colour
+        from torchvision.transforms.functional import gaussian_blur
+
+        return gaussian_blur(x[None].float(), kernel_size=[31, 31], sigma=[10.0, 10.0])[0].to(x.dtype)
+
+
+def occluded(x: torch.Tensor, places, side: int, fill: torch.Tensor) -> torch.Tensor:
+    """One copy of x (3, H, W) per (top, left) of `places`, with that `side` x `side` square taken from `fill`."""
+    xo = x[None].repeat(len(places), 1, 1, 1)
+    for n, (i, j) in enumerate(places):
+        xo[n, :, i:i + side, j:j + side] = fill[:, i:i + side, j:j + side]
     return xo
 
 
 @torch.inference_mode()
-def _occlusion_map(classifier, translator, lm, x, ids, attn, hit, patches: int, rows_per_batch: int = 256):
-    z, _ = classifier.features_and_logits(x)
-    base = word_log_prob(translator, lm, z, ids, attn, hit).item()
-    cells = [(i, j) for i in range(patches) for j in range(patches)]
-    # Occluded inputs go through the classifier and the LM in batches: one forward per patch is several times
-    # slower on a CPU, where most of a map's time is the LM.
-    per = max(1, rows_per_batch // len(ids))
-    drops = []
-    for c in range(0, len(cells), per):
-        zo, _ = classifier.features_and_logits(occluded(x, cells[c:c + per], patches))
-        drops.append(base - word_log_prob(translator, lm, zo, ids, attn, hit).reshape(-1).float().cpu())
-    return torch.cat(drops).reshape(patches, patches).clamp_min(0), base
+def occlusion_map(x: torch.Tensor, score, base: float, occlusion: Occlusion, per_batch: int = 64) -> torch.Tensor:
+    """(H, W): each pixel's mean drop of `score` (a batch of inputs -> one score each) from `base` over the windows
+    that hid it, negatives clipped to 0 (hiding it made the score likelier). x: (3, H, W), preprocessed."""
+    side, places = occlusion.boxes(x.shape[-2:])
+    fill, per_batch = occlusion.filler(x), max(1, per_batch)
+    drops = torch.cat([base - score(occluded(x, places[c:c + per_batch], side, fill)).reshape(-1).float().cpu()
+                       for c in range(0, len(places), per_batch)])
+    total, count = torch.zeros(x.shape[-2:]), torch.zeros(x.shape[-2:])
+    for d, (i, j) in zip(drops.tolist(), places):
+        total[i:i + side, j:j + side] += d
+        count[i:i + side, j:j + side] += 1
+    return (total / count).clamp_min(0)
+
+
+def _word_scores(classifier, translator, lm, xs, ids, attn, hit):
+    return word_log_prob(translator, lm, classifier.features_and_logits(xs)[0], ids, attn, hit)
 
 
 def class_map(image, classifier, class_index: int | None = None) -> np.ndarray | None:

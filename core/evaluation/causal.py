@@ -137,22 +137,25 @@ def fill_region(x: torch.Tensor, region: np.ndarray, fill: str) -> torch.Tensor:
     return torch.where(m, blurred, x)
 
 
-def object_region(classifier, x: torch.Tensor, share: float, patches: int = 7) -> np.ndarray:
+def object_region(classifier, x: torch.Tensor, share: float, occlusion=None) -> np.ndarray:
     """Where the object is, estimated: the top `share` of the Grad-CAM of the classifier's prediction for `x`
-    (3, H, W, preprocessed), or, without a spatial feature map, of how much hiding each of `patches` x `patches`
-    patches lowers the predicted class's probability. On the Waterbirds demo's ERM classifier the Grad-CAM's top 15%
-    holds 61% of the bird."""
-    from core.engine.word_map import class_map, occluded, to_crop, top_share
+    (3, H, W, preprocessed), or, without a spatial feature map, of how much hiding each part of the input lowers the
+    predicted class's probability (`occlusion`: core.engine.word_map.Occlusion). On the Waterbirds demo's ERM
+    classifier the Grad-CAM's top 15% holds 61% of the bird."""
+    from core.engine.word_map import Occlusion, class_map, occlusion_map, to_crop, top_share
 
     heat = class_map(x, classifier)
     if heat is None:
         p = next(classifier.parameters())
         x = x.to(p.device, p.dtype)
-        xs = torch.cat([x[None], occluded(x, [divmod(n, patches) for n in range(patches * patches)], patches)])
         with torch.inference_mode():
-            probs = torch.softmax(classifier.features_and_logits(xs)[1].float(), -1)
-        drop = (probs[0, probs[0].argmax()] - probs[1:, probs[0].argmax()]).reshape(patches, patches)
-        heat = to_crop(drop, x.shape[-2:])
+            probs = torch.softmax(classifier.features_and_logits(x[None])[1].float(), -1)[0]
+        k = int(probs.argmax())
+
+        def prob(xs):
+            return torch.softmax(classifier.features_and_logits(xs)[1].float(), -1)[:, k]
+
+        heat = to_crop(occlusion_map(x, prob, float(probs[k]), occlusion or Occlusion()), x.shape[-2:])
     return top_share(heat, share)
 
 

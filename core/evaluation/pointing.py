@@ -69,13 +69,13 @@ RULE = ("the pointing game: a map's peak is a hit within {tol} px of its word's 
 
 def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=None, object_superclasses=None,
                   seed: int = 0, progress=None, tolerance: int | None = None, method: str = "auto",
-                  patches: int = 7) -> pd.DataFrame:
+                  occlusion=None) -> pd.DataFrame:
     """One row per (image, word kind): image, kind ("scene" or "object"), word, object_share (of the input crop),
     peak (row, column; None for a flat map), distance (px from the peak to the word's region: 0 on it, NaN for a
     flat map), hit (distance within `tolerance`), strict_hit (on the region), and the same for a uniformly random
     peak (random_distance, random_hit, random_strict_hit: the baseline). `items`: image (PIL), image_id, mask (bool
     array over the image: the object), sentences. `tolerance`: pixels (default half a 7 x 7 map's cell of the
-    input crop). `method`, `patches`: as core.engine.word_map.word_map's."""
+    input crop). `method`, `occlusion`: as core.engine.word_map.word_map's."""
     from core.engine.word_map import word_map
 
     if extractor is None:
@@ -93,7 +93,7 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
             if word is None:
                 continue
             peak = word_map(it.image, word, classifier, translator, lm, sentences=list(it.sentences),
-                            extractor=extractor, method=method, patches=patches).peak()
+                            extractor=extractor, method=method, occlusion=occlusion).peak()
             rand = (int(rng.integers(mask.shape[0])), int(rng.integers(mask.shape[1])))
             d = float(away[kind][peak]) if peak is not None else float("nan")
             rd = float(away[kind][rand])

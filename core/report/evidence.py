@@ -53,7 +53,7 @@ def save_map(run_path, image_id, wm, preprocessing=None, method: str = "auto") -
     path = _map_file(run_path, image_id, wm.word, method=method)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"image_id": str(image_id), "word": wm.word, "method": wm.method, "log_prob": wm.log_prob,
-            "occurrences": wm.occurrences, "sentences": wm.sentences}
+            "occurrences": wm.occurrences, "sentences": wm.sentences, "occlusion": wm.occlusion}
     if preprocessing is not None:
         meta.update(resize=preprocessing.resize, crop=preprocessing.crop)
     buf = io.BytesIO()
@@ -78,9 +78,18 @@ def _read_map(run_path, image_id, word: str, method: str = "auto") -> tuple[np.n
         except (OSError, ValueError, KeyError):
             continue  # a broken file is a map not computed yet
         if meta.get("image_id") == str(image_id) and meta.get("word") == word \
-                and (method == "auto" or meta.get("method") == method):
+                and (method == "auto" or meta.get("method") == method) and not _stale(meta):
             return heat, meta
     return None
+
+
+def _stale(meta: dict) -> bool:
+    """An occlusion map drawn otherwise than occlusion maps are drawn now (an older window or fill) is redrawn."""
+    from dataclasses import asdict
+
+    from core.engine.word_map import Occlusion
+
+    return meta.get("method") == "occlusion" and meta.get("occlusion") != asdict(Occlusion())
 
 
 def stored_map(run_path, image_id, word: str, method: str = "auto"):
@@ -94,7 +103,7 @@ def stored_map(run_path, image_id, word: str, method: str = "auto"):
         return None
     heat, meta = found
     return WordMap(word, heat, meta["method"], float(meta["log_prob"]), int(meta["occurrences"]),
-                   int(meta["sentences"]))
+                   int(meta["sentences"]), meta.get("occlusion"))
 
 
 def stored_picture(run, image_id, word: str, opacity: float = 0.5, method: str = "auto"):

@@ -112,7 +112,8 @@ def test_explain_maps_a_word_on_demand_next_to_the_class_gradcam(world):
     from core.report.evidence import save_map
 
     wm = stored_map(run.path, image_id, "water")
-    save_map(run.path, image_id, WordMap("water", np.zeros_like(wm.heatmap), wm.method, 0.0, 1, wm.sentences))
+    save_map(run.path, image_id, WordMap("water", np.zeros_like(wm.heatmap), wm.method, 0.0, 1, wm.sentences,
+                                         wm.occlusion))
     flat = run_page("pages/2_Explain_an_image.py", explain_image_id=image_id)
     assert not flat.exception and "The map is flat: no part of the image" in texts(flat)
     assert "Its peak (the ring)" not in texts(flat)

@@ -8,7 +8,7 @@ import torch
 from core.data import load_rgb, open_dataset
 from core.engine.config import ExplainConfig
 from core.engine.pipeline import explain_dataset
-from core.engine.word_map import WordMap, word_map
+from core.engine.word_map import Occlusion, WordMap, word_map
 from core.engine.words import WordExtractor
 from core.evaluation.causal import CausalResult, CausalSettings, fill_region, random_rectangle, verify_flag
 from core.models.translator import Translator, TranslatorConfig
@@ -40,8 +40,13 @@ def test_a_word_map_covers_the_input_and_a_missing_word_says_which_are_there(exp
     assert wm.heatmap.shape == (32, 32) and wm.method == "gradient"  # TinyNet's conv map, averaged, is z
     assert 0 <= wm.heatmap.min() and wm.heatmap.max() <= 1 and wm.occurrences >= 1
     occl = word_map(image, word, tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words(),
-                    method="occlusion", patches=4)
-    assert occl.method == "occlusion" and occl.heatmap.shape == (32, 32)
+                    method="occlusion", occlusion=Occlusion(window=0.25, stride=0.125, fill="mean"))
+    assert occl.method == "occlusion" and occl.heatmap.shape == (32, 32) and occl.occlusion["window"] == 0.25
+    assert Occlusion(window=0.25, stride=0.125).boxes((32, 32)) == (8, [(i, j) for i in range(0, 25, 4)
+                                                                       for j in range(0, 25, 4)])
+    assert Occlusion(window=2 / 7, stride=1 / 14).boxes((224, 224))[0] == 64  # the default: 121 places
+    with pytest.raises(ValueError, match="fill must be"):
+        Occlusion(fill="noise")
     assert wm.top_share(0.25).sum() == 256
     # A flat map points nowhere: no peak, rather than the top-left pixel that argmax would pick.
     flat = WordMap(word, np.zeros((32, 32), np.float32), "occlusion", 0.0, 1, 1)

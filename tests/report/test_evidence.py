@@ -4,7 +4,7 @@ class's Grad-CAM, and the pointing game as the maps' measured reliability."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,6 +197,10 @@ def test_class_map_and_word_map_on_a_tiny_run(tmp_path, tiny_lm, tiny_classifier
     assert occl.method == "occlusion"
     assert evidence.stored_map(run.path, row.image_id, word, "occlusion").method == "occlusion"
     assert evidence.stored_map(run.path, row.image_id, word).method == "gradient"
+    # An occlusion map drawn otherwise (an older window or fill) is stale: it is drawn again, not shown.
+    stored = evidence.save_map(run.path, row.image_id, replace(occl, occlusion={**occl.occlusion, "fill": "mean"}),
+                               method="occlusion")
+    assert stored.is_file() and evidence.stored_map(run.path, row.image_id, word, "occlusion") is None
     with pytest.raises(ValueError, match="method must be one of"):
         evidence.compute_map(run, row.image_id, word, wrapped, tr, tiny_lm, extractor=words, method="lime")
     with pytest.raises(ValueError, match="in none of the image's"):
