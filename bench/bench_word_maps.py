@@ -4,7 +4,7 @@
     python -m bench.bench_word_maps --quick    # 3 images
 
 The baseline, timed in the same process on the same images, is what the map explains: classifying the image
-and sampling its sentences (the run's settings). Occlusion's 121 window places (core.engine.word_map.Occlusion) are
+and sampling its sentences (the run's settings). Occlusion's 49 window places (core.engine.word_map.Occlusion) are
 scored in batches; the same map scored one place at a time is its baseline (the speed-up, and the largest difference
 between the two maps). A map
 should cost a fraction of an explanation, since it teacher-forces the sentences that use the word instead of
@@ -51,7 +51,7 @@ def run(quick: bool = False) -> dict:
             word_map(it.image, word, clf, tr, lm, sentences=it.sentences, extractor=ex)
             t_grad.append(time.perf_counter() - t)
             maps += 1
-        if len(t_occl) < 2:  # occlusion costs 121 forward passes: two maps tell its cost
+        if len(t_occl) < 2:  # occlusion costs 49 forward passes: two maps tell its cost
             t = time.perf_counter()
             batched = word_map(it.image, word, clf, tr, lm, sentences=it.sentences, extractor=ex, method="occlusion")
             t_occl.append(time.perf_counter() - t)

@@ -651,9 +651,8 @@ def as_percent(x: Any, digits: int = 0) -> str:
 MAP_METHODS = {  # how a word map was computed, for a caption (core.engine.word_map)
     "gradient": "gradient: the word's log-probability in the image's own sentences, differentiated with respect to "
                 "the classifier's last feature map and weighted Grad-CAM style",
-    "occlusion": "occlusion: a square of the image (2/7 of its side) blurred away at 121 places in turn, each pixel "
-                 "scored by how much less likely the word becomes when it is hidden; asked for, or the only map of a "
-                 "classifier without a spatial feature map"}
+    "occlusion": "occlusion: patches of the image (7 x 7) hidden one at a time, scored by how much less likely the "
+                 "word becomes; asked for, or the only map of a classifier without a spatial feature map"}
 
 
 @dataclass

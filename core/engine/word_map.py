@@ -8,11 +8,10 @@ the feature vector z the translator reads. Combined as Grad-CAM combines a class
     map = ReLU( sum_k mean_hw(d logp(word) / dA_k) * A_k )          (h, w), upsampled to the input
 
 A classifier with no spatial map (a ViT's class token, a scripted model) gets occlusion instead, and any classifier
-may ask for it: a square window (2/7 of the input's side: two cells of a 7 x 7 feature map) slides over the input by
-half a cell, its pixels replaced by a strong blur of the image (or the preprocessing's mean), and each pixel's value
-is the mean drop of the word's log-probability over the windows that hid it. A window that can hide a whole small
-object, blurred into its surroundings rather than painted over with a grey square (itself an object), finds the
-object words' evidence more often on the Waterbirds demo's fine-tuned classifier (docs/experiments/notebook.md).
+may ask for it: a square window (by default 1/7 of the input's side, a cell of a 7 x 7 feature map) is moved over the
+input (by default a whole cell: 49 places), its pixels replaced by the preprocessing's mean (or a strong blur of the
+image), and each pixel's value is the mean drop of the word's log-probability over the windows that hid it. Larger,
+overlapping, blurred windows were measured and point worse at small objects (docs/experiments/notebook.md).
 
     wm = word_map(image, "lake", classifier, translator, lm, sentences=run_sentences)
     wm.heatmap  # (H, W) in [0, 1], at the classifier's input crop
@@ -226,9 +225,9 @@ class Occlusion:
     """How an occlusion map hides the input: a square `window` (a share of the input's side) moved by `stride` (a
     share too), its pixels filled by "blur" (a strong Gaussian blur of the image: the object melts into what is
     around it) or "mean" (the preprocessing's mean colour: a grey square)."""
-    window: float = 2 / 7
-    stride: float = 1 / 14
-    fill: str = "blur"
+    window: float = 1 / 7
+    stride: float = 1 / 7
+    fill: str = "mean"
 
     def __post_init__(self):
         if not (0 < self.window <= 1 and 0 < self.stride <= 1):

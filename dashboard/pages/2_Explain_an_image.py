@@ -105,8 +105,8 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
     method = c3.radio("Map by", ("auto", "occlusion"), horizontal=True, key="map_method",
                       format_func=lambda m: "gradient" if m == "auto" else "occlusion",
                       help="Gradient: the word's Grad-CAM, in seconds (occlusion where the classifier has no "
-                           "spatial feature map). Occlusion: a square of the image blurred away at 121 places in turn, "
-                           "tens of times slower; on a classifier fine-tuned where object and background go together "
+                           "spatial feature map). Occlusion: 49 patches hidden one at a time, several times slower; "
+                           "on a classifier fine-tuned where object and background go together "
                            "it finds the object far more often. The figures under the maps say how often each pointed "
                            "right on this run.")
     if evidence.stored_map(path, image_id, word, method) is None:

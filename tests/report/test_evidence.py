@@ -198,7 +198,7 @@ def test_class_map_and_word_map_on_a_tiny_run(tmp_path, tiny_lm, tiny_classifier
     assert evidence.stored_map(run.path, row.image_id, word, "occlusion").method == "occlusion"
     assert evidence.stored_map(run.path, row.image_id, word).method == "gradient"
     # An occlusion map drawn otherwise (an older window or fill) is stale: it is drawn again, not shown.
-    stored = evidence.save_map(run.path, row.image_id, replace(occl, occlusion={**occl.occlusion, "fill": "mean"}),
+    stored = evidence.save_map(run.path, row.image_id, replace(occl, occlusion={**occl.occlusion, "fill": "blur"}),
                                method="occlusion")
     assert stored.is_file() and evidence.stored_map(run.path, row.image_id, word, "occlusion") is None
     with pytest.raises(ValueError, match="method must be one of"):

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
                         "swapped for another's: the test for a scene word such as water (default %(default)s)")
     p.add_argument("--map", dest="map_method", choices=MAP_METHODS, default=default(CausalSettings, "map_method"),
                    help="how the word's map is drawn: gradient (Grad-CAM of the word, needs a spatial feature map), "
-                        "occlusion (a square blurred away at 121 places in turn: slower, and the better map where "
+                        "occlusion (patches hidden one at a time: slower, and the better map where "
                         "a fine-tuned classifier's features at the object carry its background), auto: gradient where "
                         "it can "
                         "(default %(default)s)")
