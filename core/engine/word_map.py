@@ -10,8 +10,9 @@ the feature vector z the translator reads. Combined as Grad-CAM combines a class
 A classifier with no spatial map (a ViT's class token, a scripted model) gets occlusion instead, and any classifier
 may ask for it: a square window (by default 1/7 of the input's side, a cell of a 7 x 7 feature map) is moved over the
 input (by default a whole cell: 49 places), its pixels replaced by the preprocessing's mean (or a strong blur of the
-image), and each pixel's value is the mean drop of the word's log-probability over the windows that hid it. Larger,
-overlapping, blurred windows were measured and point worse at small objects (docs/experiments/notebook.md).
+image), and each stride-sized cell's value is the mean drop of the word's log-probability over the windows that hid
+it, upsampled as a feature map is. Larger, overlapping, blurred windows were measured and point worse at small
+objects (docs/experiments/notebook.md).
 
     wm = word_map(image, "lake", classifier, translator, lm, sentences=run_sentences)
     wm.heatmap  # (H, W) in [0, 1], at the classifier's input crop
@@ -196,7 +197,7 @@ def word_map(image, word: str, classifier, translator, lm, sentences: Sequence[s
         with torch.inference_mode():
             total = word_log_prob(translator, lm, classifier.features_and_logits(x)[0], ids, attn, hit).item()
         score = functools.partial(_word_scores, classifier, translator, lm, ids=ids, attn=attn, hit=hit)
-        heat = occlusion_map(x[0], score, total, occlusion or Occlusion(), rows_per_batch // len(ids))
+        heat = occlusion_map(x[0], score, total, occlusion or Occlusion(), rows_per_batch // len(ids)).clamp_min(0)
         how = "occlusion"
     return WordMap(word, to_crop(heat, x.shape[-2:]), how, float(total), int(hit.sum()), len(ids),
                    asdict(occlusion or Occlusion()) if how == "occlusion" else None)
@@ -236,12 +237,15 @@ class Occlusion:
         if self.fill not in ("blur", "mean"):
             raise ValueError(f"occlusion fill must be 'blur' or 'mean', got {self.fill!r}")
 
+    def pixels(self, size) -> tuple[int, int]:
+        """The window's side and the stride, in pixels of an input of `size` (H, W)."""
+        return max(1, round(self.window * min(size))), max(1, round(self.stride * min(size)))
+
     def boxes(self, size) -> tuple[int, list[tuple[int, int]]]:
         """The window's side in pixels and the (top, left) of each of its places over an input of `size` (H, W):
         every `stride`, the last flush with the far edge."""
         H, W = size
-        side = max(1, round(self.window * min(H, W)))
-        step = max(1, round(self.stride * min(H, W)))
+        side, step = self.pixels(size)
 
         def starts(n):
             return sorted(set(range(0, n - side + 1, step)) | {n - side})
@@ -252,9 +256,14 @@ class Occlusion:
         """What hidden pixels of x (3, H, W), preprocessed, become."""
         if self.fill == "mean":
             return torch.zeros_like(x)  # 0 after normalisation is the preprocessing's mean colour
-        from torchvision.transforms.functional import gaussian_blur
+        return blurred(x)
 
-        return gaussian_blur(x[None].float(), kernel_size=[31, 31], sigma=[10.0, 10.0])[0].to(x.dtype)
+
+def blurred(x: torch.Tensor) -> torch.Tensor:
+    """x (3, H, W), preprocessed, under a strong Gaussian blur (σ 10 px): objects melt into what surrounds them."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(x[None].float(), kernel_size=[31, 31], sigma=[10.0, 10.0])[0].to(x.dtype)
 
 
 def occluded(x: torch.Tensor, places, side: int, fill: torch.Tensor) -> torch.Tensor:
@@ -267,8 +276,10 @@ def occluded(x: torch.Tensor, places, side: int, fill: torch.Tensor) -> torch.Te
 
 @torch.inference_mode()
 def occlusion_map(x: torch.Tensor, score, base: float, occlusion: Occlusion, per_batch: int = 64) -> torch.Tensor:
-    """(H, W): each pixel's mean drop of `score` (a batch of inputs -> one score each) from `base` over the windows
-    that hid it, negatives clipped to 0 (hiding it made the score likelier). x: (3, H, W), preprocessed."""
+    """(h, w), one value per stride-sized cell of x (3, H, W, preprocessed): the mean drop of `score` (a batch of
+    inputs -> one score each) from `base` over the windows that hid the cell (negative where hiding it made the score
+    likelier). Coarse, like a feature map, so that to_crop upsamples it alike: a peak at a cell's centre, not its
+    corner (the default grid gives the 7 x 7 map of one window per cell)."""
     side, places = occlusion.boxes(x.shape[-2:])
     fill, per_batch = occlusion.filler(x), max(1, per_batch)
     drops = torch.cat([base - score(occluded(x, places[c:c + per_batch], side, fill)).reshape(-1).float().cpu()
@@ -277,7 +288,9 @@ def occlusion_map(x: torch.Tensor, score, base: float, occlusion: Occlusion, per
     for d, (i, j) in zip(drops.tolist(), places):
         total[i:i + side, j:j + side] += d
         count[i:i + side, j:j + side] += 1
-    return (total / count).clamp_min(0)
+    step = occlusion.pixels(x.shape[-2:])[1]
+    cells = tuple(-(-n // step) for n in x.shape[-2:])
+    return F.adaptive_avg_pool2d((total / count)[None, None], cells)[0, 0]
 
 
 def _word_scores(classifier, translator, lm, xs, ids, attn, hit):

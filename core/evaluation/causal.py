@@ -131,10 +131,9 @@ def fill_region(x: torch.Tensor, region: np.ndarray, fill: str) -> torch.Tensor:
     m = torch.from_numpy(region).to(x.device)[None]
     if fill == "mean":
         return torch.where(m, torch.zeros_like(x), x)
-    from torchvision.transforms.functional import gaussian_blur
+    from core.engine.word_map import blurred
 
-    blurred = gaussian_blur(x[None], kernel_size=[31, 31], sigma=[10.0, 10.0])[0]
-    return torch.where(m, blurred, x)
+    return torch.where(m, blurred(x), x)
 
 
 def object_region(classifier, x: torch.Tensor, share: float, occlusion=None) -> np.ndarray:

@@ -55,6 +55,27 @@ def test_a_word_map_covers_the_input_and_a_missing_word_says_which_are_there(exp
         word_map(image, "zeppelin", tiny_classifier, tr, tiny_lm, sentences=sents, extractor=plain_words())
 
 
+def test_an_occlusion_map_has_one_value_per_cell_and_peaks_at_the_cells_centre():
+    # A score that reads one 32 px cell only: hiding that cell is the whole drop, hiding any other costs nothing.
+    from core.engine.word_map import occlusion_map, to_crop
+
+    x = torch.ones(3, 224, 224)
+
+    def score(xs):
+        return xs[:, 0, 64:96, 96:128].mean((1, 2))
+
+    grid = occlusion_map(x, score, 1.0, Occlusion())
+    expected = torch.zeros(7, 7)
+    expected[2, 3] = 1.0
+    assert torch.allclose(grid, expected)
+    # Upsampled like a feature map, the peak is inside the cell, away from its top-left corner (64, 96).
+    row, col = np.unravel_index(int(np.argmax(to_crop(grid, (224, 224)))), (224, 224))
+    assert 64 + 8 <= row < 96 - 8 and 96 + 8 <= col < 128 - 8
+    # Overlapping windows: one value per stride cell, highest where the windows that hid the cell cover it.
+    fine = occlusion_map(x, score, 1.0, Occlusion(window=2 / 7, stride=1 / 14, fill="mean"))
+    assert fine.shape == (14, 14) and fine[4:6, 6:8].min() > fine.max() / 2 and fine[0, 0] == 0
+
+
 def test_batched_scores_match_one_at_a_time_and_cut_sentences_score_as_whole_ones(explained, tiny_classifier,
                                                                                  tiny_lm):
     # Occlusion scores all patches in batches and drops what follows a word's last token; neither may change
