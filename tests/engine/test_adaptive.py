@@ -214,9 +214,10 @@ def test_an_auto_run_resumes_and_rebatches_to_the_same_tables(tmp_path, tiny_lm,
                             ExplainConfig(**AUTO, shard_size=3, batch_rows=30, image_batch=4), split="test",
                             show_progress=False, extractor=every_word())
     a, b, c = tables(full), tables(resumed), tables(other)
+    # Floats to 1e-6: a float32 sum can differ in its last bit with the memory layout of its batch.
     for t in KEYS:
-        pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
-        pd.testing.assert_frame_equal(a[t], c[t], check_exact=True)
+        pd.testing.assert_frame_equal(a[t], b[t], check_exact=False, rtol=1e-6)
+        pd.testing.assert_frame_equal(a[t], c[t], check_exact=False, rtol=1e-6)
     assert resumed.manifest["sentences"] == full.manifest["sentences"]
     # Another tolerance is other settings: resuming with it is refused, not mixed into the run.
     with pytest.raises(Exception, match="settings|--force"):
@@ -267,5 +268,5 @@ def test_an_auto_run_on_ray_writes_the_single_process_tables(tmp_path, tiny_lm_d
     assert on_ray.status == "complete" and single.images()["n_sentences"].nunique() > 1
     a, b = tables(single), tables(on_ray)
     for t in KEYS:
-        pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
+        pd.testing.assert_frame_equal(a[t], b[t], check_exact=False, rtol=1e-6)
     assert on_ray.manifest["sentences"] == single.manifest["sentences"]

@@ -326,8 +326,9 @@ def test_explain_tables_do_not_depend_on_batching_shards_or_workers(tmp_path, ti
         assert {"total", "wait_for_images", "classify_translate", "sample", "count_words", "write_shard"} <= set(sec)
         assert 0 < sec["sample"] <= sec["total"] and all(v >= 0 for v in sec.values())
     for other in tables[1:]:
+        # Floats to 1e-6: a float32 sum can differ in its last bit with the memory layout of its batch.
         for t in ("images", "words", "sentences"):
-            pd.testing.assert_frame_equal(tables[0][t], other[t], check_exact=True)
+            pd.testing.assert_frame_equal(tables[0][t], other[t], check_exact=False, rtol=1e-6)
     assert tables[0]["images"]["error"].notna().sum() == 1
 
 
