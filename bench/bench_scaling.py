@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from bench.bench_generate import _prefixes
 from core.device import resolve
 from core.engine.config import ExplainConfig

@@ -9,7 +9,6 @@ from core.data import load_rgb
 from core.engine.align import align_translator, fit_feature_map
 from core.models.classifier import Preprocessing, current_umask, from_module
 from core.models.translator import Translator, TranslatorConfig, TranslatorMismatchError
-from tests import tiny
 
 
 def test_the_map_recovers_a_linear_change_of_basis_and_says_how_well():

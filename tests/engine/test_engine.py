@@ -154,7 +154,8 @@ def test_dropout_regularises_training_and_keeps_old_fingerprints(tmp_path, tiny_
     z, labels = two_clusters(dim=tiny_classifier.feature_dim)
     caps = [CAPTIONS[int(y)] for y in labels]
     base = dict(epochs=1, max_steps=2, batch_size=16, warmup_steps=1, prefix_length=2, mlp_hidden=16)
-    a = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "a", cfg=TrainConfig(**base), show_progress=False)
+    a = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "a", cfg=TrainConfig(**base),
+                         show_progress=False)
     b = train_translator(tiny_classifier, tiny_lm, z, caps, tmp_path / "b", cfg=TrainConfig(**base, dropout=0.5),
                          show_progress=False)
     assert b.config.dropout == 0.5 and a.config.dropout == 0.0

@@ -23,7 +23,8 @@ def _pack(tmp_path, tiny_classifier, tiny_lm, caption_table):
     from core.engine.train import caption_pairs_compact, save_training_pack
 
     compact = caption_pairs_compact(tiny_classifier, caption_table, load_rgb, ("identity", "flip"), "tiny")
-    return save_training_pack(tmp_path / "pack.safetensors", tiny_classifier, tiny_lm, compact, {"captions": "tiny"}), compact
+    pack = save_training_pack(tmp_path / "pack.safetensors", tiny_classifier, tiny_lm, compact, {"captions": "tiny"})
+    return pack, compact
 
 
 def test_pack_round_trip(tmp_path, tiny_classifier, tiny_lm, caption_table):
