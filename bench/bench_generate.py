@@ -100,11 +100,13 @@ def naive_path(lm, prefix, n: int, cfg: ExplainConfig, seed: int) -> tuple[list[
     out_sents, tokens = [], 0
     for i in range(prefix.shape[0]):
         p = prefix[i:i + 1]
-        out = lm.model.generate(inputs_embeds=p, attention_mask=torch.ones(p.shape[:2], dtype=torch.long, device=p.device),
+        out = lm.model.generate(inputs_embeds=p,
+                                attention_mask=torch.ones(p.shape[:2], dtype=torch.long, device=p.device),
                                 do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature, top_k=0,
                                 max_new_tokens=cfg.max_new_tokens, num_return_sequences=n,
                                 eos_token_id=lm.stop_token_ids if lm.eos_token_id >= 0 else None,
-                                pad_token_id=max(lm.eos_token_id, 0), min_new_tokens=cfg.max_new_tokens if lm.eos_token_id < 0 else 0)
+                                pad_token_id=max(lm.eos_token_id, 0),
+                                min_new_tokens=cfg.max_new_tokens if lm.eos_token_id < 0 else 0)
         tokens += int((out != max(lm.eos_token_id, 0)).sum()) if lm.eos_token_id >= 0 else out.numel()
         out_sents.append(lm.tokenizer.batch_decode(out.tolist(), skip_special_tokens=True))
     return out_sents, tokens
@@ -213,8 +215,10 @@ def main(argv=None) -> int:
               a.compare_kv_cache)
     print(f"generation on {res['device']} ({res['source']}), {res['images']} images x N={res['sentences_per_image']}, "
           f"<= {res['max_new_tokens']} tokens")
-    print(f"  naive (HF generate per image): {res['naive_images_per_s']:8.3f} images/s  {res['naive_sentences_per_s']:9.1f} sentences/s")
-    print(f"  TExplain batched sampler     : {res['fast_images_per_s']:8.3f} images/s  {res['fast_sentences_per_s']:9.1f} sentences/s")
+    print(f"  naive (HF generate per image): {res['naive_images_per_s']:8.3f} images/s  "
+          f"{res['naive_sentences_per_s']:9.1f} sentences/s")
+    print(f"  TExplain batched sampler     : {res['fast_images_per_s']:8.3f} images/s  "
+          f"{res['fast_sentences_per_s']:9.1f} sentences/s")
     print(f"  speed-up: {res['speedup']}x   water-word share (land/water scenes) naive {res['naive_water_share']} "
           f"vs fast {res['fast_water_share']}")
     for k in ("fast_tokens_per_s", "model_tflops", "fraction_of_bf16_peak", "preallocated_kv_cache_vs_default",

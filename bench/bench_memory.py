@@ -53,7 +53,8 @@ def run(quick: bool = False, images: int | None = None) -> dict:
     rss = np.array([r for _, r in samples])
     second_half = done >= done[-1] / 2
     slope = np.polyfit(done[second_half], rss[second_half], 1)[0] * 1000 if second_half.sum() > 2 else float("nan")
-    return {"images": int(done[-1]), "rss_first_shard_mb": round(rss[0], 1), "rss_middle_mb": round(rss[len(rss) // 2], 1),
+    return {"images": int(done[-1]), "rss_first_shard_mb": round(rss[0], 1),
+            "rss_middle_mb": round(rss[len(rss) // 2], 1),
             "rss_end_mb": round(rss[-1], 1), "growth_mb_per_1000_images": round(slope, 2)}
 
 

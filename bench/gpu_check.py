@@ -133,7 +133,8 @@ def sampler_scaling(lm, device, rows_list, images: int, n: int, max_new: int,
         _sync(device)
         dt = time.perf_counter() - t
         tok_s = images * n * max_new / dt  # an upper count: with real weights some sentences end early
-        out.append({"batch_rows": rows, "images_per_s": round(images / dt, 2), "sentences_per_s": round(images * n / dt),
+        out.append({"batch_rows": rows, "images_per_s": round(images / dt, 2),
+                    "sentences_per_s": round(images * n / dt),
                     "tokens_per_s": round(tok_s), "fraction_of_bf16_peak": _peak_fraction(lm, tok_s, device)})
         print("scaling", out[-1], flush=True)
     return out
@@ -354,7 +355,8 @@ def training(lm, device, samples: int, batch_size: int, steps: int, workdir: Pat
         t = time.perf_counter()
         train_translator(clf, lm, feats, captions, workdir / f"train-{bf16}", cfg=cfg, show_progress=False)
         _sync(device)
-        out["bf16_samples_per_s" if bf16 else "fp32_samples_per_s"] = round(steps * batch_size / (time.perf_counter() - t), 1)
+        out["bf16_samples_per_s" if bf16 else "fp32_samples_per_s"] = round(
+            steps * batch_size / (time.perf_counter() - t), 1)
     print("training", out, flush=True)
     return out
 
@@ -404,8 +406,8 @@ def main(argv=None) -> int:
     config = dict(SMOLLM2_CONFIG, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=2048) if smoke else SMOLLM2_CONFIG
     n, max_new = (4, 4) if smoke else (64, 20)
-    res = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (smoke)", "torch": torch.__version__,
-           "sampler_overrides": dict(SAMPLER)}
+    res = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (smoke)",
+           "torch": torch.__version__, "sampler_overrides": dict(SAMPLER)}
     import transformers
 
     res["transformers"] = transformers.__version__

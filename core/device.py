@@ -40,7 +40,8 @@ def resolve(device: str | torch.device = "auto", dtype: str | torch.dtype | None
                               "machine; use --device cpu (or auto: the GPU where there is one)")
         if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceError(f"device {device!r} was asked for (--device), but this machine has "
-                              f"{torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+                              f"{torch.cuda.device_count()} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dtype is None:
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     elif isinstance(dtype, str):

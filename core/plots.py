@@ -358,7 +358,8 @@ def feature_map_chart(points: pd.DataFrame | list, colour: str = "class", title:
     column: a category (class, group, correct) or a number in [0, 1] (a word's share). Each point carries its
     image_id as customdata, so a click can open it."""
     df = _frame(points, "points", ("image_id", "x", "y", colour))
-    title = title if title is not None else f"The classifier's features in 2-D{f' ({method.upper()})' if method else ''}"
+    title = (title if title is not None
+             else f"The classifier's features in 2-D{f' ({method.upper()})' if method else ''}")
     if df.empty:
         return empty_chart("No images on the map", title)
     hover = "<b>%{customdata[0]}</b><br>%{customdata[1]}<extra></extra>"

@@ -236,7 +236,8 @@ def test_a_manifest_that_is_not_an_object_is_a_run_store_error(tmp_path, capsys)
     folder = tmp_path / "list-run"
     folder.mkdir()
     (folder / "manifest.json").write_text("[1, 2, 3]")
-    with pytest.raises(RunStoreError, match=r"manifest.json is not a run manifest: it holds a JSON list, not an object"):
+    with pytest.raises(RunStoreError,
+                       match=r"manifest.json is not a run manifest: it holds a JSON list, not an object"):
         Run.open(folder)
     (folder / "manifest.json").write_text('{"progress": [1]}')
     with pytest.raises(RunStoreError, match=r"'progress' should be a JSON object, got list"):

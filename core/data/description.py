@@ -97,8 +97,8 @@ def read_description(folder: Path) -> dict:
     synsets = desc.get("synsets")
     given = synsets.values() if isinstance(synsets, dict) else synsets if isinstance(synsets, list) else None
     if synsets is not None and (given is None or not all(s is None or is_wnid(s) for s in given)):
-        raise DatasetError(f"{path}: 'synsets' must list each class's WordNet noun id like \"n02469914\" (null for none), "
-                     f"in the classes' order or as {{class name: id}}; got {synsets!r}")
+        raise DatasetError(f"{path}: 'synsets' must list each class's WordNet noun id like \"n02469914\" "
+                           f"(null for none), in the classes' order or as {{class name: id}}; got {synsets!r}")
     return desc
 
 
@@ -142,8 +142,8 @@ def class_synsets_from(desc: dict, class_names: list[str], where: str) -> list[s
         return None
     if isinstance(spec, list):
         if len(spec) != len(class_names):
-            raise DatasetError(f"{where}: 'synsets' lists {len(spec)} ids for {len(class_names)} classes {class_names}; "
-                         "give one per class (null for none), or map class names to ids")
+            raise DatasetError(f"{where}: 'synsets' lists {len(spec)} ids for {len(class_names)} classes "
+                               f"{class_names}; give one per class (null for none), or map class names to ids")
         synsets = list(spec)
     else:
         unknown = sorted(set(spec) - set(class_names))
@@ -216,8 +216,8 @@ def encode_attribute(values: pd.Series, column: str, spec: dict | None, where: s
         named = {str(k): str(v) for k, v in names.items()}
         unknown = [_raw_key(v) for v in raw if _raw_key(v) not in named]
         if unknown:
-            raise DatasetError(f"{where}: column {column!r} holds {unknown[:5]}, which the dataset description does not "
-                         f"name (it names {sorted(named)})")
+            raise DatasetError(f"{where}: column {column!r} holds {unknown[:5]}, which the dataset description "
+                               f"does not name (it names {sorted(named)})")
         keys = sorted(named, key=lambda k: _sort_key(float(k)) if re.fullmatch(r"-?\d+(\.\d+)?", k) else _sort_key(k))
         code_of = {k: i for i, k in enumerate(keys)}
         codes = np.array([code_of[_raw_key(v)] for v in values], dtype=int)

@@ -133,7 +133,8 @@ def read_image_folder(root: str | Path, attributes: str | Path | None = None,
     Classes are the folder names in sorted order (labels match torchvision's ImageFolder; folders named by
     ImageNet synset id get their classes' names, see core.data.description); without split folders every
     image is in split "all". `attributes` is a CSV with one row per image (its path relative to root,
-    or its file name) and attribute columns; groups are made from its `group_by` column. A dataset.json in root may name both ("attributes_file", "group_by").
+    or its file name) and attribute columns; groups are made from its `group_by` column. A dataset.json in root
+    may name both ("attributes_file", "group_by").
     """
     root = as_dir(root, "image folder")
     records, class_names, notes = _read_class_folders(root)

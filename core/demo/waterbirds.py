@@ -53,7 +53,8 @@ def build_classifiers(force: bool = False) -> None:
     ds = read_waterbirds(paths.DEMO_DATA)
     splits = {s: ds.split(s) for s in ("train", "val", "test")}
     images = {s: [d.load_image(r) for r in d.records] for s, d in splits.items()}
-    configs = {n: c for n, c in _finetune_configs().items() if force or not (CLASSIFIER_DIR / n / "config.json").exists()}
+    configs = {n: c for n, c in _finetune_configs().items()
+               if force or not (CLASSIFIER_DIR / n / "config.json").exists()}
     if not configs:
         print(f"classifiers: exist ({CLASSIFIER_DIR})")
         return
@@ -202,7 +203,8 @@ def build_runs(force: bool = False, sentences: int = RUN_SENTENCES, names=NAMES,
             out = paths.SHIPPED_RUNS / f"demo-{name}-{split}"
             if force and out.exists():
                 shutil.rmtree(out)
-            if (out / "manifest.json").exists() and json.loads((out / "manifest.json").read_text()).get("status") == "complete":
+            if ((out / "manifest.json").exists()
+                    and json.loads((out / "manifest.json").read_text()).get("status") == "complete"):
                 print(f"run {out.name}: complete")
                 continue
             cfg = ExplainConfig(sentences_per_image=sentences, seed=0, device="cpu")

@@ -83,7 +83,8 @@ def rescore_run(source: str | Path | Run, classifier, out: str | Path, name: str
     new["name"] = name or Path(out).name
     new["models"] = {**models, "classifier": classifier.name, "classifier_identity": classifier.identity,
                      "classifier_source": portable_root(classifier.source) if classifier.source else None}
-    new["explanations_from"] = {"run": portable_root(src.path), "classifier_identity": models.get("classifier_identity"),
+    new["explanations_from"] = {"run": portable_root(src.path),
+                                "classifier_identity": models.get("classifier_identity"),
                                 "feature_identity": want,
                                 "why": "same feature extractor, translator, LM and seed: the same sentences"}
     run = Run.create(out, new)

@@ -56,7 +56,8 @@ def compute_features(classifier, image_paths: Sequence[str | Path], load_image: 
         return load_file(str(cache))["features"]
     classifier.to(device)
     feats = []
-    for i in tqdm(range(0, len(image_paths), batch_size), desc=f"features {variant}".strip(), disable=not show_progress, unit="batch"):
+    for i in tqdm(range(0, len(image_paths), batch_size), desc=f"features {variant}".strip(),
+                  disable=not show_progress, unit="batch"):
         x = torch.stack([classifier.preprocess(load_image(p)) for p in image_paths[i:i + batch_size]]).to(device)
         feats.append(classifier.features(x).float().cpu())
     out = torch.cat(feats)
@@ -169,8 +170,9 @@ def save_training_pack(path: str | Path, classifier, lm, pairs, data_info: dict 
     from safetensors.torch import save_file
 
     images, index, train_caps, val_z, val_caps = pairs
-    meta = {"format": PACK_FORMAT, "source": asdict(FeatureSource(classifier.name, classifier.identity,
-                                                                   classifier.feature_identity, classifier.feature_dim)),
+    meta = {"format": PACK_FORMAT,
+            "source": asdict(FeatureSource(classifier.name, classifier.identity, classifier.feature_identity,
+                                           classifier.feature_dim)),
             "lm": {"name": lm.name, "identity": lm.identity, **lm_probe(lm)},
             "train_captions": list(train_caps), "val_captions": list(val_caps), "data_info": data_info or {}}
     path = Path(path)
@@ -443,7 +445,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                 progress({"step": step, "total": total, "loss": loss.item(), "epoch": epoch + 1})
         end_of_epoch = step % steps_per_epoch == 0 or step >= total
         if end_of_epoch:
-            val = evaluate(translator, lm, val_features, v_ids, v_mask, cfg.batch_size * 2, dev) if has_val else float("nan")
+            val = (evaluate(translator, lm, val_features, v_ids, v_mask, cfg.batch_size * 2, dev) if has_val
+                   else float("nan"))
             train_loss = loss.item()
             history.append({"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 4),
                             "val_loss": round(val, 4) if has_val else None})

@@ -186,7 +186,8 @@ def mitigate(run_val: str | Path, test_run: str | Path | None = None, cfg: Mitig
             say(f"warning: {run.path} is {problem}")
     base, source, note = resolve_run_classifier(manifest, classifier)
     base.eval()
-    say(f"classifier {base.name} from {relative_to_repo(Path(source)) if Path(source).exists() else source} ({base.identity})")
+    say(f"classifier {base.name} from "
+        f"{relative_to_repo(Path(source)) if Path(source).exists() else source} ({base.identity})")
     if note:
         say(f"warning: {note}")
     group_names = {int(k): v for k, v in ((manifest.get("dataset") or {}).get("group_names") or {}).items()}

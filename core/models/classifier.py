@@ -106,7 +106,8 @@ def state_dict_hash(module: nn.Module, skip_prefix: str | None = None) -> str:
         if skip_prefix and k.startswith(skip_prefix):
             continue
         h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().numpy().tobytes())
+        h.update(v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+                 .contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
 
@@ -224,7 +225,8 @@ class ClassifierAdapter(nn.Module):
             else:
                 p = next(self.module.parameters())
                 with torch.no_grad():
-                    x = torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop, device=p.device, dtype=p.dtype)
+                    x = torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop, device=p.device,
+                                    dtype=p.dtype)
                     self._feature_dim = self.features(x).shape[1]
         return self._feature_dim
 
@@ -261,7 +263,8 @@ class ClassifierAdapter(nn.Module):
                "preprocessing": asdict(self.preprocessing), "feature_layer": self.feature_layer}
         return {**cfg, "arch_source": self.arch_source} if self.arch_source else cfg
 
-    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float16,
+                        extra: dict | None = None) -> Path:
         from safetensors.torch import save_file
 
         if self.backend == "module":
@@ -418,7 +421,8 @@ def torchvision_classifier(arch: str, checkpoint: str | Path | None = None, weig
     import torchvision.models as tvm
 
     if arch not in tvm.list_models():
-        raise ClassifierLoadError(f"{arch!r} is not a torchvision architecture (e.g. resnet50, vit_b_16, convnext_tiny)")
+        raise ClassifierLoadError(f"{arch!r} is not a torchvision architecture "
+                                  "(e.g. resnet50, vit_b_16, convnext_tiny)")
     pre = Preprocessing()
     if weights is not None:  # hub weights: needs the network or a populated torch hub cache
         w = tvm.get_model_weights(arch).DEFAULT if weights == "DEFAULT" else tvm.get_weight(weights)
@@ -441,7 +445,8 @@ def torchvision_classifier(arch: str, checkpoint: str | Path | None = None, weig
         names = imagenet_class_names() if n_out == 1000 else [f"class_{i}" for i in range(n_out)]
     if arch.startswith("vit"):
         pre = Preprocessing(resize=pre.crop if weights is None else pre.resize, crop=pre.crop)
-    adapter = ClassifierAdapter(model, names, arch, pre, feature_layer, name=name or arch, backend=f"torchvision:{arch}")
+    adapter = ClassifierAdapter(model, names, arch, pre, feature_layer, name=name or arch,
+                                backend=f"torchvision:{arch}")
     adapter.source = str(checkpoint) if checkpoint is not None else ""  # a run records it: mitigate finds it again
     return adapter
 
@@ -514,7 +519,8 @@ def torchscript_classifier(path: str | Path, class_names: Sequence[str] | None =
 
 def from_module(module: nn.Module, class_names: Sequence[str], feature_layer: str | None = None,
                 preprocessing: Preprocessing | None = None, name: str | None = None) -> ClassifierAdapter:
-    """Any torch.nn.Module handed in from Python; features are hooked from `feature_layer` or the last linear's input."""
+    """Any torch.nn.Module handed in from Python; features are hooked from `feature_layer` or the last linear's
+    input."""
     arch = name or type(module).__name__
     return ClassifierAdapter(module, class_names, arch, preprocessing or Preprocessing(), feature_layer, name=arch)
 

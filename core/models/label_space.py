@@ -153,6 +153,7 @@ def wrap(classifier, space: LabelSpace):
     from core.models.superclass import SuperclassClassifier
 
     label = "ImageNet-9" if space.rule == "imagenet9" else f"as {len(space.superclasses)} dataset classes"
-    wrapped = SuperclassClassifier(classifier, space.superclasses, other=space.other, name=f"{classifier.name} ({label})")
+    wrapped = SuperclassClassifier(classifier, space.superclasses, other=space.other,
+                                   name=f"{classifier.name} ({label})")
     wrapped.label_space = space
     return wrapped

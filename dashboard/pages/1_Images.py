@@ -182,7 +182,8 @@ if words:
     if fitted.n_ == 0:
         st.info(f"No image's sentences use {spec.describe()}.")
     else:
-        st.caption(f"95% interval of the slice's accuracy: {ui.pct(fitted.ci_low_, 0)} to {ui.pct(fitted.ci_high_, 0)}.")
+        st.caption(f"95% interval of the slice's accuracy: {ui.pct(fitted.ci_low_, 0)} to "
+                   f"{ui.pct(fitted.ci_high_, 0)}.")
         left, right = st.columns([2, 3], gap="large")
         with left:
             st.markdown("**Confusion** (images)")

@@ -110,7 +110,8 @@ else:
             for i, r in enumerate(shown.to_dict("records")):
                 with cols[i % 6]:
                     ui.show_image(evaluated_a.run.image_path(r["path"]),
-                                  caption=f"{r['image_id']}: {r['class']} · A {r['predicted_a']} → B {r['predicted_b']}")
+                                  caption=f"{r['image_id']}: {r['class']} · A {r['predicted_a']} "
+                                          f"→ B {r['predicted_b']}")
                     slug = direction.replace(",", "").replace(" ", "-")  # the key names a CSS class: no spaces
                     if st.button("Explain", key=f"flip-{slug}-{r['image_id']}"):
                         ui.open_image(r["image_id"])

@@ -87,8 +87,8 @@ def test_variation_runs_give_accuracy_per_variation_and_the_bg_gap(runs, tmp_pat
     # Any variation run as run A gives the same table (the other classifier's copy stays out either way).
     again = backgrounds.background_challenge(by_folder["imagenet9-original"], entries)
     assert again.table.equals(bc.table) and again.bg_gap == bc.bg_gap
-    assert list(backgrounds.background_challenge(by_folder["other-classifier-original"], entries).table["variation"]) == [
-        "original"]
+    assert list(backgrounds.background_challenge(by_folder["other-classifier-original"],
+                                                 entries).table["variation"]) == ["original"]
 
 
 @needs_stamps
@@ -164,7 +164,8 @@ def test_worst_group_page_shows_accuracy_by_background_variation(runs):
     assert list(heat["data"][0]["x"]) == ORDER and heat["data"][0]["type"] == "heatmap"
     worst = next(m for m in at.metric if m.label == "Worst class × variation")
     entries = store.discover_runs({"shipped": runs})
-    cell = backgrounds.background_challenge(next(e for e in entries if e.folder == "imagenet9-original"), entries).worst_cell()
+    cell = backgrounds.background_challenge(next(e for e in entries if e.folder == "imagenet9-original"),
+                                            entries).worst_cell()
     assert worst.value == f"{100 * cell['accuracy']:.1f}%"
     # One set per variation, no splits: mitigation says why it cannot run instead of asking for a val run.
     assert "there is nothing to fit on" in texts(at) and "Explain the val split" not in texts(at)

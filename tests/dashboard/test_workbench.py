@@ -136,7 +136,8 @@ def test_spurious_terms_speaks_of_this_runs_classes_not_waterbirds(world):
 def test_compare_shows_flipped_images_both_ways_and_mcnemar(world):
     at = run_page("pages/6_Compare_classifiers.py")
     labels = [t.label for t in at.tabs]
-    assert any(lbl.startswith("Fixed by B (") for lbl in labels) and any(lbl.startswith("Broken by B (") for lbl in labels)
+    assert (any(lbl.startswith("Fixed by B (") for lbl in labels)
+            and any(lbl.startswith("Broken by B (") for lbl in labels))
     text = texts(at)
     assert "McNemar's test" in text and "only B reads right" in text
     assert "B − A: average" in text and "95% paired bootstrap interval" in text

@@ -216,7 +216,8 @@ def test_read_caption_csv(tmp_path):
     make_image(tmp_path / "data" / "img" / "a.jpg")
     absolute = make_image(tmp_path / "elsewhere" / "b.jpg")
     csv = tmp_path / "data" / "captions.csv"
-    pd.DataFrame({"path": ["img/a.jpg", str(absolute)], "caption": ["A duck on a lake.", "A crow."]}).to_csv(csv, index=False)
+    pd.DataFrame({"path": ["img/a.jpg", str(absolute)],
+                  "caption": ["A duck on a lake.", "A crow."]}).to_csv(csv, index=False)
     frame = read_caption_csv(csv)
     assert frame.path.tolist() == [str(tmp_path / "data" / "img" / "a.jpg"), str(absolute)]
     assert "split" not in frame.columns

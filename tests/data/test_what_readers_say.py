@@ -72,7 +72,8 @@ def test_waterbirds_itself_reads_without_a_note(tmp_path):
 def test_value_names_come_from_the_runs_group_names():
     from core.data.description import value_names_from_groups
 
-    assert value_names_from_groups(["insect", "mammal"], {"0": "insect · habitat: meadow", "1": "insect · habitat: pond",
+    assert value_names_from_groups(["insect", "mammal"], {"0": "insect · habitat: meadow",
+                                                          "1": "insect · habitat: pond",
                                                           "2": "mammal · habitat: meadow",
                                                           "3": "mammal · habitat: pond"}) == {0: "meadow", 1: "pond"}
     assert value_names_from_groups(["not blond", "blond"], {0: "not blond · not male", 1: "not blond · male",

@@ -29,7 +29,8 @@ def test_shipped_classifiers_record_their_metrics():
     erm = json.loads((paths.CHECKPOINTS / "classifiers" / "erm" / "config.json").read_text())["metrics"]["test"]
     robust = json.loads((paths.CHECKPOINTS / "classifiers" / "robust" / "config.json").read_text())["metrics"]["test"]
     # The story the demo tells: ERM takes the background shortcut, the robust one less so (on 6 unseen
-    # test birds the gap is small, 0.16 vs 0.24; the DFR fix in checkpoints/classifiers/erm-fixed/README.md goes further).
+    # test birds the gap is small, 0.16 vs 0.24; the DFR fix in checkpoints/classifiers/erm-fixed/README.md
+    # goes further).
     assert erm["worst_group"] < erm["average"] - 0.3
     assert robust["worst_group"] > erm["worst_group"] + 0.05
 

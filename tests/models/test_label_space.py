@@ -54,7 +54,8 @@ def test_wordnet_reading_agrees_with_the_imagenet9_ranges_where_they_place_a_cla
     extra = np.flatnonzero((wordnet >= 0) & ~placed)
     assert len(extra) == 16 and {80, 84, 171, 172} <= set(extra)  # black grouse, peafowl, the two sighthounds
     assert [in9.IN9_CLASSES[wordnet[i]] for i in (84, 172)] == ["bird", "dog"]
-    challenge = dataset_label_space(toy, SimpleNamespace(class_names=list(in9.IN9_CLASSES), kind="backgrounds_challenge"))
+    challenge = dataset_label_space(toy, SimpleNamespace(class_names=list(in9.IN9_CLASSES),
+                                                         kind="backgrounds_challenge"))
     assert challenge.rule == "imagenet9" and challenge.other == "none of the nine"
     assert (_as_array(challenge) == ranges).all()
 
@@ -87,7 +88,8 @@ def test_an_imagenet_classifier_explains_imagenet_class_folders_in_their_classes
     images = Run.open(run.path).images().sort_values("image_id")
     x = torch.stack([toy.preprocess(Image.open(root / p).convert("RGB")) for p in images["path"]])
     top1 = toy(x).argmax(1).tolist()
-    expected = [{0: "tench", 134: "crane (n02012849)", 517: "crane (n03126707)"}.get(t, "none of these 3") for t in top1]
+    expected = [{0: "tench", 134: "crane (n02012849)", 517: "crane (n03126707)"}.get(t, "none of these 3")
+                for t in top1]
     assert images["prediction_name"].tolist() == expected
     assert images["label_name"].tolist() == ["tench"] * 3 + ["crane (n02012849)"] * 3 + ["crane (n03126707)"] * 3
     manifest = json.loads((run.path / "manifest.json").read_text())

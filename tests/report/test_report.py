@@ -96,7 +96,8 @@ def test_html_is_one_self_contained_file(report):
     assert not re.search(r"<link[^>]+href\s*=\s*[\"']https?://", page, re.IGNORECASE)
     assert len(re.findall(r"\* plotly\.js v\d", page)) == 1  # the bundle, inlined exactly once
     assert page.count("Plotly.newPlot(") >= 4  # flags, groups, inferred groups, words, mitigation, comparison
-    assert "Error view: flags for landbird" in page and "Associated with waterbird" in page and "Provenance" in page and "smollm2-135m" in page
+    assert ("Error view: flags for landbird" in page and "Associated with waterbird" in page and "Provenance" in page
+            and "smollm2-135m" in page)
     embedded = re.search(r"<script type='application/json' id='texplain-report'>(.*?)</script>", page, re.S)
     assert json.loads(embedded.group(1))["run"]["name"] == "erm"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 
 # Modules, in the order `--help` lists their verbs; `maintain` (the demo rebuild) is not listed there.
-VERBS = ("setup", "explain", "report", "audit", "verify", "runs", "jobs", "ui", "train", "finetune", "evaluate", "mitigate",
-         "maintain")
+VERBS = ("setup", "explain", "report", "audit", "verify", "runs", "jobs", "ui", "train", "finetune", "evaluate",
+         "mitigate", "maintain")
 
 
 def add_all(subparsers) -> None:
