@@ -84,12 +84,11 @@ def _read_map(run_path, image_id, word: str, method: str = "auto") -> tuple[np.n
 
 
 def _stale(meta: dict) -> bool:
-    """An occlusion map drawn otherwise than occlusion maps are drawn now (an older window or fill) is redrawn."""
-    from dataclasses import asdict
-
+    """An occlusion map drawn otherwise than occlusion maps are drawn now (an older window, fill or mode) is
+    redrawn."""
     from core.engine.word_map import Occlusion
 
-    return meta.get("method") == "occlusion" and meta.get("occlusion") != asdict(Occlusion())
+    return meta.get("method") == "occlusion" and Occlusion.read(meta.get("occlusion")) != Occlusion()
 
 
 def stored_map(run_path, image_id, word: str, method: str = "auto"):

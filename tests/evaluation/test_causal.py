@@ -76,6 +76,33 @@ def test_an_occlusion_map_has_one_value_per_cell_and_peaks_at_the_cells_centre()
     assert fine.shape == (14, 14) and fine[4:6, 6:8].min() > fine.max() / 2 and fine[0, 0] == 0
 
 
+def test_an_insertion_map_scores_a_window_shown_alone_and_both_adds_the_two():
+    # A score that needs two cells together (a small object the rest of the scene also implies): hiding either
+    # halves it, so deletion sees each; showing one alone on the filled image raises it by half, insertion too.
+    # A third cell that adds only with the first in view: deletion sees it, insertion, with the first hidden, not.
+    from core.engine.word_map import occlusion_map
+
+    x = torch.ones(3, 224, 224)
+
+    def score(xs):
+        a, b, c = xs[:, 0, 0:32, 0:32].mean((1, 2)), xs[:, 0, 192:, 192:].mean((1, 2)), xs[:, 0, 96:128, 96:128]
+        return (a + b) / 2 + a * c.mean((1, 2))
+
+    base = float(score(x[None]))
+    delete = occlusion_map(x, score, base, Occlusion(mode="delete"))
+    insert = occlusion_map(x, score, base, Occlusion(mode="insert"))
+    both = occlusion_map(x, score, base, Occlusion(mode="both"))
+    assert delete[0, 0] == 1.5 and delete[6, 6] == 0.5 and delete[3, 3] == 1.0
+    assert insert[0, 0] == 0.5 and insert[6, 6] == 0.5 and insert[3, 3] == 0.0
+    assert torch.allclose(both, delete + insert) and insert.sum() == 1.0
+    with pytest.raises(ValueError, match="mode must be one of delete, insert, both"):
+        Occlusion(mode="reveal")
+    # Stored settings name their Occlusion; older ones, without a mode, deleted; nonsense names none.
+    assert Occlusion.read({"window": 1 / 7, "stride": 1 / 7, "fill": "mean"}) == Occlusion()
+    assert Occlusion.read({"window": 1 / 7, "stride": 1 / 7, "fill": "mean", "mode": "insert"}) != Occlusion()
+    assert Occlusion.read(None) is None and Occlusion.read({"window": 2}) is None
+
+
 def test_batched_scores_match_one_at_a_time_and_cut_sentences_score_as_whole_ones(explained, tiny_classifier,
                                                                                  tiny_lm):
     # Occlusion scores all patches in batches and drops what follows a word's last token; neither may change
