@@ -92,10 +92,15 @@ def pointing(run_path: str | Path, mask_for, limit: int | None, object_superclas
     clf, tr, lm = run_models(run_path)
     items = run_items(run_path, mask_for, limit)
     name = Path(run_path).name
+    # An hour or more on a CPU: each image's rows are kept as they are done, and a stopped game resumes.
+    checkpoint = Path(run_path) / f".{POINTING_FILE}.{method}.partial.jsonl"
+    t1 = time.time()
     rows = pointing_game(items, clf, tr, lm, object_superclasses=object_superclasses, method=method,
-                         progress=lambda i, n: print(f"\r[word-maps] {name} ({method}): {i}/{n} images", end="",
-                                                     flush=True))
+                         checkpoint=checkpoint,
+                         progress=lambda i, n: print(f"\r[word-maps] {name} ({method}): {i}/{n} images, "
+                                                     f"{time.time() - t1:.0f} s", end="", flush=True))
     print()
+    checkpoint.unlink(missing_ok=True)
     from core.store import Run
 
     translator = (Run.open(run_path).manifest.get("models") or {}).get("translator")

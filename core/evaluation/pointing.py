@@ -14,6 +14,9 @@ The same images with a peak drawn uniformly at random are the baseline, scored i
 """
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -69,13 +72,15 @@ RULE = ("the pointing game: a map's peak is a hit within {tol} px of its word's 
 
 def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=None, object_superclasses=None,
                   seed: int = 0, progress=None, tolerance: int | None = None, method: str = "auto",
-                  occlusion=None) -> pd.DataFrame:
+                  occlusion=None, checkpoint: str | Path | None = None) -> pd.DataFrame:
     """One row per (image, word kind): image, kind ("scene" or "object"), word, object_share (of the input crop),
     peak (row, column; None for a flat map), distance (px from the peak to the word's region: 0 on it, NaN for a
     flat map), hit (distance within `tolerance`), strict_hit (on the region), and the same for a uniformly random
     peak (random_distance, random_hit, random_strict_hit: the baseline). `items`: image (PIL), image_id, mask (bool
     array over the image: the object), sentences. `tolerance`: pixels (default half a 7 x 7 map's cell of the
-    input crop). `method`, `occlusion`: as core.engine.word_map.word_map's."""
+    input crop). `method`, `occlusion`: as core.engine.word_map.word_map's. `checkpoint`: a file that keeps each
+    image's rows as they are done (JSON lines), so that a stopped game resumes where it was, to the same rows; one
+    written with other settings is started over."""
     from core.engine.word_map import word_map
 
     if extractor is None:
@@ -84,8 +89,21 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
         extractor = WordExtractor()
     rng = np.random.default_rng(seed)
     tol = tolerance if tolerance is not None else classifier.preprocessing.crop // 14  # half of a 7 x 7 map's cell
+    settings = {"method": method, "occlusion": asdict(occlusion) if occlusion is not None else None, "seed": seed,
+                "tolerance": tol, "object_superclasses": sorted(object_superclasses or []),
+                "classifier": classifier.identity, "images": [str(i) for i in items["image_id"]]}
+    done = _resume(checkpoint, settings)
     rows = []
     for n, it in enumerate(items.itertuples()):
+        if str(it.image_id) in done:
+            rows += done[str(it.image_id)]
+            side = classifier.preprocessing.crop  # the input crop, the masks' shape
+            for _ in done[str(it.image_id)]:
+                rng.integers(side), rng.integers(side)  # the draws its random peaks took: later images' stay the same
+            if progress:
+                progress(n + 1, len(items))
+            continue
+        first = len(rows)
         mask = crop_like_input(np.asarray(it.mask, dtype=bool), classifier.preprocessing)
         away = {"object": distance_to(mask), "scene": distance_to(~mask)}
         share = float(mask.mean())
@@ -100,11 +118,38 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
             rows.append({"image_id": it.image_id, "kind": kind, "word": word, "object_share": round(share, 4),
                          "peak": peak, "distance": round(d, 1), "hit": d <= tol, "strict_hit": d == 0,
                          "random_distance": round(rd, 1), "random_hit": rd <= tol, "random_strict_hit": rd == 0})
+        if checkpoint is not None:
+            with open(checkpoint, "a") as f:
+                f.write(json.dumps({"image_id": str(it.image_id), "rows": rows[first:]}, default=_plain) + "\n")
         if progress:
             progress(n + 1, len(items))
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["tolerance"] = tol
     return out
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else str(v)
+
+
+def _resume(checkpoint, settings: dict) -> dict[str, list[dict]]:
+    """{image_id: its rows} from a checkpoint written with these settings; otherwise a new checkpoint, empty."""
+    if checkpoint is None:
+        return {}
+    path, done = Path(checkpoint), {}
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if lines and json.loads(lines[0]) == {"settings": settings}:
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # the line a stop cut short
+                break
+            done[entry["image_id"]] = [{**r, "peak": tuple(r["peak"]) if r["peak"] is not None else None}
+                                       for r in entry["rows"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x, default=_plain) + "\n" for x in
+                            [{"settings": settings}] + [{"image_id": i, "rows": r} for i, r in done.items()]))
+    return done
 
 
 COLUMNS = ["image_id", "kind", "word", "object_share", "peak", "distance", "hit", "strict_hit", "random_distance",

@@ -1,4 +1,6 @@
 """The pointing game of word maps (core.evaluation.pointing) on the tiny models and hand-made rows."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,3 +83,20 @@ def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_class
     for r in mapped.itertuples():  # a scene word's region is everything but the "bird"
         on_bird = bool(mask[r.peak])
         assert (r.distance == 0) == (on_bird if r.kind == "object" else not on_bird)
+    # Resumable: a game stopped after its first image (and halfway through writing the second) goes on from there
+    # to the same rows, random peaks included; one kept with other settings starts over.
+    ckpt = tmp_path / "game.jsonl"
+    whole = pointing_game(items, tiny_classifier, tr, tiny_lm, object_superclasses={"bird"}, checkpoint=ckpt)
+    pd.testing.assert_frame_equal(whole, rows)
+    lines = ckpt.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["settings"]["method"] == "auto"
+    ckpt.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    seen = []
+    resumed = pointing_game(items, tiny_classifier, tr, tiny_lm, object_superclasses={"bird"}, checkpoint=ckpt,
+                            progress=lambda i, n: seen.append(i))
+    pd.testing.assert_frame_equal(resumed, rows)
+    assert seen == [1, 2, 3] and len(ckpt.read_text().splitlines()) == 4
+    other = pointing_game(items.iloc[:1], tiny_classifier, tr, tiny_lm, object_superclasses={"bird"},
+                          checkpoint=ckpt, seed=1)
+    assert len(ckpt.read_text().splitlines()) == 2 and json.loads(ckpt.read_text().splitlines()[0])["settings"][
+        "seed"] == 1 and len(other) == 2
