@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core.data import load_rgb, open_dataset
 from core.engine.config import ExplainConfig
@@ -128,6 +129,25 @@ def test_batched_scores_match_one_at_a_time_and_cut_sentences_score_as_whole_one
     assert together.shape == (3,) and alone.shape == (3,)
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(whole, alone[0], atol=1e-4, rtol=1e-4)
+    # The shared-prefix cache, the logits kept only where a word's token is predicted and short and long sentences
+    # fed apart change no score: each sentence fed after its own copy of the prefix, every position scored.
+    rows = [(ids[r, :n], hit[r, :n]) for r, n in enumerate(attn.sum(1).tolist())]
+    rows += [(torch.cat([r, ids[0, :1].repeat(6)]), torch.cat([h, torch.zeros(6, dtype=torch.bool)])) for r, h in rows]
+    width = max(len(r) for r, _ in rows)  # each sentence also 6 tokens longer: right-padded rows of two lengths
+    mixed = (torch.stack([F.pad(r, (0, width - len(r))) for r, _ in rows]),
+             torch.stack([torch.arange(width) < len(r) for r, _ in rows]),
+             torch.stack([F.pad(h, (0, width - len(h))) for _, h in rows]))
+    with torch.inference_mode():
+        prefix = tr(z.float()).to(tiny_lm.model.dtype)
+        k = prefix.shape[1]
+        for rows_ids, rows_attn, rows_hit in ((ids, attn, hit), mixed):
+            fast = word_log_prob(tr, tiny_lm, z, rows_ids, rows_attn, rows_hit)
+            for i in range(3):
+                x = torch.cat([prefix[i:i + 1].expand(len(rows_ids), -1, -1), tiny_lm.embed(rows_ids)], 1)
+                mask = torch.cat([torch.ones(len(rows_ids), k, dtype=torch.long), rows_attn.long()], 1)
+                logp = torch.log_softmax(tiny_lm.model(inputs_embeds=x, attention_mask=mask).logits.float(), -1)
+                logp = logp[:, k - 1:-1].gather(-1, rows_ids[..., None])[..., 0]
+                torch.testing.assert_close(fast[i], (logp * rows_hit).sum(), atol=1e-4, rtol=1e-4)
     last = attn.sum(1) - 1  # every row ends on the word: nothing after it is fed to the LM
     assert hit[torch.arange(len(hit)), last].all()
 
