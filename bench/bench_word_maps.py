@@ -6,7 +6,9 @@
 The baseline, timed in the same process on the same images, is what the map explains: classifying the image
 and sampling its sentences (the run's settings). Occlusion's 49 window places (core.engine.word_map.Occlusion) are
 scored in batches; the same map scored one place at a time is its baseline (the speed-up, and the largest difference
-between the two maps). A map
+between the two maps). Scoring a word (word_log_prob: the prefix run once per image and its cache shared by the
+sentences, short and long sentences fed apart, logits only where the word is predicted) has its own baseline: every
+sentence fed whole after its own copy of the prefix, every position's logits (the speed-up, the largest gap). A map
 should cost a fraction of an explanation, since it teacher-forces the sentences that use the word instead of
 sampling. On a GPU (when one is present) the maps run there and the figure is maps per second. Real weights: the
 shipped classifier, translator and SmolLM2.
@@ -42,6 +44,7 @@ def run(quick: bool = False) -> dict:
     explainer = Explainer(clf, tr, lm, cfg, ex)
     spatial_layer(clf)  # warm-up: the first forward pass pays one-off costs
     t_explain, t_grad, t_occl, t_single, gaps, maps = [], [], [], [], [], 0
+    t_fast, t_full, score_gaps = [], [], []
     for it in items.itertuples():
         t = time.perf_counter()
         explainer.explain([it.image], [it.image_id])
@@ -61,6 +64,7 @@ def run(quick: bool = False) -> dict:
                               rows_per_batch=1)
             t_single.append(time.perf_counter() - t)
             gaps.append(float(np.abs(single.heatmap - batched.heatmap).max()))
+            t_fast, t_full, score_gaps = scoring(it, word, clf, tr, lm, ex, t_fast, t_full, score_gaps)
     out = {"device": str(lm.device), "images": len(items), "maps": maps,
            "sentences_per_image": cfg.sentences_per_image,
            "explain_seconds_per_image": round(float(np.median(t_explain)), 3),
@@ -71,10 +75,47 @@ def run(quick: bool = False) -> dict:
            "occlusion_one_at_a_time_seconds_per_map": round(float(np.median(t_single)), 3),
            "occlusion_batching_speedup": round(float(np.median(t_single) / np.median(t_occl)), 2),
            "occlusion_batched_vs_one_at_a_time_max_gap": round(max(gaps), 5),
+           "scoring_seconds_per_16_windows": round(float(np.median(t_fast)), 3),
+           "scoring_full_forward_seconds_per_16_windows": round(float(np.median(t_full)), 3),
+           "scoring_speedup": round(float(np.median(t_full) / np.median(t_fast)), 2),
+           "scoring_vs_full_forward_max_gap": round(max(score_gaps), 5),
            "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         out["maps_per_second"] = round(1 / float(np.median(t_grad)), 2)
     return out
+
+
+def full_forward(translator, lm, z, ids, attn, hit):
+    """The baseline of word_log_prob: each sentence fed whole after its own copy of the prefix, all logits."""
+    B, (N, T) = len(z), ids.shape
+    prefix = translator(z.float())
+    k = prefix.shape[1]
+    prefix = prefix[:, None].expand(B, N, k, prefix.shape[-1]).reshape(B * N, k, -1)
+    emb = lm.embed(ids).repeat(B, 1, 1)
+    x = torch.cat([prefix.to(emb.dtype), emb], 1)
+    mask = torch.cat([torch.ones(B * N, k, dtype=torch.long), attn.long().repeat(B, 1)], 1)
+    logits = lm.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=T + 1).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids.repeat(B, 1)[..., None])[..., 0]
+    return (logp * hit.repeat(B, 1)).reshape(B, N * T).sum(1)
+
+
+def scoring(it, word, clf, tr, lm, ex, t_fast, t_full, gaps):
+    """Times word_log_prob and its baseline on 16 occluded copies of the image (one batch of windows)."""
+    from core.engine.word_map import Occlusion, occluded, token_targets, word_log_prob
+
+    ids, attn, hit = token_targets(lm, it.sentences, word, ex)
+    x = clf.preprocess(it.image)
+    side, places = Occlusion().boxes(x.shape[-2:])
+    with torch.inference_mode():
+        z = clf.features_and_logits(occluded(x, places[::len(places) // 16][:16], side, torch.zeros_like(x)))[0]
+        t = time.perf_counter()
+        fast = word_log_prob(tr, lm, z, ids, attn, hit)
+        t_fast.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        full = full_forward(tr, lm, z, ids, attn, hit)
+        t_full.append(time.perf_counter() - t)
+    gaps.append(float((fast - full).abs().max()))
+    return t_fast, t_full, gaps
 
 
 def main() -> int:
