@@ -129,6 +129,11 @@ class TrainConfig:
     # Dropout inside the mapper while training (0: none). Templated captions are easy to memorise: the
     # general refinement ends at a training loss of 0.24 against a validation loss of 1.78.
     dropout: float = 0.0
+    # Weight of the unlikelihood term (Welleck et al., 2019; train_translator's `train_unlikely`): at every caption
+    # position, -log(1 - p) of each token the image must not make the LM say (a scene word of a kind it does not
+    # show). 0: plain maximum likelihood. A translator trained on likelihood alone hedges: "water" in one of 16
+    # sentences on half of the unseen scene photos that show none.
+    unlikely_weight: float = 0.0
 
 
 LITE_BLOCKS = 16  # EfficientNet-Lite0's MBConv blocks (the network FinetuneConfig fine-tunes)

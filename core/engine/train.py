@@ -255,10 +255,34 @@ def emphasis_weights(lm, captions: Sequence[str], spans: Sequence[tuple[int, int
     return out
 
 
+def unlikely_tokens(lm, captions: Sequence[str], words: Sequence[Sequence[str]], max_tokens: int) -> torch.Tensor:
+    """Per caption, the token ids its image must not make the LM say, -1-padded (N, K): the first token of each of
+    `words` (and of its plural) as it reads inside a sentence (after a space). A token of the caption itself is
+    never one of them ("sunflower" and "sun" may share a first token)."""
+    if len(words) != len(captions):
+        raise ValueError(f"{len(words)} sets of unlikely words for {len(captions)} captions")
+    tok, cache, rows = lm.tokenizer, {}, []
+    for c, ws in zip(captions, words):
+        own = set(tok(c.strip(), add_special_tokens=False).input_ids[:max_tokens - 1])
+        ids = set()
+        for w in ws:
+            for form in (w, w + "s"):
+                if form not in cache:
+                    cache[form] = tok(" " + form, add_special_tokens=False).input_ids[0]
+                ids.add(cache[form])
+        rows.append(sorted(ids - own))
+    out = torch.full((len(rows), max((len(r) for r in rows), default=0) or 1), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
 def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                 weights: torch.Tensor | None = None) -> torch.Tensor:
+                 weights: torch.Tensor | None = None, unlikely: torch.Tensor | None = None,
+                 unlikely_weight: float = 0.0) -> torch.Tensor:
     """Mean next-token cross-entropy of the captions given the translator's prefix; with `weights` (N, T),
-    emphasis_weights', the weighted mean over the real tokens."""
+    emphasis_weights', the weighted mean over the real tokens; with `unlikely` (N, K) (unlikely_tokens) and a
+    weight, plus that weight times the mean over real positions of sum_k -log(1 - p(token k))."""
     prefix = translator(z)  # (B, k, d)
     k = prefix.shape[1]
     emb = lm.embed(ids)  # (B, T, d)
@@ -268,11 +292,19 @@ def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor,
     logits = lm.model(inputs_embeds=x, attention_mask=attn, logits_to_keep=ids.shape[1] + 1).logits  # (B, T+1, V)
     pred = logits[:, :-1]  # (B, T, V)
     if weights is None:
-        return F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.masked_fill(~mask, -100).reshape(-1),
+        loss = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.masked_fill(~mask, -100).reshape(-1),
                                ignore_index=-100)
-    ce = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
-    w = weights.to(ce.dtype).reshape(-1) * mask.reshape(-1)
-    return (ce * w).sum() / w.sum().clamp_min(1e-12)
+    else:
+        ce = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
+        w = weights.to(ce.dtype).reshape(-1) * mask.reshape(-1)
+        loss = (ce * w).sum() / w.sum().clamp_min(1e-12)
+    if unlikely is None or not unlikely_weight:
+        return loss
+    logp = pred.float().log_softmax(-1).gather(2, unlikely.clamp_min(0)[:, None, :].expand(-1, pred.shape[1], -1))
+    # log(1 - p) from log p, kept finite where p rounds to 1
+    ul = -torch.log1p(-logp.exp().clamp(max=1 - 1e-6)) * (unlikely >= 0)[:, None, :]
+    m = mask.to(ul.dtype)
+    return loss + unlikely_weight * (ul.sum(-1) * m).sum() / m.sum().clamp_min(1.0)
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -305,7 +337,8 @@ def _save_state(path: Path, translator, opt, step: int, best: float, history: li
 
 
 def training_fingerprint(classifier, lm, cfg: "TrainConfig", features: Sequence[torch.Tensor | None],
-                 captions: Sequence[Sequence[str] | None], weights: torch.Tensor | None = None) -> str:
+                 captions: Sequence[Sequence[str] | None], weights: torch.Tensor | None = None,
+                 unlikely: torch.Tensor | None = None) -> str:
     """What a training run is: models, settings that change the result, data. A saved state resumes only
     into the same run."""
     config = {k: v for k, v in asdict(cfg).items() if k not in ("save_every", "device", "max_steps")}
@@ -313,10 +346,15 @@ def training_fingerprint(classifier, lm, cfg: "TrainConfig", features: Sequence[
         config.pop("emphasis_weight")
     if not config["dropout"]:  # and runs without dropout the ones they had before it existed
         config.pop("dropout")
+    if unlikely is None or not config["unlikely_weight"]:  # and plain-likelihood runs theirs
+        config.pop("unlikely_weight")
+        unlikely = None
     h = hashlib.sha256(json.dumps({"classifier": classifier.identity, "lm": lm.identity, "config": config},
                                   sort_keys=True).encode())
     if weights is not None:
         h.update(weights.float().contiguous().numpy().tobytes())
+    if unlikely is not None:
+        h.update(unlikely.contiguous().numpy().tobytes())
     for f in features:
         if f is not None:
             h.update(f.detach().float().cpu().contiguous().numpy().tobytes())
@@ -330,10 +368,13 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                      val_features: torch.Tensor | None = None, val_captions: Sequence[str] | None = None,
                      cfg: TrainConfig | None = None, data_info: dict | None = None,
                      progress: Callable[[dict], None] | None = None, show_progress: bool = True,
-                     train_emphasis: Sequence[tuple[int, int] | None] | None = None) -> Translator:
+                     train_emphasis: Sequence[tuple[int, int] | None] | None = None,
+                     train_unlikely: Sequence[Sequence[str]] | None = None) -> Translator:
     """Train a translator for (classifier, lm) on precomputed features; resumes from `out_dir/train_state.pt`.
     `train_emphasis`: per training caption, a character span whose tokens weigh `cfg.emphasis_weight` in
-    the training loss (emphasis_weights); validation loss stays the plain mean, comparable across runs."""
+    the training loss (emphasis_weights); `train_unlikely`: per training caption, words its image must not make
+    the LM say, penalised with `cfg.unlikely_weight` (unlikely_tokens). Validation loss stays the plain mean,
+    comparable across runs."""
     from tqdm.auto import tqdm
 
     cfg = cfg or TrainConfig()
@@ -377,6 +418,9 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     weights = None
     if train_emphasis is not None and cfg.emphasis_weight != 1.0:
         weights = emphasis_weights(lm, train_captions, train_emphasis, cfg.emphasis_weight, cfg.max_caption_tokens)
+    unlikely = None
+    if train_unlikely is not None and cfg.unlikely_weight:
+        unlikely = unlikely_tokens(lm, train_captions, train_unlikely, cfg.max_caption_tokens)
     has_val = val_features is not None and val_captions is not None and len(val_captions) > 0
     if has_val:
         v_ids, v_mask = tokenize_captions(lm, val_captions, cfg.max_caption_tokens)
@@ -389,7 +433,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     state_path = out_dir / "train_state.pt"
     step, best, history = 0, float("inf"), []
     fingerprint = training_fingerprint(classifier, lm, cfg, (train_features, val_features if has_val else None),
-                               (list(train_captions), list(val_captions) if has_val else None), weights)
+                               (list(train_captions), list(val_captions) if has_val else None), weights,
+                               unlikely)
     if state_path.exists():
         # Our own file, but still read weights-only: it holds tensors and plain numbers.
         try:
@@ -412,6 +457,7 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
     # only indexes them (on a GPU, a host-to-device copy per step would leave it waiting).
     train_features, ids, mask = train_features.to(dev), ids.to(dev), mask.to(dev)
     weights = weights.to(dev) if weights is not None else None
+    unlikely = unlikely.to(dev) if unlikely is not None else None
     bar = tqdm(total=total, initial=step, desc="train translator", unit="step", disable=not show_progress)
     t0, start_step = time.time(), step
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16)
@@ -431,7 +477,8 @@ def train_translator(classifier, lm, train_features: torch.Tensor, train_caption
                     cfg.seed * 1_000_003 + step)).to(dev)
                 z = z[torch.arange(len(idx), device=dev), pick]
             with autocast:
-                loss = caption_loss(translator, lm, z, ids[idx], mask[idx], None if weights is None else weights[idx])
+                loss = caption_loss(translator, lm, z, ids[idx], mask[idx], None if weights is None else weights[idx],
+                                    None if unlikely is None else unlikely[idx], cfg.unlikely_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(translator.parameters(), cfg.grad_clip)

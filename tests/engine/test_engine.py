@@ -1,7 +1,7 @@
 """The TExplain engine end to end on tiny local models: adapters, translator, training, sampling, run store."""
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import pytest
@@ -168,11 +168,69 @@ def test_dropout_regularises_training_and_keeps_old_fingerprints(tmp_path, tiny_
                          show_progress=False)
     cfg = TrainConfig(**base)
     old = {k: v for k, v in asdict(cfg).items() if k not in ("save_every", "device", "max_steps", "emphasis_weight",
-                                                              "dropout")}
+                                                              "dropout", "unlikely_weight")}
     h = hashlib.sha256(json.dumps({"classifier": tiny_classifier.identity, "lm": tiny_lm.identity, "config": old},
                                   sort_keys=True).encode())
     h.update("\n".join(caps).encode() + b"\0")
     assert training_fingerprint(tiny_classifier, tiny_lm, cfg, (), [caps]) == h.hexdigest()[:16]
+
+
+def test_unlikelihood_keeps_the_translator_from_saying_absent_words(tmp_path, tiny_lm, tiny_classifier):
+    """unlikely_tokens: the in-sentence first token of each word and its plural, never a token of the caption
+    itself; caption_loss adds weight * sum -log(1 - p) over them, averaged over the real positions; training with
+    it lowers the probability of the penalised word where plain training leaves it; plain runs keep their
+    fingerprint, and a run with the term is another run."""
+    from core.engine.train import caption_loss, tokenize_captions, training_fingerprint, unlikely_tokens
+
+    tok = tiny_lm.tokenizer
+    first = tok(" water", add_special_tokens=False).input_ids[0]
+    caps = ["a bird in the forest", "a bird on the water"]
+    u = unlikely_tokens(tiny_lm, caps, [{"water", "lake"}, {"water"}], 24)
+    assert first in u[0].tolist() and tok(" lake", add_special_tokens=False).input_ids[0] in u[0].tolist()
+    assert first not in u[1].tolist()  # the caption says it: never penalised
+    assert (u[1] == -1).sum() >= 1 and u.shape[0] == 2
+    with pytest.raises(ValueError, match="1 sets of unlikely words for 2 captions"):
+        unlikely_tokens(tiny_lm, caps, [{"water"}], 24)
+
+    z, labels = two_clusters(dim=tiny_classifier.feature_dim)
+    tr = Translator(TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size,
+                                     prefix_length=2, mlp_hidden=16))
+    ids, mask = tokenize_captions(tiny_lm, caps, 24)
+    with torch.no_grad():
+        plain = caption_loss(tr, tiny_lm, z[:2], ids, mask)
+        assert torch.equal(caption_loss(tr, tiny_lm, z[:2], ids, mask, unlikely=u, unlikely_weight=0.0), plain)
+        both = caption_loss(tr, tiny_lm, z[:2], ids, mask, unlikely=u, unlikely_weight=2.0)
+        # the reference: every position's full distribution, the penalised tokens picked by hand
+        prefix = tr(z[:2])
+        x = torch.cat([prefix, tiny_lm.embed(ids)], dim=1)
+        attn = torch.cat([torch.ones(2, 2, dtype=torch.long), mask.long()], dim=1)
+        p = tiny_lm.model(inputs_embeds=x, attention_mask=attn).logits[:, 1:-1].float().softmax(-1)
+        ul = sum(-torch.log1p(-p[i, t, int(k)]) for i in range(2) for t in range(ids.shape[1]) if mask[i, t]
+                 for k in u[i] if k >= 0) / mask.sum()
+    assert torch.allclose(both, plain + 2.0 * ul, rtol=1e-4)
+
+    train_caps = ["a bird on the grass"] * len(z)
+    words = [{"water"}] * len(z)
+    base = dict(epochs=1, max_steps=12, batch_size=16, warmup_steps=1, prefix_length=2, mlp_hidden=16, lr=3e-3)
+    a = train_translator(tiny_classifier, tiny_lm, z, train_caps, tmp_path / "a", cfg=TrainConfig(**base),
+                         show_progress=False, train_unlikely=words)  # weight 0: words unused
+    b = train_translator(tiny_classifier, tiny_lm, z, train_caps, tmp_path / "b",
+                         cfg=TrainConfig(**base, unlikely_weight=100.0), show_progress=False, train_unlikely=words)
+    t_ids, t_mask = tokenize_captions(tiny_lm, train_caps[:8], 24)
+
+    def p_water(t):
+        x = torch.cat([t(z[:8]), tiny_lm.embed(t_ids)], dim=1)
+        attn = torch.cat([torch.ones(8, 2, dtype=torch.long), t_mask.long()], dim=1)
+        with torch.no_grad():
+            return tiny_lm.model(inputs_embeds=x, attention_mask=attn).logits[:, 1:-1].softmax(-1)[..., first].mean()
+
+    assert p_water(b) < 0.5 * p_water(a)  # 0.0022 against 0.0064
+    cfg = TrainConfig(**base)
+    assert (training_fingerprint(tiny_classifier, tiny_lm, cfg, (), [train_caps])
+            == training_fingerprint(tiny_classifier, tiny_lm, cfg, (), [train_caps], unlikely=u))
+    assert (training_fingerprint(tiny_classifier, tiny_lm, replace(cfg, unlikely_weight=5.0), (), [train_caps],
+                                 unlikely=u)
+            != training_fingerprint(tiny_classifier, tiny_lm, cfg, (), [train_caps]))
 
 
 def test_warm_start_continues_from_a_saved_translator(tmp_path, tiny_lm, tiny_classifier):
