@@ -29,3 +29,37 @@ def test_replay_mixes_every_general_pair_with_as_many_open_pairs(tmp_path, tiny_
     assert val_caps == ovcaps and np.allclose(val_z.numpy(), ovz.numpy())
     # The same seed draws the same pairs.
     assert replay_data(tiny_classifier, world, general)[1] == caps
+
+
+def test_unlikely_words_follow_the_replay_pairs_and_spare_what_the_image_shows(tmp_path, tiny_classifier):
+    """replay_unlikely_words: one set per replay pair, in its order; never a scene word of a kind the image's scene
+    lists or any of its captions names; the water words for an image that shows no water."""
+    import re
+
+    import pandas as pd
+
+    from core.demo.open_translator import replay_data, replay_unlikely_words, shown_kinds
+    from core.demo.worlds.general import build_general_world
+    from core.evaluation.openworld import KIND_WORDS
+
+    assert shown_kinds(["a steel bridge over a wide river"], {"city"}) == {"city", "water"}
+    assert shown_kinds(["two boats by the pier"], ()) == {"water"}  # plurals read as their words
+    world, _, _ = small_open_world(tmp_path)
+    general = build_general_world(tmp_path / "general", n_images=12, workers=1, verbose=False)
+    _, caps, _, _ = replay_data(tiny_classifier, world, general)
+    words = replay_unlikely_words(world, general)
+    assert len(words) == len(caps)
+    for c, ws in zip(caps, words):
+        said = set(re.findall(r"[a-z]+", c.lower()))
+        assert not said & ws, (c, said & ws)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False).query("split == 'train'")
+    frame = pd.read_csv(world / "captions.csv").query("split == 'train'")
+    kinds = dict(zip(meta["img_filename"], meta["scene_kinds"]))
+    by_caption = {c: kinds[f] for f, c in zip(frame["img_filename"], frame["caption"])}
+    open_pairs = [(c, ws) for c, ws in zip(caps[:len(caps) // 2], words[:len(caps) // 2])]
+    # A kind is penalised whole or not at all: all its words, or none (another caption of the image may name it).
+    assert all(KIND_WORDS["water"] <= ws or not ws & KIND_WORDS["water"] for ws in words)
+    wet = [ws for c, ws in open_pairs if "water" in by_caption[c].split()]
+    dry = [ws for c, ws in open_pairs if "water" not in by_caption[c].split()]
+    assert wet and all(not ws & KIND_WORDS["water"] for ws in wet)
+    assert dry and any(KIND_WORDS["water"] <= ws for ws in dry)
