@@ -56,6 +56,12 @@ def open_translator_data(classifier, world: str | Path = ow.OPEN_WORLD, views=No
     return caption_pairs(classifier, ow.read_open_world(world), load_rgb, views=views or VIEWS, name=str(world))
 
 
+def replay_pick(n_open: int, n_general: int, seed: int = 0) -> np.ndarray:
+    """Which of the open world's training pairs the replay mix takes: as many as the general world has, drawn once
+    with `seed` (sorted)."""
+    return np.sort(np.random.default_rng(seed).choice(n_open, min(n_general, n_open), replace=False))
+
+
 def replay_data(classifier, world: str | Path = ow.OPEN_WORLD, general_world: str | Path | None = None,
                 seed: int = 0):
     """The general world's training pairs and as many of the open world's (drawn once with `seed`), with the
@@ -67,7 +73,7 @@ def replay_data(classifier, world: str | Path = ow.OPEN_WORLD, general_world: st
 
     oz, ocaps, val_z, val_caps = open_translator_data(classifier, world)
     gz, gcaps, _, _ = general_translator_data(classifier, general_world or gw.GENERAL_WORLD)
-    pick = np.sort(np.random.default_rng(seed).choice(len(ocaps), min(len(gcaps), len(ocaps)), replace=False))
+    pick = replay_pick(len(ocaps), len(gcaps), seed)
     return (torch.cat([oz[torch.from_numpy(pick)], gz]), [ocaps[i] for i in pick] + list(gcaps), val_z,
             val_caps)
 
@@ -112,9 +118,7 @@ def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str 
                    for n, s in gw.SCENES.items()}
     general_words = unlikely_scene_words(gw.read_general_world(general_world), {
         str(general_world / f): scene_kinds.get(sc, ()) for f, sc in zip(gmeta["img_filename"], gmeta["scene"])})
-    pick = np.sort(np.random.default_rng(seed).choice(len(open_words), min(len(general_words), len(open_words)),
-                                                      replace=False))
-    return [open_words[i] for i in pick] + general_words
+    return [open_words[i] for i in replay_pick(len(open_words), len(general_words), seed)] + general_words
 
 
 def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, world: str | Path = ow.OPEN_WORLD,

@@ -290,19 +290,21 @@ def caption_loss(translator: Translator, lm, z: torch.Tensor, ids: torch.Tensor,
     attn = torch.cat([torch.ones(mask.shape[0], k, dtype=torch.long, device=mask.device), mask.long()], dim=1)
     # Position k-1+t predicts caption token t; the head (49k-word vocabulary) runs only on those T+1 positions.
     logits = lm.model(inputs_embeds=x, attention_mask=attn, logits_to_keep=ids.shape[1] + 1).logits  # (B, T+1, V)
-    pred = logits[:, :-1]  # (B, T, V)
+    # One log-softmax over the vocabulary serves the cross-entropy and the unlikelihood term (cross_entropy is
+    # log_softmax + nll_loss: the same numbers).
+    logp = logits[:, :-1].float().log_softmax(-1)  # (B, T, V)
+    flat = logp.reshape(-1, logp.shape[-1])
     if weights is None:
-        loss = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.masked_fill(~mask, -100).reshape(-1),
-                               ignore_index=-100)
+        loss = F.nll_loss(flat, ids.masked_fill(~mask, -100).reshape(-1), ignore_index=-100)
     else:
-        ce = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
+        ce = F.nll_loss(flat, ids.reshape(-1), reduction="none")
         w = weights.to(ce.dtype).reshape(-1) * mask.reshape(-1)
         loss = (ce * w).sum() / w.sum().clamp_min(1e-12)
     if unlikely is None or not unlikely_weight:
         return loss
-    logp = pred.float().log_softmax(-1).gather(2, unlikely.clamp_min(0)[:, None, :].expand(-1, pred.shape[1], -1))
+    picked = logp.gather(2, unlikely.clamp_min(0)[:, None, :].expand(-1, logp.shape[1], -1))
     # log(1 - p) from log p, kept finite where p rounds to 1
-    ul = -torch.log1p(-logp.exp().clamp(max=1 - 1e-6)) * (unlikely >= 0)[:, None, :]
+    ul = -torch.log1p(-picked.exp().clamp(max=1 - 1e-6)) * (unlikely >= 0)[:, None, :]
     m = mask.to(ul.dtype)
     return loss + unlikely_weight * (ul.sum(-1) * m).sum() / m.sum().clamp_min(1.0)
 
