@@ -223,6 +223,12 @@ def headline(result: dict) -> dict:
             "scene_kind_accuracy_trained_scenes": objects["scene_kind_accuracy"]["rate"]}
 
 
+# The trainings `build` runs: train_open_translator's arguments (start: the general translator unless given).
+TRAININGS = {"open-translator": {"out": OPEN_TRANSLATOR, "work": WORK, "recipe": OPEN_RECIPE},
+             "open-replay": {"out": REPLAY_TRANSLATOR, "work": REPLAY_WORK, "start": OPEN_TRANSLATOR, "replay": True,
+                             "recipe": REPLAY_RECIPE},
+             "open-unlikely": {"out": UNLIKELY_TRANSLATOR, "work": UNLIKELY_WORK, "replay": True,
+                               "recipe": UNLIKELY_RECIPE}}
 EVALUATION_LIMIT = 150  # test images of each held-out kind (of 500) that the shipped open_evaluation.json scores
 
 
@@ -236,34 +242,24 @@ def build(step: str, force: bool = False, limit: int | None = None) -> int:
     from core.models import load_classifier, load_language_model
     from core.models.translator import Translator
 
+    spec = TRAININGS.get(step)
+    if spec is not None:
+        if (spec["out"] / "config.json").exists() and not force:
+            print(f"translator {spec['out'].name}: exists ({spec['out']})")
+            return 0
+        start = spec.get("start")
+        if start is not None and not (start / "config.json").exists():
+            first = next(name for name, other in TRAININGS.items() if other["out"] == start)
+            raise FileNotFoundError(f"{step} starts from the {start.name} translator: run `texplain maintain "
+                                    f"{first}` first ({start} is missing)")
     world = ow.build_open_world(force=force and step == "open-world")
     if step == "open-world":
         return 0
     base, lm = load_classifier("efficientnet-lite0"), load_language_model()
-    if step == "open-translator":
-        if (OPEN_TRANSLATOR / "config.json").exists() and not force:
-            print(f"translator open: exists ({OPEN_TRANSLATOR})")
-        else:
-            train_open_translator(base, lm, world=world)
+    if spec is not None:
+        train_open_translator(base, lm, world=world, **spec)
         return 0
-    if step == "open-unlikely":
-        if (UNLIKELY_TRANSLATOR / "config.json").exists() and not force:
-            print(f"translator open-unlikely: exists ({UNLIKELY_TRANSLATOR})")
-        else:
-            train_open_translator(base, lm, out=UNLIKELY_TRANSLATOR, world=world, work=UNLIKELY_WORK, replay=True,
-                                  recipe=UNLIKELY_RECIPE)
-        return 0
-    if step == "open-replay":
-        if (REPLAY_TRANSLATOR / "config.json").exists() and not force:
-            print(f"translator open-replay: exists ({REPLAY_TRANSLATOR})")
-        elif not (OPEN_TRANSLATOR / "config.json").exists():
-            raise FileNotFoundError(f"open-replay starts from the open translator: run `texplain maintain "
-                                    f"open-translator` first ({OPEN_TRANSLATOR} is missing)")
-        else:
-            train_open_translator(base, lm, out=REPLAY_TRANSLATOR, world=world, start=OPEN_TRANSLATOR,
-                                  work=REPLAY_WORK, replay=True, recipe=REPLAY_RECIPE)
-        return 0
-    for folder in (GENERAL_TRANSLATOR, OPEN_TRANSLATOR, REPLAY_TRANSLATOR, UNLIKELY_TRANSLATOR):
+    for folder in (GENERAL_TRANSLATOR, *(t["out"] for t in TRAININGS.values())):
         if not (folder / "config.json").exists():
             continue
         result = evaluate_open(base, Translator.from_pretrained(folder, base, lm), lm, world, "test",

@@ -63,3 +63,19 @@ def test_unlikely_words_follow_the_replay_pairs_and_spare_what_the_image_shows(t
     dry = [ws for c, ws in open_pairs if "water" not in by_caption[c].split()]
     assert wet and all(not ws & KIND_WORDS["water"] for ws in wet)
     assert dry and any(KIND_WORDS["water"] <= ws for ws in dry)
+
+
+def test_build_refuses_a_training_whose_start_is_missing_before_loading_anything(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from core.demo import open_translator as ot
+
+    open_out, replay_out = tmp_path / "open", tmp_path / "open-replay"
+    monkeypatch.setattr(ot, "TRAININGS", {"open-translator": {"out": open_out},
+                                          "open-replay": {"out": replay_out, "start": open_out, "replay": True}})
+    with pytest.raises(FileNotFoundError, match="run `texplain maintain open-translator` first"):
+        ot.build("open-replay")
+    replay_out.mkdir()
+    (replay_out / "config.json").write_text("{}")
+    assert ot.build("open-replay") == 0  # there already: neither the world nor a model is touched
+    assert "exists" in capsys.readouterr().out
