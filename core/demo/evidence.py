@@ -355,7 +355,7 @@ def build(step: str, limit: int | None = None, force: bool = False) -> int:
         for run_path, fn in ((WATERBIRDS_RUN, waterbirds_pointing), (IMAGENET9_RUN, imagenet9_pointing)):
             out = Path(run_path) / POINTING_FILE
             result = json.loads(out.read_text())
-            if Occlusion.read(result.get("occlusion", {}).get("occlusion")) != Occlusion() or force:
+            if not Occlusion.is_current(result.get("occlusion", {}).get("occlusion")) or force:
                 result["occlusion"] = fn(limit or POINTING_IMAGES, "occlusion")
                 out.write_text(json.dumps(result, indent=1) + "\n")
                 print(f"[word-maps] occlusion -> {out}")

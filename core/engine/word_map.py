@@ -283,6 +283,12 @@ class Occlusion:
         except (TypeError, ValueError):
             return None
 
+    @classmethod
+    def is_current(cls, settings) -> bool:
+        """Whether a stored map's settings are how occlusion maps are drawn now (an older window, fill or mode, or
+        settings that name none, are not: such maps are redrawn)."""
+        return cls.read(settings) == cls()
+
     def pixels(self, size) -> tuple[int, int]:
         """The window's side and the stride, in pixels of an input of `size` (H, W)."""
         return max(1, round(self.window * min(size))), max(1, round(self.stride * min(size)))

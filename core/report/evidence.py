@@ -88,7 +88,7 @@ def _stale(meta: dict) -> bool:
     redrawn."""
     from core.engine.word_map import Occlusion
 
-    return meta.get("method") == "occlusion" and Occlusion.read(meta.get("occlusion")) != Occlusion()
+    return meta.get("method") == "occlusion" and not Occlusion.is_current(meta.get("occlusion"))
 
 
 def stored_map(run_path, image_id, word: str, method: str = "auto"):

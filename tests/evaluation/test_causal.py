@@ -102,6 +102,10 @@ def test_an_insertion_map_scores_a_window_shown_alone_and_both_adds_the_two():
     assert Occlusion.read({"window": 1 / 7, "stride": 1 / 7, "fill": "mean"}) == Occlusion()
     assert Occlusion.read({"window": 1 / 7, "stride": 1 / 7, "fill": "mean", "mode": "insert"}) != Occlusion()
     assert Occlusion.read(None) is None and Occlusion.read({"window": 2}) is None
+    # ... and only today's settings are current: anything else is redrawn.
+    assert Occlusion.is_current({"window": 1 / 7, "stride": 1 / 7, "fill": "mean"})
+    assert not Occlusion.is_current({"window": 1 / 7, "stride": 1 / 7, "fill": "blur"})
+    assert not Occlusion.is_current(None) and not Occlusion.is_current({"window": 2})
 
 
 def test_batched_scores_match_one_at_a_time_and_cut_sentences_score_as_whole_ones(explained, tiny_classifier,
