@@ -190,8 +190,9 @@ def explain_open_split(classifier, translator, lm, world: str | Path = ow.OPEN_W
 
 
 def evaluate_open(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD, split: str = "test",
-                  limit: int | None = None, cfg=None, extractor=None) -> dict:
-    """Held-out scenes and held-out objects of the open world's `split`, each scored on its own."""
+                  limit: int | None = None, cfg=None, extractor=None, probe: bool = True) -> dict:
+    """Held-out scenes and held-out objects of the open world's `split`, each scored on its own; with `probe`, the
+    held-out scenes' water also read by a probe on the classifier's features (`feature_ceiling`)."""
     from core.evaluation.openworld import score_open_world
 
     rows = explain_open_split(classifier, translator, lm, world, split, limit, cfg)
@@ -202,6 +203,35 @@ def evaluate_open(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD,
         if held == "scene":
             part = part.drop(columns="superclass")  # the objects are trained ones: their naming is not the test
         out[f"held_out_{held}s"] = score_open_world(part, extractor)
+        if held == "scene" and probe:
+            kept = {k: v["rate"] for k, v in out["held_out_scenes"]["kept_scene_rate"].items()}
+            out["held_out_scenes"]["feature_probe"] = feature_ceiling(classifier, part, world, at_recall=kept)
+    return out
+
+
+def feature_ceiling(classifier, rows: pd.DataFrame, world: str | Path = ow.OPEN_WORLD, kinds=("water",),
+                    at_recall: dict | None = None) -> dict:
+    """`core.evaluation.openworld.feature_probe` for each of `kinds` on the images of `rows` (image, kinds), trained
+    on the features of the world's training images (cached: the same as its translators'). A kind that either side
+    lacks, or has on every image, is skipped with the reason."""
+    from core.data import load_rgb
+    from core.engine.train import compute_features
+    from core.evaluation.openworld import feature_probe
+
+    world = Path(world)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    kinds_of = {str(world / f): set(k.split()) for f, k in zip(meta["img_filename"], meta["scene_kinds"])}
+    captions = ow.read_open_world(world)
+    train = sorted(set(captions.loc[captions["split"] == "train", "path"]))  # caption_pairs' order: its cache entry
+    train_z = compute_features(classifier, train, load_rgb).numpy()
+    test_z = compute_features(classifier, [str(world / f) for f in rows["image"]], load_rgb).numpy()
+    out = {}
+    for kind in kinds:
+        try:
+            out[kind] = feature_probe(train_z, [kind in kinds_of[p] for p in train], test_z,
+                                      [kind in ks for ks in rows["kinds"]], (at_recall or {}).get(kind))
+        except ValueError as e:
+            out[kind] = {"skipped": str(e)}
     return out
 
 
@@ -219,6 +249,9 @@ def headline(result: dict) -> dict:
             "false_water_held_out_objects": (objects["false_scene_rate"].get("water") or {}).get("rate"),
             "water_sentence_share_held_out_scenes": (scenes.get("false_scene_share", {}).get("water") or {})
             .get("mean_share"),
+            "kept_water_held_out_scenes": (scenes.get("kept_scene_rate", {}).get("water") or {}).get("rate"),
+            "false_water_feature_probe_same_recall": (scenes.get("feature_probe", {}).get("water") or {})
+            .get("false_at_recall"),
             "superclass_accuracy_held_out_objects": (objects.get("superclass_accuracy") or {}).get("rate"),
             "scene_kind_accuracy_trained_scenes": objects["scene_kind_accuracy"]["rate"]}
 

@@ -79,3 +79,21 @@ def test_build_refuses_a_training_whose_start_is_missing_before_loading_anything
     (replay_out / "config.json").write_text("{}")
     assert ot.build("open-replay") == 0  # there already: neither the world nor a model is touched
     assert "exists" in capsys.readouterr().out
+
+
+def test_feature_ceiling_reads_water_from_the_classifier_features_and_skips_a_kind_training_lacks(tmp_path,
+                                                                                               tiny_classifier):
+    import pandas as pd
+
+    from core.demo.open_translator import feature_ceiling
+
+    world, _, _ = small_open_world(tmp_path)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    held = meta[meta["split"] != "train"]  # the val field, the test snow, and the held-out objects on the lakes
+    rows = pd.DataFrame({"image": held["img_filename"], "kinds": held["scene_kinds"].str.split().map(set)})
+    out = feature_ceiling(tiny_classifier, rows, world, kinds=("water", "snow"), at_recall={"water": 1.0})
+    water = out["water"]
+    assert water["images"] == len(rows) and water["with_kind"] == sum("water" in k for k in rows["kinds"]) > 0
+    assert water["auc"] > 0.8  # blue lakes against a green field, white snow and a plain white background
+    assert water["at_recall"] == 1.0 and 0 <= water["false_at_recall"] <= 1
+    assert "training images with and without the kind" in out["snow"]["skipped"]  # no trained scene shows snow

@@ -64,6 +64,9 @@ def test_scores_held_out_scenes_false_water_and_superclasses(ex):
     assert out["false_scene_share"]["water"]["mean_share"] == round((1 + 1 / 3) / 4, 4)
     assert out["false_scene_share"]["water"]["quarter_or_more"]["rate"] == 0.5
     assert out["false_scene_share"]["grass"]["mean_share"] == 0.0  # c and d show no grass and none says it
+    # What the false rates are bought with: a says grass, b does not; c says snow.
+    assert out["kept_scene_rate"]["grass"]["rate"] == 0.5 and out["kept_scene_rate"]["snow"]["rate"] == 1.0
+    assert "water" not in out["kept_scene_rate"]  # no image shows water
     assert out["superclass_accuracy"]["rate"] == 0.75
     assert out["superclass_confusions"][0] == {"truth": "dog", "said": "hoofed mammal", "images": 1}
     assert named_superclass(ex.count(["a cow and a dog", "a dog"])) == "dog"
@@ -150,3 +153,26 @@ def test_images_inside_containers_are_read(tmp_path):
     assert open_image(tmp_path / "a.zip", "zip", "Pictures/x.jpg").size == (4, 4)
     with pytest.raises(Exception, match="not a GIMP pattern"):
         open_image(tmp_path / "x.jpg", "gimp-pat")
+
+
+def test_a_feature_probe_reads_a_kind_the_features_carry_and_not_one_they_do_not():
+    from core.evaluation.openworld import feature_probe
+
+    rng = np.random.default_rng(0)
+
+    def world(n, signal):
+        shown = rng.random(n) < 0.3
+        z = rng.normal(size=(n, 16))
+        z[:, 3] += signal * shown  # one direction carries the kind, as much as `signal` says
+        return z, shown
+
+    for signal, lo, hi in ((4.0, 0.95, 1.0), (0.0, 0.3, 0.7)):
+        (ztr, ytr), (zte, yte) = world(600, signal), world(300, signal)
+        out = feature_probe(ztr, ytr, zte, yte, at_recall=0.75)
+        assert lo <= out["auc"] <= hi and out["images"] == 300 and out["with_kind"] == int(yte.sum())
+        if signal:  # separable: it keeps nearly every image with the kind and flags almost none without it
+            assert out["recall_at_max_false"] > 0.9 and out["false_at_recall"] < 0.05
+        else:  # no signal: keeping 75% of them costs about 75% false
+            assert out["recall_at_max_false"] < 0.4 and out["false_at_recall"] > 0.4
+    with pytest.raises(ValueError, match="held-out images with and without the kind"):
+        feature_probe(ztr, ytr, zte, np.zeros(len(zte), bool))
