@@ -192,7 +192,8 @@ def explain_open_split(classifier, translator, lm, world: str | Path = ow.OPEN_W
 def evaluate_open(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD, split: str = "test",
                   limit: int | None = None, cfg=None, extractor=None, probe: bool = True) -> dict:
     """Held-out scenes and held-out objects of the open world's `split`, each scored on its own; with `probe`, the
-    held-out scenes' water also read by a probe on the classifier's features (`feature_ceiling`)."""
+    held-out scenes' water and the held-out objects' superclasses also read by probes on the classifier's features
+    (`feature_ceiling`): what a translator of this classifier could say at best."""
     from core.evaluation.openworld import score_open_world
 
     rows = explain_open_split(classifier, translator, lm, world, split, limit, cfg)
@@ -203,28 +204,35 @@ def evaluate_open(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD,
         if held == "scene":
             part = part.drop(columns="superclass")  # the objects are trained ones: their naming is not the test
         out[f"held_out_{held}s"] = score_open_world(part, extractor)
-        if held == "scene" and probe:
+        if probe and held == "scene":
             kept = {k: v["rate"] for k, v in out["held_out_scenes"]["kept_scene_rate"].items()}
             out["held_out_scenes"]["feature_probe"] = feature_ceiling(classifier, part, world, at_recall=kept)
+        elif probe:
+            named = part[part["superclass"].map(bool)]
+            out["held_out_objects"]["feature_probe"] = feature_ceiling(classifier, named, world, kinds=(),
+                                                                       superclass=True)
     return out
 
 
 def feature_ceiling(classifier, rows: pd.DataFrame, world: str | Path = ow.OPEN_WORLD, kinds=("water",),
-                    at_recall: dict | None = None) -> dict:
-    """`core.evaluation.openworld.feature_probe` for each of `kinds` on the images of `rows` (image, kinds), trained
-    on the features of the world's training images (cached: the same as its translators'). A kind that either side
-    lacks, or has on every image, is skipped with the reason."""
+                    at_recall: dict | None = None, superclass: bool = False) -> dict:
+    """Probes on the classifier's features (core.evaluation.openworld), trained on the world's training images
+    (features cached: the same as its translators') and scored on the images of `rows` (image, kinds, and with
+    `superclass` the objects' superclasses): `feature_probe` for each of `kinds`, and with `superclass`
+    `superclass_probe` (trained on the images of one object). A probe that cannot be trained or scored here is
+    skipped with the reason."""
     from core.data import load_rgb
     from core.engine.train import compute_features
-    from core.evaluation.openworld import feature_probe
+    from core.evaluation.openworld import feature_probe, superclass_of, superclass_probe
 
     world = Path(world)
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
-    kinds_of = {str(world / f): set(k.split()) for f, k in zip(meta["img_filename"], meta["scene_kinds"])}
+    meta.index = [str(world / f) for f in meta["img_filename"]]
     captions = ow.read_open_world(world)
     train = sorted(set(captions.loc[captions["split"] == "train", "path"]))  # caption_pairs' order: its cache entry
     train_z = compute_features(classifier, train, load_rgb).numpy()
     test_z = compute_features(classifier, [str(world / f) for f in rows["image"]], load_rgb).numpy()
+    kinds_of = meta["scene_kinds"].str.split().map(set)
     out = {}
     for kind in kinds:
         try:
@@ -232,6 +240,13 @@ def feature_ceiling(classifier, rows: pd.DataFrame, world: str | Path = ow.OPEN_
                                       [kind in ks for ks in rows["kinds"]], (at_recall or {}).get(kind))
         except ValueError as e:
             out[kind] = {"skipped": str(e)}
+    if superclass:
+        single = meta.loc[train]
+        one = [superclass_of(n) if k == 1 else None for n, k in zip(single["nouns"], single["n_objects"])]
+        try:
+            out["superclass"] = superclass_probe(train_z, one, test_z, list(rows["superclass"]))
+        except ValueError as e:
+            out["superclass"] = {"skipped": str(e)}
     return out
 
 
@@ -253,6 +268,8 @@ def headline(result: dict) -> dict:
             "false_water_feature_probe_same_recall": (scenes.get("feature_probe", {}).get("water") or {})
             .get("false_at_recall"),
             "superclass_accuracy_held_out_objects": (objects.get("superclass_accuracy") or {}).get("rate"),
+            "superclass_feature_probe": ((objects.get("feature_probe", {}).get("superclass") or {}).get("accuracy")
+                                         or {}).get("rate"),
             "scene_kind_accuracy_trained_scenes": objects["scene_kind_accuracy"]["rate"]}
 
 

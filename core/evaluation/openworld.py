@@ -260,6 +260,34 @@ def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarr
     return out
 
 
+def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, test_superclasses,
+                     seed: int = 0) -> dict:
+    """How often the classifier's own features give an unseen object's superclass: a ceiling for a translator's
+    superclass accuracy. A multinomial logistic probe (standardised features, strength by 3-fold cross-validation)
+    learns the superclass of training images that show one object of a known superclass (`train_superclass`: the
+    name or None); a held-out image is right when the probe's top superclass is one of its objects'
+    (`test_superclasses`: a set each). Beside it, always naming the commonest training superclass."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    keep = np.array([bool(c) for c in train_superclass])
+    labels = np.array([c for c in train_superclass if c])
+    if len(set(labels)) < 2 or not len(test_superclasses):
+        raise ValueError(f"a superclass probe needs training images of two superclasses or more and held-out images; "
+                         f"got {len(set(labels))} superclasses and {len(test_superclasses)} held-out images")
+    probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1], cv=3, scoring="accuracy",
+                                                                 l1_ratios=(0,), max_iter=3000, random_state=seed,
+                                                                 use_legacy_attributes=False))
+    said = probe.fit(np.asarray(train_z)[keep], labels).predict(np.asarray(test_z))
+    truth = [set(t) for t in test_superclasses]
+    common = pd.Series(labels).value_counts().index[0]
+    return {"accuracy": _rate(pd.Series([s in t for s, t in zip(said, truth)])),
+            "commonest": {"superclass": str(common), "accuracy": _rate(pd.Series([common in t for t in truth]))},
+            "C": float(np.ravel(probe[-1].C_)[0]), "training_images": int(keep.sum()),
+            "superclasses": int(len(set(labels)))}
+
+
 def chance_rates(kinds: pd.Series) -> dict:
     """What a reader that names one kind at random would score on these images (a floor to read accuracy by)."""
     return {"scene_kind_accuracy": round(float(np.mean([len(ks) / len(SCENE_KINDS) for ks in kinds])), 4)}

@@ -91,9 +91,16 @@ def test_feature_ceiling_reads_water_from_the_classifier_features_and_skips_a_ki
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
     held = meta[meta["split"] != "train"]  # the val field, the test snow, and the held-out objects on the lakes
     rows = pd.DataFrame({"image": held["img_filename"], "kinds": held["scene_kinds"].str.split().map(set)})
-    out = feature_ceiling(tiny_classifier, rows, world, kinds=("water", "snow"), at_recall={"water": 1.0})
+    rows["superclass"] = held["superclass"].map(lambda c: {c} if c else set())
+    out = feature_ceiling(tiny_classifier, rows, world, kinds=("water", "snow"), at_recall={"water": 1.0},
+                          superclass=True)
     water = out["water"]
     assert water["images"] == len(rows) and water["with_kind"] == sum("water" in k for k in rows["kinds"]) > 0
     assert water["auc"] > 0.8  # blue lakes against a green field, white snow and a plain white background
     assert water["at_recall"] == 1.0 and 0 <= water["false_at_recall"] <= 1
     assert "training images with and without the kind" in out["snow"]["skipped"]  # no trained scene shows snow
+    # The trained dog and apple teach two superclasses: the held-out guitar and heron are neither, so only the
+    # images of a trained object can be right.
+    sc = out["superclass"]
+    assert sc["superclasses"] == 2 and sc["accuracy"]["images"] == len(rows)
+    assert 0 < sc["accuracy"]["rate"] <= rows["superclass"].map(lambda s: bool(s & {"dog", "food"})).mean()

@@ -176,3 +176,29 @@ def test_a_feature_probe_reads_a_kind_the_features_carry_and_not_one_they_do_not
             assert out["recall_at_max_false"] < 0.4 and out["false_at_recall"] > 0.4
     with pytest.raises(ValueError, match="held-out images with and without the kind"):
         feature_probe(ztr, ytr, zte, np.zeros(len(zte), bool))
+
+
+def test_a_superclass_probe_names_an_unseen_objects_superclass_from_features_that_carry_it():
+    from core.evaluation.openworld import superclass_probe
+
+    rng = np.random.default_rng(1)
+    names = np.array(["dog", "bird", "vehicle"])
+
+    def images(n):
+        c = rng.integers(0, 3, n)
+        z = rng.normal(size=(n, 12))
+        z[np.arange(n), c] += 3.0  # each superclass has its direction
+        return z, c
+
+    ztr, ctr = images(300)
+    zte, cte = images(120)
+    train = [None if i % 10 == 0 else str(names[c]) for i, c in enumerate(ctr)]  # some images of several objects
+    out = superclass_probe(ztr, train, zte, [{names[c]} | ({"food"} if i % 2 else set()) for i, c in enumerate(cte)])
+    assert out["accuracy"]["rate"] > 0.85 and out["accuracy"]["images"] == 120
+    assert out["training_images"] == 270 and out["superclasses"] == 3
+    assert out["commonest"]["accuracy"]["rate"] < 0.5  # naming one superclass always
+    # Features that carry nothing: about one in three.
+    noise = superclass_probe(rng.normal(size=(300, 12)), train, zte, [{names[c]} for c in cte])
+    assert noise["accuracy"]["rate"] < 0.55
+    with pytest.raises(ValueError, match="two superclasses or more"):
+        superclass_probe(ztr, ["dog"] * 300, zte, [{"dog"}] * 120)
