@@ -307,6 +307,10 @@ def build(step: str, force: bool = False, limit: int | None = None) -> int:
         return 0
     base, lm = load_classifier("efficientnet-lite0"), load_language_model()
     if spec is not None:
+        if spec.get("replay"):
+            from core.demo.worlds import general as gw
+
+            gw.build_general_world()  # the replayed pairs' world (a no-op when current; 30 s otherwise)
         train_open_translator(base, lm, world=world, **spec)
         return 0
     for folder in (GENERAL_TRANSLATOR, *(t["out"] for t in TRAININGS.values())):
