@@ -226,15 +226,15 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
 
 def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarray, test_shown: np.ndarray,
                   at_recall: float | None = None, max_false: float = 0.15, seed: int = 0) -> dict:
-    """How well the classifier's own features tell a kind from its absence on held-out images: a ceiling for any
-    translator, which reads nothing else.
+    """How well a linear read of the classifier's own features tells a kind from its absence on held-out images: a
+    reference for a translator, which reads the same features (it is no bound: a translator is a deeper reader,
+    trained on more captions).
 
     A logistic probe (standardised features, its strength chosen by 3-fold cross-validation on the training
     images) learns the kind from the training images' features and scores the held-out ones: its AUC, the recall
     it keeps with no more than `max_false` of the images without the kind flagged, and the share it flags when it
-    keeps `at_recall` of those with it (a translator's kept-scene rate: the false rate a translator could reach
-    at its recall, were it as good a reader as the probe). Where the probe cannot do better than the translator,
-    the false reading is in the classifier's features, and an explanation that says it is faithful."""
+    keeps `at_recall` of those with it (a translator's kept-scene rate), so that a translator's false rate can be
+    read beside the probe's at the same recall."""
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.pipeline import make_pipeline
@@ -262,11 +262,11 @@ def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarr
 
 def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, test_superclasses,
                      seed: int = 0) -> dict:
-    """How often the classifier's own features give an unseen object's superclass: a ceiling for a translator's
-    superclass accuracy. A multinomial logistic probe (standardised features, strength by 3-fold cross-validation)
-    learns the superclass of training images that show one object of a known superclass (`train_superclass`: the
-    name or None); a held-out image is right when the probe's top superclass is one of its objects'
-    (`test_superclasses`: a set each). Beside it, always naming the commonest training superclass."""
+    """How often a linear read of the classifier's own features gives an unseen object's superclass: a reference
+    for a translator's superclass accuracy. A multinomial logistic probe (standardised features, strength by 3-fold
+    cross-validation) learns the superclass of training images that show one object of a known superclass
+    (`train_superclass`: the name or None); a held-out image is right when the probe's top superclass is one of its
+    objects' (`test_superclasses`: a set each). Beside it, always naming the commonest training superclass."""
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

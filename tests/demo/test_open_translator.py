@@ -81,18 +81,18 @@ def test_build_refuses_a_training_whose_start_is_missing_before_loading_anything
     assert "exists" in capsys.readouterr().out
 
 
-def test_feature_ceiling_reads_water_from_the_classifier_features_and_skips_a_kind_training_lacks(tmp_path,
+def test_feature_probes_read_water_from_the_classifier_features_and_skips_a_kind_training_lacks(tmp_path,
                                                                                                tiny_classifier):
     import pandas as pd
 
-    from core.demo.open_translator import feature_ceiling
+    from core.demo.open_translator import feature_probes
 
     world, _, _ = small_open_world(tmp_path)
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
     held = meta[meta["split"] != "train"]  # the val field, the test snow, and the held-out objects on the lakes
     rows = pd.DataFrame({"image": held["img_filename"], "kinds": held["scene_kinds"].str.split().map(set)})
     rows["superclass"] = held["superclass"].map(lambda c: {c} if c else set())
-    out = feature_ceiling(tiny_classifier, rows, world, kinds=("water", "snow"), at_recall={"water": 1.0},
+    out = feature_probes(tiny_classifier, rows, world, kinds=("water", "snow"), at_recall={"water": 1.0},
                           superclass=True)
     water = out["water"]
     assert water["images"] == len(rows) and water["with_kind"] == sum("water" in k for k in rows["kinds"]) > 0
