@@ -189,10 +189,11 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     false, shares, kept = {}, {}, {}
     for kind in SCENE_KINDS:
         absent = ~df["kinds"].map(lambda ks, k=kind: k in ks)
+        named = df["kinds_named"].map(lambda ks, k=kind: k in ks)  # in at least one sentence
         if (~absent).any():
-            kept[kind] = _rate(df.loc[~absent, "kinds_named"].map(lambda named, k=kind: k in named))
+            kept[kind] = _rate(named[~absent])
         if absent.any():
-            false[kind] = _rate(df.loc[absent, "kinds_named"].map(lambda named, k=kind: k in named))
+            false[kind] = _rate(named[absent])
             share = per_sentence[absent].map(lambda ks, k=kind: float(np.mean([k in x for x in ks])) if ks else 0.0)
             shares[kind] = {"mean_share": round(float(share.mean()), 4), "quarter_or_more": _rate(share >= 0.25)}
     out["false_scene_rate"] = false
@@ -224,6 +225,18 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     return out
 
 
+def _linear_probe(scoring: str, seed: int):
+    """The probes' reader: standardised features into an L2 logistic regression whose strength 3-fold
+    cross-validation picks (by `scoring`) on the training images."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1], cv=3, scoring=scoring,
+                                                                l1_ratios=(0,), max_iter=3000, random_state=seed,
+                                                                use_legacy_attributes=False))
+
+
 def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarray, test_shown: np.ndarray,
                   at_recall: float | None = None, max_false: float = 0.15, seed: int = 0) -> dict:
     """How well a linear read of the classifier's own features tells a kind from its absence on held-out images: a
@@ -235,19 +248,14 @@ def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarr
     it keeps with no more than `max_false` of the images without the kind flagged, and the share it flags when it
     keeps `at_recall` of those with it (a translator's kept-scene rate), so that a translator's false rate can be
     read beside the probe's at the same recall."""
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import roc_auc_score, roc_curve
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     train_shown, test_shown = np.asarray(train_shown, bool), np.asarray(test_shown, bool)
     for name, y in (("training", train_shown), ("held-out", test_shown)):
         if y.all() or not y.any():
             raise ValueError(f"a feature probe needs {name} images with and without the kind; "
                              f"all {len(y)} are {'with' if y.any() else 'without'} it")
-    probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1], cv=3, scoring="roc_auc",
-                                                                 l1_ratios=(0,), max_iter=3000, random_state=seed,
-                                                                 use_legacy_attributes=False))
+    probe = _linear_probe("roc_auc", seed)
     p = probe.fit(np.asarray(train_z), train_shown).predict_proba(np.asarray(test_z))[:, 1]
     false, recall, _ = roc_curve(test_shown, p)
     out = {"auc": round(float(roc_auc_score(test_shown, p)), 4), "max_false": max_false,
@@ -267,18 +275,12 @@ def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, 
     cross-validation) learns the superclass of training images that show one object of a known superclass
     (`train_superclass`: the name or None); a held-out image is right when the probe's top superclass is one of its
     objects' (`test_superclasses`: a set each). Beside it, always naming the commonest training superclass."""
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     keep = np.array([bool(c) for c in train_superclass])
     labels = np.array([c for c in train_superclass if c])
     if len(set(labels)) < 2 or not len(test_superclasses):
         raise ValueError(f"a superclass probe needs training images of two superclasses or more and held-out images; "
                          f"got {len(set(labels))} superclasses and {len(test_superclasses)} held-out images")
-    probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1], cv=3, scoring="accuracy",
-                                                                 l1_ratios=(0,), max_iter=3000, random_state=seed,
-                                                                 use_legacy_attributes=False))
+    probe = _linear_probe("accuracy", seed)
     said = probe.fit(np.asarray(train_z)[keep], labels).predict(np.asarray(test_z))
     truth = [set(t) for t in test_superclasses]
     common = pd.Series(labels).value_counts().index[0]
