@@ -46,6 +46,11 @@ REPLAY_RECIPE = {**OPEN_RECIPE, "epochs": 1, "lr": 1.5e-4, "warmup_steps": 20}
 UNLIKELY_TRANSLATOR = paths.ASSETS / "translators" / "open-unlikely"
 UNLIKELY_WORK = paths.ASSETS / "train" / "translator-open-unlikely"
 UNLIKELY_RECIPE = {**OPEN_RECIPE, "epochs": 1, "warmup_steps": 20, "unlikely_weight": 10.0}
+# The held-out objects' commonest error is a food word (boats, containers, clothing and instruments read as fruit):
+# the same training with, beside the absent scenes' words, the object words of superclasses unrelated to the
+# image's objects made unlikely (unlikely_object_words).
+UNLIKELY_OBJECTS_TRANSLATOR = paths.ASSETS / "translators" / "open-unlikely-objects"
+UNLIKELY_OBJECTS_WORK = paths.ASSETS / "train" / "translator-open-unlikely-objects"
 
 
 def open_translator_data(classifier, world: str | Path = ow.OPEN_WORLD, views=None):
@@ -83,12 +88,9 @@ def shown_kinds(captions: list[str], listed) -> frozenset:
     """The scene kinds an image shows: those its scene lists, and any kind a word of one of its captions names
     (the general world's "Bridge" scene lists city and sky, and one of its descriptions says "over a wide
     river"), so that no word a caption of the image uses is ever penalised."""
-    import re
-
     from core.evaluation.openworld import KIND_WORDS
 
-    words = {w for c in captions for w in re.findall(r"[a-z]+", c.lower())}
-    words |= {w[:-1] for w in words if w.endswith("s")} | {w[:-2] for w in words if w.endswith("es")}
+    words = _caption_words(captions)
     return frozenset(listed) | {k for k, ws in KIND_WORDS.items() if words & ws}
 
 
@@ -105,30 +107,98 @@ def unlikely_scene_words(frame: pd.DataFrame, kinds_of_path: dict) -> list[froze
     return [absent[p] for p in train["path"]]
 
 
+def _caption_words(captions: list[str]) -> set[str]:
+    """The words of an image's captions, with plurals also read as their singulars."""
+    import re
+
+    words = {w for c in captions for w in re.findall(r"[a-z]+", c.lower())}
+    return words | {w[:-1] for w in words if w.endswith("s")} | {w[:-2] for w in words if w.endswith("es")}
+
+
+def unlikely_object_words(frame: pd.DataFrame, nouns_of_path: dict, vocabulary: dict[str, str]) -> list[frozenset]:
+    """Per training caption of a caption table (path, caption, split), the nouns of `vocabulary` (noun ->
+    superclass) whose superclass is unrelated to every object of its image (nouns_of_path: path -> its objects'
+    head nouns; core.evaluation.openworld.superclasses_related): "banana" under a boat, not "animal" under a dog.
+    None for an image none of whose objects has a superclass, and never a word one of its captions uses."""
+    from core.evaluation.openworld import superclass_of, superclasses_related
+
+    by_superclass: dict[str, set[str]] = {}
+    for noun, sc in vocabulary.items():
+        by_superclass.setdefault(sc, set()).add(noun)
+    train = frame[frame["split"] == "train"]
+    wrong: dict[frozenset, frozenset] = {}
+    absent = {}
+    for p, cs in train.groupby("path")["caption"].agg(list).items():
+        own = frozenset(filter(None, map(superclass_of, nouns_of_path.get(p, ()))))
+        if own not in wrong:
+            wrong[own] = frozenset().union(*(ws for sc, ws in by_superclass.items()
+                                             if own and not any(superclasses_related(sc, o) for o in own)))
+        absent[p] = wrong[own] - _caption_words(cs)
+    return [absent[p] for p in train["path"]]
+
+
+def object_vocabulary(lm, world: str | Path = ow.OPEN_WORLD, general_world: str | Path | None = None
+                      ) -> dict[str, str]:
+    """noun -> superclass for the objects of both worlds' training images that unlikely_object_words may name:
+    those with a superclass, no scene word (the scene term's) and one token to the LM
+    (core.engine.train.single_token_words)."""
+    from core.engine.train import single_token_words
+    from core.evaluation.openworld import is_scene_word, superclass_of
+
+    nouns = set()
+    for nouns_of_path in _object_nouns(world, general_world).values():
+        nouns |= {n for ns in nouns_of_path.values() for n in ns}
+    placed = {n: superclass_of(n) for n in sorted(nouns) if not is_scene_word(n)}
+    usable = single_token_words(lm, [n for n, sc in placed.items() if sc])
+    return {n: placed[n] for n in sorted(usable)}
+
+
+def _object_nouns(world: Path, general_world: Path | None) -> dict[str, dict[str, list[str]]]:
+    """For each world ("open", "general"), its training images' paths -> their objects' head nouns."""
+    from core.demo.worlds import general as gw
+
+    world, general_world = Path(world), Path(general_world or gw.GENERAL_WORLD)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False).query("split == 'train'")
+    gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False).query("split == 'train'")
+    stamps, _ = gw.stamp_inventory()
+    noun_of = {s.key: ow.stamp_noun(s) for s in stamps}
+    return {"open": {str(world / f): str(n).split() for f, n in zip(meta["img_filename"], meta["nouns"])},
+            "general": {str(general_world / f): [noun_of[k]] for f, k in zip(gmeta["img_filename"], gmeta["stamp"])
+                        if k in noun_of}}
+
+
 def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str | Path | None = None,
-                          seed: int = 0) -> list[frozenset]:
-    """unlikely_scene_words for replay_data's training captions (the same pairs, in the same order)."""
+                          seed: int = 0, objects: dict[str, str] | None = None) -> list[frozenset]:
+    """unlikely_scene_words for replay_data's training captions (the same pairs, in the same order); with
+    `objects` (object_vocabulary), unlikely_object_words too."""
     from core.demo.worlds import general as gw
 
     world, general_world = Path(world), Path(general_world or gw.GENERAL_WORLD)
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
-    open_words = unlikely_scene_words(ow.read_open_world(world), {
+    open_frame, general_frame = ow.read_open_world(world), gw.read_general_world(general_world)
+    open_words = unlikely_scene_words(open_frame, {
         str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])})
     gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False)
     scene_kinds = {n: ({"plain"} if s.colour is not None else {ow.GENERAL_KINDS[k] for k in s.kinds})
                    for n, s in gw.SCENES.items()}
-    general_words = unlikely_scene_words(gw.read_general_world(general_world), {
+    general_words = unlikely_scene_words(general_frame, {
         str(general_world / f): scene_kinds.get(sc, ()) for f, sc in zip(gmeta["img_filename"], gmeta["scene"])})
+    if objects is not None:
+        nouns = _object_nouns(world, general_world)
+        open_words = [a | b for a, b in zip(open_words, unlikely_object_words(open_frame, nouns["open"], objects))]
+        general_words = [a | b for a, b in zip(general_words,
+                                               unlikely_object_words(general_frame, nouns["general"], objects))]
     return [open_words[i] for i in replay_pick(len(open_words), len(general_words), seed)] + general_words
 
 
 def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, world: str | Path = ow.OPEN_WORLD,
                           start: str | Path | None = None, cfg=None, work: str | Path = WORK, replay: bool = False,
-                          recipe: dict | None = None):
+                          recipe: dict | None = None, objects: bool = False):
     """Train (or resume) a translator on the open world from `start` (default: the shipped general translator);
     saved float16 to `out`. `replay`: train on replay_data (the general world's pairs beside the open world's);
     `recipe`: TrainConfig settings (default OPEN_RECIPE); with an `unlikely_weight`, replay_unlikely_words are the
-    words each pair's image must not make the LM say (replay only)."""
+    words each pair's image must not make the LM say (replay only): its absent scenes' words, and with `objects`
+    the object words of superclasses unrelated to its objects (object_vocabulary)."""
     import torch
 
     from core.demo.imagenet9 import GENERAL_TRANSLATOR
@@ -146,14 +216,16 @@ def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, wor
     if cfg.unlikely_weight:
         if not replay:
             raise ValueError("the unlikelihood recipe trains on the replay mix: pass replay=True")
-        unlikely = replay_unlikely_words(world)
+        unlikely = replay_unlikely_words(world, objects=object_vocabulary(lm, world) if objects else None)
     t0 = time.time()
     tr = train_translator(classifier, lm, train_z, train_caps, work, val_z, val_caps, cfg,
                           data_info={"captions": f"open world {Path(world).name}"
                                      + (" with as many general-world pairs (replay)" if replay else ""),
                                      "train_pairs": len(train_caps), "val_pairs": len(val_caps),
                                      "warm_start": str(start),
-                                     **({"unlikely": "scene words of the kinds each image does not show"}
+                                     **({"unlikely": "scene words of the kinds each image does not show"
+                                                    + (", object words of superclasses unrelated to its objects"
+                                                       if objects else "")}
                                         if unlikely else {})},
                           train_unlikely=unlikely)
     tr.save_pretrained(out, dtype=torch.float16)
@@ -279,14 +351,17 @@ TRAININGS = {"open-translator": {"out": OPEN_TRANSLATOR, "work": WORK, "recipe":
              "open-replay": {"out": REPLAY_TRANSLATOR, "work": REPLAY_WORK, "start": OPEN_TRANSLATOR, "replay": True,
                              "recipe": REPLAY_RECIPE},
              "open-unlikely": {"out": UNLIKELY_TRANSLATOR, "work": UNLIKELY_WORK, "replay": True,
-                               "recipe": UNLIKELY_RECIPE}}
+                               "recipe": UNLIKELY_RECIPE},
+             "open-unlikely-objects": {"out": UNLIKELY_OBJECTS_TRANSLATOR, "work": UNLIKELY_OBJECTS_WORK,
+                                       "replay": True, "recipe": UNLIKELY_RECIPE, "objects": True}}
 EVALUATION_LIMIT = 150  # test images of each held-out kind (of 500) that the shipped open_evaluation.json scores
 
 
 def build(step: str, force: bool = False, limit: int | None = None) -> int:
     """`open-world`: build the world; `open-translator`: train the open translator (resumable); `open-replay`: one
     more epoch of it with the general world's pairs replayed (resumable); `open-unlikely`: one epoch of that mix
-    from the general translator with the unlikelihood term (UNLIKELY_RECIPE; resumable); `open-evaluation`:
+    from the general translator with the unlikelihood term (UNLIKELY_RECIPE; resumable); `open-unlikely-objects`:
+    the same with wrong-superclass object words made unlikely too (resumable); `open-evaluation`:
     score the shipped general translator and the open ones (where present) on `limit` test images of each held-out
     kind (default EVALUATION_LIMIT), written beside each as open_evaluation.json."""
     from core.demo.imagenet9 import GENERAL_TRANSLATOR

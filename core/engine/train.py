@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -274,6 +274,19 @@ def unlikely_tokens(lm, captions: Sequence[str], words: Sequence[Sequence[str]],
     out = torch.full((len(rows), max((len(r) for r in rows), default=0) or 1), -1, dtype=torch.long)
     for i, r in enumerate(rows):
         out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def single_token_words(lm, words: Iterable[str]) -> set[str]:
+    """The words that unlikely_tokens can penalise without collateral: each is one token inside a sentence
+    (" apple"), and so is its plural or the plural starts with that token (" apple" "s"). A longer word's first
+    token is a fragment (" st" of " stapler") that many other words begin with."""
+    tok, out = lm.tokenizer, set()
+    for w in words:
+        one = tok(" " + w, add_special_tokens=False).input_ids
+        many = tok(" " + w + "s", add_special_tokens=False).input_ids
+        if len(one) == 1 and one[0] != tok.unk_token_id and (len(many) == 1 or many[0] == one[0]):
+            out.add(w)
     return out
 
 

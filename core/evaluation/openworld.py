@@ -156,6 +156,27 @@ def named_superclass(counts: dict) -> str | None:
     return top[0] if len(top) == 1 else None
 
 
+@lru_cache(maxsize=1024)
+def superclasses_related(a: str, b: str) -> bool:
+    """Whether two superclasses are one, or one lies under the other in WordNet (a dog is a carnivore and a mammal;
+    a boat is a vehicle), so that a word of one is no error about an object of the other. Food and plant count
+    as related (PREFERRED: WordNet files many fruits under both)."""
+    if a == b or {a, b} == {"food", "plant"}:
+        return True
+    _, anchors = _anchors()
+    unknown = {a, b} - {name for name, _ in anchors}
+    if unknown:
+        raise ValueError(f"unknown superclass {sorted(unknown)[0]!r}: use one of SUPERCLASSES' names")
+
+    def own(name):
+        return {syn for n, syn in anchors if n == name}
+
+    def over(name):  # every synset above the superclass's anchors
+        return {h for syn in own(name) for h in syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms())}
+
+    return bool(own(a) & over(b) or own(b) & over(a))
+
+
 def _rate(ok: pd.Series) -> dict:
     n, k = int(len(ok)), int(ok.sum())
     if not n:

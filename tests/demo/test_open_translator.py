@@ -63,6 +63,35 @@ def test_unlikely_words_follow_the_replay_pairs_and_spare_what_the_image_shows(t
     dry = [ws for c, ws in open_pairs if "water" not in by_caption[c].split()]
     assert wet and all(not ws & KIND_WORDS["water"] for ws in wet)
     assert dry and any(KIND_WORDS["water"] <= ws for ws in dry)
+    # With object words: the same scene words, and the dog's image is kept from saying "apple" unless it has one.
+    with_objects = replay_unlikely_words(world, general, objects={"dog": "dog", "apple": "food"})
+    assert len(with_objects) == len(caps) and all(ws <= wo for ws, wo in zip(words, with_objects))
+    nouns = {c: meta.set_index("img_filename")["nouns"][f].split() for f, c in zip(frame["img_filename"],
+                                                                                   frame["caption"])}
+    for c, wo in zip(caps[:len(caps) // 2], with_objects[:len(caps) // 2]):
+        assert ("apple" in wo) == ("dog" in nouns[c] and "apple" not in nouns[c]), (c, nouns[c])
+        assert not set(re.findall(r"[a-z]+", c.lower())) & wo
+
+
+def test_unlikely_object_words_name_unrelated_superclasses_and_spare_what_the_captions_say():
+    """unlikely_object_words: for an image of a dog, the food and instrument words and a cat, not a wolf (a
+    carnivore: the dog's own superclass lies under it); nothing for an image whose object has no superclass; never
+    a word (or its singular) that a caption of the image says."""
+    import pandas as pd
+
+    from core.demo.open_translator import unlikely_object_words
+
+    vocabulary = {"dog": "dog", "cat": "cat", "wolf": "carnivore", "apple": "food", "guitar": "musical instrument",
+                  "canoe": "boat"}
+    frame = pd.DataFrame({"path": ["d", "d", "a", "x", "v"],
+                          "caption": ["A dog by a lake.", "A puppy and two cats.", "An apple.", "A thing.", "A dog."],
+                          "split": ["train", "train", "train", "train", "val"]})
+    nouns = {"d": ["dog"], "a": ["apple"], "x": ["thingamajig"], "v": ["dog"]}
+    words = unlikely_object_words(frame, nouns, vocabulary)
+    assert len(words) == 4  # one per training caption
+    assert words[0] == words[1] == {"apple", "guitar", "canoe"}  # "cats" is said: "cat" is spared
+    assert words[2] == {"dog", "cat", "wolf", "guitar", "canoe"}
+    assert words[3] == frozenset()
 
 
 def test_build_refuses_a_training_whose_start_is_missing_before_loading_anything(tmp_path, monkeypatch, capsys):

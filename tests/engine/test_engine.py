@@ -175,6 +175,21 @@ def test_dropout_regularises_training_and_keeps_old_fingerprints(tmp_path, tiny_
     assert training_fingerprint(tiny_classifier, tiny_lm, cfg, (), [caps]) == h.hexdigest()[:16]
 
 
+def test_single_token_words_keep_only_words_whose_first_token_is_theirs():
+    """On SmolLM2's tokenizer (the one the unlikelihood term is trained with): " apple" and " apples" are one token
+    each, " zebra" is one but " zebras" starts with " ze", " stapler" starts with " sta"."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from core import paths
+    from core.engine.train import single_token_words
+
+    lm = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(paths.LM_DIR))
+    assert single_token_words(lm, ["apple", "dog", "guitar", "zebra", "stapler", "heron"]) == {"apple", "dog",
+                                                                                                 "guitar"}
+
+
 def test_unlikelihood_keeps_the_translator_from_saying_absent_words(tmp_path, tiny_lm, tiny_classifier):
     """unlikely_tokens: the in-sentence first token of each word and its plural, never a token of the caption
     itself; caption_loss adds weight * sum -log(1 - p) over them, averaged over the real positions; training with

@@ -45,6 +45,17 @@ def test_superclasses_come_from_wordnet_most_specific_first():
     assert superclass_of("robin") == "bird" and superclass_of("crane") == "bird"
 
 
+def test_superclasses_are_related_when_one_lies_under_the_other():
+    from core.evaluation.openworld import superclasses_related
+
+    assert superclasses_related("dog", "carnivore") and superclasses_related("mammal", "dog")
+    assert superclasses_related("boat", "vehicle") and superclasses_related("food", "plant")
+    assert not superclasses_related("dog", "cat") and not superclasses_related("boat", "food")
+    assert not superclasses_related("bird", "mammal") and not superclasses_related("container", "food")
+    with pytest.raises(ValueError, match="unknown superclass 'fruit'"):
+        superclasses_related("fruit", "food")
+
+
 def test_scores_held_out_scenes_false_water_and_superclasses(ex):
     sentences = {
         "a": ["a dog in the grass", "a dog on a green field", "a puppy in a meadow"],  # grass, right; dog, right

@@ -12,7 +12,8 @@ it), lite2-trained (the fast path's reference: a translator trained on Lite2's f
 hours on a CPU; its evaluation goes beside the fast path's). Open world: open-world (objects and scenes with whole
 scene packages held out), open-translator (trained on it), open-replay (one more epoch of it with the general
 world's pairs replayed, so that it does not forget them), open-unlikely (one epoch of that mix from the general
-translator, with the scene words of kinds an image does not show made unlikely), open-evaluation (every
+translator, with the scene words of kinds an image does not show made unlikely), open-unlikely-objects (the same
+with object words of superclasses unrelated to an image's objects made unlikely too), open-evaluation (every
 translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
 Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
 Waterbirds ERM run's scene flags and a bird-word control).
@@ -24,7 +25,8 @@ import argparse
 WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "all")
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs",
                    "lite2", "lite2-trained")
-OPEN_STEPS = ("open-world", "open-translator", "open-replay", "open-unlikely", "open-evaluation")
+OPEN_STEPS = ("open-world", "open-translator", "open-replay", "open-unlikely", "open-unlikely-objects",
+              "open-evaluation")
 EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
 

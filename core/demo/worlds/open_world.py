@@ -174,9 +174,9 @@ def thing_catalog(stamps_dir: str | Path = gw.STAMPS_DIR, clipart_share: float =
     split_of = gw.split_identities(np.random.default_rng(0), stamps, 0.1, 0.1)  # the general world's, seed 0
     things = []
     for s in stamps:
-        name = s.object_name
-        noun = _head_noun(name)
-        things.append(Thing(f"stamp:{s.key}", name, noun, superclass_of(noun), s.path, split_of[s.identity]))
+        noun = stamp_noun(s)
+        things.append(Thing(f"stamp:{s.key}", s.object_name, noun, superclass_of(noun), s.path,
+                            split_of[s.identity]))
     clips = json.loads(CLIPART_FILE.read_text())
     stamp_nouns = {}
     for t in things:  # a noun two stamps share goes where the first (sorted) stamp goes
@@ -207,6 +207,11 @@ def _head_noun(phrase: str) -> str:
     """The last word of a noun phrase, lower case: "a great blue heron" -> "heron"."""
     words = re.findall(r"[A-Za-z]+", phrase.split(" with ")[0].split(" of ")[0])
     return words[-1].lower() if words else phrase.lower()
+
+
+def stamp_noun(stamp: gw.Stamp) -> str:
+    """The head noun of a stamp's object, as the open world names it (and the general world's images hold it)."""
+    return _head_noun(stamp.object_name)
 
 
 # --- captions ----------------------------------------------------------------------------------------
