@@ -51,15 +51,28 @@ UNLIKELY_RECIPE = {**OPEN_RECIPE, "epochs": 1, "warmup_steps": 20, "unlikely_wei
 # image's objects made unlikely (unlikely_object_words).
 UNLIKELY_OBJECTS_TRANSLATOR = paths.ASSETS / "translators" / "open-unlikely-objects"
 UNLIKELY_OBJECTS_WORK = paths.ASSETS / "train" / "translator-open-unlikely-objects"
+# Captions name an object by its superclass one time in ten, and never a fruit as food: the translator learns the
+# trained nouns, and an unseen object gets the nearest one's name. The weight-10 recipe with one more caption per
+# open-world training image that names its objects by superclass words (open_world.superclass_captions).
+SUPERCLASS_TRANSLATOR = paths.ASSETS / "translators" / "open-superclass"
+SUPERCLASS_WORK = paths.ASSETS / "train" / "translator-open-superclass"
 
 
-def open_translator_data(classifier, world: str | Path = ow.OPEN_WORLD, views=None):
-    """The open world's captions as training data (core.engine.train.caption_pairs: four feature views per
-    training image; its val split's captions as the validation loss)."""
+def open_captions(world: str | Path = ow.OPEN_WORLD, superclass_captions: bool = False) -> pd.DataFrame:
+    """The open world's caption table (path, caption, split); with `superclass_captions`, one more training caption
+    per image that names its objects by their superclasses (open_world.superclass_captions), after the others."""
+    frame = ow.read_open_world(world)
+    return pd.concat([frame, ow.superclass_captions(world)], ignore_index=True) if superclass_captions else frame
+
+
+def open_translator_data(classifier, world: str | Path = ow.OPEN_WORLD, views=None, superclass_captions: bool = False):
+    """The open world's captions (open_captions) as training data (core.engine.train.caption_pairs: four feature
+    views per training image; its val split's captions as the validation loss)."""
     from core.data import load_rgb
     from core.engine.train import VIEWS, caption_pairs
 
-    return caption_pairs(classifier, ow.read_open_world(world), load_rgb, views=views or VIEWS, name=str(world))
+    return caption_pairs(classifier, open_captions(world, superclass_captions), load_rgb, views=views or VIEWS,
+                         name=str(world))
 
 
 def replay_pick(n_open: int, n_general: int, seed: int = 0) -> np.ndarray:
@@ -69,15 +82,16 @@ def replay_pick(n_open: int, n_general: int, seed: int = 0) -> np.ndarray:
 
 
 def replay_data(classifier, world: str | Path = ow.OPEN_WORLD, general_world: str | Path | None = None,
-                seed: int = 0):
-    """The general world's training pairs and as many of the open world's (drawn once with `seed`), with the
-    open world's validation captions: training data that keeps the general world while learning the open one."""
+                seed: int = 0, superclass_captions: bool = False):
+    """The general world's training pairs and as many of the open world's (drawn once with `seed`; open_captions),
+    with the open world's validation captions: training data that keeps the general world while learning the open
+    one."""
     import torch
 
     from core.demo.imagenet9 import general_translator_data
     from core.demo.worlds import general as gw
 
-    oz, ocaps, val_z, val_caps = open_translator_data(classifier, world)
+    oz, ocaps, val_z, val_caps = open_translator_data(classifier, world, superclass_captions=superclass_captions)
     gz, gcaps, _, _ = general_translator_data(classifier, general_world or gw.GENERAL_WORLD)
     pick = replay_pick(len(ocaps), len(gcaps), seed)
     return (torch.cat([oz[torch.from_numpy(pick)], gz]), [ocaps[i] for i in pick] + list(gcaps), val_z,
@@ -168,14 +182,15 @@ def _object_nouns(world: Path, general_world: Path | None) -> dict[str, dict[str
 
 
 def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str | Path | None = None,
-                          seed: int = 0, objects: dict[str, str] | None = None) -> list[frozenset]:
-    """unlikely_scene_words for replay_data's training captions (the same pairs, in the same order); with
-    `objects` (object_vocabulary), unlikely_object_words too."""
+                          seed: int = 0, objects: dict[str, str] | None = None,
+                          superclass_captions: bool = False) -> list[frozenset]:
+    """unlikely_scene_words for replay_data's training captions (the same pairs, in the same order: pass it the
+    same `seed` and `superclass_captions`); with `objects` (object_vocabulary), unlikely_object_words too."""
     from core.demo.worlds import general as gw
 
     world, general_world = Path(world), Path(general_world or gw.GENERAL_WORLD)
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
-    open_frame, general_frame = ow.read_open_world(world), gw.read_general_world(general_world)
+    open_frame, general_frame = open_captions(world, superclass_captions), gw.read_general_world(general_world)
     open_words = unlikely_scene_words(open_frame, {
         str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])})
     gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False)
@@ -193,12 +208,13 @@ def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str 
 
 def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, world: str | Path = ow.OPEN_WORLD,
                           start: str | Path | None = None, cfg=None, work: str | Path = WORK, replay: bool = False,
-                          recipe: dict | None = None, objects: bool = False):
+                          recipe: dict | None = None, objects: bool = False, superclass_captions: bool = False):
     """Train (or resume) a translator on the open world from `start` (default: the shipped general translator);
     saved float16 to `out`. `replay`: train on replay_data (the general world's pairs beside the open world's);
     `recipe`: TrainConfig settings (default OPEN_RECIPE); with an `unlikely_weight`, replay_unlikely_words are the
     words each pair's image must not make the LM say (replay only): its absent scenes' words, and with `objects`
-    the object words of superclasses unrelated to its objects (object_vocabulary)."""
+    the object words of superclasses unrelated to its objects (object_vocabulary). `superclass_captions`: the open
+    world's training images get one more caption naming their objects by superclass (open_captions)."""
     import torch
 
     from core.demo.imagenet9 import GENERAL_TRANSLATOR
@@ -211,15 +227,19 @@ def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, wor
     cfg = cfg or TrainConfig(**(recipe or OPEN_RECIPE), init_from=str(start),
                              **{k: getattr(shape, k) for k in ("prefix_length", "mapper", "mlp_hidden",
                                                                "normalize_features")})
-    train_z, train_caps, val_z, val_caps = (replay_data if replay else open_translator_data)(classifier, world)
+    train_z, train_caps, val_z, val_caps = (replay_data if replay else open_translator_data)(
+        classifier, world, superclass_captions=superclass_captions)
     unlikely = None
     if cfg.unlikely_weight:
         if not replay:
             raise ValueError("the unlikelihood recipe trains on the replay mix: pass replay=True")
-        unlikely = replay_unlikely_words(world, objects=object_vocabulary(lm, world) if objects else None)
+        unlikely = replay_unlikely_words(world, objects=object_vocabulary(lm, world) if objects else None,
+                                         superclass_captions=superclass_captions)
     t0 = time.time()
     tr = train_translator(classifier, lm, train_z, train_caps, work, val_z, val_caps, cfg,
                           data_info={"captions": f"open world {Path(world).name}"
+                                     + (" and one caption per image at the superclass level" if superclass_captions
+                                        else "")
                                      + (" with as many general-world pairs (replay)" if replay else ""),
                                      "train_pairs": len(train_caps), "val_pairs": len(val_caps),
                                      "warm_start": str(start),
@@ -353,7 +373,9 @@ TRAININGS = {"open-translator": {"out": OPEN_TRANSLATOR, "work": WORK, "recipe":
              "open-unlikely": {"out": UNLIKELY_TRANSLATOR, "work": UNLIKELY_WORK, "replay": True,
                                "recipe": UNLIKELY_RECIPE},
              "open-unlikely-objects": {"out": UNLIKELY_OBJECTS_TRANSLATOR, "work": UNLIKELY_OBJECTS_WORK,
-                                       "replay": True, "recipe": UNLIKELY_RECIPE, "objects": True}}
+                                       "replay": True, "recipe": UNLIKELY_RECIPE, "objects": True},
+             "open-superclass": {"out": SUPERCLASS_TRANSLATOR, "work": SUPERCLASS_WORK, "replay": True,
+                                 "recipe": UNLIKELY_RECIPE, "superclass_captions": True}}
 EVALUATION_LIMIT = 150  # test images of each held-out kind (of 500) that the shipped open_evaluation.json scores
 
 
@@ -361,7 +383,8 @@ def build(step: str, force: bool = False, limit: int | None = None) -> int:
     """`open-world`: build the world; `open-translator`: train the open translator (resumable); `open-replay`: one
     more epoch of it with the general world's pairs replayed (resumable); `open-unlikely`: one epoch of that mix
     from the general translator with the unlikelihood term (UNLIKELY_RECIPE; resumable); `open-unlikely-objects`:
-    the same with wrong-superclass object words made unlikely too (resumable); `open-evaluation`:
+    the same with wrong-superclass object words made unlikely too (resumable); `open-superclass`: the same as
+    open-unlikely with one more caption per open-world image at the superclass level (resumable); `open-evaluation`:
     score the shipped general translator and the open ones (where present) on `limit` test images of each held-out
     kind (default EVALUATION_LIMIT), written beside each as open_evaluation.json."""
     from core.demo.imagenet9 import GENERAL_TRANSLATOR

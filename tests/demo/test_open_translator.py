@@ -73,6 +73,25 @@ def test_unlikely_words_follow_the_replay_pairs_and_spare_what_the_image_shows(t
         assert not set(re.findall(r"[a-z]+", c.lower())) & wo
 
 
+def test_superclass_captions_join_the_replay_pairs_with_their_unlikely_words(tmp_path, tiny_classifier,
+                                                                           monkeypatch):
+    from core.demo import open_translator as ot
+    from core.demo.worlds import general as gw
+    from core.demo.worlds import open_world as ow
+
+    world, _, things = small_open_world(tmp_path)
+    general = gw.build_general_world(tmp_path / "general", n_images=12, workers=1, verbose=False)
+    monkeypatch.setattr(ow, "thing_catalog", lambda: things)  # the small world's objects, not the catalog's
+    plain = ot.open_captions(world)
+    more = ot.open_captions(world, superclass_captions=True)
+    assert len(more) > len(plain) and more.iloc[:len(plain)].equals(plain)  # appended: every old pair stays put
+    _, caps, _, val_caps = ot.replay_data(tiny_classifier, world, general, superclass_captions=True)
+    assert len(ot.replay_unlikely_words(world, general, superclass_captions=True)) == len(caps)
+    assert val_caps == ot.replay_data(tiny_classifier, world, general)[3]  # validation is unchanged
+    _, open_caps, _, _ = ot.open_translator_data(tiny_classifier, world, superclass_captions=True)
+    assert any("some food" in c.lower() for c in open_caps)
+
+
 def test_unlikely_object_words_name_unrelated_superclasses_and_spare_what_the_captions_say():
     """unlikely_object_words: for an image of a dog, the food and instrument words and a cat, not a wolf (a
     carnivore: the dog's own superclass lies under it); nothing for an image whose object has no superclass; never

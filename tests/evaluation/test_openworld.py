@@ -147,6 +147,29 @@ def test_a_small_open_world_keeps_held_out_scenes_and_objects_out_of_training(tm
     assert (other / "captions.csv").read_text() != (out / "captions.csv").read_text()
 
 
+def test_superclass_captions_rename_objects_by_words_that_read_back_as_their_superclass(tmp_path):
+    from core.demo.worlds import open_world as ow
+
+    for superclass, phrase in ow.SUPERCLASS_PHRASES.items():
+        assert superclass_of(phrase.split()[-1]) == superclass, phrase
+    apple = ow.Thing("clipart:apple", "a red apple", "apple", "food", "", "train")
+    dog = ow.Thing("clipart:dog", "a black dog", "dog", "dog", "", "train")
+    ball = ow.Thing("clipart:ball", "a ball", "ball", "sports equipment", "", "train")
+    assert ow.superclass_rewording("A red apple by the sea.", [apple]) == "Some food by the sea."
+    assert (ow.superclass_rewording("A photo of a black dog and an apple near a lake.", [dog, apple])
+            == "A photo of a dog and some food near a lake.")
+    assert ow.superclass_rewording("A ball on grass.", [ball]) is None  # no one word reads as its superclass
+
+    out, _, things = small_open_world(tmp_path)
+    extra = ow.superclass_captions(out, things)
+    meta = pd.read_csv(out / "metadata.csv", keep_default_na=False)
+    train = {str(out / f) for f in meta.loc[meta["split"] == "train", "img_filename"]}
+    assert len(extra) == len(set(extra["path"])) and set(extra["path"]) <= train and len(extra) > len(train) // 2
+    assert (extra["split"] == "train").all()
+    said = extra["caption"].str.lower()
+    assert said.str.contains("some food|a dog").all() and not said.str.contains("apple").any()
+
+
 def test_images_inside_containers_are_read(tmp_path):
     import struct
     import zipfile

@@ -465,3 +465,52 @@ def read_open_world(root: str | Path = OPEN_WORLD) -> pd.DataFrame:
     frame = pd.read_csv(root / "captions.csv")
     frame.insert(0, "path", [str(root / f) for f in frame.pop("img_filename")])
     return frame
+
+
+# --- captions at the superclass level ------------------------------------------------------------------------
+
+# How a caption names a superclass in one word that core.evaluation.openworld.superclass_of reads back as that
+# superclass ("an ungulate": "a hoofed mammal" reads as a mammal; "amphibian" is first the amphibious vehicle,
+# "fruit" no food to WordNet, and sports equipment has no such word).
+SUPERCLASS_PHRASES = {"dog": "a dog", "cat": "a cat", "carnivore": "a carnivore", "primate": "a primate",
+                      "rodent": "a rodent", "hoofed mammal": "an ungulate", "mammal": "a mammal", "bird": "a bird",
+                      "fish": "a fish", "reptile": "a reptile", "insect": "an insect",
+                      "invertebrate": "an invertebrate", "musical instrument": "an instrument", "boat": "a boat",
+                      "aircraft": "an aircraft", "vehicle": "a vehicle", "food": "some food", "plant": "a plant",
+                      "tool": "a tool", "furniture": "a piece of furniture", "clothing": "a garment",
+                      "building": "a building", "container": "a container", "toy": "a toy"}
+
+
+def superclass_rewording(caption: str, things: list[Thing]) -> str | None:
+    """The caption with every object it names by name or noun renamed by its superclass (SUPERCLASS_PHRASES);
+    None when it renames none. "A red apple by the sea." -> "Some food by the sea."."""
+    out, renamed = caption, False
+    for t in things:
+        new = SUPERCLASS_PHRASES.get(t.superclass or "")
+        if new is None:
+            continue
+        for old in sorted(thing_phrases(t), key=len, reverse=True):
+            hit = re.search(rf"\b{re.escape(old)}\b", out, flags=re.IGNORECASE)
+            if hit:
+                first = hit.start() == 0 or out[:hit.start()].rstrip().endswith((".", ";"))
+                out = out[:hit.start()] + (_upper(new) if first else new) + out[hit.end():]
+                renamed = True
+                break
+    return out if renamed else None
+
+
+def superclass_captions(root: str | Path = OPEN_WORLD, things: list[Thing] | None = None) -> pd.DataFrame:
+    """One more training caption per training image (path, caption, split): its first caption with its objects
+    named by their superclasses (superclass_rewording), where that renames any. `things`: the world's objects
+    (default: thing_catalog()). Training on them teaches the translator words that hold for unseen objects too."""
+    root = Path(root)
+    meta = pd.read_csv(root / "metadata.csv", keep_default_na=False).query("split == 'train'")
+    by_key = {t.key: t for t in (thing_catalog() if things is None else things)}
+    first = read_open_world(root).query("split == 'train'").drop_duplicates("path").set_index("path")["caption"]
+    rows = []
+    for f, keys in zip(meta["img_filename"], meta["things"]):
+        path = str(root / f)
+        new = superclass_rewording(first[path], [by_key[k] for k in str(keys).split()])
+        if new is not None:
+            rows.append((path, new, "train"))
+    return pd.DataFrame(rows, columns=["path", "caption", "split"])
