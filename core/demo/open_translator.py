@@ -46,7 +46,7 @@ REPLAY_RECIPE = {**OPEN_RECIPE, "epochs": 1, "lr": 1.5e-4, "warmup_steps": 20}
 UNLIKELY_TRANSLATOR = paths.ASSETS / "translators" / "open-unlikely"
 UNLIKELY_WORK = paths.ASSETS / "train" / "translator-open-unlikely"
 UNLIKELY_RECIPE = {**OPEN_RECIPE, "epochs": 1, "warmup_steps": 20, "unlikely_weight": 10.0}
-# The held-out objects' commonest error is a food word (boats, containers, clothing and instruments read as fruit):
+# The held-out objects' commonest error is a food word (boats, containers, clothing and instruments read as food):
 # the same training with, beside the absent scenes' words, the object words of superclasses unrelated to the
 # image's objects made unlikely (unlikely_object_words). Val superclasses 41% -> 48%, test 33% -> 33%: not the recipe
 # (docs/method.md, "Wrong superclasses made unlikely").
