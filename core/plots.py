@@ -180,8 +180,10 @@ def flags_chart(flags: pd.DataFrame | list, k: int = 5, title: str | None = "Spu
     if df.empty:
         return empty_chart("No word was flagged", title)
     classes = list(dict.fromkeys(df["class"]))
-    longest = max(int((df["class"] == c).sum()) for c in classes)
-    fig, rows, cols, height = _panels([f"flags for {c}" for c in classes], per_row, bars=(3 * min(k, longest) + 1) // 2)
+    counts = {c: int((df["class"] == c).sum()) for c in classes}
+    # A panel that leaves flags out says so: the table beside it lists them all.
+    names = [f"top {k} of {n} flags for {c}" if n > k else f"flags for {c}" for c, n in counts.items()]
+    fig, rows, cols, height = _panels(names, per_row, bars=(3 * min(k, max(counts.values())) + 1) // 2)
     for i, cls in enumerate(classes):
         part = df[df["class"] == cls].head(k).iloc[::-1]
         targets = part["predicted_as"].dropna() if "predicted_as" in part else pd.Series(dtype=object)

@@ -139,6 +139,11 @@ def test_plots_build_from_analysis_tables(runs):
     assert "misread" in butterfly.layout.title.text and max(butterfly.data[0].x) == cmp["z"].max()
     flags = SpuriousTermScorer().fit(erm).flags_
     assert len(plots.flags_chart(flags).data) == 4
+    # A panel that shows fewer flags than its class has says how many it leaves out.
+    n = int((flags["class"] == "landbird").sum())
+    titles = [a.text for a in plots.flags_chart(flags, k=1).layout.annotations]
+    assert n > 1 and f"top 1 of {n} flags for landbird" in titles
+    assert "flags for landbird" in [a.text for a in plots.flags_chart(flags, k=n).layout.annotations]
     # Nine classes' flags wrap at four panels a row (side by side, the last panel fell off the page).
     nine = pd.DataFrame([{"class": f"class {c}", "word": w, "share_wrong": 0.5, "share_right": 0.1}
                          for c in range(9) for w in ("a", "b")])
