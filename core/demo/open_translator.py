@@ -169,7 +169,7 @@ def object_vocabulary(lm, world: str | Path = ow.OPEN_WORLD, general_world: str 
     return {n: placed[n] for n in sorted(usable)}
 
 
-def _object_nouns(world: Path, general_world: Path | None) -> dict[str, dict[str, list[str]]]:
+def _object_nouns(world: str | Path, general_world: str | Path | None) -> dict[str, dict[str, list[str]]]:
     """For each world ("open", "general"), its training images' paths -> their objects' head nouns."""
     from core.demo.worlds import general as gw
 
@@ -305,12 +305,12 @@ def evaluate_open(classifier, translator, lm, world: str | Path = ow.OPEN_WORLD,
         elif probe:
             named = part[part["superclass"].map(bool)]
             out["held_out_objects"]["feature_probe"] = feature_probes(classifier, named, world, kinds=(),
-                                                                       superclass=True)
+                                                                      superclass=True)
     return out
 
 
 def feature_probes(classifier, rows: pd.DataFrame, world: str | Path = ow.OPEN_WORLD, kinds=("water",),
-                    at_recall: dict | None = None, superclass: bool = False) -> dict:
+                   at_recall: dict | None = None, superclass: bool = False) -> dict:
     """Probes on the classifier's features (core.evaluation.openworld), trained on the world's training images
     (features cached: the same as its translators') and scored on the images of `rows` (image, kinds, and with
     `superclass` the objects' superclasses): `feature_probe` for each of `kinds`, and with `superclass`

@@ -130,7 +130,7 @@ def test_build_refuses_a_training_whose_start_is_missing_before_loading_anything
 
 
 def test_feature_probes_read_water_from_the_classifier_features_and_skips_a_kind_training_lacks(tmp_path,
-                                                                                               tiny_classifier):
+                                                                                              tiny_classifier):
     import pandas as pd
 
     from core.demo.open_translator import feature_probes
@@ -141,7 +141,7 @@ def test_feature_probes_read_water_from_the_classifier_features_and_skips_a_kind
     rows = pd.DataFrame({"image": held["img_filename"], "kinds": held["scene_kinds"].str.split().map(set)})
     rows["superclass"] = held["superclass"].map(lambda c: {c} if c else set())
     out = feature_probes(tiny_classifier, rows, world, kinds=("water", "snow"), at_recall={"water": 1.0},
-                          superclass=True)
+                         superclass=True)
     water = out["water"]
     assert water["images"] == len(rows) and water["with_kind"] == sum("water" in k for k in rows["kinds"]) > 0
     assert water["auc"] > 0.8  # blue lakes against a green field, white snow and a plain white background
