@@ -290,12 +290,15 @@ def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarr
 
 
 def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, test_superclasses,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, neighbours: tuple[int, ...] = (1, 20)) -> dict:
     """How often a linear read of the classifier's own features gives an unseen object's superclass: a reference
     for a translator's superclass accuracy. A multinomial logistic probe (standardised features, strength by 3-fold
     cross-validation) learns the superclass of training images that show one object of a known superclass
     (`train_superclass`: the name or None); a held-out image is right when the probe's top superclass is one of its
-    objects' (`test_superclasses`: a set each). Beside it, always naming the commonest training superclass."""
+    objects' (`test_superclasses`: a set each). Beside it, always naming the commonest training superclass, and
+    the superclass of the nearest training image (cosine) or the commonest among the `neighbours` nearest: how a
+    reader that looks up known objects does, which is how a translator trained on their captions names an unseen
+    one."""
     keep = np.array([bool(c) for c in train_superclass])
     labels = np.array([c for c in train_superclass if c])
     if len(set(labels)) < 2 or not len(test_superclasses):
@@ -305,8 +308,16 @@ def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, 
     said = probe.fit(np.asarray(train_z)[keep], labels).predict(np.asarray(test_z))
     truth = [set(t) for t in test_superclasses]
     common = pd.Series(labels).value_counts().index[0]
+    from sklearn.neighbors import KNeighborsClassifier
+
+    nearest = {}
+    for k in neighbours:
+        knn = KNeighborsClassifier(n_neighbors=min(k, int(keep.sum())), metric="cosine")
+        near = knn.fit(np.asarray(train_z)[keep], labels).predict(np.asarray(test_z))
+        nearest[str(k)] = _rate(pd.Series([s in t for s, t in zip(near, truth)]))
     return {"accuracy": _rate(pd.Series([s in t for s, t in zip(said, truth)])),
             "commonest": {"superclass": str(common), "accuracy": _rate(pd.Series([common in t for t in truth]))},
+            "nearest_neighbours": nearest,
             "C": float(np.ravel(probe[-1].C_)[0]), "training_images": int(keep.sum()),
             "superclasses": int(len(set(labels)))}
 

@@ -93,9 +93,10 @@ def _png(path, colour, size=(40, 60), alpha=True):
     return str(path)
 
 
-def small_open_world(tmp_path, out="world", seed=3, workers=1):
+def small_open_world(tmp_path, out="world", seed=3, workers=1, more_trained=()):
     """A 58-image open world: two trained lakes, a val field, a test snow slope, a plain background; two trained
-    objects, a val guitar and a test heron. Returns (world folder, scenes, things)."""
+    objects (and the nouns of `more_trained`), a val guitar and a test heron. Returns (world folder, scenes,
+    things)."""
     from core.demo.worlds import open_world as ow
 
     src = tmp_path / "src"
@@ -110,7 +111,8 @@ def small_open_world(tmp_path, out="world", seed=3, workers=1):
                             (245, 245, 245))]
     things = [ow.Thing(f"clipart:{n}", f"a {n}", n, superclass_of(n), _png(src / f"{n}.png", c), sp)
               for n, c, sp in (("dog", (120, 80, 40), "train"), ("apple", (200, 30, 30), "train"),
-                               ("guitar", (150, 100, 50), "val"), ("heron", (90, 90, 120), "test"))]
+                               ("guitar", (150, 100, 50), "val"), ("heron", (90, 90, 120), "test"),
+                               *((n, (230, 200, 40), "train") for n in more_trained))]
     out = ow.build_open_world(tmp_path / out, seed=seed, scenes=scenes, things=things, workers=workers,
                               verbose=False, n_train=40, n_val=8, n_test=10)
     return out, scenes, things
@@ -231,6 +233,9 @@ def test_a_superclass_probe_names_an_unseen_objects_superclass_from_features_tha
     assert out["accuracy"]["rate"] > 0.85 and out["accuracy"]["images"] == 120
     assert out["training_images"] == 270 and out["superclasses"] == 3
     assert out["commonest"]["accuracy"]["rate"] < 0.5  # naming one superclass always
+    # A lookup of the nearest training images reads the directions less well than the probe, but far above chance
+    assert set(out["nearest_neighbours"]) == {"1", "20"}
+    assert 0.5 < out["nearest_neighbours"]["1"]["rate"] <= out["nearest_neighbours"]["20"]["rate"] + 0.05
     # Features that carry nothing: about one in three.
     noise = superclass_probe(rng.normal(size=(300, 12)), train, zte, [{names[c]} for c in cte])
     assert noise["accuracy"]["rate"] < 0.55
