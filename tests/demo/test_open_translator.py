@@ -152,3 +152,81 @@ def test_feature_probes_read_water_from_the_classifier_features_and_skips_a_kind
     sc = out["superclass"]
     assert sc["superclasses"] == 2 and sc["accuracy"]["images"] == len(rows)
     assert 0 < sc["accuracy"]["rate"] <= rows["superclass"].map(lambda s: bool(s & {"dog", "food"})).mean()
+
+
+def test_mixup_pick_pairs_two_objects_of_one_superclass_on_one_scene_photo():
+    import pandas as pd
+
+    from core.demo.open_translator import mixup_pick
+
+    meta = pd.DataFrame({"img_filename": ["a1", "a2", "b1", "c1", "d1", "d2", "v1"],
+                         "split": ["train"] * 6 + ["val"],
+                         "scene": ["lake", "lake", "lake", "field", "lake", "lake", "lake"],
+                         "things": ["apple", "banana", "dog", "cherry", "apple", "apple", "pear"],
+                         "nouns": ["apple", "banana", "dog", "cherry", "apple", "apple", "pear"],
+                         "n_objects": [1] * 7})
+    pairs = mixup_pick(meta)
+    # apple and banana on the lake pair up (food, one scene, two objects); the dog has no partner, the cherry is on
+    # another scene, the two images of one apple pair only with the banana; the val pear is never drawn.
+    assert {a for a, _ in pairs} == {"a1", "a2", "d1", "d2"}
+    assert dict(pairs)["a2"] in {"a1", "d1", "d2"} and {dict(pairs)[x] for x in ("a1", "d1", "d2")} == {"a2"}
+    assert mixup_pick(meta) == pairs  # drawn from the seed
+
+
+def test_superclass_mixup_mixes_two_images_features_under_the_first_ones_superclass_caption(tmp_path,
+                                                                                           tiny_classifier,
+                                                                                           monkeypatch):
+    """superclass_mixup: each pair's features lie between its two images' (every view, one weight in [0.3, 0.7]),
+    its caption is the first image's superclass caption, its unlikely words are those neither image may say."""
+    import pandas as pd
+    import torch
+
+    from core.data import load_rgb
+    from core.demo import open_translator as ot
+    from core.demo.worlds import open_world as ow
+    from core.engine.train import VIEWS, compute_feature_views
+
+    world, _, things = small_open_world(tmp_path, more_trained=("banana",))  # apple and banana: two foods
+    monkeypatch.setattr(ow, "thing_catalog", lambda: things)
+    z, caps, words = ot.superclass_mixup(tiny_classifier, None, world, objects=False)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    pairs = [(str(world / a), str(world / b)) for a, b in ot.mixup_pick(meta)]
+    assert 0 < len(caps) == len(pairs) == len(z) == len(words)
+    first = ow.superclass_captions(world).drop_duplicates("path").set_index("path")["caption"]
+    assert caps == [first[a] for a, _ in pairs] and all("food" in c.lower() for c in caps)
+    f = compute_feature_views(tiny_classifier, [p for pair in pairs for p in pair], load_rgb, views=VIEWS)
+    a, b = f[0::2], f[1::2]
+    # z = lam * a + (1 - lam) * b, one lam per pair: solve it from the first view, check every view
+    lam = ((z - b) * (a - b)).sum((1, 2)) / ((a - b) ** 2).sum((1, 2))
+    assert torch.allclose(z, lam[:, None, None] * a + (1 - lam[:, None, None]) * b, atol=1e-4)
+    assert ((lam > 0.3 - 1e-4) & (lam < 0.7 + 1e-4)).all()
+    frame = ot.open_captions(world, superclass_captions=True)
+    kinds = {str(world / g): str(k).split() for g, k in zip(meta["img_filename"], meta["scene_kinds"])}
+    unlikely = dict(zip(frame.loc[frame["split"] == "train", "path"], ot.unlikely_scene_words(frame, kinds)))
+    assert words == [unlikely[p] & unlikely[q] for p, q in pairs]
+
+
+def test_the_evaluation_scores_the_held_out_kinds_asked_for_on_the_tiny_models(tmp_path, tiny_classifier, tiny_lm):
+    """evaluate_open(held_out=("object",)) explains and scores the held-out objects' images only (the whole split's,
+    for a tight interval, at the cost of the scenes'); headline leaves the scenes' measures empty."""
+    import pytest
+    import torch
+
+    from core.demo import open_translator as ot
+    from core.engine.config import ExplainConfig
+    from core.models.translator import Translator, TranslatorConfig
+
+    world, _, _ = small_open_world(tmp_path)
+    torch.manual_seed(0)
+    tr = Translator(TranslatorConfig(feature_dim=tiny_classifier.feature_dim, hidden_size=tiny_lm.hidden_size,
+                                     prefix_length=2, mlp_hidden=16, classifier_identity=tiny_classifier.identity,
+                                     classifier_name="tinynet", lm_identity=tiny_lm.identity)).eval()
+    cfg = ExplainConfig(sentences_per_image=2, max_new_tokens=6, seed=0)
+    rows = ot.explain_open_split(tiny_classifier, tr, tiny_lm, world, "test", cfg=cfg, held_out=("object",))
+    assert len(rows) and set(rows["held_out"]) == {"object"}
+    out = ot.evaluate_open(tiny_classifier, tr, tiny_lm, world, "test", cfg=cfg, probe=False, held_out=("object",))
+    assert "held_out_scenes" not in out and out["held_out_objects"]["superclass_accuracy"]["images"] == len(rows)
+    line = ot.headline(out)
+    assert line["false_water_held_out_scenes"] is None and line["superclass_accuracy_held_out_objects"] is not None
+    with pytest.raises(ValueError, match="held_out names"):
+        ot.evaluate_open(tiny_classifier, tr, tiny_lm, world, "test", cfg=cfg, held_out=("objects",))

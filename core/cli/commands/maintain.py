@@ -14,7 +14,8 @@ scene packages held out), open-translator (trained on it), open-replay (one more
 world's pairs replayed, so that it does not forget them), open-unlikely (one epoch of that mix from the general
 translator, with the scene words of kinds an image does not show made unlikely), open-unlikely-objects (the same
 with object words of superclasses unrelated to an image's objects made unlikely too), open-superclass (the same as
-open-unlikely with one more caption per image naming its objects by superclass), open-evaluation (every
+open-unlikely with one more caption per image naming its objects by superclass), open-mixup (the same with
+features of two known objects of a superclass mixed and captioned by the superclass), open-evaluation (every
 translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
 Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
 Waterbirds ERM run's scene flags and a bird-word control).
@@ -27,7 +28,7 @@ WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "al
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs",
                    "lite2", "lite2-trained")
 OPEN_STEPS = ("open-world", "open-translator", "open-replay", "open-unlikely", "open-unlikely-objects",
-              "open-superclass", "open-evaluation")
+              "open-superclass", "open-mixup", "open-evaluation")
 EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
 
