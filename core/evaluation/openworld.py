@@ -299,6 +299,8 @@ def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, 
     the superclass of the nearest training image (cosine) or the commonest among the `neighbours` nearest: how a
     reader that looks up known objects does, which is how a translator trained on their captions names an unseen
     one."""
+    from sklearn.neighbors import KNeighborsClassifier
+
     keep = np.array([bool(c) for c in train_superclass])
     labels = np.array([c for c in train_superclass if c])
     if len(set(labels)) < 2 or not len(test_superclasses):
@@ -308,8 +310,6 @@ def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, 
     said = probe.fit(np.asarray(train_z)[keep], labels).predict(np.asarray(test_z))
     truth = [set(t) for t in test_superclasses]
     common = pd.Series(labels).value_counts().index[0]
-    from sklearn.neighbors import KNeighborsClassifier
-
     nearest = {}
     for k in neighbours:
         knn = KNeighborsClassifier(n_neighbors=min(k, int(keep.sum())), metric="cosine")
