@@ -83,11 +83,21 @@ class Agreement:
         return int(row["images"].sum())
 
     def sentence(self, a_name: str = "A", b_name: str = "B") -> str:
-        """The test in one line: how many flipped each way, and whether that could be chance."""
+        """The test in one line: how many flipped each way, and whether that could be chance. Where McNemar's test
+        and the paired bootstrap interval of the average difference (shown beside it) disagree, which happens near
+        p = 0.05, it says the difference is borderline rather than contradict the interval."""
         a_only, b_only = self.count("right", "wrong"), self.count("wrong", "right")
         m = self.mcnemar
-        verdict = ("the difference is unlikely to be chance" if m["p_value"] < 0.05
+        significant = m["p_value"] < 0.05
+        verdict = ("the difference is unlikely to be chance" if significant
                    else "a difference this size can be chance")
+        gap = self.accuracy_gap
+        if gap is not None and (gap["low"] > 0 or gap["high"] < 0) != significant:
+            verdict = (f"borderline: the paired bootstrap interval of the average difference "
+                       f"({100 * gap['low']:+.1f} to {100 * gap['high']:+.1f} pts) "
+                       + ("excludes zero and McNemar's test does not reach 0.05" if not significant
+                          else "holds zero while McNemar's test is under 0.05")
+                       + "; more images would settle it")
         return (f"{b_only} images only {b_name} reads right, {a_only} only {a_name}: McNemar's test "
                 f"({m['method']}) p = {m['p_value']:.3g}, {verdict}.")
 

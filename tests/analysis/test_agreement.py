@@ -40,3 +40,25 @@ def test_mcnemar_is_exact_for_few_discordant_pairs():
     assert mcnemar(30, 10)["method"].startswith("chi-square") and mcnemar(0, 0)["p_value"] == 1.0
     with pytest.raises(ValueError, match=">= 0"):
         mcnemar(-1, 2)
+
+
+def test_the_sentence_calls_a_difference_borderline_where_the_two_tests_disagree(runs):
+    """38 fixed, 22 broken of 200 (the Waterbirds demo's fix): McNemar p = 0.053 while the bootstrap interval of the
+    average difference is above zero; the sentence says borderline instead of "can be chance" beside that interval."""
+    from dataclasses import replace
+
+    erm, robust = runs
+    ag = agreement(erm, robust)
+    table = ag.table.copy()
+    table["images"] = [100 if (a, b) == ("right", "right") else 22 if (a, b) == ("right", "wrong")
+                       else 38 if (a, b) == ("wrong", "right") else 40 for a, b in zip(table["a"], table["b"])]
+    close = replace(ag, table=table, mcnemar=mcnemar(22, 38),
+                    accuracy_gap={"gap": 0.08, "low": 0.005, "high": 0.155, "n": 200})
+    text = close.sentence()
+    assert 0.05 < close.mcnemar["p_value"] < 0.06
+    assert "38 images only B reads right, 22 only A" in text and "borderline" in text and "+0.5 to +15.5" in text
+    assert "can be chance" not in text
+    # Both tests agree: the plain verdicts
+    wide = replace(close, accuracy_gap={"gap": 0.08, "low": -0.01, "high": 0.15, "n": 200})
+    assert "can be chance" in wide.sentence() and "borderline" not in wide.sentence()
+    assert "unlikely to be chance" in ag.sentence() and "borderline" not in ag.sentence()
