@@ -188,6 +188,18 @@ def _object_nouns(world: str | Path, general_world: str | Path | None) -> dict[s
                         if k in noun_of}}
 
 
+def _open_unlikely_words(world: Path, frame: pd.DataFrame, objects: dict[str, str] | None,
+                         nouns_of_path: dict | None) -> list[frozenset]:
+    """Per training caption of the open world's caption table `frame`: unlikely_scene_words, and with `objects`
+    (object_vocabulary) unlikely_object_words of `nouns_of_path` (_object_nouns' "open") too."""
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    words = unlikely_scene_words(frame, {
+        str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])})
+    if objects is None:
+        return words
+    return [a | b for a, b in zip(words, unlikely_object_words(frame, nouns_of_path, objects))]
+
+
 def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str | Path | None = None,
                           seed: int = 0, objects: dict[str, str] | None = None,
                           superclass_captions: bool = False) -> list[frozenset]:
@@ -196,18 +208,15 @@ def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str 
     from core.demo.worlds import general as gw
 
     world, general_world = Path(world), Path(general_world or gw.GENERAL_WORLD)
-    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
     open_frame, general_frame = open_captions(world, superclass_captions), gw.read_general_world(general_world)
-    open_words = unlikely_scene_words(open_frame, {
-        str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])})
+    nouns = _object_nouns(world, general_world) if objects is not None else {}
+    open_words = _open_unlikely_words(world, open_frame, objects, nouns.get("open"))
     gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False)
     scene_kinds = {n: ({"plain"} if s.colour is not None else {ow.GENERAL_KINDS[k] for k in s.kinds})
                    for n, s in gw.SCENES.items()}
     general_words = unlikely_scene_words(general_frame, {
         str(general_world / f): scene_kinds.get(sc, ()) for f, sc in zip(gmeta["img_filename"], gmeta["scene"])})
     if objects is not None:
-        nouns = _object_nouns(world, general_world)
-        open_words = [a | b for a, b in zip(open_words, unlikely_object_words(open_frame, nouns["open"], objects))]
         general_words = [a | b for a, b in zip(general_words,
                                                unlikely_object_words(general_frame, nouns["general"], objects))]
     return [open_words[i] for i in replay_pick(len(open_words), len(general_words), seed)] + general_words
@@ -231,13 +240,15 @@ def mixup_pick(meta: pd.DataFrame, seed: int = 0) -> list[tuple[str, str]]:
     return pairs
 
 
-def superclass_mixup(classifier, lm, world: str | Path = ow.OPEN_WORLD, seed: int = 0, objects: bool = True):
+def superclass_mixup(classifier, world: str | Path = ow.OPEN_WORLD, seed: int = 0,
+                     objects: dict[str, str] | None = None):
     """Training pairs between known objects: the features of two training images of the same superclass on the
     same scene photo (mixup_pick), mixed view by view with a weight drawn from U(0.3, 0.7), captioned by the first
     image's superclass caption (open_world.superclass_captions: "An ungulate on a sandy beach."). An unseen object
     of a superclass lies among its known ones, not on one of them: these pairs teach the superclass's words there,
     where the world's own captions teach only each known object's name. Returns (features (pairs, views, D),
-    captions, unlikely words: those neither image may make the LM say, as replay_unlikely_words gives them)."""
+    captions, unlikely words: those neither image may make the LM say, as replay_unlikely_words gives them with the
+    same `objects`)."""
     import torch
 
     from core.data import load_rgb
@@ -248,17 +259,13 @@ def superclass_mixup(classifier, lm, world: str | Path = ow.OPEN_WORLD, seed: in
     first = ow.superclass_captions(world).drop_duplicates("path").set_index("path")["caption"]
     pairs = [(str(world / a), str(world / b)) for a, b in mixup_pick(meta, seed) if str(world / a) in first.index]
     frame = open_captions(world, superclass_captions=True)
-    train = frame[frame["split"] == "train"]
-    kinds = {str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])}
-    words = unlikely_scene_words(frame, kinds)
-    if objects:
-        words = [a | b for a, b in zip(words, unlikely_object_words(frame, _object_nouns(world, None)["open"],
-                                                                    object_vocabulary(lm, world)))]
-    absent = dict(zip(train["path"], words))  # the same set for every caption of an image
+    train_paths = frame.loc[frame["split"] == "train", "path"]
+    nouns = _object_nouns(world, None)["open"] if objects is not None else None
+    # the same set for every caption of an image
+    absent = dict(zip(train_paths, _open_unlikely_words(world, frame, objects, nouns)))
     # The features of every training image, as the world's own pairs have them (the same cache entry)
-    feats, _, _, _, _ = caption_pairs_compact(classifier, frame, load_rgb, VIEWS, str(world))
-    uniq = sorted(set(train["path"]))
-    row = {p: i for i, p in enumerate(uniq)}
+    feats, index, _, _, _ = caption_pairs_compact(classifier, frame, load_rgb, VIEWS, str(world))
+    row = dict(zip(train_paths, index.tolist()))
     lam = torch.from_numpy(np.random.default_rng(seed + 1).uniform(0.3, 0.7, len(pairs))).to(feats.dtype)
     a = feats[torch.tensor([row[p] for p, _ in pairs])]
     b = feats[torch.tensor([row[q] for _, q in pairs])]
@@ -291,17 +298,17 @@ def train_open_translator(classifier, lm, out: str | Path = OPEN_TRANSLATOR, wor
                                                                "normalize_features")})
     train_z, train_caps, val_z, val_caps = (replay_data if replay else open_translator_data)(
         classifier, world, superclass_captions=superclass_captions)
-    unlikely = None
+    unlikely = vocabulary = None
     if cfg.unlikely_weight:
         if not replay:
             raise ValueError("the unlikelihood recipe trains on the replay mix: pass replay=True")
-        unlikely = replay_unlikely_words(world, objects=object_vocabulary(lm, world) if objects else None,
-                                         superclass_captions=superclass_captions)
+        vocabulary = object_vocabulary(lm, world) if objects else None
+        unlikely = replay_unlikely_words(world, objects=vocabulary, superclass_captions=superclass_captions)
     if mixup:
         if unlikely is None:
             raise ValueError("superclass mixup joins the unlikelihood recipe: pass replay=True and a recipe with an "
                              "unlikely_weight")
-        mz, mcaps, mwords = superclass_mixup(classifier, lm, world, objects=objects)
+        mz, mcaps, mwords = superclass_mixup(classifier, world, objects=vocabulary)
         train_z, train_caps, unlikely = torch.cat([train_z, mz]), list(train_caps) + mcaps, unlikely + mwords
     t0 = time.time()
     tr = train_translator(classifier, lm, train_z, train_caps, work, val_z, val_caps, cfg,
@@ -429,24 +436,22 @@ def headline(result: dict) -> dict:
     """The issue's targets in one line per measure: held-out scene kind, false water, held-out superclass (a measure
     of a held-out kind the result did not score is None)."""
     scenes, objects = result.get("held_out_scenes") or {}, result.get("held_out_objects") or {}
-    probe = objects.get("feature_probe", {}).get("superclass") or {}
 
-    def rate(part: dict, *keys: str):
+    def rate(part: dict, *keys: str, last: str = "rate"):  # part[keys...][last], None where any is missing
         for k in keys:
             part = part.get(k) or {}
-        return part.get("rate")
+        return part.get(last)
 
     return {"scene_kind_accuracy_held_out_scenes": rate(scenes, "scene_kind_accuracy"),
             "false_water_held_out_scenes": rate(scenes, "false_scene_rate", "water"),
             "false_water_held_out_objects": rate(objects, "false_scene_rate", "water"),
-            "water_sentence_share_held_out_scenes": (scenes.get("false_scene_share", {}).get("water") or {})
-            .get("mean_share"),
+            "water_sentence_share_held_out_scenes": rate(scenes, "false_scene_share", "water", last="mean_share"),
             "kept_water_held_out_scenes": rate(scenes, "kept_scene_rate", "water"),
-            "false_water_feature_probe_same_recall": (scenes.get("feature_probe", {}).get("water") or {})
-            .get("false_at_recall"),
+            "false_water_feature_probe_same_recall": rate(scenes, "feature_probe", "water", last="false_at_recall"),
             "superclass_accuracy_held_out_objects": rate(objects, "superclass_accuracy"),
-            "superclass_feature_probe": rate(probe, "accuracy"),
-            **{f"superclass_nearest_{k}": r.get("rate") for k, r in (probe.get("nearest_neighbours") or {}).items()},
+            "superclass_feature_probe": rate(objects, "feature_probe", "superclass", "accuracy"),
+            **{f"superclass_nearest_{k}": r.get("rate") for k, r in
+               (rate(objects, "feature_probe", "superclass", last="nearest_neighbours") or {}).items()},
             "scene_kind_accuracy_trained_scenes": rate(objects, "scene_kind_accuracy")}
 
 

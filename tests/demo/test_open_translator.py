@@ -188,7 +188,7 @@ def test_superclass_mixup_mixes_two_images_features_under_the_first_ones_supercl
 
     world, _, things = small_open_world(tmp_path, more_trained=("banana",))  # apple and banana: two foods
     monkeypatch.setattr(ow, "thing_catalog", lambda: things)
-    z, caps, words = ot.superclass_mixup(tiny_classifier, None, world, objects=False)
+    z, caps, words = ot.superclass_mixup(tiny_classifier, world)
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
     pairs = [(str(world / a), str(world / b)) for a, b in ot.mixup_pick(meta)]
     assert 0 < len(caps) == len(pairs) == len(z) == len(words)
