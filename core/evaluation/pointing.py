@@ -7,7 +7,9 @@ its most used object word (a word WordNet places under an object superclass: bir
 tolerance of its word's region, here half a cell of the classifier's last feature map (16 px of a 224 px input: a
 7 x 7 map cannot say more; Zhang et al. allow 15 px), for either kind alike; the strict rate (on the region
 itself) is reported beside it. A flat map (no part of the image makes the word any likelier) has no peak: a miss.
-The same images with a peak drawn uniformly at random are the baseline, scored in the same run by the same rules.
+Two baselines are scored on the same images by the same rules: a peak drawn uniformly at random, and the centre of
+the crop (TorchRay's "center" method): where objects sit near the middle, as a photographer or a world builder puts
+them, pointing at the centre already finds most of them, and a map is worth what it adds to that.
 
     rows = pointing_game(items, classifier, translator, lm)   # items: image, mask (over the image), sentences
     summary = score_pointing(rows)
@@ -67,7 +69,51 @@ def distance_to(region: np.ndarray) -> np.ndarray:
 
 RULE = ("the pointing game: a map's peak is a hit within {tol} px of its word's region (an object word's: the "
         "object; a scene word's: the scene around it), strict on the region itself; a flat map is a miss; random: a "
-        "uniformly drawn peak on the same images, by the same rules")
+        "uniformly drawn peak on the same images, by the same rules; centre: the crop's centre as the peak")
+
+
+def regions(item, preprocessing, extractor, object_superclasses=None) -> list[tuple[str, str, np.ndarray, float]]:
+    """(kind, word, each pixel's distance to the word's region, the object's share of the crop) for each word kind
+    that an item's sentences use; `item`: a row with mask (over the image) and sentences."""
+    mask = crop_like_input(np.asarray(item.mask, dtype=bool), preprocessing)
+    away = {"object": distance_to(mask), "scene": distance_to(~mask)}
+    return [(kind, word, away[kind], float(mask.mean()))
+            for kind, word in words_to_map(list(item.sentences), extractor, object_superclasses).items()
+            if word is not None]
+
+
+def centre_baseline(items: pd.DataFrame, preprocessing, extractor=None, object_superclasses=None,
+                    tolerance: int | None = None) -> dict:
+    """{kind: centre_hit_rate, centre_ci95, centre_strict_hit_rate, maps}: the crop's centre as every map's peak, on
+    the images and words pointing_game would map (no map is drawn: seconds). For games stored before the centre was
+    scored beside them."""
+    if extractor is None:
+        from core.engine.words import WordExtractor
+
+        extractor = WordExtractor()
+    tol = tolerance if tolerance is not None else preprocessing.crop // 14
+    rows = [{"kind": kind, **_centre(away, tol)} for it in items.itertuples()
+            for kind, _, away, _ in regions(it, preprocessing, extractor, object_superclasses)]
+    out = {}
+    for kind, part in pd.DataFrame(rows, columns=["kind", "centre_distance", "centre_hit", "centre_strict_hit"]
+                                   ).groupby("kind"):
+        out[kind] = {"maps": len(part), **_centre_rates(part)}
+    return out
+
+
+def _centre(away: np.ndarray, tol: float) -> dict:
+    d = float(away[away.shape[0] // 2, away.shape[1] // 2])
+    return {"centre_distance": round(d, 1), "centre_hit": d <= tol, "centre_strict_hit": d == 0}
+
+
+def _rate(hits: pd.Series) -> tuple[float, list[float]]:
+    n, k = len(hits), int(hits.sum())
+    return round(k / n, 4), [round(x, 4) for x in wilson_interval(k, n)]
+
+
+def _centre_rates(part: pd.DataFrame) -> dict:
+    (c, cci), (cs, _) = _rate(part["centre_hit"]), _rate(part["centre_strict_hit"])
+    return {"centre_hit_rate": c, "centre_ci95": cci, "centre_strict_hit_rate": cs}
 
 
 def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=None, object_superclasses=None,
@@ -96,7 +142,10 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
     rows = []
     for n, it in enumerate(items.itertuples()):
         if str(it.image_id) in done:
-            rows += done[str(it.image_id)]
+            # Rows kept before the centre was scored get it now: it needs the mask, not the map.
+            centres = {kind: _centre(away, tol) for kind, _, away, _ in
+                       regions(it, classifier.preprocessing, extractor, object_superclasses)}
+            rows += [{**centres.get(r["kind"], {}), **r} for r in done[str(it.image_id)]]
             side = classifier.preprocessing.crop  # the input crop, the masks' shape
             for _ in done[str(it.image_id)]:
                 rng.integers(side), rng.integers(side)  # the draws its random peaks took: later images' stay the same
@@ -104,20 +153,16 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
                 progress(n + 1, len(items))
             continue
         first = len(rows)
-        mask = crop_like_input(np.asarray(it.mask, dtype=bool), classifier.preprocessing)
-        away = {"object": distance_to(mask), "scene": distance_to(~mask)}
-        share = float(mask.mean())
-        for kind, word in words_to_map(list(it.sentences), extractor, object_superclasses).items():
-            if word is None:
-                continue
+        for kind, word, away, share in regions(it, classifier.preprocessing, extractor, object_superclasses):
             peak = word_map(it.image, word, classifier, translator, lm, sentences=list(it.sentences),
                             extractor=extractor, method=method, occlusion=occlusion).peak()
-            rand = (int(rng.integers(mask.shape[0])), int(rng.integers(mask.shape[1])))
-            d = float(away[kind][peak]) if peak is not None else float("nan")
-            rd = float(away[kind][rand])
+            rand = (int(rng.integers(away.shape[0])), int(rng.integers(away.shape[1])))
+            d = float(away[peak]) if peak is not None else float("nan")
+            rd = float(away[rand])
             rows.append({"image_id": it.image_id, "kind": kind, "word": word, "object_share": round(share, 4),
                          "peak": peak, "distance": round(d, 1), "hit": d <= tol, "strict_hit": d == 0,
-                         "random_distance": round(rd, 1), "random_hit": rd <= tol, "random_strict_hit": rd == 0})
+                         "random_distance": round(rd, 1), "random_hit": rd <= tol, "random_strict_hit": rd == 0,
+                         **_centre(away, tol)})
         if checkpoint is not None:
             with open(checkpoint, "a") as f:
                 f.write(json.dumps({"image_id": str(it.image_id), "rows": rows[first:]}, default=_plain) + "\n")
@@ -153,26 +198,29 @@ def _resume(checkpoint, settings: dict) -> dict[str, list[dict]]:
 
 
 COLUMNS = ["image_id", "kind", "word", "object_share", "peak", "distance", "hit", "strict_hit", "random_distance",
-           "random_hit", "random_strict_hit"]
+           "random_hit", "random_strict_hit", "centre_distance", "centre_hit", "centre_strict_hit"]
 
 
 def score_pointing(rows: pd.DataFrame, tolerance: int | None = None) -> dict:
-    """Hit rates per word kind with 95% Wilson intervals (within the tolerance, and strict), the random baseline's
-    beside them, flat maps, and the words. `tolerance`: the rows' (pointing_game's) unless given."""
+    """Hit rates per word kind with 95% Wilson intervals (within the tolerance, and strict), the random and centre
+    baselines' beside them, flat maps, the words, and (`off_centre`) the hit rate where the centre misses the word's
+    region. `tolerance`: the rows' (pointing_game's) unless given."""
     tol = tolerance if tolerance is not None else rows.attrs.get("tolerance")
     out = {"rule": RULE.format(tol=tol if tol is not None else "the tolerance"), "tolerance_px": tol}
-
-    def rate(hits: pd.Series) -> tuple[float, list[float]]:
-        n, k = len(hits), int(hits.sum())
-        return round(k / n, 4), [round(x, 4) for x in wilson_interval(k, n)]
-
     for kind, part in rows.groupby("kind"):
-        (h, ci), (rh, rci) = rate(part["hit"]), rate(part["random_hit"])
+        (h, ci), (rh, rci) = _rate(part["hit"]), _rate(part["random_hit"])
         out[kind] = {"maps": len(part), "hit_rate": h, "ci95": ci, "random_hit_rate": rh, "random_ci95": rci,
                      "words": part["word"].value_counts().head(10).to_dict(),
                      "mean_object_share": round(float(part["object_share"].mean()), 4)}
         if "strict_hit" in part:
-            (sh, sci), (rsh, _) = rate(part["strict_hit"]), rate(part["random_strict_hit"])
+            (sh, sci), (rsh, _) = _rate(part["strict_hit"]), _rate(part["random_strict_hit"])
             out[kind].update({"strict_hit_rate": sh, "strict_ci95": sci, "random_strict_hit_rate": rsh,
                               "flat_maps": int(part["distance"].isna().sum())})
+        if "centre_hit" in part and part["centre_hit"].notna().all():
+            out[kind].update(_centre_rates(part))
+            # Where the centre misses the word's region (an object away from the middle), a map has to find it.
+            off = part[~part["centre_hit"].astype(bool)]
+            if len(off):
+                (oh, oci), (orh, _) = _rate(off["hit"]), _rate(off["random_hit"])
+                out[kind]["off_centre"] = {"maps": len(off), "hit_rate": oh, "ci95": oci, "random_hit_rate": orh}
     return out

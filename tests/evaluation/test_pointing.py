@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.evaluation.pointing import crop_like_input, distance_to, pointing_game, score_pointing, words_to_map
+from core.evaluation.pointing import (centre_baseline, crop_like_input, distance_to, pointing_game, score_pointing,
+                                     words_to_map)
 from core.models.classifier import Preprocessing
 
 
@@ -51,6 +52,15 @@ def test_scores_count_hits_per_kind_beside_the_random_baseline():
     assert s["object"]["hit_rate"] == 0.4 and s["object"]["ci95"][0] < 0.4 < s["object"]["ci95"][1]
     assert s["object"]["strict_hit_rate"] == 0.3 and s["object"]["words"] == {"bird": 10}
     assert s["tolerance_px"] == 16 and "16 px" in s["rule"]
+    assert "centre_hit_rate" not in s["scene"]  # rows stored before the centre was scored: no centre figures
+    centred = rows.assign(centre_hit=[True] * 10 + [True] * 6 + [False] * 4,
+                          centre_strict_hit=[True] * 10 + [True] * 5 + [False] * 5)
+    c = score_pointing(centred, tolerance=16)
+    assert c["object"]["centre_hit_rate"] == 0.6 and c["object"]["centre_strict_hit_rate"] == 0.5
+    assert c["scene"]["centre_hit_rate"] == 1.0 and c["object"]["centre_ci95"][0] < 0.6
+    # The 4 object rows whose centre misses (the last 4: distances 40): the maps miss them too.
+    assert c["object"]["off_centre"]["maps"] == 4 and c["object"]["off_centre"]["hit_rate"] == 0.0
+    assert "off_centre" not in c["scene"]  # the centre always lay in the scene
 
 
 def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_classifier, tiny_lm, tiny_waterbirds):
@@ -80,6 +90,14 @@ def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_class
     mapped = rows[rows["peak"].notna()]
     assert (mapped["hit"] == (mapped["distance"] <= 2)).all()
     assert (mapped["strict_hit"] == (mapped["distance"] == 0)).all()
+    # The centre baseline: the crop's centre (16, 16) lies 1.4 px from the "bird" (rows and columns 10-15): within
+    # the tolerance of an object word's region but not on it, and in the scene; centre_baseline agrees without maps.
+    objects, scenes = rows[rows["kind"] == "object"], rows[rows["kind"] == "scene"]
+    assert objects["centre_hit"].all() and not objects["centre_strict_hit"].any()
+    assert (objects["centre_distance"] == 1.4).all() and scenes["centre_strict_hit"].all()
+    base = centre_baseline(items, tiny_classifier.preprocessing, object_superclasses={"bird"})
+    assert base["object"]["maps"] == 3 and base["object"]["centre_hit_rate"] == 1.0
+    assert base["object"]["centre_strict_hit_rate"] == 0.0 and base["scene"]["centre_hit_rate"] == 1.0
     for r in mapped.itertuples():  # a scene word's region is everything but the "bird"
         on_bird = bool(mask[r.peak])
         assert (r.distance == 0) == (on_bird if r.kind == "object" else not on_bird)
@@ -96,6 +114,14 @@ def test_the_game_maps_each_images_words_on_the_tiny_models(tmp_path, tiny_class
                             progress=lambda i, n: seen.append(i))
     pd.testing.assert_frame_equal(resumed, rows)
     assert seen == [1, 2, 3] and len(ckpt.read_text().splitlines()) == 4
+    # Rows kept before the centre was scored (no centre_* fields) get it on resuming: the same rows again.
+    lines = ckpt.read_text().splitlines()
+    old = [json.loads(x) for x in lines[1:]]
+    for entry in old:
+        entry["rows"] = [{k: v for k, v in r.items() if not k.startswith("centre_")} for r in entry["rows"]]
+    ckpt.write_text("\n".join([lines[0]] + [json.dumps(e) for e in old]) + "\n")
+    pd.testing.assert_frame_equal(pointing_game(items, tiny_classifier, tr, tiny_lm, object_superclasses={"bird"},
+                                                checkpoint=ckpt), rows)
     other = pointing_game(items.iloc[:1], tiny_classifier, tr, tiny_lm, object_superclasses={"bird"},
                           checkpoint=ckpt, seed=1)
     assert len(ckpt.read_text().splitlines()) == 2 and json.loads(ckpt.read_text().splitlines()[0])["settings"][
