@@ -652,7 +652,8 @@ MAP_METHODS = {  # how a word map was computed, for a caption (core.engine.word_
     "gradient": "gradient: the word's log-probability in the image's own sentences, differentiated with respect to "
                 "the classifier's last feature map and weighted Grad-CAM style",
     "occlusion": "occlusion: patches of the image (7 x 7) hidden one at a time, scored by how much less likely the "
-                 "word becomes; asked for, or the only map of a classifier without a spatial feature map"}
+                 "word becomes; asked for, chosen first where this run's pointing game found it clearly better, or the "
+                 "only map of a classifier without a spatial feature map"}
 
 
 @dataclass

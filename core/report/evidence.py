@@ -246,20 +246,21 @@ def image_data_uri(image, max_side: int = 240) -> str:
 
 def example_maps(report: dict, per_flag: int = 3, limit: int = 24) -> dict:
     """{(class, word): [{"image_id", "uri"}]}: the stored maps of each error-view flag's example images, drawn over
-    them, as data: URIs for the HTML report (at most `per_flag` per flag and `limit` in all; nothing is computed)."""
+    them, as data: URIs for the HTML report (at most `per_flag` per flag and `limit` in all; nothing is computed),
+    drawn by the run's preferred_method."""
     from core.store import Run, RunStoreError
 
     try:
         run = Run.open(report["run"]["path"])
     except (RunStoreError, OSError, KeyError):
         return {}
-    out, n = {}, 0
+    out, n, method = {}, 0, preferred_method(run.path)
     for cls, rows in report["flags"]["by_class"].items():
         for f in rows:
             for image_id in f.get("example_image_ids") or []:
                 if n >= limit or len(out.get((cls, f["word"]), [])) >= per_flag:
                     break
-                picture = stored_picture(run, image_id, f["word"])
+                picture = stored_picture(run, image_id, f["word"], method=method)
                 if picture is not None:
                     out.setdefault((cls, f["word"]), []).append({"image_id": image_id,
                                                                  "uri": image_data_uri(picture)})
@@ -268,17 +269,18 @@ def example_maps(report: dict, per_flag: int = 3, limit: int = 24) -> dict:
 
 
 def maps_to_compute(report: dict, per_flag: int = 2, limit: int = 6) -> list[tuple[str, str]]:
-    """(image_id, word) pairs whose maps the report's examples lack: flags with a stored causal test first, then the
-    others in rank order; `per_flag` example images per flag, `limit` in all (a map takes seconds on a CPU)."""
+    """(image_id, word) pairs whose maps the report's examples lack (drawn by the run's preferred_method): flags with
+    a stored causal test first, then the others in rank order; `per_flag` example images per flag, `limit` in all (a
+    map takes seconds on a CPU)."""
     from core.store import Run
 
     run = Run.open(report["run"]["path"])
     flags = [(cls, f) for cls, rows in report["flags"]["by_class"].items() for f in rows]
     flags.sort(key=lambda cf: (cf[1].get("causal") is None, cf[1]["rank"]))
-    todo = []
+    todo, method = [], preferred_method(run.path)
     for _, f in flags:
         for image_id in (f.get("example_image_ids") or [])[:per_flag]:
-            if len(todo) < limit and stored_map(run.path, image_id, f["word"]) is None:
+            if len(todo) < limit and stored_map(run.path, image_id, f["word"], method) is None:
                 todo.append((image_id, f["word"]))
     return todo
 
@@ -429,11 +431,12 @@ def add_evidence(report: dict) -> dict:
 
 def reliability_summary(doc: dict | None) -> dict | None:
     """The pointing game's figures that a report carries (per word kind: maps, hit_rate, ci95, random_hit_rate,
-    random_ci95, and where measured strict_hit_rate, random_strict_hit_rate, flat_maps), or None."""
+    random_ci95, and where measured strict_hit_rate, random_strict_hit_rate, flat_maps, centre_hit_rate,
+    centre_ci95, off_centre), or None."""
     if not doc:
         return None
     keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95", "strict_hit_rate", "random_strict_hit_rate",
-            "flat_maps")
+            "flat_maps", "centre_hit_rate", "centre_ci95", "off_centre")
     out = {kind: {k: doc[kind][k] for k in keep if k in doc[kind]} for kind in ("scene", "object")
            if isinstance(doc.get(kind), dict)}
     return {**out, "images": doc.get("images"), "rule": doc.get("rule"), "tolerance_px": doc.get("tolerance_px"),
@@ -457,6 +460,20 @@ def map_reliability(run_path) -> dict | None:
     return None
 
 
+def preferred_method(run_path) -> str:
+    """How this run's word maps are best drawn: "occlusion" where its pointing game found object words' objects more
+    often by occlusion than by gradient, the two 95% intervals apart (the Waterbirds demo's fine-tuned classifier:
+    84% against 40%); "auto" otherwise, and where nothing was measured (gradient maps take a second, occlusion
+    several)."""
+    doc = map_reliability(run_path) or {}
+    occl = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else {}
+    grad_ci, occl_ci = (doc.get("object") or {}).get("ci95"), (occl.get("object") or {}).get("ci95")
+    if isinstance(grad_ci, list) and isinstance(occl_ci, list) and len(grad_ci) == len(occl_ci) == 2 \
+            and occl_ci[0] > grad_ci[1]:
+        return "occlusion"
+    return "auto"
+
+
 def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
     """The pointing game in two clauses (object words' peak on the object, scene words' in the scene around it),
     each next to random peaks on the same images, for maps drawn by `method` ("auto" or "occlusion"), with one
@@ -475,8 +492,13 @@ def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
             continue
         lo, hi = k.get("ci95") or (None, None)
         strict = f", {_pct(k['strict_hit_rate'])} {exactly}" if tol and k.get("strict_hit_rate") is not None else ""
+        centre = f", the image's centre: {_pct(k['centre_hit_rate'])}" if k.get("centre_hit_rate") is not None else ""
+        off = k.get("off_centre") if kind == "object" and isinstance(k.get("off_centre"), dict) else {}
+        away = (f", and for {_pct(off['hit_rate'])} of the {off['maps']} whose object lies away from the centre"
+                if off.get("maps", 0) >= 10 and off.get("hit_rate") is not None else "")
         parts.append(f"{kind} words' maps peak {where} for {_pct(k.get('hit_rate'))} of {k['maps']} images "
-                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))}){strict}")
+                     f"(95% CI {_pct(lo)}–{_pct(hi)}; random peaks: {_pct(k.get('random_hit_rate'))}{centre}){strict}"
+                     f"{away}")
     if not parts:
         return None
     how = "by occlusion" if shown is other else "by gradient" if other else ""
@@ -488,6 +510,11 @@ def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
             and scene["hit_rate"] <= scene["random_hit_rate"]:
         text += (" A scene word's peak is no better than a random point (most of the image is scene): read a scene "
                  "word's map as 'somewhere in the scene', not as a place.")
+    obj = shown.get("object") or {}
+    if obj.get("hit_rate") is not None and obj.get("centre_hit_rate") is not None \
+            and obj["hit_rate"] <= obj["centre_hit_rate"]:
+        text += (" An object word's peak finds the object no more often than the image's centre does (the objects "
+                 "sit near the middle): its map says little about where the object is.")
     if alt and all(isinstance(alt.get(k), dict) and alt[k].get("hit_rate") is not None for k in ("object", "scene")):
         text += (f" Mapped {alt_name} instead, on the same images: object words {_pct(alt['object']['hit_rate'])} on "
                  f"the object, scene words {_pct(alt['scene']['hit_rate'])} in the scene.")

@@ -102,13 +102,15 @@ def word_map_section(path: str, image_id: str, r, words) -> None:
                         help="The image's words, most used first; flagged words of its class are marked.")
     opacity = c2.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="map_opacity",
                         help="0 shows the photo alone; 1 the map alone.")
+    # The run's pointing game may say occlusion finds objects where gradient maps do not: then it comes first.
     method = c3.radio("Map by", ("auto", "occlusion"), horizontal=True, key="map_method",
+                      index=("auto", "occlusion").index(evidence.preferred_method(path)),
                       format_func=lambda m: "gradient" if m == "auto" else "occlusion",
                       help="Gradient: the word's Grad-CAM, in seconds (occlusion where the classifier has no "
                            "spatial feature map). Occlusion: 49 patches hidden one at a time, several times slower; "
                            "on a classifier fine-tuned where object and background go together "
                            "it finds the object far more often. The figures under the maps say how often each pointed "
-                           "right on this run.")
+                           "right on this run; where they say occlusion does clearly better, it is chosen first.")
     if evidence.stored_map(path, image_id, word, method) is None:
         per = api.seconds_per_map(path, method)
         if not st.session_state.get(MAPS_ON) and not st.button(

@@ -75,11 +75,11 @@ def example_maps(evaluated, ids: list[str], word: str) -> None:
     info = evaluated.images.set_index("image_id")
     ids = [i for i in ids if i in info.index]
     cols = st.columns(5)
-    missing = []
+    missing, method = [], evidence.preferred_method(path)
     for col, image_id in zip(cols, ids):
         r = info.loc[image_id]
         with col:
-            picture = evidence.stored_picture(evaluated.run, image_id, word)
+            picture = evidence.stored_picture(evaluated.run, image_id, word, method=method)
             if picture is not None:
                 st.image(picture, caption=f"{image_id}: {r['label_name']} → {r['prediction_name']}", width="stretch")
             else:
@@ -89,11 +89,11 @@ def example_maps(evaluated, ids: list[str], word: str) -> None:
     if len(missing) < len(ids):
         st.caption(f"Coloured: where in the image the classifier's features make the language model say '{word}' "
                    "(red: most, blue: least; the ring marks the peak), over the centre crop the classifier sees.")
-        if reliability := evidence.reliability_text(evidence.map_reliability(path)):
+        if reliability := evidence.reliability_text(evidence.map_reliability(path), method):
             st.caption(f"How far to trust the maps: {reliability}")
     if not missing:
         return
-    per = api.seconds_per_map(path)
+    per = api.seconds_per_map(path, method)
     about = f" (about {per * len(missing):.0f} s, plus loading the models the first time)" if per else ""
     if not st.button(f"Show where '{word}' comes from on {'this image' if len(missing) == 1 else 'these images'}",
                      key="evidence-maps", icon=":material/travel_explore:",
@@ -110,7 +110,7 @@ def example_maps(evaluated, ids: list[str], word: str) -> None:
     for i, image_id in enumerate(missing):
         bar.progress(i / len(missing), text=f"Mapping '{word}' on image {image_id} ({i + 1} of {len(missing)})…")
         try:
-            evidence.compute_map(path, image_id, word, clf, tr, lm)
+            evidence.compute_map(path, image_id, word, clf, tr, lm, method=method)
         except ValueError as exc:  # the image's sentences do not use the word after all
             problems.append(f"{image_id}: {exc}")
     bar.progress(1.0, text=f"{len(missing)} map(s) in {time.time() - t0:.0f} s")

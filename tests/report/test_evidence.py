@@ -230,6 +230,14 @@ def test_reliability_is_said_with_random_peaks_beside_it():
     assert "maps by occlusion" in by_occl and "peak on the object for 78%" in by_occl
     assert "Mapped by gradient instead" in by_occl and "object words 45%" in by_occl
     assert "maps by" not in text  # one method measured: nothing to compare
+    # The centre of the image as a second baseline, where the game scored it.
+    centred = {**POINTING, "object": {**POINTING["object"], "centre_hit_rate": 0.667, "centre_ci95": [0.58, 0.74],
+                                      "off_centre": {"maps": 40, "hit_rate": 0.3, "ci95": [0.18, 0.45]}}}
+    said = evidence.reliability_text(centred)
+    assert "(95% CI 33%–58%; random peaks: 17%, the image's centre: 67%)" in said
+    assert "and for 30% of the 40 whose object lies away from the centre" in said
+    assert "no more often than the image's centre" in said and "no more often" not in text
+    assert evidence.reliability_summary(centred)["object"]["centre_hit_rate"] == 0.667
 
 
 def test_maps_to_compute_puts_tested_flags_first_and_stays_small(run):
@@ -258,3 +266,21 @@ def test_a_report_without_causal_tests_does_not_load_the_causal_module(tmp_path)
     run = make_run(tmp_path / "untested", make_dataset(tmp_path / "data", per_group=5), "untested")
     out = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_preferred_map_method_follows_the_runs_pointing_game(tmp_path):
+    from core.store.run import user_file
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert evidence.preferred_method(folder) == "auto"  # nothing measured: the fast map
+    target = user_file(folder, evidence.POINTING_FILE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    apart = {**POINTING, "occlusion": {**POINTING, "object": {**POINTING["object"], "hit_rate": 0.84,
+                                                              "ci95": [0.78, 0.88]}}}
+    target.write_text(json.dumps(apart))
+    assert evidence.preferred_method(folder) == "occlusion"  # 84% [78-88] against 45% [33-58]
+    close = {**POINTING, "occlusion": {**POINTING, "object": {**POINTING["object"], "hit_rate": 0.6,
+                                                              "ci95": [0.47, 0.72]}}}
+    target.write_text(json.dumps(close))
+    assert evidence.preferred_method(folder) == "auto"  # intervals overlap: no reason to wait for occlusion
