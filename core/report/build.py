@@ -56,8 +56,9 @@ The report dict (schema version 1; `REPORT_SCHEMA` is its JSON Schema) has these
 - verdict: absent or null, or the CI gate's verdict (core.report.audit, `texplain audit`): {passed,
   rules [{rule, threshold, value, passed, evidence}]}
 - word_map_reliability: null, or the pointing game stored with the run (word_maps.json): scene and object
-  {maps, hit_rate, ci95, random_hit_rate, random_ci95, centre_hit_rate, centre_ci95, off_centre}, images,
-  rule, seconds_per_map, text
+  {maps, hit_rate, ci95, random_hit_rate, random_ci95, centre_hit_rate, centre_ci95, off_centre}, method (of the
+  maps the report draws: gradient or occlusion, core.report.evidence.preferred_method), images, rule,
+  seconds_per_map, text
 - notes: plain-English remarks (e.g. "groups were inferred: the dataset has none")
 
 Numbers are fractions in [0, 1]; missing numbers are null, never NaN.

@@ -425,22 +425,25 @@ def add_evidence(report: dict) -> dict:
         for f in rows:
             if (record := causal_for(tests, cls, f["word"], cls)) is not None:
                 f["causal"] = record
-    report["word_map_reliability"] = reliability_summary(map_reliability(path))
+    report["word_map_reliability"] = reliability_summary(map_reliability(path), preferred_method(path))
     return report
 
 
-def reliability_summary(doc: dict | None) -> dict | None:
-    """The pointing game's figures that a report carries (per word kind: maps, hit_rate, ci95, random_hit_rate,
-    random_ci95, and where measured strict_hit_rate, random_strict_hit_rate, flat_maps, centre_hit_rate,
-    centre_ci95, off_centre), or None."""
+def reliability_summary(doc: dict | None, method: str = "auto") -> dict | None:
+    """The pointing game's figures that a report carries for maps drawn by `method` (per word kind: maps, hit_rate,
+    ci95, random_hit_rate, random_ci95, and where measured strict_hit_rate, random_strict_hit_rate, flat_maps,
+    centre_hit_rate, centre_ci95, off_centre), the method they are of, or None."""
     if not doc:
         return None
+    other = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else None
+    shown = other if method == "occlusion" and other else doc
     keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95", "strict_hit_rate", "random_strict_hit_rate",
             "flat_maps", "centre_hit_rate", "centre_ci95", "off_centre")
-    out = {kind: {k: doc[kind][k] for k in keep if k in doc[kind]} for kind in ("scene", "object")
-           if isinstance(doc.get(kind), dict)}
-    return {**out, "images": doc.get("images"), "rule": doc.get("rule"), "tolerance_px": doc.get("tolerance_px"),
-            "seconds_per_map": doc.get("seconds_per_map"), "text": reliability_text(doc)}
+    out = {kind: {k: shown[kind][k] for k in keep if k in shown[kind]} for kind in ("scene", "object")
+           if isinstance(shown.get(kind), dict)}
+    return {**out, "method": "occlusion" if shown is other else "gradient", "images": shown.get("images"),
+            "rule": shown.get("rule"), "tolerance_px": shown.get("tolerance_px"),
+            "seconds_per_map": shown.get("seconds_per_map"), "text": reliability_text(doc, method)}
 
 
 # --- how far a run's word maps point right --------------------------------------------------------------------

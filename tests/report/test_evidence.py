@@ -280,6 +280,9 @@ def test_the_preferred_map_method_follows_the_runs_pointing_game(tmp_path):
                                                               "ci95": [0.78, 0.88]}}}
     target.write_text(json.dumps(apart))
     assert evidence.preferred_method(folder) == "occlusion"  # 84% [78-88] against 45% [33-58]
+    summary = evidence.reliability_summary(apart, "occlusion")  # what a report of such a run carries
+    assert summary["method"] == "occlusion" and summary["object"]["hit_rate"] == 0.84
+    assert "maps by occlusion" in summary["text"] and evidence.reliability_summary(apart)["method"] == "gradient"
     close = {**POINTING, "occlusion": {**POINTING, "object": {**POINTING["object"], "hit_rate": 0.6,
                                                               "ci95": [0.47, 0.72]}}}
     target.write_text(json.dumps(close))
