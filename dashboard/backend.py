@@ -710,12 +710,9 @@ def where_in(peak: tuple[float, float]) -> str:
 
 def seconds_per_map(run_path: str | Path, method: str = "auto") -> float | None:
     """Seconds one word map took when the run's maps were measured (word_maps.json), by `method`, or None."""
-    from core.report.evidence import map_reliability
+    from core.report.evidence import map_reliability, measured
 
-    doc = map_reliability(run_path) or {}
-    if method == "occlusion":
-        doc = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else {}
-    value = doc.get("seconds_per_map")
+    value = (measured(map_reliability(run_path), method) or {}).get("seconds_per_map")
     return float(value) if isinstance(value, (int, float)) else None
 
 

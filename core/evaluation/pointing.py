@@ -72,6 +72,11 @@ RULE = ("the pointing game: a map's peak is a hit within {tol} px of its word's 
         "uniformly drawn peak on the same images, by the same rules; centre: the crop's centre as the peak")
 
 
+def default_tolerance(preprocessing) -> int:
+    """Half of a 7 x 7 feature map's cell of the input crop, in pixels (16 of 224): the pointing game's default."""
+    return preprocessing.crop // 14
+
+
 def regions(item, preprocessing, extractor, object_superclasses=None) -> list[tuple[str, str, np.ndarray, float]]:
     """(kind, word, each pixel's distance to the word's region, the object's share of the crop) for each word kind
     that an item's sentences use; `item`: a row with mask (over the image) and sentences."""
@@ -91,7 +96,7 @@ def centre_baseline(items: pd.DataFrame, preprocessing, extractor=None, object_s
         from core.engine.words import WordExtractor
 
         extractor = WordExtractor()
-    tol = tolerance if tolerance is not None else preprocessing.crop // 14
+    tol = tolerance if tolerance is not None else default_tolerance(preprocessing)
     rows = [{"kind": kind, **_centre(away, tol)} for it in items.itertuples()
             for kind, _, away, _ in regions(it, preprocessing, extractor, object_superclasses)]
     out = {}
@@ -134,7 +139,7 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
 
         extractor = WordExtractor()
     rng = np.random.default_rng(seed)
-    tol = tolerance if tolerance is not None else classifier.preprocessing.crop // 14  # half of a 7 x 7 map's cell
+    tol = tolerance if tolerance is not None else default_tolerance(classifier.preprocessing)
     settings = {"method": method, "occlusion": asdict(occlusion) if occlusion is not None else None, "seed": seed,
                 "tolerance": tol, "object_superclasses": sorted(object_superclasses or []),
                 "classifier": classifier.identity, "images": [str(i) for i in items["image_id"]]}

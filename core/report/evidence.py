@@ -435,7 +435,7 @@ def reliability_summary(doc: dict | None, method: str = "auto") -> dict | None:
     centre_hit_rate, centre_ci95, off_centre), the method they are of, or None."""
     if not doc:
         return None
-    other = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else None
+    other = measured(doc, "occlusion")
     shown = other if method == "occlusion" and other else doc
     keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95", "strict_hit_rate", "random_strict_hit_rate",
             "flat_maps", "centre_hit_rate", "centre_ci95", "off_centre")
@@ -463,13 +463,23 @@ def map_reliability(run_path) -> dict | None:
     return None
 
 
+def measured(doc: dict | None, method: str = "auto") -> dict | None:
+    """A stored pointing game's figures for maps drawn by `method`: the document itself for "auto" (gradient where
+    the classifier has a spatial map), its "occlusion" entry for "occlusion"; None where that was not measured."""
+    if not isinstance(doc, dict):
+        return None
+    if method == "occlusion":
+        return doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else None
+    return doc
+
+
 def preferred_method(run_path) -> str:
     """How this run's word maps are best drawn: "occlusion" where its pointing game found object words' objects more
     often by occlusion than by gradient, the two 95% intervals apart (the Waterbirds demo's fine-tuned classifier:
     84% against 40%); "auto" otherwise, and where nothing was measured (gradient maps take a second, occlusion
     several)."""
     doc = map_reliability(run_path) or {}
-    occl = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else {}
+    occl = measured(doc, "occlusion") or {}
     grad_ci, occl_ci = (doc.get("object") or {}).get("ci95"), (occl.get("object") or {}).get("ci95")
     if isinstance(grad_ci, list) and isinstance(occl_ci, list) and len(grad_ci) == len(occl_ci) == 2 \
             and occl_ci[0] > grad_ci[1]:
@@ -483,7 +493,7 @@ def reliability_text(doc: dict | None, method: str = "auto") -> str | None:
     clause on the other method where it was measured too; None without one."""
     if not doc:
         return None
-    other = doc.get("occlusion") if isinstance(doc.get("occlusion"), dict) else None
+    other = measured(doc, "occlusion")
     shown, alt, alt_name = (other, doc, "by gradient") if method == "occlusion" and other else \
         (doc, other, "by occlusion")
     tol = shown.get("tolerance_px")

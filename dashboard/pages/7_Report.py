@@ -68,7 +68,8 @@ for note in files["notes"]:
     st.caption(note)
 todo = evidence.maps_to_compute(json.loads(files["json"]))
 if todo:  # the HTML report embeds the maps that exist; a few more on request (each takes seconds on a CPU)
-    per = api.seconds_per_map(path_a, evidence.preferred_method(path_a))
+    method = evidence.preferred_method(path_a)
+    per = api.seconds_per_map(path_a, method)
     c1, c2 = st.columns([3, 2], vertical_alignment="center")
     c1.caption("The HTML report draws each flag's word map on its example images where the map was computed (on "
                "Explain an image, Spurious terms or here), so building it loads no model. Tested flags come first.")
@@ -82,8 +83,7 @@ if todo:  # the HTML report embeds the maps that exist; a few more on request (e
             for i, (image_id, word) in enumerate(todo):
                 bar.progress(i / len(todo), text=f"Mapping '{word}' on image {image_id} ({i + 1} of {len(todo)})…")
                 try:
-                    evidence.compute_map(path_a, image_id, word, clf, tr, lm,
-                                         method=evidence.preferred_method(path_a))
+                    evidence.compute_map(path_a, image_id, word, clf, tr, lm, method=method)
                 except ValueError:  # its kept sentences lack the word: the report shows the image without a map
                     pass
         except Exception as exc:  # the run's models are not here
