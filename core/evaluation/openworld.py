@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.analysis.stats import wilson_interval
+from core.models.gate import linear_probe
 
 SCENE_KINDS = ("water", "grass", "forest", "sky", "sand", "snow", "wood", "flowers", "city", "indoor", "rock",
                "plain")
@@ -246,18 +247,6 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     return out
 
 
-def _linear_probe(scoring: str, seed: int):
-    """The probes' reader: standardised features into an L2 logistic regression whose strength 3-fold
-    cross-validation picks (by `scoring`) on the training images."""
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1], cv=3, scoring=scoring,
-                                                                l1_ratios=(0,), max_iter=3000, random_state=seed,
-                                                                use_legacy_attributes=False))
-
-
 def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarray, test_shown: np.ndarray,
                   at_recall: float | None = None, max_false: float = 0.15, seed: int = 0) -> dict:
     """How well a linear read of the classifier's own features tells a kind from its absence on held-out images: a
@@ -276,7 +265,7 @@ def feature_probe(train_z: np.ndarray, train_shown: np.ndarray, test_z: np.ndarr
         if y.all() or not y.any():
             raise ValueError(f"a feature probe needs {name} images with and without the kind; "
                              f"all {len(y)} are {'with' if y.any() else 'without'} it")
-    probe = _linear_probe("roc_auc", seed)
+    probe = linear_probe("roc_auc", seed)
     p = probe.fit(np.asarray(train_z), train_shown).predict_proba(np.asarray(test_z))[:, 1]
     false, recall, _ = roc_curve(test_shown, p)
     out = {"auc": round(float(roc_auc_score(test_shown, p)), 4), "max_false": max_false,
@@ -306,7 +295,7 @@ def superclass_probe(train_z: np.ndarray, train_superclass, test_z: np.ndarray, 
     if len(set(labels)) < 2 or not len(test_superclasses):
         raise ValueError(f"a superclass probe needs training images of two superclasses or more and held-out images; "
                          f"got {len(set(labels))} superclasses and {len(test_superclasses)} held-out images")
-    probe = _linear_probe("accuracy", seed)
+    probe = linear_probe("accuracy", seed)
     said = probe.fit(np.asarray(train_z)[keep], labels).predict(np.asarray(test_z))
     truth = [set(t) for t in test_superclasses]
     common = pd.Series(labels).value_counts().index[0]

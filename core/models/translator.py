@@ -101,6 +101,7 @@ class Translator(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
         self.register_buffer("feature_std", torch.ones(config.feature_dim))
         self.source = ""  # the folder it was loaded from, for provenance
+        self.gate = None  # a SceneGate (core.models.gate) saved beside it, if any
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Remember the training features' mean and spread for z-scoring."""
@@ -171,7 +172,25 @@ class Translator(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{w_path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         model.source = str(folder)
+        model.gate = _load_gate(folder, model)
         return model.eval()
+
+
+def _load_gate(folder: Path, model: "Translator"):
+    """The scene gate saved in the translator's folder, checked against the features it reads (None if none)."""
+    from core.models.gate import SceneGate, has_gate
+
+    if not has_gate(folder):
+        return None
+    gate = SceneGate.load(folder)
+    if gate.feature_dim != model.input_dim:
+        raise ValueError(f"{folder}'s scene gate reads {gate.feature_dim} features; its translator takes "
+                         f"{model.input_dim}")
+    wanted = model.config.classifier_identity
+    if gate.classifier_identity and wanted and gate.classifier_identity != wanted:
+        raise ValueError(f"{folder}'s scene gate was fitted on {gate.classifier_identity!r}, its translator on "
+                         f"{wanted!r}")
+    return gate
 
 
 def weights_sha256(folder: str | Path) -> str:
