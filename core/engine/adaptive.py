@@ -24,7 +24,7 @@ from typing import Callable, Hashable
 import torch
 
 from core.engine.config import ExplainConfig
-from core.engine.sampling import sample_sentences
+from core.engine.sampling import MAX_DRAWS, sample_sentences
 
 FREQUENT = 0.10  # words in at least this share of an image's sentences are the ones the rule watches
 RULE = ("an image stops once every word in at least 10% of its sentences has a share standard error "
@@ -82,6 +82,8 @@ class _Image:
     key: int
     sentences: list[str] = field(default_factory=list)
     shares: dict[str, float] | None = None  # at the last check
+    screen: Callable[[str], bool] | None = None  # True for a sentence to draw again (a scene gate's)
+    drawn: int = 0  # samples drawn, kept or not: the index of its next one
 
 
 class AdaptiveSampler:
@@ -106,8 +108,11 @@ class AdaptiveSampler:
         self.waiting: deque[_Image] = deque()
         self.calls = self.rows = 0  # sampler calls made and sequences sampled, for a run's throughput record
 
-    def add(self, tag: Hashable, prefix: torch.Tensor, key: int) -> None:
-        self.waiting.append(_Image(tag, prefix, key))
+    def add(self, tag: Hashable, prefix: torch.Tensor, key: int, screen: Callable[[str], bool] | None = None
+            ) -> None:
+        """`screen`: True for a sentence the image may not keep (core.models.gate); it is drawn again, and the
+        rule reads the kept ones, up to MAX_DRAWS times max_sentences draws."""
+        self.waiting.append(_Image(tag, prefix, key, screen=screen))
 
     @property
     def pending_rows(self) -> int:
@@ -128,15 +133,19 @@ class AdaptiveSampler:
             return []
         counts = [next_round(self.cfg, len(im.sentences)) for im in take]
         new = sample_sentences(self.lm, torch.stack([im.prefix for im in take]), counts, self.cfg,
-                               keys=[im.key for im in take], first=[len(im.sentences) for im in take])
+                               keys=[im.key for im in take], first=[im.drawn for im in take])
         self.calls += 1
         self.rows += rows
         done, again = [], []
-        for im, sents in zip(take, new):
-            im.sentences += sents
+        for im, c, sents in zip(take, counts, new):
+            im.drawn += c
+            im.sentences += sents if im.screen is None else [s for s in sents if not im.screen(s)]
             n = len(im.sentences)
             now = shares(self.count(im.sentences), n)
-            if n >= self.cfg.max_sentences or settled(now, n, im.shares, self.cfg.tolerance):
+            # A screened image may keep fewer than its round: the rule waits for min_sentences kept.
+            spent = im.drawn >= MAX_DRAWS * self.cfg.max_sentences
+            ready = n >= self.cfg.min_sentences and settled(now, n, im.shares, self.cfg.tolerance)
+            if n >= self.cfg.max_sentences or spent or ready:
                 done.append((im.tag, im.sentences))
             else:
                 im.shares = now

@@ -35,6 +35,9 @@ class ExplainConfig:
     # "dynamic" (grown by concatenation, CPU default) or "preallocated" (CUDA default): same numbers
     kv_cache: str = "auto"
     seed: int = 0
+    # Where the translator has a scene gate (core.models.gate), draw again the sentences that name a scene kind the
+    # classifier's features rule out; no effect on a translator without one
+    scene_gate: bool = True
     device: str = "auto"
     dtype: str | None = None  # None: bf16 on CUDA, float32 on CPU
 
@@ -89,6 +92,8 @@ class ExplainConfig:
     def sampling_settings(self) -> dict:
         """The settings that determine the output (recorded in the manifest, checked on resume)."""
         d = asdict(self)
+        # scene_gate: the manifest's models record the gate itself (or None), which is what changes the output
+        d.pop("scene_gate")
         for speed_only in ("device", "image_batch", "batch_rows", "num_workers", "nucleus", "kv_cache"):
             # never change the random numbers drawn, so a run may resume with other values
             d.pop(speed_only)
@@ -96,6 +101,11 @@ class ExplainConfig:
             for auto_only in ("min_sentences", "max_sentences", "round_sentences", "tolerance"):
                 d.pop(auto_only)
         return d
+
+
+def active_gate(translator, cfg: ExplainConfig):
+    """The scene gate that screens a translator's sentences under `cfg` (core.models.gate), or None."""
+    return getattr(translator, "gate", None) if cfg.scene_gate else None
 
 
 _MASK53 = (1 << 53) - 1

@@ -19,8 +19,8 @@ import torch
 from torch.profiler import record_function  # named ranges in a profile (bench.gpu_check --profile); no-ops otherwise
 
 from core.device import resolve
-from core.engine.config import ExplainConfig
-from core.engine.sampling import image_key, resolve_batch_rows, sample_sentences
+from core.engine.config import ExplainConfig, active_gate
+from core.engine.sampling import image_key, resolve_batch_rows, sample_accepted, sample_sentences
 from core.models.translator import check_compatible
 
 
@@ -34,6 +34,8 @@ class Explanation:
     probabilities: list[float]  # softmax over the classifier's classes
     sentences: list[str]
     words: dict[str, tuple[int, int]]  # word -> (occurrences, sentences that use it), in order of first use
+    # the scene kinds the translator's gate ruled out (core.models.gate): no sentence names them
+    ruled_out: tuple[str, ...] = ()
 
     def top_words(self, k: int = 10) -> list[tuple[str, float]]:
         """The k words used by most sentences, with the share of sentences that use each."""
@@ -101,6 +103,7 @@ class Explainer:
                                                               per_image, cfg.batch_rows),
                            image_batch=cfg.image_batch or default_image_batch(on_gpu))
         self._extractor = extractor
+        self.gate = active_gate(translator, cfg)  # core.models.gate: screens the sentences, if the translator has one
         self._dtype = next(classifier.parameters()).dtype
         self.stages = StageTimer()
 
@@ -113,16 +116,29 @@ class Explainer:
         return self._extractor
 
     @torch.inference_mode()
-    def classify_translate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Preprocessed images x (B, 3, H, W) -> softmax probabilities (B, C) on the CPU and prefixes (B, k, d)."""
-        probs, prefixes = [], []
+    def classify_translate(self, x: torch.Tensor, ruled_out: bool = False):
+        """Preprocessed images x (B, 3, H, W) -> softmax probabilities (B, C) on the CPU and prefixes (B, k, d);
+        with `ruled_out`, also the scene kinds the gate rules out for each image (empty without a gate)."""
+        probs, prefixes, blocked = [], [], []
         with self.stages("classify_translate"):
             for i0 in range(0, len(x), self.cfg.image_batch):
                 xb = x[i0:i0 + self.cfg.image_batch].to(self.compute.device, non_blocking=True)
                 z, logits = self.classifier.features_and_logits(xb.to(self._dtype))  # (b, D), (b, C)
                 probs.append(logits.float().softmax(-1).cpu())
                 prefixes.append(self.translator(z.float()))  # (b, k, d)
-        return torch.cat(probs), torch.cat(prefixes)
+                if ruled_out and self.gate is not None:
+                    blocked += self.gate.blocked(z.float())
+        if not ruled_out:
+            return torch.cat(probs), torch.cat(prefixes)
+        return torch.cat(probs), torch.cat(prefixes), blocked or [frozenset()] * len(x)
+
+    def screen(self, blocked: frozenset[str]):
+        """A sentence screen for an image whose features rule out the scene kinds `blocked`: True for a sentence
+        that names one of them (drawn again). None when nothing is ruled out."""
+        if not blocked:
+            return None
+        gate, words = self.gate, self.extractor.words
+        return lambda sentence: gate.names_blocked(words(sentence), blocked)
 
     def adaptive_sampler(self):
         """An AdaptiveSampler over this explainer's LM, settings and word counter (sentences_per_image="auto")."""
@@ -131,22 +147,29 @@ class Explainer:
         return AdaptiveSampler(self.lm, self.cfg, self.extractor.count, self.cfg.batch_rows)
 
     @torch.inference_mode()
-    def explain_batch(self, x: torch.Tensor, image_ids: Sequence) -> tuple[torch.Tensor, list[list[str]]]:
+    def explain_batch(self, x: torch.Tensor, image_ids: Sequence, ruled_out: list | None = None
+                      ) -> tuple[torch.Tensor, list[list[str]]]:
         """Preprocessed images x (B, 3, H, W) -> softmax probabilities (B, C) on the CPU and B lists of
         sentences: `cfg.sentences_per_image` each, or with "auto" as many as each image's words need (the
         images of this batch share the sampler's calls). `image_ids` fix each image's random stream (see
-        `image_key`)."""
+        `image_key`). A list passed as `ruled_out` receives the scene kinds the gate ruled out for each image."""
         if len(image_ids) != len(x):
             raise ValueError(f"image_ids has {len(image_ids)} entries for {len(x)} images")
-        probs, prefixes = self.classify_translate(x)
+        probs, prefixes, blocked = self.classify_translate(x, ruled_out=True)
+        if ruled_out is not None:
+            ruled_out += blocked
+        screens = [self.screen(b) for b in blocked]
         keys = [image_key(i, self.cfg.seed) for i in image_ids]
         with self.stages("sample"):
             if self.cfg.adaptive:
                 sampler = self.adaptive_sampler()
-                for i, (prefix, key) in enumerate(zip(prefixes, keys)):
-                    sampler.add(i, prefix, key)
+                for i, (prefix, key, screen) in enumerate(zip(prefixes, keys, screens)):
+                    sampler.add(i, prefix, key, screen)
                 done = sampler.run()
                 sentences = [done[i] for i in range(len(keys))]
+            elif any(screens):
+                sentences, _ = sample_accepted(self.lm, prefixes, self.cfg.sentences_per_image, self.cfg, keys,
+                                               screens)
             else:
                 sentences = sample_sentences(self.lm, prefixes, self.cfg.sentences_per_image, self.cfg, keys)
         return probs, sentences
@@ -160,12 +183,13 @@ class Explainer:
             return []
         x = torch.stack([self.classifier.preprocess(im) for im in images])
         ids = list(image_ids) if image_ids is not None else list(range(len(images)))
-        probs, sentences = self.explain_batch(x, ids)
+        blocked = []
+        probs, sentences = self.explain_batch(x, ids, ruled_out=blocked)
         out = []
-        for p, sents, words in zip(probs, sentences, self.extractor.count_many(sentences)):
+        for p, sents, words, off in zip(probs, sentences, self.extractor.count_many(sentences), blocked):
             conf, pred = p.max(-1)
             out.append(Explanation(int(pred), self.classifier.class_names[int(pred)], float(conf), p.tolist(), sents,
-                                   words))
+                                   words, tuple(sorted(off))))
         return out
 
 

@@ -224,11 +224,12 @@ class _Stream:
         if self.sampler is not None:
             from core.engine.sampling import image_key
 
-            probs, prefixes = self.explainer.classify_translate(x)
-            for (item, _), p, prefix, image_id in zip(ok, probs, prefixes, ids):
+            probs, prefixes, blocked = self.explainer.classify_translate(x, ruled_out=True)
+            for (item, _), p, prefix, image_id, off in zip(ok, probs, prefixes, ids, blocked):
                 self.added += 1
                 self.probs[self.added] = (item, p)
-                self.sampler.add(self.added, prefix, image_key(image_id, self.explainer.cfg.seed))
+                self.sampler.add(self.added, prefix, image_key(image_id, self.explainer.cfg.seed),
+                                 self.explainer.screen(off))
             self._sample(full_only=True)
             return
         probs, sentences = self.explainer.explain_batch(x, ids)

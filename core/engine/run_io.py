@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from core.engine.config import ExplainConfig
+from core.engine.config import ExplainConfig, active_gate
 from core.store import Run, dataset_fingerprint, portable_root
 
 
@@ -63,6 +63,8 @@ def start_run(dataset, split: str | None, classifier, translator, lm, out_dir, c
                    "classifier_source": portable_root(classifier.source) if classifier.source else None,
                    "translator": portable_root(translator.source) if translator.source else "in-memory",
                    "translator_mapper": translator.config.mapper, "lm": lm.name, "lm_identity": lm.identity,
+                   # the gate that screened its sentences (core.models.gate), None where none did
+                   "scene_gate": gate.describe() if (gate := active_gate(translator, cfg)) else None,
                    **({"label_space": space.describe()} if (space := getattr(classifier, "label_space", None))
                       else {})},
         "dataset": {"name": dataset.name, "kind": dataset.kind, "root": portable_root(dataset.root), "split": split,

@@ -7,7 +7,7 @@ else shares its batch: every batching, placement and resumption gives the same t
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -327,6 +327,40 @@ def sample_sentences(lm, prefix: torch.Tensor, n: int | Sequence[int], cfg: Expl
     # A sentence ends at its first line break; the LM sometimes runs on into a second one.
     texts = [t.split("\n", 1)[0].strip() for t in texts]
     return [texts[int(starts[i]):int(starts[i]) + counts[i]] for i in range(B)]
+
+
+MAX_DRAWS = 4  # an image whose sentences are screened draws at most this many times the sentences it keeps
+
+
+def sample_accepted(lm, prefix: torch.Tensor, n: int | Sequence[int], cfg: ExplainConfig,
+                    keys: Sequence[int] | None = None, rejects: Sequence[Callable[[str], bool] | None] | None = None,
+                    first: Sequence[int] | None = None) -> tuple[list[list[str]], list[int]]:
+    """`sample_sentences`, with the sentences that `rejects[i]` refuses drawn again: image i keeps the first n[i]
+    of its samples first[i], first[i] + 1, ... that pass (fewer if MAX_DRAWS times n[i] draws do not find them).
+    Returns the kept sentences and, per image, the index of its next sample: the kept ones depend only on the
+    image's stream, never on the rounds that drew them. Images with no screen (None) take one call, as before."""
+    B = prefix.shape[0]
+    counts = [int(n)] * B if isinstance(n, int) else [int(c) for c in n]
+    keys = list(keys) if keys is not None else [image_key(i, cfg.seed) for i in range(B)]
+    rejects = list(rejects) if rejects is not None else [None] * B
+    drawn = [0] * B if first is None else [int(f) for f in first]
+    if not len(counts) == len(keys) == len(rejects) == len(drawn) == B:
+        raise ValueError(f"n, keys, rejects and first need one entry per prefix ({B})")
+    cap = [d + MAX_DRAWS * c for d, c in zip(drawn, counts)]
+    kept: list[list[str]] = [[] for _ in range(B)]
+    take = counts[:]  # the first round draws what each image wants; later ones twice the shortfall
+    while todo := [i for i in range(B) if take[i] > 0]:
+        new = sample_sentences(lm, prefix[todo], [take[i] for i in todo], cfg, [keys[i] for i in todo],
+                               [drawn[i] for i in todo])
+        for i, sentences in zip(todo, new):
+            drawn[i] += take[i]
+            screen = rejects[i]
+            kept[i] += [s for s in sentences if screen is None or not screen(s)]
+            # In stream order, so the first n[i] that pass are the same whatever the rounds.
+            kept[i] = kept[i][:counts[i]]
+            short = counts[i] - len(kept[i])
+            take[i] = min(2 * short, cap[i] - drawn[i]) if short and screen is not None else 0
+    return kept, drawn
 
 
 # --- how many sequences fit on a GPU ----------------------------------------------------------

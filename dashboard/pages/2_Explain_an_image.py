@@ -240,7 +240,10 @@ else:
                 from core.engine.config import ExplainConfig
                 from core.engine.explainer import Explainer
 
-                out = Explainer(clf, tr, lm, ExplainConfig(sentences_per_image=n_sentences)).explain([image])[0]
+                # As the run did: a run made without its translator's scene gate records None.
+                gated = (ui.tables(path).manifest.get("models") or {}).get("scene_gate", True) is not None
+                cfg = ExplainConfig(sentences_per_image=n_sentences, scene_gate=gated)
+                out = Explainer(clf, tr, lm, cfg).explain([image])[0]
             except Exception as exc:  # a mismatched translator, a missing LM, an image the model cannot take
                 status.update(label="Could not explain the image", state="error")
                 st.error(f"**{type(exc).__name__}:** {exc}")
@@ -253,5 +256,8 @@ else:
         m1.metric("Prediction", result["prediction_name"])
         m2.metric("Confidence", ui.pct(result["confidence"], 1))
         st.caption(f"Models: {sources.describe()}")
+        if result.get("ruled_out"):
+            st.caption(f"Scene gate: the classifier's features rule out {', '.join(result['ruled_out'])} here, so "
+                       "sentences that name them were drawn again.")
     words = api.counts_frame(result["words"], len(result["sentences"]))
     show_words(words, len(result["sentences"]), result["sentences"][:10], key="upload")

@@ -53,6 +53,9 @@ def add_parser(subparsers) -> None:
          "zstd-compressed)", metavar="N")
     knob("--seed", "seed", int, "sampling seed (default %(default)s)")
     knob("--device", "device", str, "auto (CUDA when present), cpu or cuda[:N] (default %(default)s)")
+    e.add_argument("--no-scene-gate", dest="scene_gate", action="store_false",
+                   help="keep sentences that name a scene kind the translator's scene gate rules out (a translator "
+                        "folder with scene_gate.json; the others have none and are unaffected)")
     e.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     e.add_argument("--max-images", type=int, default=None, metavar="N",
                    help="a quick run: a sample of at most N images, stratified by group (by class without groups) "
@@ -208,7 +211,8 @@ def config_from(args) -> ExplainConfig:
                              tolerance=args.tolerance, top_p=args.top_p, temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows,
                              shard_size=args.shard_size, image_batch=args.image_batch, num_workers=args.num_workers,
-                             keep_sentences=args.keep_sentences, seed=args.seed, device=args.device)
+                             keep_sentences=args.keep_sentences, seed=args.seed, device=args.device,
+                             scene_gate=getattr(args, "scene_gate", True))
     except ValueError as exc:
         text = re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], str(exc))
         raise ValueError(text) from None
