@@ -61,6 +61,9 @@ SUPERCLASS_WORK = paths.ASSETS / "train" / "translator-open-superclass"
 # Unseen objects are named as a lookup of their 20 nearest training images would name them (all of test's held-out
 # objects: open-superclass 38.6%, 20-NN 39.8%, a logistic probe 45.8%): the open-superclass recipe with
 # superclass_mixup's pairs added. Val 46.1% -> 42.6%, test 38.6% -> 38.3%: not the recipe (docs/method.md).
+# Under this probability a kind is ruled out (fit_open_gate), chosen on val's held-out scenes: the lowest of 0.1,
+# 0.15, 0.2, 0.3 whose false water there is at most 15% (docs/method.md).
+GATE_THRESHOLD = 0.2
 MIXUP_TRANSLATOR = paths.ASSETS / "translators" / "open-mixup"
 MIXUP_WORK = paths.ASSETS / "train" / "translator-open-mixup"
 
@@ -426,6 +429,26 @@ def feature_probes(classifier, rows: pd.DataFrame, world: str | Path = ow.OPEN_W
     return out
 
 
+def fit_open_gate(classifier, world: str | Path = ow.OPEN_WORLD, threshold: float = GATE_THRESHOLD, seed: int = 0):
+    """A scene gate (core.models.gate) for translators of `classifier`: one head per scene kind on its features of
+    the open world's training images (features cached: the same as its translators'), each kind's words those
+    the evaluation reads (KIND_WORDS)."""
+    from core.data import load_rgb
+    from core.engine.train import compute_features
+    from core.evaluation.openworld import KIND_WORDS, SCENE_KINDS
+    from core.models.gate import fit_scene_gate
+
+    world = Path(world)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    meta.index = [str(world / f) for f in meta["img_filename"]]
+    captions = ow.read_open_world(world)
+    train = sorted(set(captions.loc[captions["split"] == "train", "path"]))  # caption_pairs' order: its cache entry
+    z = compute_features(classifier, train, load_rgb).numpy()
+    kinds_of = meta.loc[train, "scene_kinds"].str.split().map(set)
+    return fit_scene_gate(z, {k: np.array([k in ks for ks in kinds_of]) for k in SCENE_KINDS}, KIND_WORDS,
+                          threshold, classifier.identity, seed, source=f"{world.name}: {len(train)} training images")
+
+
 def write_evaluation(translator_folder: str | Path, result: dict) -> Path:
     out = Path(translator_folder) / OPEN_EVALUATION
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -455,6 +478,24 @@ def headline(result: dict) -> dict:
             "scene_kind_accuracy_trained_scenes": rate(objects, "scene_kind_accuracy")}
 
 
+def build_gate(world: str | Path = ow.OPEN_WORLD, force: bool = False, folder: Path = UNLIKELY_TRANSLATOR) -> int:
+    """Fit the scene gate of the translator in `folder` (the open-unlikely one by default) and save it there."""
+    from core.models import load_classifier
+    from core.models.gate import has_gate
+
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"open-gate fits the gate of the translator in {folder}: run `texplain maintain "
+                                f"{folder.name}` first")
+    if has_gate(folder) and not force:
+        print(f"scene gate of {folder.name}: exists ({folder})")
+        return 0
+    started = time.time()
+    gate = fit_open_gate(load_classifier("efficientnet-lite0"), world)
+    print(f"[open-gate] {len(gate.kinds)} kinds, threshold {gate.threshold}, {time.time() - started:.0f} s -> "
+          f"{gate.save(folder)}", flush=True)
+    return 0
+
+
 # The trainings `build` runs: train_open_translator's arguments (start: the general translator unless given).
 TRAININGS = {"open-translator": {"out": OPEN_TRANSLATOR, "work": WORK, "recipe": OPEN_RECIPE},
              "open-replay": {"out": REPLAY_TRANSLATOR, "work": REPLAY_WORK, "start": OPEN_TRANSLATOR, "replay": True,
@@ -476,7 +517,8 @@ def build(step: str, force: bool = False, limit: int | None = None) -> int:
     from the general translator with the unlikelihood term (UNLIKELY_RECIPE; resumable); `open-unlikely-objects`:
     the same with wrong-superclass object words made unlikely too (resumable); `open-superclass`: the same as
     open-unlikely with one more caption per open-world image at the superclass level (resumable); `open-mixup`: the
-    same with superclass_mixup's pairs (resumable); `open-evaluation`:
+    same with superclass_mixup's pairs (resumable); `open-gate`: a scene gate for the open-unlikely translator
+    (fit_open_gate, beside its weights); `open-evaluation`:
     score the shipped general translator and the open ones (where present) on `limit` test images of each held-out
     kind (default EVALUATION_LIMIT), written beside each as open_evaluation.json."""
     from core.demo.imagenet9 import GENERAL_TRANSLATOR
@@ -496,6 +538,8 @@ def build(step: str, force: bool = False, limit: int | None = None) -> int:
     world = ow.build_open_world(force=force and step == "open-world")
     if step == "open-world":
         return 0
+    if step == "open-gate":
+        return build_gate(world, force)
     base, lm = load_classifier("efficientnet-lite0"), load_language_model()
     if spec is not None:
         if spec.get("replay"):

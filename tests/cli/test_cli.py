@@ -90,3 +90,12 @@ def test_every_option_of_every_verb_says_what_it_is_for():
                 yield f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}: {action.help!r}"
 
     assert list(undocumented(cli.build_parser("texplain"), [])) == []
+
+
+def test_no_scene_gate_switches_the_translators_gate_off_and_the_default_keeps_it():
+    from core.cli.commands.explain import config_from
+    from core.cli.main import build_parser
+
+    base = ["explain", "--classifier", "resnet18", "--translator", "t", "--dataset", "d", "--out", "o"]
+    assert config_from(build_parser().parse_args(base)).scene_gate is True
+    assert config_from(build_parser().parse_args(base + ["--no-scene-gate"])).scene_gate is False

@@ -230,3 +230,41 @@ def test_the_evaluation_scores_the_held_out_kinds_asked_for_on_the_tiny_models(t
     assert line["false_water_held_out_scenes"] is None and line["superclass_accuracy_held_out_objects"] is not None
     with pytest.raises(ValueError, match="held_out names"):
         ot.evaluate_open(tiny_classifier, tr, tiny_lm, world, "test", cfg=cfg, held_out=("objects",))
+
+
+def test_an_open_gate_rules_water_out_where_the_features_show_none_and_saves_beside_its_translator(
+        tmp_path, tiny_classifier, capsys):
+    """fit_open_gate on the small world: the trained lakes and the plain background teach water and plain (no
+    training image shows grass or snow, so neither is gated); water is ruled out on the held-out green field and
+    kept on the lakes. build_gate refuses a folder without its translator and keeps a gate that is there."""
+    from dataclasses import replace
+
+    import pandas as pd
+    import pytest
+
+    from core.data import load_rgb
+    from core.demo import open_translator as ot
+    from core.engine.train import compute_features
+    from core.models.gate import SceneGate
+
+    world, _, _ = small_open_world(tmp_path)
+    gate = ot.fit_open_gate(tiny_classifier, world, threshold=0.2)
+    assert set(gate.kinds) == {"water", "plain"} and "skipped" in gate.fit["kinds"]["snow"]
+    assert "lake" in gate.words["water"] and gate.classifier_identity == tiny_classifier.identity
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    z = compute_features(tiny_classifier, [str(world / f) for f in meta["img_filename"]], load_rgb)
+    water = pd.Series(gate.probabilities(z)[:, gate.kinds.index("water")].numpy(), index=meta["scene"])
+    lakes = water[water.index.str.startswith("lake")]
+    assert water["field"].max() < lakes.min()  # the tiny net's features are close: the order is what is learnt
+    gate = replace(gate, threshold=float(water["field"].max() + lakes.min()) / 2)
+    blocked = pd.Series(gate.blocked(z), index=meta["scene"])
+    assert all("water" in b for b in blocked["field"]) and not any("water" in b for b in blocked[lakes.index])
+
+    folder = tmp_path / "tr"
+    with pytest.raises(FileNotFoundError, match="run `texplain maintain tr` first"):
+        ot.build_gate(world, folder=folder)
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    gate.save(folder)
+    assert ot.build_gate(world, folder=folder) == 0 and "exists" in capsys.readouterr().out
+    assert SceneGate.load(folder).digest() == gate.digest()

@@ -15,8 +15,9 @@ world's pairs replayed, so that it does not forget them), open-unlikely (one epo
 translator, with the scene words of kinds an image does not show made unlikely), open-unlikely-objects (the same
 with object words of superclasses unrelated to an image's objects made unlikely too), open-superclass (the same as
 open-unlikely with one more caption per image naming its objects by superclass), open-mixup (the same with
-features of two known objects of a superclass mixed and captioned by the superclass), open-evaluation (every
-translator at hand on held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
+features of two known objects of a superclass mixed and captioned by the superclass), open-gate (a scene gate for
+open-unlikely: what its features rule out, its sentences do not say), open-evaluation (every translator at hand on
+held-out scenes and objects). Evidence: word-maps (the pointing game of word maps on the
 Waterbirds and ImageNet-9 test images, whose objects' masks the worlds know), causal (the causal test of the
 Waterbirds ERM run's scene flags and a bird-word control).
 """
@@ -28,7 +29,7 @@ WATERBIRDS_STEPS = ("classifiers", "select", "translators", "runs", "fixed", "al
 IMAGENET9_STEPS = ("general-world", "imagenet9", "general-translator", "general-evaluation", "imagenet9-runs",
                    "lite2", "lite2-trained")
 OPEN_STEPS = ("open-world", "open-translator", "open-replay", "open-unlikely", "open-unlikely-objects",
-              "open-superclass", "open-mixup", "open-evaluation")
+              "open-superclass", "open-mixup", "open-gate", "open-evaluation")
 EVIDENCE_STEPS = ("word-maps", "causal")
 NAMES = ("erm", "robust")  # as core.demo.waterbirds.NAMES (that module imports torch)
 
