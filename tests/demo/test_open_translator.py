@@ -234,9 +234,9 @@ def test_the_evaluation_scores_the_held_out_kinds_asked_for_on_the_tiny_models(t
 
 def test_an_open_gate_rules_water_out_where_the_features_show_none_and_saves_beside_its_translator(
         tmp_path, tiny_classifier, capsys):
-    """fit_open_gate on the small world: the trained lakes and the plain background teach water and plain (no
-    training image shows grass or snow, so neither is gated); water is ruled out on the held-out green field and
-    kept on the lakes. build_gate refuses a folder without its translator and keeps a gate that is there."""
+    """fit_open_gate on the small world alone: the trained lakes and the plain background teach water and plain (no
+    training image shows snow, so it is never gated); water is ruled out on the held-out green field and kept on
+    the lakes. build_gate refuses a folder without its translator and keeps a gate that is there."""
     from dataclasses import replace
 
     import pandas as pd
@@ -248,8 +248,8 @@ def test_an_open_gate_rules_water_out_where_the_features_show_none_and_saves_bes
     from core.models.gate import SceneGate
 
     world, _, _ = small_open_world(tmp_path)
-    gate = ot.fit_open_gate(tiny_classifier, world, threshold=0.2)
-    assert set(gate.kinds) == {"water", "plain"} and "skipped" in gate.fit["kinds"]["snow"]
+    gate = ot.fit_open_gate(tiny_classifier, world, general_world=None, threshold=0.2)
+    assert {"water", "plain"} <= set(gate.kinds) and "skipped" in gate.fit["kinds"]["snow"]
     assert "lake" in gate.words["water"] and gate.classifier_identity == tiny_classifier.identity
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
     z = compute_features(tiny_classifier, [str(world / f) for f in meta["img_filename"]], load_rgb)
@@ -268,3 +268,27 @@ def test_an_open_gate_rules_water_out_where_the_features_show_none_and_saves_bes
     gate.save(folder)
     assert ot.build_gate(world, folder=folder) == 0 and "exists" in capsys.readouterr().out
     assert SceneGate.load(folder).digest() == gate.digest()
+
+
+def test_the_gate_learns_from_both_worlds_training_images_with_the_kinds_their_captions_show(tmp_path):
+    """gate_training_kinds: every training image of the open and the general world (the replay mix), none of
+    their val or test images, each with its scene's kinds and any kind one of its captions names."""
+    import pandas as pd
+
+    from core.demo.open_translator import gate_training_kinds
+    from core.demo.worlds import open_world as ow
+    from core.demo.worlds.general import build_general_world, read_general_world
+
+    world, _, _ = small_open_world(tmp_path)
+    general = build_general_world(tmp_path / "general", n_images=12, workers=1, verbose=False)
+    kinds = gate_training_kinds(world, general)
+    caps, gcaps = ow.read_open_world(world), read_general_world(general)
+    train = set(caps.loc[caps["split"] == "train", "path"]) | set(gcaps.loc[gcaps["split"] == "train", "path"])
+    assert set(kinds) == train
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    for f, listed in zip(meta["img_filename"], meta["scene_kinds"]):
+        if str(world / f) in kinds:
+            assert set(listed.split()) <= kinds[str(world / f)]
+    said_water = gcaps[(gcaps["split"] == "train") & gcaps["caption"].str.contains(r"\b(?:lake|water|river)\b")]
+    assert len(said_water) and all("water" in kinds[p] for p in said_water["path"])
+    assert set(gate_training_kinds(world, None)) == set(caps.loc[caps["split"] == "train", "path"])
