@@ -235,8 +235,8 @@ class _Stream:
         probs, sentences = self.explainer.explain_batch(x, ids)
         n, cfg = len(ok), self.explainer.cfg
         self.images += n
-        self.rows += n * cfg.sentences_per_image
-        self.sentences += n * cfg.sentences_per_image
+        self.rows += n * cfg.sentences_per_image  # (a scene gate's draws again are not counted here)
+        self.sentences += sum(map(len, sentences))  # kept: a gated image may keep fewer
         self.calls += math.ceil(n / max(1, cfg.batch_rows // cfg.sentences_per_image))  # the sampler's chunks
         self.writer.put(("explained", [item for item, _ in ok], probs, sentences))
         self.taken += n
