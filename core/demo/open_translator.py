@@ -179,7 +179,6 @@ def object_vocabulary(lm, world: str | Path = ow.OPEN_WORLD, general_world: str 
 
 def _object_nouns(world: str | Path, general_world: str | Path | None) -> dict[str, dict[str, list[str]]]:
     """For each world ("open", "general"), its training images' paths -> their objects' head nouns."""
-
     world, general_world = Path(world), Path(general_world or gw.GENERAL_WORLD)
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False).query("split == 'train'")
     gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False).query("split == 'train'")
@@ -190,13 +189,27 @@ def _object_nouns(world: str | Path, general_world: str | Path | None) -> dict[s
                         if k in noun_of}}
 
 
+def listed_kinds(world: str | Path) -> dict[str, list[str]]:
+    """{image path: the scene kinds its scene lists} for every image of the open world."""
+    world = Path(world)
+    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
+    return {str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])}
+
+
+def general_listed_kinds(general_world: str | Path) -> dict[str, set[str]]:
+    """{image path: the scene kinds its scene lists} for every image of the general world (a plain colour: plain)."""
+    general_world = Path(general_world)
+    gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False)
+    scene_kinds = {n: ({"plain"} if s.colour is not None else {ow.GENERAL_KINDS[k] for k in s.kinds})
+                   for n, s in gw.SCENES.items()}
+    return {str(general_world / f): scene_kinds.get(sc, ()) for f, sc in zip(gmeta["img_filename"], gmeta["scene"])}
+
+
 def _open_unlikely_words(world: Path, frame: pd.DataFrame, objects: dict[str, str] | None,
                          nouns_of_path: dict | None) -> list[frozenset]:
     """Per training caption of the open world's caption table `frame`: unlikely_scene_words, and with `objects`
     (object_vocabulary) unlikely_object_words of `nouns_of_path` (_object_nouns' "open") too."""
-    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
-    words = unlikely_scene_words(frame, {
-        str(world / f): str(k).split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])})
+    words = unlikely_scene_words(frame, listed_kinds(world))
     if objects is None:
         return words
     return [a | b for a, b in zip(words, unlikely_object_words(frame, nouns_of_path, objects))]
@@ -207,16 +220,11 @@ def replay_unlikely_words(world: str | Path = ow.OPEN_WORLD, general_world: str 
                           superclass_captions: bool = False) -> list[frozenset]:
     """unlikely_scene_words for replay_data's training captions (the same pairs, in the same order: pass it the
     same `seed` and `superclass_captions`); with `objects` (object_vocabulary), unlikely_object_words too."""
-
     world, general_world = Path(world), Path(general_world or gw.GENERAL_WORLD)
     open_frame, general_frame = open_captions(world, superclass_captions), gw.read_general_world(general_world)
     nouns = _object_nouns(world, general_world) if objects is not None else {}
     open_words = _open_unlikely_words(world, open_frame, objects, nouns.get("open"))
-    gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False)
-    scene_kinds = {n: ({"plain"} if s.colour is not None else {ow.GENERAL_KINDS[k] for k in s.kinds})
-                   for n, s in gw.SCENES.items()}
-    general_words = unlikely_scene_words(general_frame, {
-        str(general_world / f): scene_kinds.get(sc, ()) for f, sc in zip(gmeta["img_filename"], gmeta["scene"])})
+    general_words = unlikely_scene_words(general_frame, general_listed_kinds(general_world))
     if objects is not None:
         general_words = [a | b for a, b in zip(general_words,
                                                unlikely_object_words(general_frame, nouns["general"], objects))]
@@ -432,17 +440,9 @@ def gate_training_kinds(world: str | Path = ow.OPEN_WORLD, general_world: str | 
     """{image path: the scene kinds it shows} for the training images of both worlds (None: the open world's
     only), the replay mix the unlikelihood translators learn from: kinds as their unlikelihood term reads them
     (shown_kinds: the scene's listed kinds and any kind a caption of the image names)."""
-    world = Path(world)
-    meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
-    listed = {str(world / f): k.split() for f, k in zip(meta["img_filename"], meta["scene_kinds"])}
-    frames = [ow.read_open_world(world)]
+    listed, frames = listed_kinds(world), [ow.read_open_world(world)]
     if general_world is not None:
-        general_world = Path(general_world)
-        gmeta = pd.read_csv(general_world / "metadata.csv", keep_default_na=False)
-        general_kinds = {n: ({"plain"} if sc.colour is not None else {ow.GENERAL_KINDS[k] for k in sc.kinds})
-                         for n, sc in gw.SCENES.items()}
-        listed.update({str(general_world / f): general_kinds.get(sc, ())
-                       for f, sc in zip(gmeta["img_filename"], gmeta["scene"])})
+        listed.update(general_listed_kinds(general_world))
         frames.append(gw.read_general_world(general_world))
     out = {}
     for frame in frames:
@@ -566,7 +566,6 @@ def build(step: str, force: bool = False, limit: int | None = None) -> int:
     base, lm = load_classifier("efficientnet-lite0"), load_language_model()
     if spec is not None:
         if spec.get("replay"):
-
             gw.build_general_world()  # the replayed pairs' world (a no-op when current; 30 s otherwise)
         train_open_translator(base, lm, world=world, **spec)
         return 0

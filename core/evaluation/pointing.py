@@ -148,11 +148,13 @@ def pointing_game(items: pd.DataFrame, classifier, translator, lm, extractor=Non
     for n, it in enumerate(items.itertuples()):
         if str(it.image_id) in done:
             # Rows kept before the centre was scored get it now: it needs the mask, not the map.
-            centres = {kind: _centre(away, tol) for kind, _, away, _ in
-                       regions(it, classifier.preprocessing, extractor, object_superclasses)}
-            rows += [{**centres.get(r["kind"], {}), **r} for r in done[str(it.image_id)]]
+            kept = done[str(it.image_id)]
+            centres = {} if all("centre_hit" in r for r in kept) else {
+                kind: _centre(away, tol) for kind, _, away, _ in
+                regions(it, classifier.preprocessing, extractor, object_superclasses)}
+            rows += [{**centres.get(r["kind"], {}), **r} for r in kept]
             side = classifier.preprocessing.crop  # the input crop, the masks' shape
-            for _ in done[str(it.image_id)]:
+            for _ in kept:
                 rng.integers(side), rng.integers(side)  # the draws its random peaks took: later images' stay the same
             if progress:
                 progress(n + 1, len(items))

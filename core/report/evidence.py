@@ -425,7 +425,8 @@ def add_evidence(report: dict) -> dict:
         for f in rows:
             if (record := causal_for(tests, cls, f["word"], cls)) is not None:
                 f["causal"] = record
-    report["word_map_reliability"] = reliability_summary(map_reliability(path), preferred_method(path))
+    doc = map_reliability(path)
+    report["word_map_reliability"] = reliability_summary(doc, preferred_in(doc))
     return report
 
 
@@ -435,13 +436,12 @@ def reliability_summary(doc: dict | None, method: str = "auto") -> dict | None:
     centre_hit_rate, centre_ci95, off_centre), the method they are of, or None."""
     if not doc:
         return None
-    other = measured(doc, "occlusion")
-    shown = other if method == "occlusion" and other else doc
+    shown = measured(doc, method) or doc  # the occlusion entry where asked for and measured
     keep = ("maps", "hit_rate", "ci95", "random_hit_rate", "random_ci95", "strict_hit_rate", "random_strict_hit_rate",
             "flat_maps", "centre_hit_rate", "centre_ci95", "off_centre")
     out = {kind: {k: shown[kind][k] for k in keep if k in shown[kind]} for kind in ("scene", "object")
            if isinstance(shown.get(kind), dict)}
-    return {**out, "method": "occlusion" if shown is other else "gradient", "images": shown.get("images"),
+    return {**out, "method": "gradient" if shown is doc else "occlusion", "images": shown.get("images"),
             "rule": shown.get("rule"), "tolerance_px": shown.get("tolerance_px"),
             "seconds_per_map": shown.get("seconds_per_map"), "text": reliability_text(doc, method)}
 
@@ -478,7 +478,12 @@ def preferred_method(run_path) -> str:
     often by occlusion than by gradient, the two 95% intervals apart (the Waterbirds demo's fine-tuned classifier:
     84% against 40%); "auto" otherwise, and where nothing was measured (gradient maps take a second, occlusion
     several)."""
-    doc = map_reliability(run_path) or {}
+    return preferred_in(map_reliability(run_path))
+
+
+def preferred_in(doc: dict | None) -> str:
+    """preferred_method, read off a run's stored pointing game (map_reliability's document, or None)."""
+    doc = doc or {}
     occl = measured(doc, "occlusion") or {}
     grad_ci, occl_ci = (doc.get("object") or {}).get("ci95"), (occl.get("object") or {}).get("ci95")
     if isinstance(grad_ci, list) and isinstance(occl_ci, list) and len(grad_ci) == len(occl_ci) == 2 \

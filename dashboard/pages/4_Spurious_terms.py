@@ -75,7 +75,8 @@ def example_maps(evaluated, ids: list[str], word: str) -> None:
     info = evaluated.images.set_index("image_id")
     ids = [i for i in ids if i in info.index]
     cols = st.columns(5)
-    missing, method = [], evidence.preferred_method(path)
+    doc = evidence.map_reliability(path)
+    missing, method = [], evidence.preferred_in(doc)
     for col, image_id in zip(cols, ids):
         r = info.loc[image_id]
         with col:
@@ -89,7 +90,7 @@ def example_maps(evaluated, ids: list[str], word: str) -> None:
     if len(missing) < len(ids):
         st.caption(f"Coloured: where in the image the classifier's features make the language model say '{word}' "
                    "(red: most, blue: least; the ring marks the peak), over the centre crop the classifier sees.")
-        if reliability := evidence.reliability_text(evidence.map_reliability(path), method):
+        if reliability := evidence.reliability_text(doc, method):
             st.caption(f"How far to trust the maps: {reliability}")
     if not missing:
         return
