@@ -251,6 +251,7 @@ def test_an_open_gate_rules_water_out_where_the_features_show_none_and_saves_bes
     gate = ot.fit_open_gate(tiny_classifier, world, general_world=None, threshold=0.2)
     assert {"water", "plain"} <= set(gate.kinds) and "skipped" in gate.fit["kinds"]["snow"]
     assert "lake" in gate.words["water"] and gate.classifier_identity == tiny_classifier.identity
+    assert "folds of held-out photos" in gate.fit["strength"]  # chosen per photo where there are enough of them
     meta = pd.read_csv(world / "metadata.csv", keep_default_na=False)
     z = compute_features(tiny_classifier, [str(world / f) for f in meta["img_filename"]], load_rgb)
     water = pd.Series(gate.probabilities(z)[:, gate.kinds.index("water")].numpy(), index=meta["scene"])
@@ -275,7 +276,7 @@ def test_the_gate_learns_from_both_worlds_training_images_with_the_kinds_their_c
     their val or test images, each with its scene's kinds and any kind one of its captions names."""
     import pandas as pd
 
-    from core.demo.open_translator import gate_training_kinds
+    from core.demo.open_translator import gate_training_kinds, training_photos
     from core.demo.worlds import open_world as ow
     from core.demo.worlds.general import build_general_world, read_general_world
 
@@ -292,3 +293,9 @@ def test_the_gate_learns_from_both_worlds_training_images_with_the_kinds_their_c
     said_water = gcaps[(gcaps["split"] == "train") & gcaps["caption"].str.contains(r"\b(?:lake|water|river)\b")]
     assert len(said_water) and all("water" in kinds[p] for p in said_water["path"])
     assert set(gate_training_kinds(world, None)) == set(caps.loc[caps["split"] == "train", "path"])
+    # The photo behind each image, per world: what a gate's strength is chosen on, photos held out whole.
+    photos = training_photos(world, general)
+    assert set(kinds) <= set(photos)
+    assert {photos[str(world / f)] for f in meta["img_filename"]} == {f"{world.name}:{s}" for s in meta["scene"]}
+    gmeta = pd.read_csv(general / "metadata.csv", keep_default_na=False)
+    assert all(photos[str(general / f)] == f"{general.name}:{s}" for f, s in zip(gmeta["img_filename"], gmeta["scene"]))

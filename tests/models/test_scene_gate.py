@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.models.gate import GATE_CONFIG, GATE_WEIGHTS, SceneGate, fit_scene_gate, linear_probe
+from core.models.gate import (GATE_CONFIG, GATE_WEIGHTS, GROUPED_CS, SceneGate, fit_scene_gate, linear_probe,
+                              photo_folds)
 from core.models.translator import Translator, TranslatorConfig
 
 WORDS = {"water": {"water", "lake"}, "forest": {"forest", "tree"}, "snow": {"snow"}}
@@ -73,3 +74,27 @@ def test_a_gate_that_does_not_fit_its_translator_or_cannot_be_read_is_refused(tm
         fit_scene_gate(z, shown, WORDS, 1.5)
     with pytest.raises(ValueError, match="at least one kind"):
         fit_scene_gate(z, {"snow": shown["snow"]}, WORDS, 0.2)
+
+
+def test_with_photos_given_each_heads_strength_is_chosen_on_photos_it_was_not_fitted_on():
+    z, shown = features(n=240)
+    photos = np.repeat(np.arange(24), 10)  # 24 photos, 10 images of each
+    gate = fit_scene_gate(z, shown, WORDS, threshold=0.2, classifier_identity="net", groups=photos)
+    assert "held-out photos (24 photos)" in gate.fit["strength"]
+    p = gate.probabilities(torch.tensor(z, dtype=torch.float32)).numpy()
+    for j, kind in enumerate(gate.kinds):
+        folds = photo_folds(shown[kind], photos)
+        for train, held in folds:  # no photo on both sides, and both classes on the held-out side
+            assert not set(photos[train]) & set(photos[held]) and 0 < shown[kind][held].sum() < len(held)
+        reference = linear_probe("roc_auc", 0, cv=folds, Cs=GROUPED_CS).fit(z, shown[kind])
+        np.testing.assert_allclose(p[:, j], reference.predict_proba(z)[:, 1], atol=1e-4)
+        assert gate.fit["kinds"][kind]["C"] in GROUPED_CS
+        assert gate.fit["kinds"][kind]["photos_with"] == len(set(photos[shown[kind]]))
+    with pytest.raises(ValueError, match="239 photo groups for 240 feature rows"):
+        fit_scene_gate(z, shown, WORDS, 0.2, groups=photos[:-1])
+    # One photo cannot be held out from itself: the images' own folds choose, and the gate says so.
+    assert photo_folds(shown["water"], np.zeros(240)) == []
+    one = fit_scene_gate(z, shown, WORDS, 0.2, groups=np.zeros(240))
+    assert one.fit["kinds"]["water"]["strength"].startswith("AUC over 3 folds: too few photos")
+    np.testing.assert_allclose(one.probabilities(torch.tensor(z, dtype=torch.float32)).numpy()[:, 0],
+                               linear_probe("roc_auc", 0).fit(z, shown["water"]).predict_proba(z)[:, 1], atol=1e-4)
