@@ -162,11 +162,14 @@ def fit_scene_gate(z: np.ndarray, shown: Mapping[str, np.ndarray], words: Mappin
     z = np.asarray(z, dtype=np.float64)
     if missing := sorted(set(shown) - set(words)):
         raise ValueError(f"no words for the kinds {missing}: a gate blocks a kind by its words")
-    if groups is not None and len(groups) != len(z):
-        raise ValueError(f"{len(groups)} photo groups for {len(z)} feature rows")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(z):
+            raise ValueError(f"{len(groups)} photo groups for {len(z)} feature rows")
     kinds, coefs, intercepts, scaler = [], [], [], None
+    photos = len(np.unique(groups)) if groups is not None else 0
     fit = {"images": int(len(z)), "source": source, "kinds": {},
-           "strength": (f"AUC over {GROUPED_FOLDS} folds of held-out photos ({len(np.unique(groups))} photos)"
+           "strength": (f"AUC over {min(GROUPED_FOLDS, photos)} folds of held-out photos ({photos} photos)"
                         if groups is not None else "AUC over 3 folds")}
     for kind, y in shown.items():
         y = np.asarray(y, bool)
@@ -185,7 +188,7 @@ def fit_scene_gate(z: np.ndarray, shown: Mapping[str, np.ndarray], words: Mappin
         intercepts.append(float(np.ravel(head.intercept_)[0]))
         fit["kinds"][kind] = {"images_with": int(y.sum()), "C": float(np.ravel(head.C_)[0])}
         if groups is not None:
-            fit["kinds"][kind]["photos_with"] = int(len(np.unique(np.asarray(groups)[y])))
+            fit["kinds"][kind]["photos_with"] = int(len(np.unique(groups[y])))
             if len(folds) < 2:
                 fit["kinds"][kind]["strength"] = "AUC over 3 folds: too few photos to hold some out"
     if not kinds:
