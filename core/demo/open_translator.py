@@ -344,8 +344,8 @@ def explain_open_split(classifier, translator, lm, world: str | Path = ow.OPEN_W
                        limit: int | None = None, cfg=None, held_out: tuple[str, ...] = ("scene", "object")
                        ) -> pd.DataFrame:
     """The translator's sentences on the world's `split` (or `limit` images of each held-out kind, spread over it),
-    on its images of the `held_out` kinds: image, held_out, scene, kinds, superclass (of its objects), nouns,
-    sentences, counts."""
+    on its images of the `held_out` kinds: image, held_out, scene, kinds, partial (kinds shown in part of the photo),
+    superclass (of its objects), nouns, sentences, counts."""
     from core.data import load_rgb
     from core.engine.config import ExplainConfig
     from core.engine.explainer import Explainer
@@ -357,6 +357,7 @@ def explain_open_split(classifier, translator, lm, world: str | Path = ow.OPEN_W
     if limit is not None:
         part = pd.concat([g.iloc[np.linspace(0, len(g) - 1, min(limit, len(g))).round().astype(int)]
                           for _, g in part.groupby("held_out")])
+    partial = ow.partial_kinds()
     explainer, rows = Explainer(classifier, translator, lm, cfg or ExplainConfig(sentences_per_image=16, seed=0)), []
     for i in range(0, len(part), 16):
         chunk = part.iloc[i:i + 16]
@@ -365,6 +366,7 @@ def explain_open_split(classifier, translator, lm, world: str | Path = ow.OPEN_W
             nouns = str(r["nouns"]).split()
             rows.append({"image": r["img_filename"], "held_out": r["held_out"], "scene": r["scene"],
                          "kinds": frozenset(str(r["scene_kinds"]).split()),
+                         "partial": partial.get(r["scene"], frozenset()),
                          "superclass": frozenset(filter(None, (superclass_of(n) for n in nouns))),
                          "nouns": nouns, "sentences": e.sentences, "counts": e.words})
     return pd.DataFrame(rows)

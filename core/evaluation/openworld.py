@@ -8,7 +8,9 @@ caption ever described:
 - scene-kind accuracy: the kind (water, grass, forest, sky, sand, snow, wood, flowers, city, indoor, rock,
   plain) whose words the image's sentences use most often is one the image shows;
 - false-scene rate, per kind: the share of images that do not show the kind whose sentences name it in at
-  least one sentence (water above all: "lake" behind any bird was the demo's first bias);
+  least one sentence (water above all: "lake" behind any bird was the demo's first bias). A kind a photo shows
+  over a minority of its area (a strip of bay under a skyline) is in some of its crops and not in others: its
+  images are left out of that kind's false- and kept-scene rates (rows' optional `partial`);
 - superclass accuracy: the object superclass (dog, bird, vehicle, fruit, ...: WordNet's, the most specific
   of SUPERCLASSES) that the sentences' object words name most often is the object's own.
 
@@ -187,7 +189,8 @@ def _rate(ok: pd.Series) -> dict:
 
 def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     """Scene-kind accuracy, false-scene rates and superclass accuracy of explained images (see the module
-    docstring). `rows`: image, kinds (a set of SCENE_KINDS), counts, sentences, and optionally superclass
+    docstring). `rows`: image, kinds (a set of SCENE_KINDS), counts, sentences, and optionally partial (kinds the
+    photo shows in part: those images are left out of those kinds' false- and kept-scene rates) and superclass
     (the object's, from `superclass_of` of its name or given) — images without one are left out of it."""
     if extractor is None:
         from core.engine.words import WordExtractor
@@ -201,19 +204,25 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     out = {"images": int(len(df)), "scene_kind_accuracy": _rate(df["kind_ok"]),
            "rules": {"scene_kind": "the kind whose words the sentences use most often is one the image shows",
                      "false_scene": "share of the images that do not show a kind whose sentences name it in at "
-                                    "least one sentence",
+                                    "least one sentence; images whose photo shows the kind in part (some crops "
+                                    "show it, some do not) are left out, as they are of kept_scene",
                      "kept_scene": "share of the images that show a kind whose sentences name it in at least one "
                                    "sentence (what a false-scene rate is bought with)",
                      "false_scene_share": "of the images that do not show a kind: the mean share of their "
                                           "sentences that name it, and the share of images where at least a "
                                           "quarter do (one sentence in 16 is a hedge; four is a reading)",
                      "superclass": "the superclass whose words the sentences use most often is the object's"}}
-    false, shares, kept = {}, {}, {}
+    partial = df["partial"] if "partial" in df else pd.Series([frozenset()] * len(df), index=df.index)
+    false, shares, kept, left_out = {}, {}, {}, {}
     for kind in SCENE_KINDS:
-        absent = ~df["kinds"].map(lambda ks, k=kind: k in ks)
+        shown = df["kinds"].map(lambda ks, k=kind: k in ks)
+        in_part = partial.map(lambda ks, k=kind: k in ks) & ~shown
+        absent = ~shown & ~in_part
         named = df["kinds_named"].map(lambda ks, k=kind: k in ks)  # in at least one sentence
-        if (~absent).any():
-            kept[kind] = _rate(named[~absent])
+        if in_part.any():
+            left_out[kind] = int(in_part.sum())
+        if shown.any():
+            kept[kind] = _rate(named[shown])
         if absent.any():
             false[kind] = _rate(named[absent])
             share = per_sentence[absent].map(lambda ks, k=kind: float(np.mean([k in x for x in ks])) if ks else 0.0)
@@ -221,6 +230,7 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     out["false_scene_rate"] = false
     out["false_scene_share"] = shares
     out["kept_scene_rate"] = kept
+    out["shown_in_part"] = left_out  # images left out of each kind's false- and kept-scene rates
     out["by_kind"] = {k: _rate(df.loc[df["kinds"].map(lambda ks, k=k: k in ks), "kind_ok"])
                       for k in SCENE_KINDS if df["kinds"].map(lambda ks, k=k: k in ks).any()}
     confusions = df[~df["kind_ok"]].assign(truth=df["kinds"].map(lambda ks: "+".join(sorted(ks))),

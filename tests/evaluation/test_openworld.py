@@ -83,6 +83,36 @@ def test_scores_held_out_scenes_false_water_and_superclasses(ex):
     assert named_superclass(ex.count(["a cow and a dog", "a dog"])) == "dog"
 
 
+def test_a_kind_shown_in_part_counts_neither_as_shown_nor_as_absent(ex):
+    sentences = {"bay": ["a city skyline by the bay", "a city at night"],      # a strip of bay under a skyline
+                 "street": ["a city street by the sea", "a busy street"],     # no water anywhere: false water
+                 "harbour": ["boats in a harbour", "a city"],                 # water shown and said
+                 "square": ["a city square", "a busy square"]}                # no water, none said
+    rows = pd.DataFrame({"image": list(sentences), "kinds": [{"city"}, {"city"}, {"city", "water"}, {"city"}],
+                         "partial": [frozenset({"water"}), frozenset(), frozenset(), frozenset({"sky"})],
+                         "sentences": list(sentences.values()),
+                         "counts": [ex.count(s) for s in sentences.values()]})
+    out = score_open_world(rows, ex)
+    assert out["false_scene_rate"]["water"]["images"] == 2  # street and square: the bay is left out
+    assert out["false_scene_rate"]["water"]["rate"] == 0.5
+    assert out["kept_scene_rate"]["water"]["images"] == 1  # nor is it counted as showing water
+    assert out["shown_in_part"] == {"water": 1, "sky": 1}
+    assert out["scene_kind_accuracy"]["rate"] == 1.0  # the kind named is still judged by the photo's own kinds
+    without = score_open_world(rows.drop(columns="partial"), ex)
+    assert without["false_scene_rate"]["water"]["rate"] == round(2 / 3, 4) and without["shown_in_part"] == {}
+
+
+def test_the_catalogues_kinds_shown_in_part_are_kinds_and_not_the_photos_own():
+    from core.demo.worlds import open_world as ow
+
+    catalogue = {s["name"]: s for s in json.loads(ow.SCENES_FILE.read_text())}
+    partial = ow.partial_kinds()
+    assert "tuxtype_granite_beach" in partial and "water" in partial["tuxtype_granite_beach"]
+    for name, kinds in partial.items():
+        assert kinds and kinds <= set(SCENE_KINDS), name
+        assert not kinds & set(catalogue[name]["kinds"]), name
+
+
 def _png(path, colour, size=(40, 60), alpha=True):
     im = Image.new("RGBA" if alpha else "RGB", size, (*colour, 255) if alpha else colour)
     if alpha:

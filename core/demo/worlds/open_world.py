@@ -93,6 +93,13 @@ def _root_of(package: str) -> Path:
     return DEB_ROOT if package in DEBS else EXTRA_ROOT
 
 
+def partial_kinds() -> dict[str, frozenset]:
+    """{scene name: the kinds its photo shows over a minority of its area} (data/scenes.json's "partial"): some of
+    its crops show such a kind and some do not, so its images count as neither showing it nor not
+    (core.evaluation.openworld.score_open_world)."""
+    return {s["name"]: frozenset(s["partial"]) for s in json.loads(SCENES_FILE.read_text()) if s.get("partial")}
+
+
 def scene_packages() -> list[str]:
     return sorted({s["package"] for s in json.loads(SCENES_FILE.read_text())} - NEVER)
 
