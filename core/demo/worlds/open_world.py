@@ -9,8 +9,9 @@ world is wider and is split so that generalisation can be measured where a user 
   (curated in data/clipart.json: hundreds of object nouns, cartoons left out; split by noun: a val or test
   noun appears in no training caption);
 - scenes: real photos and photographic textures from several Debian packages (curated in data/scenes.json,
-  each with its scene kinds and several descriptions), split by whole package (SCENE_SPLITS), plus plain
-  colours; `mate-backgrounds` and `ukui-wallpapers` are never used (kept for independent checks);
+  each with its scene kinds, the kinds it shows only in part (`partial`: a treeline, a strip of bay; the measures
+  count those neither shown nor absent) and several descriptions), split by whole package (SCENE_SPLITS), plus
+  plain colours; `mate-backgrounds` and `ukui-wallpapers` are never used (kept for independent checks);
 - images: one to three objects at several sizes on one background;
 - captions: several per image, from many templates, scene descriptions at two levels of detail and object
   phrases in several forms ("a red apple", "an apple", "some fruit"), so that no caption recurs whole.
