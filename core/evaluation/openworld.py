@@ -213,9 +213,9 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
                                           "quarter do (one sentence in 16 is a hedge; four is a reading)",
                      "superclass": "the superclass whose words the sentences use most often is the object's"}}
     partial = df["partial"] if "partial" in df else pd.Series([frozenset()] * len(df), index=df.index)
-    false, shares, kept, left_out = {}, {}, {}, {}
+    false, shares, kept, left_out, shown_by_kind = {}, {}, {}, {}, {}
     for kind in SCENE_KINDS:
-        shown = df["kinds"].map(lambda ks, k=kind: k in ks)
+        shown = shown_by_kind[kind] = df["kinds"].map(lambda ks, k=kind: k in ks)
         in_part = partial.map(lambda ks, k=kind: k in ks) & ~shown
         absent = ~shown & ~in_part
         named = df["kinds_named"].map(lambda ks, k=kind: k in ks)  # in at least one sentence
@@ -231,8 +231,7 @@ def score_open_world(rows: pd.DataFrame, extractor=None) -> dict:
     out["false_scene_share"] = shares
     out["kept_scene_rate"] = kept
     out["shown_in_part"] = left_out  # images left out of each kind's false- and kept-scene rates
-    out["by_kind"] = {k: _rate(df.loc[df["kinds"].map(lambda ks, k=k: k in ks), "kind_ok"])
-                      for k in SCENE_KINDS if df["kinds"].map(lambda ks, k=k: k in ks).any()}
+    out["by_kind"] = {k: _rate(df.loc[shown, "kind_ok"]) for k, shown in shown_by_kind.items() if shown.any()}
     confusions = df[~df["kind_ok"]].assign(truth=df["kinds"].map(lambda ks: "+".join(sorted(ks))),
                                            said=df["kind_said"].fillna("(none)"))
     out["kind_confusions"] = [{"truth": t, "said": s, "images": int(n)} for (t, s), n in
